@@ -1,0 +1,1 @@
+"""The HTTP layer: the only part of SRM that knows about HTTP."""

@@ -1,0 +1,86 @@
+"""The aiohttp application: routes on /srm and /srm/v1, middlewares, and its dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from srm.api import handlers as h
+from srm.api.errors import make_error_middleware
+from srm.api.handlers import SERVICE, Service
+from srm.auth import OperatorKeys, TokenVerifier
+from srm.config import Settings
+from srm.errors import TooLarge
+from srm.store import SessionStore
+
+PREFIXES = ("/srm", "/srm/v1")
+
+
+def routes() -> Iterable[web.RouteDef]:
+    for p in PREFIXES:
+        yield web.post(f"{p}/sessions", h.setup)
+        yield web.get(f"{p}/sessions", h.list_own, allow_head=False)
+        yield web.get(f"{p}/sessions/{{sessionId}}", h.get_own, allow_head=False)
+        yield web.put(f"{p}/sessions/{{sessionId}}", h.keep_alive)
+        yield web.delete(f"{p}/sessions/{{sessionId}}", h.teardown)
+        yield web.get(f"{p}/accounts/{{accountId}}/sessions", h.list_account, allow_head=False)
+        yield web.delete(f"{p}/accounts/{{accountId}}/sessions", h.end_account_sessions)
+        yield web.delete(
+            f"{p}/accounts/{{accountId}}/sessions/{{sessionId}}", h.end_account_session
+        )
+        yield web.get(f"{p}/accounts/{{accountId}}/limit", h.get_limit, allow_head=False)
+        yield web.put(f"{p}/accounts/{{accountId}}/limit", h.put_limit)
+        yield web.delete(f"{p}/accounts/{{accountId}}/limit", h.delete_limit)
+    yield web.get("/health", h.health, allow_head=False)
+    yield web.get("/ready", h.ready, allow_head=False)
+
+
+def header_limit(max_bytes: int) -> Middleware:
+    """431 when the request line plus header block exceed *max_bytes* in total."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        size = len(request.method) + len(request.raw_path) + 12
+        for name, value in request.raw_headers:
+            size += len(name) + len(value) + 4
+        if size > max_bytes:
+            raise TooLarge("request line and headers too large", headers=True)
+        return await handler(request)
+
+    return limit
+
+
+def create_app(settings: Settings, store: SessionStore) -> web.Application:
+    """The API application for *settings*, serving from *store* (whose client it does not own)."""
+    app = web.Application(
+        middlewares=[
+            make_error_middleware(settings.sessions.deny_status),
+            header_limit(settings.server.max_header_bytes),
+        ],
+        client_max_size=settings.server.max_body_bytes,
+        handler_args={
+            "max_line_size": settings.server.max_header_bytes,
+            "max_field_size": settings.server.max_header_bytes,
+        },
+    )
+    service = Service(
+        store=store,
+        verifier=TokenVerifier(settings.auth),
+        operators=OperatorKeys(settings.operator.keys),
+        timeout=settings.sessions.timeout,
+        content_types=settings.sessions.content_types,
+        max_body_bytes=settings.server.max_body_bytes,
+    )
+    app[SERVICE] = service
+    app.add_routes(list(routes()))
+    app.on_shutdown.append(_finish_background)
+    return app
+
+
+async def _finish_background(app: web.Application) -> None:
+    pending = list(app[SERVICE].background)
+    if pending:
+        await asyncio.wait(pending, timeout=5)

@@ -1,0 +1,102 @@
+"""Domain errors to `errorResponse` bodies, and the middleware that makes every error one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from srm.errors import (
+    InternalError,
+    LimitReached,
+    MalformedRequest,
+    MethodNotAllowed,
+    NoSuchPath,
+    SrmError,
+    TooLarge,
+)
+
+log = logging.getLogger("srm.api")
+
+_STATUS = {
+    "SRM-0001": 500,
+    "SRM-0002": 400,
+    "SRM-0003": 401,
+    "SRM-0004": 404,
+    "SRM-0006": 403,
+    "SRM-0007": 405,
+    "SRM-0008": 503,
+    "SRM-0009": 413,
+    "SRM-0010": 404,
+}
+DETAIL_HEADER = "X-SRM-Error-Detail"
+
+
+def http_status(error: SrmError, deny_status: int = 200) -> int:
+    if isinstance(error, LimitReached):
+        return deny_status
+    if isinstance(error, TooLarge) and error.headers:
+        return 431
+    return _STATUS[error.code]
+
+
+def error_body(error: SrmError, status: int) -> bytes:
+    return orjson.dumps(
+        {
+            "errorResponse": {
+                "code": str(status),
+                "status": "DENIED" if isinstance(error, LimitReached) else "ERROR",
+                "errorCode": error.code,
+                "errorMessage": error.message,
+            }
+        }
+    )
+
+
+def error_response(error: SrmError, deny_status: int = 200) -> web.Response:
+    status = http_status(error, deny_status)
+    response = web.Response(status=status, body=error_body(error, status))
+    response.content_type = "application/json"
+    if error.detail and not isinstance(error, InternalError):
+        response.headers[DETAIL_HEADER] = error.detail.encode("ascii", "replace").decode()
+    return response
+
+
+def from_http_exception(exc: web.HTTPException) -> SrmError:
+    if exc.status == 404:
+        return NoSuchPath()
+    if exc.status == 405:
+        return MethodNotAllowed()
+    if exc.status == 413:
+        return TooLarge("request body too large")
+    if exc.status == 431:
+        return TooLarge("request headers too large", headers=True)
+    if 400 <= exc.status < 500:
+        return MalformedRequest(exc.reason)
+    return InternalError()
+
+
+def make_error_middleware(deny_status: int) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except SrmError as error:
+            if isinstance(error, InternalError):
+                log.error("internal error on %s %s: %s", request.method, request.path, error)
+            return error_response(error, deny_status)
+        except web.HTTPException as exc:
+            response = error_response(from_http_exception(exc), deny_status)
+            if exc.status == 405 and "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(InternalError(), deny_status)
+
+    return errors

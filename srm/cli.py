@@ -1,0 +1,87 @@
+"""The `srm` command: serve, reaper, token, config."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import orjson
+
+from srm import __version__, logs
+from srm.config import ConfigError, Settings, load
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srm", description="Session Resource Manager")
+    parser.add_argument("--version", action="version", version=f"srm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the HTTP API")
+    reaper = sub.add_parser("reaper", help="run the reaper sidecar")
+    reaper.add_argument(
+        "--check", action="store_true", help="exit 0 if a reaper heartbeat is fresh, else 1"
+    )
+    token = sub.add_parser("token", help="mint a Client-Token with the configured HS secret")
+    token.add_argument("--account", required=True)
+    token.add_argument("--device", required=True)
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    sub.add_parser("config", help="print the effective settings (secrets masked)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load()
+        logs.setup(settings.logging.level)
+        return _run(args, settings)
+    except ConfigError as exc:
+        print(f"srm: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "serve":
+        from srm.server import serve
+
+        return serve(settings)
+    if args.command == "token":
+        return _token(args, settings)
+    if args.command == "config":
+        print(orjson.dumps(_masked(settings), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"srm: {args.command} is not available in this build", file=sys.stderr)
+    return 2
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from srm.auth import mint
+    from srm.config import HMAC_ALGORITHMS
+
+    if settings.auth.algorithm not in HMAC_ALGORITHMS or not settings.auth.secret:
+        print(
+            "srm: token needs an HS* algorithm and auth.secret (SRM_AUTH_SECRET)", file=sys.stderr
+        )
+        return 2
+    print(
+        mint(
+            settings.auth.secret,
+            args.account,
+            args.device,
+            ttl=args.ttl,
+            algorithm=settings.auth.algorithm,
+        )
+    )
+    return 0
+
+
+def _masked(settings: Settings) -> dict[str, object]:
+    data = dataclasses.asdict(settings)
+    data["auth"]["secret"] = "***" if settings.auth.secret else ""
+    data["operator"]["keys"] = ["***"] * len(settings.operator.keys)
+    return data
+
+
+if __name__ == "__main__":
+    sys.exit(main())

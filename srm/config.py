@@ -1,0 +1,341 @@
+"""Settings: the packaged defaults, then the TOML file named by SRM_CONFIG, then SRM_* variables.
+
+Every setting has a default in ``srm/defaults.toml``. Each one can be overridden by
+``SRM_<SECTION>_<NAME>``; the contract names of API.md (``SRM_PORT``, ``SRM_REDIS_URL``, ...)
+are aliases kept in :data:`ENV_ALIASES`. A bad value fails at start with a
+:class:`ConfigError` naming the setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "SRM_REDIS_URL": ("redis", "url"),
+    "SRM_HOST": ("server", "host"),
+    "SRM_PORT": ("server", "port"),
+    "SRM_WORKERS": ("server", "workers"),
+    "SRM_AUTH_SECRET": ("auth", "secret"),
+    "SRM_OPERATOR_KEYS": ("operator", "keys"),
+    "SRM_SESSION_TIMEOUT": ("sessions", "timeout"),
+    "SRM_MAX_SESSIONS": ("sessions", "max_sessions"),
+    "SRM_ENDED_RETENTION": ("sessions", "ended_retention"),
+    "SRM_REAPER_INTERVAL": ("reaper", "interval"),
+}
+# Variables that are not settings but are read elsewhere (not warned about).
+ENV_OTHER = frozenset({"SRM_CONFIG"})
+
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+KEY_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+)
+
+
+class ConfigError(ValueError):
+    """Raised when a setting is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 65536
+    max_header_bytes: int = 8192
+    access_log: bool = False
+    shutdown_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = ""
+    shards: int = 256
+    pool_size: int = 64
+    pool_timeout: float = 0.5
+    socket_timeout: float = 0.8
+    connect_timeout: float = 0.5
+    request_deadline: float = 2.0
+
+
+@dataclass(frozen=True)
+class EmbeddedSettings:
+    data_dir: str = ".srm-data"
+    redis_server: str = ""
+    appendonly: bool = True
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    algorithm: str = "HS256"
+    secret: str = field(default="", repr=False)
+    public_key: str = field(default="", repr=False)
+    leeway: int = 0
+    audience: str = ""
+    issuer: str = ""
+    token_cache_size: int = 10000
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    keys: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    timeout: int = 120
+    max_sessions: int = 3
+    ended_retention: int = 60
+    content_types: tuple[str, ...] = ("COD", "LIVE", "TSTV", "NPVR")
+    limit_policy: str = "deny"
+    deny_status: int = 200
+
+
+@dataclass(frozen=True)
+class ReaperSettings:
+    interval: float = 1.0
+    batch_size: int = 500
+    audit_interval: float = 300.0
+    heartbeat_ttl: int = 15
+    metrics_port: int = 9101
+    metrics_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = ServerSettings()
+    redis: RedisSettings = RedisSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    auth: AuthSettings = AuthSettings()
+    operator: OperatorSettings = OperatorSettings()
+    sessions: SessionSettings = SessionSettings()
+    reaper: ReaperSettings = ReaperSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    def replace(self, section: str, **changes: Any) -> Settings:
+        """A copy with some settings of one section changed (used by tests and the CLI)."""
+        return dataclasses.replace(
+            self, **{section: dataclasses.replace(getattr(self, section), **changes)}
+        )
+
+
+_DEFAULTS = Settings()
+
+
+def load(env: Mapping[str, str] | None = None, extra_file: str | Path | None = None) -> Settings:
+    """Build the settings: packaged defaults, then SRM_CONFIG (or *extra_file*), then env."""
+    env = os.environ if env is None else env
+    raw = _read_toml(resources.files("srm").joinpath("defaults.toml").read_text(), "defaults")
+    sources: dict[tuple[str, str], str] = {}
+    extra = extra_file or env.get("SRM_CONFIG")
+    if extra:
+        path = Path(extra)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"SRM_CONFIG: cannot read {path}: {exc.strerror}") from exc
+        for section, values in _read_toml(text, str(path)).items():
+            if section not in raw or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{section}]")
+            for name, value in values.items():
+                if name not in raw[section]:
+                    raise ConfigError(f"{path}: unknown setting {section}.{name}")
+                raw[section][name] = value
+                sources[(section, name)] = str(path)
+    for var, value in env.items():
+        if not var.startswith("SRM_") or var in ENV_OTHER:
+            continue
+        target = ENV_ALIASES.get(var) or _generic_target(var, raw)
+        if target is None:
+            log.warning("ignoring unknown variable %s", var)
+            continue
+        raw[target[0]][target[1]] = value
+        sources[target] = var
+    settings = Settings(
+        **{
+            section.name: _build(
+                type(getattr(_DEFAULTS, section.name)), section.name, raw[section.name], sources
+            )
+            for section in dataclasses.fields(Settings)
+        }
+    )
+    _validate(settings)
+    return settings
+
+
+def _read_toml(text: str, where: str) -> dict[str, dict[str, Any]]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+
+
+def _generic_target(var: str, raw: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
+    rest = var[len("SRM_") :].lower()
+    for section, values in raw.items():
+        prefix = section + "_"
+        if rest.startswith(prefix) and rest[len(prefix) :] in values:
+            return section, rest[len(prefix) :]
+    return None
+
+
+def _build(
+    cls: Any, section: str, values: Mapping[str, Any], sources: Mapping[tuple[str, str], str]
+) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        where = sources.get((section, f.name), "config")
+        name = f"{section}.{f.name}"
+        kwargs[f.name] = _coerce(values[f.name], f.type, f"{name} (from {where})")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, type_name: Any, name: str) -> Any:
+    if type_name == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+            return True
+        if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if type_name == "int":
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        try:
+            return int(str(value).strip()) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if type_name == "float":
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        return number
+    if type_name == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    if type_name == "tuple[str, ...]":
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+    raise AssertionError(f"unhandled setting type {type_name} for {name}")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _validate(s: Settings) -> None:
+    _check(1 <= s.server.port <= 65535, f"server.port (SRM_PORT): 1..65535, got {s.server.port}")
+    _check(
+        1 <= s.server.workers <= 256,
+        f"server.workers (SRM_WORKERS): 1..256, got {s.server.workers}",
+    )
+    _check(s.server.max_body_bytes >= 1024, "server.max_body_bytes: at least 1024")
+    _check(s.server.max_header_bytes >= 1024, "server.max_header_bytes: at least 1024")
+    _check(s.server.shutdown_timeout >= 0, "server.shutdown_timeout: must not be negative")
+    _check(
+        s.redis.url == "" or s.redis.url.split("://", 1)[0] in _REDIS_SCHEMES,
+        f"redis.url (SRM_REDIS_URL): scheme must be one of {sorted(_REDIS_SCHEMES)}",
+    )
+    _check(1 <= s.redis.shards <= 16384, f"redis.shards: 1..16384, got {s.redis.shards}")
+    _check(s.redis.pool_size >= 1, "redis.pool_size: at least 1")
+    for name in ("pool_timeout", "socket_timeout", "connect_timeout", "request_deadline"):
+        _check(getattr(s.redis, name) > 0, f"redis.{name}: must be positive")
+    alg = s.auth.algorithm
+    _check(
+        alg in HMAC_ALGORITHMS | KEY_ALGORITHMS,
+        f"auth.algorithm: one of {sorted(HMAC_ALGORITHMS | KEY_ALGORITHMS)}, got {alg!r}",
+    )
+    _check(s.auth.leeway >= 0, "auth.leeway: must not be negative")
+    _check(s.auth.token_cache_size >= 0, "auth.token_cache_size: must not be negative")
+    _check(all(s.operator.keys), "operator.keys (SRM_OPERATOR_KEYS): empty key")
+    _check(
+        all(len(k) >= 16 for k in s.operator.keys),
+        "operator.keys (SRM_OPERATOR_KEYS): each key must be at least 16 characters",
+    )
+    _check(
+        0 <= s.sessions.timeout <= 86400 * 365,
+        f"sessions.timeout (SRM_SESSION_TIMEOUT): 0..31536000, got {s.sessions.timeout}",
+    )
+    _check(
+        0 <= s.sessions.max_sessions <= 1_000_000,
+        f"sessions.max_sessions (SRM_MAX_SESSIONS): 0..1000000, got {s.sessions.max_sessions}",
+    )
+    _check(
+        0 <= s.sessions.ended_retention <= 86400 * 30,
+        "sessions.ended_retention (SRM_ENDED_RETENTION): 0..2592000, "
+        f"got {s.sessions.ended_retention}",
+    )
+    _check(bool(s.sessions.content_types), "sessions.content_types: at least one type")
+    _check(
+        s.sessions.limit_policy in {"deny", "evict"},
+        f"sessions.limit_policy: deny or evict, got {s.sessions.limit_policy!r}",
+    )
+    _check(
+        200 <= s.sessions.deny_status <= 599,
+        f"sessions.deny_status: an HTTP status 200..599, got {s.sessions.deny_status}",
+    )
+    _check(
+        0.01 <= s.reaper.interval <= 3600,
+        f"reaper.interval (SRM_REAPER_INTERVAL): 0.01..3600, got {s.reaper.interval}",
+    )
+    _check(1 <= s.reaper.batch_size <= 5000, "reaper.batch_size: 1..5000")
+    _check(s.reaper.audit_interval > 0, "reaper.audit_interval: must be positive")
+    _check(s.reaper.heartbeat_ttl >= 1, "reaper.heartbeat_ttl: at least 1")
+    _check(0 <= s.reaper.metrics_port <= 65535, "reaper.metrics_port: 0..65535")
+    _check(
+        s.logging.level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
+        f"logging.level: DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.logging.level!r}",
+    )
+
+
+def require_auth_key(s: Settings) -> None:
+    """Fail unless the configured algorithm has its secret or public key (needed to serve)."""
+    if s.auth.algorithm in HMAC_ALGORITHMS:
+        _check(
+            bool(s.auth.secret),
+            f"auth.secret (SRM_AUTH_SECRET): required for {s.auth.algorithm}; "
+            "the production config has none (use config/dev.toml for local runs)",
+        )
+    else:
+        _check(
+            bool(s.auth.public_key),
+            f"auth.public_key (SRM_AUTH_PUBLIC_KEY): required for {s.auth.algorithm}",
+        )
+
+
+_REDIS_SCHEMES = frozenset(
+    {
+        "redis",
+        "rediss",
+        "unix",
+        "redis+sentinel",
+        "rediss+sentinel",
+        "redis+cluster",
+        "rediss+cluster",
+    }
+)

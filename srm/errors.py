@@ -1,0 +1,106 @@
+"""Domain errors, each carrying its SRM error code. Only the HTTP layer turns them into responses.
+
+SrmError
+├── InternalError        SRM-0001
+├── MalformedRequest     SRM-0002
+├── Unauthenticated      SRM-0003
+├── SessionNotFound      SRM-0004
+├── LimitReached         SRM-0005
+├── NotOperator          SRM-0006
+├── MethodNotAllowed     SRM-0007
+├── StoreUnavailable     SRM-0008
+├── TooLarge             SRM-0009
+└── NoSuchPath           SRM-0010
+"""
+
+from __future__ import annotations
+
+
+class SrmError(Exception):
+    """Base of every error SRM reports to a caller."""
+
+    code = "SRM-0001"
+    message = "Internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.message)
+        self.detail = detail
+
+
+class InternalError(SrmError):
+    """Raised when something unexpected failed; the body never says what."""
+
+    code = "SRM-0001"
+    message = "Internal error"
+
+
+class MalformedRequest(SrmError):
+    """Raised when the request is malformed or mandatory parameters are missing."""
+
+    code = "SRM-0002"
+    message = "Malformed request or mandatory parameters missing from request"
+
+
+class Unauthenticated(SrmError):
+    """Raised when the Client-Token is missing, invalid, expired or lacks its claims."""
+
+    code = "SRM-0003"
+    message = "Missing or invalid Client-Token"
+
+
+class SessionNotFound(SrmError):
+    """Raised when the session does not exist for this account (or was removed)."""
+
+    code = "SRM-0004"
+    message = "Session not found"
+
+
+class LimitReached(SrmError):
+    """Raised when the account already has its maximum number of active sessions."""
+
+    code = "SRM-0005"
+    message = "Maximum number of concurrent sessions reached for this account"
+
+    def __init__(self, active: int, limit: int) -> None:
+        super().__init__(self.message)
+        self.active = active
+        self.limit = limit
+
+
+class NotOperator(SrmError):
+    """Raised when an operator path is called without a valid operator key."""
+
+    code = "SRM-0006"
+    message = "Operator key missing or invalid"
+
+
+class MethodNotAllowed(SrmError):
+    """Raised when the path exists but not for this method."""
+
+    code = "SRM-0007"
+    message = "Method not allowed"
+
+
+class StoreUnavailable(SrmError):
+    """Raised when Redis is unreachable or did not answer in time."""
+
+    code = "SRM-0008"
+    message = "Session store unavailable, retry later"
+
+
+class TooLarge(SrmError):
+    """Raised when the request body, request line or headers exceed their limits."""
+
+    code = "SRM-0009"
+    message = "Request too large"
+
+    def __init__(self, detail: str | None = None, *, headers: bool = False) -> None:
+        super().__init__(detail)
+        self.headers = headers
+
+
+class NoSuchPath(SrmError):
+    """Raised when no route matches the path."""
+
+    code = "SRM-0010"
+    message = "No such path"

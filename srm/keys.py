@@ -1,0 +1,107 @@
+"""Every Redis key SRM uses is built here, and nowhere else.
+
+Keys are grouped in hash-tagged shards: shard ``k = crc32(accountId) mod N`` and every key of
+that shard starts with ``srm:{s<k>}:``, so each Lua script touches one Redis Cluster slot. The
+hash tag is the first ``{...}`` of the key, which is always the shard tag: an accountId
+containing ``{``, ``}`` or ``:`` cannot move its keys to another slot or onto another account's
+keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective in ``id``).
+
+| key | type | holds |
+|---|---|---|
+| ``srm:{s7}:sess:<sessionId>`` | hash | the session record: acct, dev, cid, ctype, created, ka |
+| ``srm:{s7}:acct:<accountId>:active`` | zset | sessionId -> keep-alive deadline (ms): the truth |
+| ``srm:{s7}:acct:<accountId>:count`` | string | active counter, always ZCARD of ``active`` |
+| ``srm:{s7}:acct:<accountId>:limit`` | string | optional per-account limit override |
+| ``srm:{s7}:acct:<accountId>:ended`` | hash | sessionId -> ``REASON|endedAtMs`` until removal |
+| ``srm:{s7}:deadlines`` | zset | ``<accountId>/<sessionId>`` -> deadline, for the sweep |
+| ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
+| ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+PREFIX = "srm"
+SESSION_ID_LENGTH = 36  # canonical UUID text; members end with it
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeys:
+    """The keys of one account and of the shard it lives in."""
+
+    shard: int
+    active: str
+    count: str
+    limit: str
+    ended: str
+    deadlines: str
+    reap: str
+
+
+class Keys:
+    """Builds key names for a deployment with a fixed number of shards."""
+
+    def __init__(self, shards: int, prefix: str = PREFIX) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the key prefix must not contain a hash tag")
+        self.shards = shards
+        self.prefix = prefix
+
+    def shard_of(self, account_id: str) -> int:
+        return zlib.crc32(account_id.encode("utf-8")) % self.shards
+
+    def tag(self, shard: int) -> str:
+        return f"{self.prefix}:{{s{shard}}}"
+
+    def account(self, account_id: str) -> AccountKeys:
+        shard = self.shard_of(account_id)
+        tag = self.tag(shard)
+        base = f"{tag}:acct:{account_id}:"
+        return AccountKeys(
+            shard=shard,
+            active=base + "active",
+            count=base + "count",
+            limit=base + "limit",
+            ended=base + "ended",
+            deadlines=f"{tag}:deadlines",
+            reap=f"{tag}:reap",
+        )
+
+    def session(self, account_id: str, session_id: str) -> str:
+        return f"{self.tag(self.shard_of(account_id))}:sess:{session_id}"
+
+    def deadlines(self, shard: int) -> str:
+        return f"{self.tag(shard)}:deadlines"
+
+    def reap(self, shard: int) -> str:
+        return f"{self.tag(shard)}:reap"
+
+    def heartbeat(self, reaper_id: str) -> str:
+        return f"{self.prefix}:reaper:heartbeat:{reaper_id}"
+
+    def heartbeat_pattern(self) -> str:
+        return f"{self.prefix}:reaper:heartbeat:*"
+
+    def account_pattern(self, shard: int) -> str:
+        """SCAN pattern of the counters and active sets of one shard (audit only)."""
+        return f"{self.tag(shard)}:acct:*"
+
+    def parse_account_key(self, key: str) -> tuple[str, str] | None:
+        """(accountId, kind) of an account key, or None for any other key."""
+        head, sep, rest = key.partition("}:acct:")
+        if not sep or not head.startswith(f"{self.prefix}:{{s"):
+            return None
+        account_id, sep, kind = rest.rpartition(":")
+        return (account_id, kind) if sep else None
+
+
+def member(account_id: str, session_id: str) -> str:
+    """The shard-index member naming one session: ``<accountId>/<sessionId>``."""
+    return f"{account_id}/{session_id}"
+
+
+def parse_member(value: str) -> tuple[str, str]:
+    """(accountId, sessionId) of a shard-index member; the sessionId is its fixed-size tail."""
+    return value[: -SESSION_ID_LENGTH - 1], value[-SESSION_ID_LENGTH:]

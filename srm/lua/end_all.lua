@@ -1,0 +1,20 @@
+-- end_all: end up to ARGV[4] ACTIVE sessions of one account (operator), lapsed ones as TIMEOUT.
+--
+-- KEYS[1] active     srm:{sK}:acct:<a>:active   zset
+-- KEYS[2] count      srm:{sK}:acct:<a>:count    string
+-- KEYS[3] ended      srm:{sK}:acct:<a>:ended    hash
+-- KEYS[4] deadlines  srm:{sK}:deadlines         zset
+-- KEYS[5] reap       srm:{sK}:reap              zset
+-- ARGV[1] now (ms)  ARGV[2] accountId  ARGV[3] reason  ARGV[4] batch  ARGV[5] retention (ms)
+-- Returns {ended with ARGV[3], ended as TIMEOUT, sessions still active}.
+local now = tonumber(ARGV[1])
+local purge_at = now + tonumber(ARGV[5])
+local lapsed = end_lapsed(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], now, purge_at,
+  tonumber(ARGV[4]))
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+local n = 0
+for _, sid in ipairs(ids) do
+  n = n + end_session(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], sid, ARGV[2] .. '/' .. sid,
+    ARGV[3], now, purge_at)
+end
+return {n, lapsed, redis.call('ZCARD', KEYS[1])}

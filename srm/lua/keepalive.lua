@@ -1,0 +1,17 @@
+-- keepalive: move an ACTIVE, not lapsed session's deadline to now + timeout.
+--
+-- KEYS[1] sess       srm:{sK}:sess:<sid>        hash  (ka updated)
+-- KEYS[2] active     srm:{sK}:acct:<a>:active   zset  sid -> deadline
+-- KEYS[3] deadlines  srm:{sK}:deadlines         zset  member -> deadline
+-- ARGV[1] now (ms)  ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] new deadline (ms)
+-- Returns 1 when the deadline moved, 0 when the session is unknown, ended or lapsed.
+-- A lapsed session is left for the sweep (or the account's next setup) to end.
+local now = tonumber(ARGV[1])
+local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if not score or tonumber(score) <= now then
+  return 0
+end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3] .. '/' .. ARGV[2])
+redis.call('HSET', KEYS[1], 'ka', now)
+return 1

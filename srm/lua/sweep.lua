@@ -1,0 +1,35 @@
+-- sweep: end ACTIVE sessions of one shard whose keep-alive deadline has passed (TIMEOUT).
+-- The caller read the due members first (ZRANGEBYSCORE deadlines, bounded) and passes each
+-- one with its account's keys; every member is re-checked here, so a keep-alive, teardown or
+-- other reaper that got there first wins and nothing is ended twice.
+--
+-- KEYS[1] deadlines  srm:{sK}:deadlines   zset member -> deadline
+-- KEYS[2] reap       srm:{sK}:reap        zset member -> removal time
+-- then for member i (i = 1..n), three keys of its account:
+-- KEYS[3i]   active  srm:{sK}:acct:<a>:active   KEYS[3i+1] count  srm:{sK}:acct:<a>:count
+-- KEYS[3i+2] ended   srm:{sK}:acct:<a>:ended
+-- ARGV[1] now (ms)  ARGV[2] retention (ms)  ARGV[2+i] member "<accountId>/<sessionId>"
+-- Returns {ended, stale index entries dropped, index entries moved to a later deadline}.
+local now = tonumber(ARGV[1])
+local purge_at = now + tonumber(ARGV[2])
+local ended, stale, moved = 0, 0, 0
+for i = 1, #ARGV - 2 do
+  local mbr = ARGV[2 + i]
+  local due = redis.call('ZSCORE', KEYS[1], mbr)
+  if due and tonumber(due) <= now then
+    local active, count, endedk = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
+    local sid = string.sub(mbr, -36)
+    local score = redis.call('ZSCORE', active, sid)
+    if not score then
+      redis.call('ZREM', KEYS[1], mbr)
+      stale = stale + 1
+    elseif tonumber(score) <= now then
+      ended = ended + end_session(active, count, endedk, KEYS[1], KEYS[2], sid, mbr, 'TIMEOUT',
+        score, purge_at)
+    else
+      redis.call('ZADD', KEYS[1], score, mbr)
+      moved = moved + 1
+    end
+  end
+end
+return {ended, stale, moved}

@@ -1,0 +1,74 @@
+"""What a session is, as the rest of SRM sees it (times are epoch milliseconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# With keep-alive disabled a session's deadline is this far after its last keep-alive: it
+# never lapses, yet deadlines still order sessions by last keep-alive (for eviction).
+NO_TIMEOUT_MS = 100 * 365 * 86400 * 1000
+
+
+class State(StrEnum):
+    ACTIVE = "ACTIVE"
+    ENDED = "ENDED"
+
+
+class EndReason(StrEnum):
+    TEARDOWN = "TEARDOWN"
+    TIMEOUT = "TIMEOUT"
+    OPERATOR = "OPERATOR"
+    EVICTED = "EVICTED"
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """A session the API asks the store to create."""
+
+    session_id: str
+    account_id: str
+    device_id: str
+    content_id: str
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    session_id: str
+    account_id: str
+    device_id: str
+    content_id: str
+    content_type: str
+    state: State
+    created_at: int
+    last_keep_alive_at: int | None
+    expires_at: int | None
+    ended_at: int | None
+    end_reason: EndReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSessions:
+    sessions: list[Session]
+    active_count: int
+    max_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    max_sessions: int
+    override: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The session rules the store applies (from the [sessions] settings)."""
+
+    timeout_ms: int
+    max_sessions: int
+    retention_ms: int
+    evict: bool
+
+    def deadline(self, now: int) -> int:
+        return now + (self.timeout_ms if self.timeout_ms > 0 else NO_TIMEOUT_MS)

@@ -1,0 +1,195 @@
+"""`srm serve`: the API in one process, or N worker processes sharing the port (SO_REUSEPORT).
+
+SIGTERM/SIGINT stop accepting, let requests in flight finish (``server.shutdown_timeout``),
+and exit 0. With ``redis.url`` unset, the embedded redis-server is started first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from srm import logs
+from srm.api.app import create_app
+from srm.api.protocol import SrmAppRunner
+from srm.config import Settings, require_auth_key
+from srm.connection import connect
+from srm.embedded import EmbeddedRedis
+from srm.keys import Keys
+from srm.model import Policy
+from srm.store import SessionStore
+
+log = logging.getLogger("srm.server")
+
+# Extra work a serving process runs beside the API (the embedded reaper), given the store
+# and the stop event; set by the CLI.
+Companion = Callable[[Settings, SessionStore, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def policy(settings: Settings) -> Policy:
+    s = settings.sessions
+    return Policy(
+        timeout_ms=s.timeout * 1000,
+        max_sessions=s.max_sessions,
+        retention_ms=s.ended_retention * 1000,
+        evict=s.limit_policy == "evict",
+    )
+
+
+def make_store(settings: Settings, redis: Any) -> SessionStore:
+    return SessionStore(
+        redis,
+        Keys(settings.redis.shards),
+        policy(settings),
+        deadline=settings.redis.request_deadline,
+    )
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+async def serve_api(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    companion: Companion | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or *stop*), then drain and close."""
+    stop = stop or asyncio.Event()
+    install_stop_handlers(stop)
+    redis = connect(settings.redis)
+    store = make_store(settings, redis)
+    app = create_app(settings, store)
+    runner = SrmAppRunner(
+        app,
+        access_log=logging.getLogger("aiohttp.access") if settings.server.access_log else None,
+        shutdown_timeout=settings.server.shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        settings.server.host,
+        settings.server.port,
+        reuse_port=reuse_port or None,
+        backlog=2048,
+    )
+    await site.start()
+    log.info("listening on %s:%d", settings.server.host, settings.server.port)
+    extra: asyncio.Task[None] | None = (
+        asyncio.create_task(companion(settings, store, stop)) if companion else None
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: finishing requests in flight")
+        await runner.cleanup()
+        if extra is not None:
+            stop.set()
+            await extra
+        await redis.aclose()
+        log.info("stopped")
+
+
+def _worker(settings: Settings) -> None:
+    logs.setup(settings.logging.level)
+    run_loop(serve_api(settings, reuse_port=True))
+
+
+def serve(settings: Settings, companion: Companion | None = None) -> int:
+    """Run `srm serve` to completion; the process exit code."""
+    require_auth_key(settings)
+    embedded = None
+    if not settings.redis.url:
+        embedded = EmbeddedRedis(settings.embedded)
+        settings = settings.replace("redis", url=embedded.start())
+    try:
+        if settings.server.workers == 1:
+            run_loop(serve_api(settings, companion=companion))
+            return 0
+        return _supervise(settings, companion)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _supervise(settings: Settings, companion: Companion | None) -> int:
+    """Keep N workers running until SIGTERM/SIGINT; restart a worker that dies."""
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    workers: list[Any] = []
+    side: Any = None
+    try:
+        for _ in range(settings.server.workers):
+            workers.append(_start(ctx, settings))
+        if companion is not None:
+            side = ctx.Process(target=_companion_main, args=(settings, companion), daemon=False)
+            side.start()
+        while not stopping:
+            time.sleep(0.2)
+            for i, proc in enumerate(workers):
+                if not proc.is_alive() and not stopping:
+                    log.error("worker %d exited with %s; restarting", proc.pid, proc.exitcode)
+                    workers[i] = _start(ctx, settings)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        everyone = [*workers, *([side] if side is not None else [])]
+        for proc in everyone:
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + settings.server.shutdown_timeout + 5
+        for proc in everyone:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    return 0
+
+
+def _start(ctx: Any, settings: Settings) -> Any:
+    proc = ctx.Process(target=_worker, args=(settings,), daemon=False)
+    proc.start()
+    return proc
+
+
+def _companion_main(settings: Settings, companion: Companion) -> None:
+    logs.setup(settings.logging.level)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        redis = connect(settings.redis)
+        try:
+            await companion(settings, make_store(settings, redis), stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+
+    run_loop(main())

@@ -1,0 +1,391 @@
+"""The session store: one atomic Lua script per state change, one typed method per script.
+
+Redis failures are turned into domain errors here and nowhere else: a store that is down,
+slow, loading or failing over raises :class:`StoreUnavailable` (SRM-0008) within
+``redis.request_deadline``; anything else Redis rejects is a bug and raises
+:class:`InternalError`. Every script is idempotent, so a retried call is always safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from importlib import resources
+from typing import Any, TypeVar
+
+from redis import exceptions as rx
+from redis.commands.core import AsyncScript
+
+from srm import keys as k
+from srm.errors import InternalError, LimitReached, SessionNotFound, StoreUnavailable
+from srm.model import (
+    NO_TIMEOUT_MS,
+    AccountSessions,
+    EndReason,
+    Limit,
+    NewSession,
+    Policy,
+    Session,
+    State,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Clock = Callable[[], int]
+
+# Redis answers that mean "not now" rather than "never": the call may succeed on retry.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.BusyLoadingError,
+    rx.ReadOnlyError,
+    rx.TryAgainError,
+    rx.ClusterDownError,
+    rx.MasterDownError,
+    rx.ClusterError,
+    rx.MaxConnectionsError,
+    TimeoutError,
+    OSError,
+)
+_UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def load_script_source(name: str) -> str:
+    """A script's Lua text, with the shared end transition prepended where it is used."""
+    lua = resources.files("srm").joinpath("lua")
+    body = lua.joinpath(f"{name}.lua").read_text()
+    if "end_session(" in body or "end_lapsed(" in body:
+        body = lua.joinpath("_end.lua").read_text() + "\n" + body
+    return body
+
+
+class EndOutcome(Enum):
+    ENDED = 1
+    ALREADY_ENDED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    ended: int
+    stale: int
+    moved: int
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    account_id: str
+    counter: int
+    truth: int
+
+
+class SessionStore:
+    """SRM's state in Redis, behind typed methods. Time comes from *clock* (ms)."""
+
+    SCRIPTS = ("setup", "keepalive", "end", "abort", "end_all", "sweep", "purge", "audit")
+
+    def __init__(
+        self,
+        redis: Any,
+        keyspace: k.Keys,
+        policy: Policy,
+        *,
+        clock: Clock = wall_clock_ms,
+        deadline: float = 2.0,
+    ) -> None:
+        self.redis = redis
+        self.keys = keyspace
+        self.policy = policy
+        self.clock = clock
+        self.deadline = deadline
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
+        }
+        self._policy_name = "evict" if policy.evict else "deny"
+
+    # -- the boundary ------------------------------------------------------------------------
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await call
+        except rx.ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_PREFIXES):
+                raise StoreUnavailable(str(exc)) from exc
+            log.error("redis rejected a call: %s", exc)
+            raise InternalError(str(exc)) from exc
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        except rx.RedisError as exc:
+            log.error("redis error: %r", exc)
+            raise InternalError(repr(exc)) from exc
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._guard(self._scripts[name](keys=keys, args=args))
+
+    # -- client operations -------------------------------------------------------------------
+
+    async def setup(self, new: NewSession) -> int:
+        """Create the session unless the account is at its limit; the active count after it.
+
+        Raises LimitReached at the limit (deny policy). Safe to retry with the same sessionId.
+        """
+        ak = self.keys.account(new.account_id)
+        now = self.clock()
+        status, active, limit = await self._run(
+            "setup",
+            [
+                self.keys.session(new.account_id, new.session_id),
+                ak.active,
+                ak.count,
+                ak.limit,
+                ak.ended,
+                ak.deadlines,
+                ak.reap,
+            ],
+            [
+                now,
+                new.session_id,
+                new.account_id,
+                new.device_id,
+                new.content_id,
+                new.content_type,
+                self.policy.deadline(now),
+                self.policy.max_sessions,
+                self.policy.retention_ms,
+                self._policy_name,
+            ],
+        )
+        if status in (1, 2):
+            return int(active)
+        if status == 0:
+            raise LimitReached(int(active), int(limit))
+        # -1: abandoned by an earlier try of this very call; -2: a UUID4 collision
+        raise InternalError(f"setup of {new.session_id} refused with status {status}")
+
+    async def keep_alive(self, account_id: str, session_id: str) -> None:
+        """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown."""
+        ak = self.keys.account(account_id)
+        now = self.clock()
+        moved = await self._run(
+            "keepalive",
+            [self.keys.session(account_id, session_id), ak.active, ak.deadlines],
+            [now, session_id, account_id, self.policy.deadline(now)],
+        )
+        if moved != 1:
+            raise SessionNotFound()
+
+    async def end(self, account_id: str, session_id: str, reason: EndReason) -> EndOutcome:
+        """End one session exactly once; ALREADY_ENDED on repeats, SessionNotFound if unknown."""
+        ak = self.keys.account(account_id)
+        status = await self._run(
+            "end",
+            [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
+            [self.clock(), session_id, account_id, reason.value, self.policy.retention_ms],
+        )
+        if status == 0:
+            raise SessionNotFound()
+        return EndOutcome(status)
+
+    async def abort_setup(self, account_id: str, session_id: str) -> int:
+        """Undo a setup whose outcome is unknown (see abort.lua); returns the script status."""
+        ak = self.keys.account(account_id)
+        return int(
+            await self._run(
+                "abort",
+                [
+                    self.keys.session(account_id, session_id),
+                    ak.active,
+                    ak.count,
+                    ak.ended,
+                    ak.deadlines,
+                    ak.reap,
+                ],
+                [self.clock(), session_id, account_id, self.policy.retention_ms],
+            )
+        )
+
+    async def end_all(self, account_id: str, reason: EndReason, batch: int = 1000) -> int:
+        """End every ACTIVE session of the account (bounded batches); how many *reason* ended."""
+        ak = self.keys.account(account_id)
+        total = 0
+        while True:
+            ended, _lapsed, remaining = await self._run(
+                "end_all",
+                [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
+                [self.clock(), account_id, reason.value, batch, self.policy.retention_ms],
+            )
+            total += int(ended)
+            if int(remaining) == 0:
+                return total
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, account_id: str, session_id: str) -> Session:
+        """One session of the account, ACTIVE or ENDED; SessionNotFound otherwise."""
+        ak = self.keys.account(account_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.session(account_id, session_id))
+        pipe.zscore(ak.active, session_id)
+        pipe.hget(ak.ended, session_id)
+        record, deadline, ended = await self._guard(pipe.execute())
+        session = _session(session_id, record, deadline, ended, self.clock())
+        if session is None or session.account_id != account_id:
+            raise SessionNotFound()
+        return session
+
+    async def account_sessions(self, account_id: str) -> AccountSessions:
+        """Every session of the account not yet removed, oldest first, with count and limit."""
+        ak = self.keys.account(account_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(ak.active, 0, -1, withscores=True)
+        pipe.hgetall(ak.ended)
+        pipe.get(ak.limit)
+        active, ended, override = await self._guard(pipe.execute())
+        deadlines = dict(active)
+        ids = list(deadlines) + [sid for sid in ended if sid not in deadlines]
+        records: list[dict[str, str]] = []
+        if ids:
+            pipe = self.redis.pipeline(transaction=False)
+            for sid in ids:
+                pipe.hgetall(self.keys.session(account_id, sid))
+            records = await self._guard(pipe.execute())
+        now = self.clock()
+        sessions = [
+            s
+            for sid, record in zip(ids, records, strict=True)
+            if (s := _session(sid, record, deadlines.get(sid), ended.get(sid), now)) is not None
+            and s.account_id == account_id
+        ]
+        sessions.sort(key=lambda s: (s.created_at, s.session_id))
+        limit = int(override) if override is not None else self.policy.max_sessions
+        live = sum(1 for s in sessions if s.state is State.ACTIVE)
+        return AccountSessions(sessions=sessions, active_count=live, max_sessions=limit)
+
+    # -- limits ------------------------------------------------------------------------------
+
+    async def get_limit(self, account_id: str) -> Limit:
+        value = await self._guard(self.redis.get(self.keys.account(account_id).limit))
+        if value is None:
+            return Limit(max_sessions=self.policy.max_sessions, override=False)
+        return Limit(max_sessions=int(value), override=True)
+
+    async def set_limit(self, account_id: str, max_sessions: int) -> Limit:
+        await self._guard(self.redis.set(self.keys.account(account_id).limit, max_sessions))
+        return Limit(max_sessions=max_sessions, override=True)
+
+    async def clear_limit(self, account_id: str) -> Limit:
+        await self._guard(self.redis.delete(self.keys.account(account_id).limit))
+        return Limit(max_sessions=self.policy.max_sessions, override=False)
+
+    # -- reaper ------------------------------------------------------------------------------
+
+    async def sweep(self, shard: int, batch: int) -> SweepResult:
+        """End up to *batch* lapsed sessions of one shard (TIMEOUT)."""
+        now = self.clock()
+        deadlines = self.keys.deadlines(shard)
+        due = await self._guard(
+            self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
+        )
+        if not due:
+            return SweepResult(0, 0, 0)
+        script_keys = [deadlines, self.keys.reap(shard)]
+        for mbr in due:
+            ak = self.keys.account(k.parse_member(mbr)[0])
+            script_keys += [ak.active, ak.count, ak.ended]
+        ended, stale, moved = await self._run(
+            "sweep", script_keys, [now, self.policy.retention_ms, *due]
+        )
+        return SweepResult(int(ended), int(stale), int(moved))
+
+    async def purge(self, shard: int, batch: int) -> int:
+        """Remove up to *batch* ENDED sessions of one shard whose retention has passed."""
+        now = self.clock()
+        reap = self.keys.reap(shard)
+        due = await self._guard(self.redis.zrangebyscore(reap, "-inf", now, start=0, num=batch))
+        if not due:
+            return 0
+        script_keys = [reap]
+        for mbr in due:
+            account_id, session_id = k.parse_member(mbr)
+            ak = self.keys.account(account_id)
+            script_keys += [self.keys.session(account_id, session_id), ak.active, ak.ended]
+        removed, _skipped = await self._run("purge", script_keys, [now, *due])
+        return int(removed)
+
+    async def oldest_due(self, shard: int) -> int | None:
+        """Age in ms of the oldest entry of the shard that is due for sweep or purge."""
+        now = self.clock()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(self.keys.deadlines(shard), 0, 0, withscores=True)
+        pipe.zrange(self.keys.reap(shard), 0, 0, withscores=True)
+        heads = await self._guard(pipe.execute())
+        due = [int(score) for head in heads for _m, score in head if score <= now]
+        return now - min(due) if due else None
+
+    async def audit(self, shard: int, accounts: Sequence[str]) -> list[Repair]:
+        """Repair counters of *accounts* (all in *shard*) that differ from their active sets."""
+        if not accounts:
+            return []
+        script_keys: list[str] = []
+        for account_id in accounts:
+            ak = self.keys.account(account_id)
+            if ak.shard != shard:
+                raise ValueError(f"account {account_id!r} is not in shard {shard}")
+            script_keys += [ak.active, ak.count]
+        flat = await self._run("audit", script_keys, [])
+        return [
+            Repair(accounts[int(flat[i]) - 1], int(flat[i + 1]), int(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        ]
+
+    async def ping(self) -> None:
+        await self._guard(self.redis.ping())
+
+
+def _ms(value: Any) -> int:
+    return int(float(value))
+
+
+def _session(
+    session_id: str,
+    record: dict[str, str],
+    deadline: float | None,
+    ended: str | None,
+    now: int,
+) -> Session | None:
+    """The session as callers see it, derived from its record and the account's sets."""
+    if not record or "tomb" in record:
+        return None
+    ka = _ms(record["ka"])
+    state, reason, ended_at, expires_at = State.ACTIVE, None, None, None
+    if ended is not None:
+        reason_text, _, at = ended.partition("|")
+        state, reason, ended_at = State.ENDED, EndReason(reason_text), _ms(at)
+    elif deadline is None:
+        return None
+    elif deadline <= now:
+        state, reason, ended_at = State.ENDED, EndReason.TIMEOUT, _ms(deadline)
+    elif deadline - ka < NO_TIMEOUT_MS:
+        expires_at = _ms(deadline)
+    return Session(
+        session_id=session_id,
+        account_id=record["acct"],
+        device_id=record["dev"],
+        content_id=record["cid"],
+        content_type=record["ctype"],
+        state=state,
+        created_at=_ms(record["created"]),
+        last_keep_alive_at=ka,
+        expires_at=expires_at,
+        ended_at=ended_at,
+        end_reason=reason,
+    )

@@ -1,0 +1,126 @@
+"""Fixtures: a real redis-server per test session, fakeredis, a store with a settable clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from srm import keys as k
+from srm.model import Policy
+from srm.store import SessionStore
+from tests import invariants
+from tests.redis_servers import RedisProcess, redis_process
+
+T0 = 1_800_000_000_000  # the tests' epoch, in ms
+
+
+class Clock:
+    """A test clock in epoch ms, moved by hand."""
+
+    def __init__(self, now: int = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1000)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    with redis_process() as server:
+        yield server
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """An empty store backend: the real redis-server, then fakeredis (fast loop)."""
+    if request.param == "redis":
+        server: RedisProcess = request.getfixturevalue("redis_server")
+        client = aioredis.Redis.from_url(server.url, decode_responses=True)
+        await client.flushall()
+    else:
+        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+        await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def real_redis(redis_server: RedisProcess) -> RedisProcess:
+    """The real server alone, emptied (for tests that need real processes or timing)."""
+    with redis_server.client() as c:
+        c.flushall()
+    return redis_server
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def keyspace() -> k.Keys:
+    return k.Keys(shards=16)
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy(timeout_ms=120_000, max_sessions=3, retention_ms=60_000, evict=False)
+
+
+@pytest.fixture
+async def store(
+    redis_client: Any, keyspace: k.Keys, policy: Policy, clock: Clock
+) -> AsyncIterator[SessionStore]:
+    """A store on each backend; after the test, the invariants must hold."""
+    s = SessionStore(redis_client, keyspace, policy, clock=clock)
+    yield s
+    await invariants.check(redis_client, keyspace)
+
+
+SECRET = "test-secret-" + "0123456789abcdef" * 4
+OPERATOR_KEY = "test-operator-key-0123456789"
+
+
+@pytest.fixture
+def settings() -> Any:
+    from srm.config import load
+
+    return load(
+        env={
+            "SRM_AUTH_SECRET": SECRET,
+            "SRM_OPERATOR_KEYS": OPERATOR_KEY,
+            "SRM_REDIS_SHARDS": "16",
+        }
+    )
+
+
+def token(account: str = "acct-1", device: str = "dev-1", **claims: Any) -> str:
+    from srm.auth import mint
+
+    return mint(SECRET, account, device, **claims)
+
+
+def auth(account: str = "acct-1", device: str = "dev-1") -> dict[str, str]:
+    return {"Client-Token": token(account, device)}
+
+
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+
+
+@pytest.fixture
+async def client(settings: Any, store: SessionStore) -> AsyncIterator[Any]:
+    """An aiohttp test client of the API on the parametrized store."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from srm.api.app import create_app
+
+    app = create_app(settings, store)
+    async with TestClient(TestServer(app)) as c:
+        yield c

@@ -1,0 +1,281 @@
+"""The client contract of API.md through aiohttp's test client, on both store backends."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import jwt
+import pytest
+
+from tests.conftest import OPERATOR, SECRET, Clock, auth, token
+
+SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+MALFORMED = "Malformed request or mandatory parameters missing from request"
+
+
+def assert_error(body: dict[str, Any], status: int, code: str, word: str = "ERROR") -> None:
+    assert set(body) == {"errorResponse"}
+    err = body["errorResponse"]
+    assert set(err) == {"code", "status", "errorCode", "errorMessage"}
+    assert all(isinstance(v, str) for v in err.values())
+    assert (err["code"], err["status"], err["errorCode"]) == (str(status), word, code)
+
+
+async def expect_error(resp: Any, status: int, code: str, word: str = "ERROR") -> None:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    assert_error(await resp.json(), status, code, word)
+
+
+async def setup_session(client: Any, prefix: str = "/srm", **kw: Any) -> str:
+    resp = await client.post(f"{prefix}/sessions", json=SETUP, headers=auth(**kw))
+    assert resp.status == 200
+    body = await resp.json()
+    assert set(body) == {"successResponse"}, body
+    return str(body["successResponse"]["sessionId"])
+
+
+@pytest.mark.parametrize("prefix", ["/srm", "/srm/v1"])
+async def test_lifecycle_on_both_prefixes(client: Any, prefix: str) -> None:
+    resp = await client.post(f"{prefix}/sessions", json=SETUP, headers=auth())
+    assert resp.status == 200
+    body = await resp.json()
+    sid = body["successResponse"]["sessionId"]
+    assert uuid.UUID(sid).version == 4
+    assert body["successResponse"]["timeout"] == 120
+    resp = await client.put(f"{prefix}/sessions/{sid}", headers=auth())
+    assert resp.status == 200 and await resp.read() == b""
+    resp = await client.get(f"{prefix}/sessions/{sid}", headers=auth())
+    got = await resp.json()
+    assert got["state"] == "ACTIVE" and got["contentID"] == "100001V3D"
+    resp = await client.delete(f"{prefix}/sessions/{sid}", headers=auth())
+    assert resp.status == 200 and await resp.read() == b""
+    resp = await client.delete(f"{prefix}/sessions/{sid}", headers=auth())
+    assert resp.status == 200  # idempotent until removed
+    resp = await client.put(f"{prefix}/sessions/{sid}", headers=auth())
+    await expect_error(resp, 404, "SRM-0004")
+
+
+async def test_bearer_alias_is_accepted(client: Any) -> None:
+    resp = await client.post(
+        "/srm/sessions", json=SETUP, headers={"Authorization": f"Bearer {token()}"}
+    )
+    assert resp.status == 200
+
+
+async def test_limit_denial_is_200_denied(client: Any) -> None:
+    for _ in range(3):
+        await setup_session(client)
+    resp = await client.post("/srm/sessions", json=SETUP, headers=auth())
+    await expect_error(resp, 200, "SRM-0005", "DENIED")
+
+
+async def test_concurrent_setups_over_http_give_exactly_the_limit(client: Any) -> None:
+    resps = await asyncio.gather(
+        *(client.post("/srm/sessions", json=SETUP, headers=auth()) for _ in range(60))
+    )
+    bodies = [await r.json() for r in resps]
+    assert sum("successResponse" in b for b in bodies) == 3
+    assert sum(b.get("errorResponse", {}).get("errorCode") == "SRM-0005" for b in bodies) == 57
+
+
+async def test_listing(client: Any, clock: Clock) -> None:
+    sid = await setup_session(client)
+    other = await setup_session(client)
+    await client.delete(f"/srm/sessions/{other}", headers=auth())
+    await setup_session(client, account="someone-else")
+    resp = await client.get("/srm/sessions", headers=auth())
+    body = await resp.json()
+    assert body["activeCount"] == 1 and body["maxSessions"] == 3
+    by_id = {s["sessionId"]: s for s in body["sessions"]}
+    assert set(by_id) == {sid, other}
+    assert by_id[other]["state"] == "ENDED" and by_id[other]["endReason"] == "TEARDOWN"
+    s = by_id[sid]
+    assert set(s) == {
+        "sessionId",
+        "accountId",
+        "deviceId",
+        "contentID",
+        "contentType",
+        "state",
+        "createdAt",
+        "lastKeepAliveAt",
+        "expiresAt",
+        "endedAt",
+        "endReason",
+    }
+    assert s["accountId"] == "acct-1" and s["deviceId"] == "dev-1"
+    assert s["createdAt"].endswith("Z") and s["endedAt"] is None and s["endReason"] is None
+    clock.advance(121)
+    body = await (await client.get("/srm/sessions", headers=auth())).json()
+    assert body["activeCount"] == 0
+    lapsed = {x["sessionId"]: x for x in body["sessions"]}[sid]
+    assert (lapsed["state"], lapsed["endReason"]) == ("ENDED", "TIMEOUT")
+
+
+async def test_other_accounts_session_is_404_and_untouched(client: Any) -> None:
+    sid = await setup_session(client, account="owner")
+    for method in ("put", "delete", "get"):
+        resp = await getattr(client, method)(f"/srm/sessions/{sid}", headers=auth("thief"))
+        await expect_error(resp, 404, "SRM-0004")
+    got = await (await client.get(f"/srm/sessions/{sid}", headers=auth("owner"))).json()
+    assert got["state"] == "ACTIVE"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'"x"',
+        b"{}",
+        b'{"content": "x"}',
+        b'{"content": {}}',
+        b'{"content": {"contentID": ""}}',
+        b'{"content": {"contentID": "   "}}',
+        b'{"content": {"contentID": 7}}',
+        b'{"content": {"contentID": "a", "contentType": "VOD"}}',
+        b'{"content": {"contentID": "a", "contentType": null}}',
+        b'{"content": {"contentID": "a", "contentType": 1}}',
+        b"\xff\xfe{}",
+        b"[" * 5000 + b"]" * 5000,
+    ],
+)
+async def test_malformed_setup_is_400(client: Any, body: bytes) -> None:
+    resp = await client.post("/srm/sessions", data=body, headers=auth())
+    await expect_error(resp, 400, "SRM-0002")
+    assert (await resp.json())["errorResponse"]["errorMessage"] == MALFORMED
+    listing = await (await client.get("/srm/sessions", headers=auth())).json()
+    assert listing["sessions"] == []
+
+
+async def test_content_type_defaults_to_the_first_configured(client: Any) -> None:
+    resp = await client.post("/srm/sessions", json={"content": {"contentID": "x"}}, headers=auth())
+    sid = (await resp.json())["successResponse"]["sessionId"]
+    got = await (await client.get(f"/srm/sessions/{sid}", headers=auth())).json()
+    assert got["contentType"] == "COD"
+
+
+@pytest.mark.parametrize(
+    "sid", ["not-a-uuid", "12345", "a%2Fb", "00000000-0000-0000-0000-00000000000g", "é"]
+)
+async def test_bad_session_id_is_400(client: Any, sid: str) -> None:
+    for method in ("put", "delete", "get"):
+        resp = await getattr(client, method)(f"/srm/sessions/{sid}", headers=auth())
+        await expect_error(resp, 400, "SRM-0002")
+
+
+def _expired() -> str:
+    return jwt.encode({"accountId": "a", "deviceId": "d", "exp": 1}, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Client-Token": ""},
+        {"Client-Token": "garbage"},
+        {"Authorization": "Basic abc"},
+        {"Client-Token": token().replace(token().split(".")[2], "x" * 43)},
+        {
+            "Client-Token": jwt.encode(
+                {"accountId": "a", "deviceId": "d", "exp": 9e9}, "wrong-secret-0123456789abcdef0123"
+            )
+        },
+        {"Client-Token": jwt.encode({"accountId": "a", "deviceId": "d"}, SECRET)},
+        {"Client-Token": jwt.encode({"deviceId": "d", "exp": 9e9}, SECRET)},
+        {"Client-Token": jwt.encode({"accountId": "a", "exp": 9e9}, SECRET)},
+        {"Client-Token": jwt.encode({"accountId": 5, "deviceId": "d", "exp": 9e9}, SECRET)},
+        {"Client-Token": jwt.encode({"accountId": "", "deviceId": "d", "exp": 9e9}, SECRET)},
+        {
+            "Client-Token": jwt.encode(
+                {"accountId": "a", "deviceId": "d", "exp": 9e9, "nbf": 9e9}, SECRET
+            )
+        },
+        {
+            "Client-Token": jwt.encode(
+                {"accountId": "a", "deviceId": "d", "exp": 9e9}, SECRET, algorithm="HS512"
+            )
+        },
+        {
+            "Client-Token": jwt.encode(
+                {"accountId": "a", "deviceId": "d", "exp": 9e9}, None, algorithm="none"
+            )
+        },
+    ],
+    ids=lambda h: str(h)[:40],
+)
+async def test_bad_token_is_401(client: Any, headers: dict[str, str]) -> None:
+    resp = await client.post("/srm/sessions", json=SETUP, headers=headers)
+    await expect_error(resp, 401, "SRM-0003")
+
+
+async def test_expired_token_is_401(client: Any) -> None:
+    resp = await client.put(f"/srm/sessions/{uuid.uuid4()}", headers={"Client-Token": _expired()})
+    await expect_error(resp, 401, "SRM-0003")
+
+
+async def test_unknown_path_and_method(client: Any) -> None:
+    await expect_error(await client.get("/nope"), 404, "SRM-0010")
+    await expect_error(await client.get("/srm/v2/sessions"), 404, "SRM-0010")
+    await expect_error(await client.patch("/srm/sessions", headers=auth()), 405, "SRM-0007")
+    resp = await client.post(f"/srm/sessions/{uuid.uuid4()}", headers=auth())
+    await expect_error(resp, 405, "SRM-0007")
+
+
+async def test_oversized_body_is_413(client: Any) -> None:
+    body = b'{"content": {"contentID": "' + b"x" * 70_000 + b'"}}'
+    resp = await client.post("/srm/sessions", data=body, headers=auth())
+    await expect_error(resp, 413, "SRM-0009")
+
+
+async def test_oversized_header_block_is_431(client: Any) -> None:
+    headers = {**auth(), **{f"X-Pad-{i}": "y" * 1000 for i in range(9)}}
+    resp = await client.post("/srm/sessions", json=SETUP, headers=headers)
+    await expect_error(resp, 431, "SRM-0009")
+
+
+async def test_operator_paths_need_an_operator_key(client: Any) -> None:
+    for headers in (
+        {},
+        auth(),
+        {"Authorization": f"Bearer {token()}"},
+        {"Authorization": "Bearer nope"},
+    ):
+        resp = await client.get("/srm/v1/accounts/acct-1/sessions", headers=headers)
+        await expect_error(resp, 403, "SRM-0006")
+    resp = await client.get("/srm/v1/accounts/acct-1/sessions", headers=OPERATOR)
+    assert resp.status == 200
+
+
+async def test_operator_endpoints(client: Any) -> None:
+    first = await setup_session(client)
+    await setup_session(client)
+    resp = await client.delete(f"/srm/v1/accounts/acct-1/sessions/{first}", headers=OPERATOR)
+    assert resp.status == 200
+    got = await (await client.get(f"/srm/sessions/{first}", headers=auth())).json()
+    assert got["endReason"] == "OPERATOR"
+    resp = await client.delete("/srm/v1/accounts/acct-1/sessions", headers=OPERATOR)
+    assert await resp.json() == {"ended": 1}
+    resp = await client.put(
+        "/srm/v1/accounts/acct-1/limit", json={"maxSessions": 1}, headers=OPERATOR
+    )
+    assert await resp.json() == {"maxSessions": 1, "override": True}
+    await setup_session(client)
+    resp = await client.post("/srm/sessions", json=SETUP, headers=auth())
+    await expect_error(resp, 200, "SRM-0005", "DENIED")
+    for bad in ({"maxSessions": -1}, {"maxSessions": "2"}, {"maxSessions": True}, {}):
+        resp = await client.put("/srm/v1/accounts/acct-1/limit", json=bad, headers=OPERATOR)
+        await expect_error(resp, 400, "SRM-0002")
+    resp = await client.delete("/srm/v1/accounts/acct-1/limit", headers=OPERATOR)
+    assert await resp.json() == {"maxSessions": 3, "override": False}
+    resp = await client.get("/srm/v1/accounts/acct-1/limit", headers=OPERATOR)
+    assert await resp.json() == {"maxSessions": 3, "override": False}
+
+
+async def test_health_and_ready(client: Any) -> None:
+    assert (await client.get("/health")).status == 200
+    assert (await client.get("/ready")).status == 200
