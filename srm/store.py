@@ -21,6 +21,7 @@ from redis import exceptions as rx
 from redis.commands.core import AsyncScript
 
 from srm import keys as k
+from srm.autopipeline import AutoPipeline
 from srm.errors import InternalError, LimitReached, SessionNotFound, StoreUnavailable
 from srm.model import (
     NO_TIMEOUT_MS,
@@ -53,6 +54,20 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 _UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+_REDIS_FAILURES: tuple[type[BaseException], ...] = (rx.RedisError, *_UNAVAILABLE)
+
+
+def _domain_error(exc: BaseException) -> InternalError | StoreUnavailable:
+    """The domain error for a failed Redis call: unavailable (retry later) or a bug."""
+    if isinstance(exc, rx.ResponseError):
+        if str(exc).startswith(_UNAVAILABLE_PREFIXES):
+            return StoreUnavailable(str(exc))
+        log.error("redis rejected a call: %s", exc)
+        return InternalError(str(exc))
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable(type(exc).__name__)
+    log.error("redis error: %r", exc)
+    return InternalError(repr(exc))
 
 
 def wall_clock_ms() -> int:
@@ -110,6 +125,7 @@ class SessionStore:
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
         self._policy_name = "evict" if policy.evict else "deny"
+        self._pipeline = AutoPipeline(redis, deadline)
 
     # -- the boundary ------------------------------------------------------------------------
 
@@ -117,19 +133,18 @@ class SessionStore:
         try:
             async with asyncio.timeout(self.deadline):
                 return await call
-        except rx.ResponseError as exc:
-            if str(exc).startswith(_UNAVAILABLE_PREFIXES):
-                raise StoreUnavailable(str(exc)) from exc
-            log.error("redis rejected a call: %s", exc)
-            raise InternalError(str(exc)) from exc
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        except rx.RedisError as exc:
-            log.error("redis error: %r", exc)
-            raise InternalError(repr(exc)) from exc
+        except _REDIS_FAILURES as exc:
+            raise _domain_error(exc) from exc
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self._guard(self._scripts[name](keys=keys, args=args))
+        """One script call, sent with the other calls of this event-loop turn (autopipeline).
+
+        The batch it travels in is bounded by the deadline, so no timer of its own is needed.
+        """
+        try:
+            return await self._pipeline.call(self._scripts[name], keys, args)
+        except _REDIS_FAILURES as exc:
+            raise _domain_error(exc) from exc
 
     # -- client operations -------------------------------------------------------------------
 

@@ -1,0 +1,218 @@
+"""`bench/run` (python -m bench): measure every performance target of issue 6 in one run.
+
+Starts its own redis-server, `srm serve` and the bare-aiohttp ceiling (bench/ceiling.py) on
+free ports, drives both with wrk, then measures the store directly; prints each figure as it
+comes and a Markdown table of targets at the end. Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from bench import load, procs, storage
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    p.add_argument("--seconds", type=float, default=5, help="length of each wrk round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating ceiling/srm rounds")
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--workers", default="1,2", help="worker counts to compare")
+    p.add_argument("--accounts", type=int, default=5000, help="accounts (tokens) wrk uses")
+    p.add_argument("--memory-sessions", type=int, default=100_000)
+    p.add_argument("--large", type=int, default=1_000_000, help="stored sessions, large case")
+    p.add_argument("--small", type=int, default=1_000, help="stored sessions, small case")
+    p.add_argument("--samples", type=int, default=3000, help="latency samples per case")
+    p.add_argument("--backlog", type=int, default=100_000, help="reaper backlog")
+    p.add_argument("--only", default="", help="comma list: http,commands,memory,latency,reaper")
+    return p.parse_args(argv)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def machine() -> str:
+    load1, load5, _ = os.getloadavg()
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, Python "
+        f"{platform.python_version()}, redis-server {_redis_version()}; load average at start "
+        f"{load1:.1f}/{load5:.1f} (1/5 min)"
+    )
+
+
+def _redis_version() -> str:
+    import subprocess
+
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return out.split("v=", 1)[1].split()[0] if "v=" in out else "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
+    only = set(a.only.split(",")) if a.only else {"http", "commands", "memory", "latency", "reaper"}
+    rows: list[tuple[str, str, str, str]] = []  # target, goal, measured, met
+    say(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="srm-bench-") as tmp:
+        work = Path(tmp)
+        tokens = load.write_tokens(work / "tokens.txt", a.accounts)
+        with procs.redis_server(work) as redis_url:
+            if "http" in only:
+                http_rows(a, redis_url, tokens, rows)
+            if "commands" in only:
+                command_rows(redis_url, tokens, rows)
+            if "memory" in only:
+                memory_rows(a, redis_url, rows)
+            if "latency" in only:
+                latency_rows(a, redis_url, rows)
+            if "reaper" in only:
+                reaper_rows(a, redis_url, rows)
+    say("\n| target | goal | measured | met |\n|---|---|---|---|")
+    for row in rows:
+        say("| " + " | ".join(row) + " |")
+    return 0
+
+
+def http_rows(a: argparse.Namespace, redis_url: str, tokens: Path, rows: list) -> None:
+    """Ceiling and srm run side by side; wrk drives them in alternating rounds, so that load
+    from other processes on the machine falls on both alike and the ratio stays meaningful."""
+    for workers in (int(w) for w in a.workers.split(",")):
+        redis.Redis.from_url(redis_url).flushall()
+        with procs.ceiling(workers) as top_url, procs.srm_serve(redis_url, workers) as srm_url:
+            for url in (top_url, srm_url):
+                load.wrk(url, tokens, a.connections, 2)  # warm-up: connections, token cache
+            runs: dict[str, list[load.WrkResult]] = {"ceiling": [], "srm": []}
+            for _ in range(a.rounds):
+                runs["ceiling"].append(load.wrk(top_url, tokens, a.connections, a.seconds))
+                runs["srm"].append(load.wrk(srm_url, tokens, a.connections, a.seconds))
+        for name, results in runs.items():
+            for r in results:
+                say(
+                    f"{workers} worker(s) {name:8s} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
+                    f"p99 {r.p99_ms:6.2f} ms  max {r.max_ms:7.2f} ms  socket errors {r.errors}  "
+                    f"failed lifecycles {r.failed}"
+                )
+        ratios = [s.rps / c.rps for c, s in zip(runs["ceiling"], runs["srm"], strict=True)]
+        top, srm = _median(runs["ceiling"]), _median(runs["srm"])
+        ratio = statistics.median(ratios)
+        say(f"{workers} worker(s) srm/ceiling per round {[round(r, 2) for r in ratios]}")
+        rows.append((
+            f"lifecycle throughput, {workers} worker(s), {a.connections} connections",
+            ">= 0.5 x ceiling",
+            f"{srm.rps:.0f} req/s vs ceiling {top.rps:.0f} req/s: ratio **{ratio:.2f}** "
+            f"(median of {a.rounds} alternating rounds)",
+            "yes" if ratio >= 0.5 else "no",
+        ))  # fmt: skip
+        rows.append((
+            f"p99 latency, {workers} worker(s), {a.connections} connections, full load",
+            "<= 10 ms",
+            f"p99 {srm.p99_ms:.1f} ms, p50 {srm.p50_ms:.1f} ms (ceiling: p99 {top.p99_ms:.1f}, "
+            f"p50 {top.p50_ms:.1f} ms)",
+            "yes" if srm.p99_ms <= 10 else "no",
+        ))  # fmt: skip
+
+
+def _median(results: list[load.WrkResult]) -> load.WrkResult:
+    """The round with the median throughput."""
+    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
+
+
+def command_rows(redis_url: str, tokens: Path, rows: list) -> None:
+    few = tokens.read_text().split()[:3000]
+    redis.Redis.from_url(redis_url).flushall()
+    with procs.srm_serve(redis_url, 1) as url:
+        counts = load.count_commands(url, redis_url, few)
+    for c in counts:
+        per = c.commands / c.requests
+        say(
+            f"{c.kind:9s} {c.requests} requests -> {c.commands} Redis commands ({per:.3f} each; "
+            f"{c.script_calls} EVALSHA/EVAL in INFO commandstats): {c.names}"
+        )
+        rows.append((
+            f"Redis commands per {c.kind}",
+            "exactly 1",
+            f"{per:.3f} ({c.commands} for {c.requests}: {', '.join(c.names)})",
+            "yes" if c.commands == c.requests else "no",
+        ))  # fmt: skip
+
+
+def memory_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
+    for per_account in (1, 3):
+        m = asyncio.run(storage.memory_per_session(redis_url, a.memory_sessions, per_account))
+        say(
+            f"memory: {m.sessions} active sessions over {m.accounts} accounts -> "
+            f"{m.bytes_per_session:.0f} bytes/session; MEMORY USAGE {m.breakdown}"
+        )
+        rows.append((
+            f"Redis memory per active session ({per_account} per account)",
+            "<= 512 bytes",
+            f"{m.bytes_per_session:.0f} bytes ({m.sessions} sessions, {m.accounts} accounts)",
+            "yes" if m.bytes_per_session <= 512 else "no",
+        ))  # fmt: skip
+
+
+def latency_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
+    t0 = time.perf_counter()
+    small, large = asyncio.run(storage.latency_at(redis_url, [a.small, a.large], a.samples))
+    for lat in (small, large):
+        say(
+            f"latency with {lat.stored} stored: setup p50 {lat.setup_p50_ms:.3f} ms "
+            f"p99 {lat.setup_p99_ms:.3f} ms, teardown p50 {lat.teardown_p50_ms:.3f} ms "
+            f"p99 {lat.teardown_p99_ms:.3f} ms, Redis {lat.redis_us_per_call:.1f} us per script"
+        )
+    say(f"(latency phase took {time.perf_counter() - t0:.0f} s)")
+    for op in ("setup", "teardown"):
+        s50, l50 = getattr(small, f"{op}_p50_ms"), getattr(large, f"{op}_p50_ms")
+        change = l50 / s50 - 1
+        rows.append((
+            f"{op} latency at {large.stored} vs {small.stored} stored sessions",
+            "within 10%",
+            f"p50 {l50:.3f} vs {s50:.3f} ms (**{change:+.0%}**); p99 "
+            f"{getattr(large, f'{op}_p99_ms'):.3f} vs {getattr(small, f'{op}_p99_ms'):.3f} ms",
+            "yes" if abs(change) <= 0.10 else "no",
+        ))  # fmt: skip
+    rows.append((
+        "Redis time per script at large vs small",
+        "(context)",
+        f"{large.redis_us_per_call:.1f} vs {small.redis_us_per_call:.1f} us per EVALSHA",
+        "",
+    ))  # fmt: skip
+    redis.Redis.from_url(redis_url).flushall()
+
+
+def reaper_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
+    asyncio.run(storage.lapsed_backlog(redis_url, a.backlog))
+    run = asyncio.run(storage.reap_with_store(redis_url, a.backlog, 500))
+    left = asyncio.run(storage.remaining_sessions(redis_url))
+    say(
+        f"reaper: {run.sessions} sessions ended and removed in {run.seconds:.2f} s = "
+        f"{run.per_second:.0f}/s ({run.how}); {left} session records left"
+    )
+    rows.append((
+        f"reaper, backlog of {a.backlog} lapsed sessions, one process",
+        ">= 30000 sessions/s",
+        f"{run.per_second:.0f}/s ended and removed ({run.how})",
+        "yes" if run.per_second >= 30000 and left == 0 else "no",
+    ))  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

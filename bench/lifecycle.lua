@@ -1,0 +1,87 @@
+-- wrk script: every connection runs real session lifecycles, one request at a time:
+-- setup (POST) -> KEEPALIVES x keep-alive (PUT) -> teardown (DELETE), then the next
+-- lifecycle with the next account's Client-Token. Run wrk with as many threads as
+-- connections: a wrk thread is then one connection, so each response belongs to the request
+-- just sent and teardown always names the session its own setup created.
+--
+-- usage: wrk -t N -c N -s lifecycle.lua URL -- TOKENS_FILE KEEPALIVES
+-- TOKENS_FILE holds one Client-Token per line, each for a different account.
+
+local counter = 1
+local threads = {}
+
+function setup(thread)
+  thread:set("id", counter)
+  table.insert(threads, thread)
+  counter = counter + 1
+end
+
+local tokens = {}
+local keepalives = 1
+local step = 0          -- 0: setup next; 1..keepalives: keep-alive; keepalives+1: teardown
+local sid = nil
+local token = nil
+local next_token = 0
+failed = 0  -- global: done() reads it from every thread
+local body = '{"content":{"contentID":"100001V3D","contentType":"COD"}}'
+
+function init(args)
+  for line in io.lines(args[1]) do
+    tokens[#tokens + 1] = line
+  end
+  keepalives = tonumber(args[2] or "1")
+  -- each thread starts at its own place in the token list, so threads use different accounts
+  next_token = ((id - 1) * 7919) % #tokens
+end
+
+local function pick_token()
+  next_token = next_token % #tokens + 1
+  return tokens[next_token]
+end
+
+function request()
+  if step == 0 or sid == nil then
+    step = 0
+    token = pick_token()
+    return wrk.format("POST", "/srm/sessions",
+      {["Client-Token"] = token, ["Content-Type"] = "application/json"}, body)
+  end
+  local path = "/srm/sessions/" .. sid
+  if step <= keepalives then
+    return wrk.format("PUT", path, {["Client-Token"] = token})
+  end
+  return wrk.format("DELETE", path, {["Client-Token"] = token})
+end
+
+function response(status, headers, resp)
+  if status ~= 200 then
+    failed = failed + 1
+    step, sid = 0, nil
+    return
+  end
+  if step == 0 then
+    sid = string.match(resp, '"sessionId":"([0-9a-f%-]+)"')
+    if sid == nil then
+      failed = failed + 1  -- a denial (SRM-0005) or an unexpected body
+      return
+    end
+    step = 1
+  elseif step <= keepalives then
+    step = step + 1
+  else
+    step, sid = 0, nil
+  end
+end
+
+function done(summary, latency, requests)
+  local failures = 0
+  for _, t in ipairs(threads) do
+    failures = failures + (t:get("failed") or 0)
+  end
+  io.write(string.format(
+    'RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
+    '"max_us": %d, "errors": %d, "failed": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.status + summary.errors.timeout, failures))
+end

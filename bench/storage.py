@@ -1,0 +1,216 @@
+"""Store-level measurements on a real redis-server: memory per session, latency against the
+number of stored sessions, and reaper throughput."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from srm.config import Settings, load
+from srm.connection import connect
+from srm.model import EndReason, NewSession
+from srm.server import make_store
+from srm.store import SessionStore, wall_clock_ms
+
+FILL_CONCURRENCY = 512
+
+
+def settings(redis_url: str, **env: str) -> Settings:
+    return load(env={"SRM_REDIS_URL": redis_url, "SRM_AUTH_SECRET": "x" * 32, **env})
+
+
+def new_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]:
+    """*count* sessions, *per_account* to an account, with realistic field sizes."""
+    for i in range(count):
+        yield NewSession(
+            str(uuid.uuid4()),
+            f"{tag}-account-{i // per_account:08d}",
+            f"device-{i % per_account}",
+            "100001V3D",
+            "COD",
+        )
+
+
+async def fill(store: SessionStore, sessions: Iterable[NewSession]) -> int:
+    """Create every session, FILL_CONCURRENCY calls in flight at a time."""
+    created = 0
+    pending: set[asyncio.Task[int]] = set()
+    for new in sessions:
+        pending.add(asyncio.ensure_future(store.setup(new)))
+        if len(pending) >= FILL_CONCURRENCY:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            created += sum(1 for t in done if t.result() >= 0)
+    if pending:
+        done, _ = await asyncio.wait(pending)
+        created += sum(1 for t in done if t.result() >= 0)
+    return created
+
+
+@dataclass(frozen=True)
+class Memory:
+    sessions: int
+    accounts: int
+    bytes_per_session: float
+    breakdown: dict[str, int]
+
+
+async def memory_per_session(redis_url: str, count: int, per_account: int) -> Memory:
+    s = settings(redis_url)
+    redis = connect(s.redis)
+    store = make_store(s, redis)
+    try:
+        await redis.flushall()
+        await fill(store, new_sessions(200, per_account, "warm"))  # scripts loaded, pool open
+        await redis.flushall()
+        before = (await redis.info("memory"))["used_memory"]
+        sample = next(iter(new_sessions(1, per_account, "probe")))
+        await fill(store, new_sessions(count - 1, per_account, "mem"))
+        await store.setup(sample)
+        after = (await redis.info("memory"))["used_memory"]
+        ak = store.keys.account(sample.account_id)
+        breakdown = {
+            "session hash": await redis.memory_usage(
+                store.keys.session(sample.account_id, sample.session_id), samples=0
+            ),
+            "account active zset": await redis.memory_usage(ak.active, samples=0),
+            "account counter": await redis.memory_usage(ak.count, samples=0),
+            "shard deadlines zset / its sessions": round(
+                await redis.memory_usage(ak.deadlines, samples=0) / await redis.zcard(ak.deadlines)
+            ),
+        }
+        return Memory(count, -(-count // per_account), (after - before) / count, breakdown)
+    finally:
+        await redis.aclose()
+
+
+@dataclass(frozen=True)
+class Latency:
+    stored: int
+    setup_p50_ms: float
+    setup_p99_ms: float
+    teardown_p50_ms: float
+    teardown_p99_ms: float
+    redis_us_per_call: float
+
+
+def _p(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
+    )
+
+
+async def latency_at(redis_url: str, sizes: list[int], samples: int) -> list[Latency]:
+    """Sequential setup + teardown latency (one call in flight) with *sizes* sessions stored."""
+    s = settings(redis_url)
+    redis = connect(s.redis)
+    store = make_store(s, redis)
+    results = []
+    try:
+        await redis.flushall()
+        stored = 0
+        for size in sizes:
+            stored += await fill(store, new_sessions(size - stored, 2, f"stored{size}"))
+            results.append(await _sample(store, redis, stored, samples))
+    finally:
+        await redis.aclose()
+    return results
+
+
+async def _sample(store: SessionStore, redis: Any, stored: int, samples: int) -> Latency:
+    setups: list[float] = []
+    teardowns: list[float] = []
+    probes = list(new_sessions(samples, 1, f"probe{stored}"))
+    for new in probes[:200]:  # warm-up: connection, scripts, caches
+        await store.setup(new)
+        await store.end(new.account_id, new.session_id, EndReason.TEARDOWN)
+    await redis.config_resetstat()
+    for new in probes[200:]:
+        t0 = time.perf_counter()
+        await store.setup(new)
+        t1 = time.perf_counter()
+        await store.end(new.account_id, new.session_id, EndReason.TEARDOWN)
+        t2 = time.perf_counter()
+        setups.append((t1 - t0) * 1000)
+        teardowns.append((t2 - t1) * 1000)
+    cs = await redis.info("commandstats")
+    per_call = float(cs["cmdstat_evalsha"]["usec_per_call"])
+    return Latency(
+        stored,
+        _p(setups, 50),
+        _p(setups, 99),
+        _p(teardowns, 50),
+        _p(teardowns, 99),
+        per_call,
+    )
+
+
+@dataclass(frozen=True)
+class ReaperRun:
+    sessions: int
+    seconds: float
+    how: str
+
+    @property
+    def per_second(self) -> float:
+        return self.sessions / self.seconds
+
+
+async def lapsed_backlog(redis_url: str, count: int) -> None:
+    """*count* ACTIVE sessions whose keep-alive lapsed ten minutes ago (retention 0)."""
+    s = settings(redis_url, SRM_ENDED_RETENTION="0")
+    redis = connect(s.redis)
+    past = wall_clock_ms() - 3_600_000
+    store = make_store(s, redis)
+    store.clock = lambda: past  # created an hour ago with a 120 s keep-alive
+    try:
+        await redis.flushall()
+        await fill(store, new_sessions(count, 2, "lapsed"))
+    finally:
+        await redis.aclose()
+
+
+async def reap_with_store(redis_url: str, count: int, batch: int) -> ReaperRun:
+    """End and remove the backlog with the store's sweep and purge, shard by shard."""
+    s = settings(redis_url, SRM_ENDED_RETENTION="0")
+    redis = connect(s.redis)
+    store = make_store(s, redis)
+    removed = 0
+    try:
+        t0 = time.perf_counter()
+        while removed < count:
+            progress = 0
+            for shard in range(s.redis.shards):
+                while (await store.sweep(shard, batch)).ended:
+                    progress += 1
+                while n := await store.purge(shard, batch):
+                    removed += n
+                    progress += 1
+            if not progress:
+                break
+        elapsed = time.perf_counter() - t0
+    finally:
+        await redis.aclose()
+    return ReaperRun(removed, elapsed, f"store.sweep + store.purge loop, batch {batch}")
+
+
+async def remaining_sessions(redis_url: str) -> int:
+    s = settings(redis_url)
+    redis = connect(s.redis)
+    try:
+        n = 0
+        async for _ in redis.scan_iter(match="srm:*:sess:*", count=10000):
+            n += 1
+        return n
+    finally:
+        await redis.aclose()
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
