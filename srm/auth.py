@@ -64,6 +64,8 @@ class TokenVerifier:
         return principal
 
     def _decode(self, token: str) -> tuple[Principal, float]:
+        if not token.isascii():  # a JWT is base64url and dots; raw header bytes may be anything
+            raise Unauthenticated("Client-Token invalid")
         try:
             claims = jwt.decode(
                 token,

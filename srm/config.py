@@ -54,6 +54,8 @@ class ServerSettings:
     max_header_bytes: int = 8192
     access_log: bool = False
     shutdown_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
+    body_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,8 @@ def _validate(s: Settings) -> None:
     _check(s.server.max_body_bytes >= 1024, "server.max_body_bytes: at least 1024")
     _check(s.server.max_header_bytes >= 1024, "server.max_header_bytes: at least 1024")
     _check(s.server.shutdown_timeout >= 0, "server.shutdown_timeout: must not be negative")
+    _check(s.server.keepalive_timeout > 0, "server.keepalive_timeout: must be positive")
+    _check(s.server.body_timeout > 0, "server.body_timeout: must be positive")
     _check(
         s.redis.url == "" or s.redis.url.split("://", 1)[0] in _REDIS_SCHEMES,
         f"redis.url (SRM_REDIS_URL): scheme must be one of {sorted(_REDIS_SCHEMES)}",

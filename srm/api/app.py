@@ -64,6 +64,8 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         handler_args={
             "max_line_size": settings.server.max_header_bytes,
             "max_field_size": settings.server.max_header_bytes,
+            # also bounds a client that never finishes its request line and headers
+            "keepalive_timeout": settings.server.keepalive_timeout,
         },
     )
     service = Service(
@@ -73,6 +75,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         timeout=settings.sessions.timeout,
         content_types=settings.sessions.content_types,
         max_body_bytes=settings.server.max_body_bytes,
+        body_timeout=settings.server.body_timeout,
     )
     app[SERVICE] = service
     app.add_routes(list(routes()))

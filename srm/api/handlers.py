@@ -12,7 +12,7 @@ from aiohttp import web
 
 from srm.api import views
 from srm.auth import OperatorKeys, Principal, TokenVerifier
-from srm.errors import SrmError, StoreUnavailable, TooLarge, Unauthenticated
+from srm.errors import MalformedRequest, SrmError, StoreUnavailable, TooLarge, Unauthenticated
 from srm.model import EndReason, NewSession
 from srm.store import SessionStore
 
@@ -32,6 +32,7 @@ class Service:
     timeout: int
     content_types: tuple[str, ...]
     max_body_bytes: int
+    body_timeout: float
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def client(self, request: web.Request) -> Principal:
@@ -49,7 +50,11 @@ class Service:
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             raise TooLarge("request body too large")
-        return await request.read()
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await request.read()
+        except TimeoutError:
+            raise MalformedRequest("request body not received in time") from None
 
     def abort_later(self, account_id: str, session_id: str) -> None:
         """Undo, in the background, a setup whose outcome is unknown."""
