@@ -34,6 +34,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--small", type=int, default=1_000, help="stored sessions, small case")
     p.add_argument("--samples", type=int, default=3000, help="latency samples per case")
     p.add_argument("--backlog", type=int, default=100_000, help="reaper backlog")
+    p.add_argument("--reap-batch", type=int, default=500, help="sessions per sweep/purge call")
+    p.add_argument("--reap-parallel", type=int, default=4, help="shards reaped at once")
     p.add_argument("--only", default="", help="comma list: http,commands,memory,latency,reaper")
     return p.parse_args(argv)
 
@@ -200,7 +202,7 @@ def latency_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
 
 def reaper_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
     asyncio.run(storage.lapsed_backlog(redis_url, a.backlog))
-    run = asyncio.run(storage.reap_with_store(redis_url, a.backlog, 500))
+    run = asyncio.run(storage.reap_with_store(redis_url, a.backlog, a.reap_batch, a.reap_parallel))
     left = asyncio.run(storage.remaining_sessions(redis_url))
     say(
         f"reaper: {run.sessions} sessions ended and removed in {run.seconds:.2f} s = "

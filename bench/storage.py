@@ -174,28 +174,31 @@ async def lapsed_backlog(redis_url: str, count: int) -> None:
         await redis.aclose()
 
 
-async def reap_with_store(redis_url: str, count: int, batch: int) -> ReaperRun:
-    """End and remove the backlog with the store's sweep and purge, shard by shard."""
+async def reap_with_store(redis_url: str, count: int, batch: int, parallel: int) -> ReaperRun:
+    """End and remove the backlog with the store's sweep and purge, *parallel* shards at once
+    (their calls share pipelines), each shard until it has nothing due."""
     s = settings(redis_url, SRM_ENDED_RETENTION="0")
     redis = connect(s.redis)
     store = make_store(s, redis)
+    shards = iter(range(s.redis.shards))
     removed = 0
+
+    async def reap() -> None:
+        nonlocal removed
+        for shard in shards:
+            while (await store.sweep(shard, batch)).ended:
+                pass
+            while n := await store.purge(shard, batch):
+                removed += n
+
     try:
         t0 = time.perf_counter()
-        while removed < count:
-            progress = 0
-            for shard in range(s.redis.shards):
-                while (await store.sweep(shard, batch)).ended:
-                    progress += 1
-                while n := await store.purge(shard, batch):
-                    removed += n
-                    progress += 1
-            if not progress:
-                break
+        await asyncio.gather(*(reap() for _ in range(parallel)))
         elapsed = time.perf_counter() - t0
     finally:
         await redis.aclose()
-    return ReaperRun(removed, elapsed, f"store.sweep + store.purge loop, batch {batch}")
+    how = f"store.sweep + store.purge, batch {batch}, {parallel} shards at a time"
+    return ReaperRun(removed, elapsed, how)
 
 
 async def remaining_sessions(redis_url: str) -> int:
