@@ -28,7 +28,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="alternating ceiling/srm rounds")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--workers", default="1,2", help="worker counts to compare")
-    p.add_argument("--accounts", type=int, default=5000, help="accounts (tokens) wrk uses")
+    p.add_argument("--accounts", type=int, default=1000, help="accounts (tokens) wrk uses")
     p.add_argument("--memory-sessions", type=int, default=100_000)
     p.add_argument("--large", type=int, default=1_000_000, help="stored sessions, large case")
     p.add_argument("--small", type=int, default=1_000, help="stored sessions, small case")
@@ -76,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="srm-bench-") as tmp:
         work = Path(tmp)
         tokens = load.write_tokens(work / "tokens.txt", a.accounts)
-        with procs.redis_server(work) as redis_url:
+        with procs.redis_server(work) as rds:
+            redis_url = rds.url
             if "http" in only:
-                http_rows(a, redis_url, tokens, rows)
+                http_rows(a, rds, tokens, rows)
             if "commands" in only:
                 command_rows(redis_url, tokens, rows)
             if "memory" in only:
@@ -93,42 +94,59 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def http_rows(a: argparse.Namespace, redis_url: str, tokens: Path, rows: list) -> None:
+def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list) -> None:
     """Ceiling and srm run side by side; wrk drives them in alternating rounds, so that load
-    from other processes on the machine falls on both alike and the ratio stays meaningful."""
+    from other processes on the machine falls on both alike and the ratio stays meaningful.
+    CPU time per request of each process group (and of redis-server) shows where time goes."""
     for workers in (int(w) for w in a.workers.split(",")):
-        redis.Redis.from_url(redis_url).flushall()
-        with procs.ceiling(workers) as top_url, procs.srm_serve(redis_url, workers) as srm_url:
-            for url in (top_url, srm_url):
-                load.wrk(url, tokens, a.connections, 2)  # warm-up: connections, token cache
+        redis.Redis.from_url(rds.url).flushall()
+        with procs.ceiling(workers) as top, procs.srm_serve(rds.url, workers) as srm:
+            for server in (top, srm):
+                load.wrk(server.url, tokens, a.connections, 5)  # warm-up: pools, token cache
             runs: dict[str, list[load.WrkResult]] = {"ceiling": [], "srm": []}
+            cpu = {"ceiling": 0.0, "srm": 0.0, "redis": 0.0}
             for _ in range(a.rounds):
-                runs["ceiling"].append(load.wrk(top_url, tokens, a.connections, a.seconds))
-                runs["srm"].append(load.wrk(srm_url, tokens, a.connections, a.seconds))
+                for name, server in (("ceiling", top), ("srm", srm)):
+                    before = server.cpu_seconds(), rds.cpu_seconds()
+                    runs[name].append(load.wrk(server.url, tokens, a.connections, a.seconds))
+                    cpu[name] += server.cpu_seconds() - before[0]
+                    if name == "srm":
+                        cpu["redis"] += rds.cpu_seconds() - before[1]
         for name, results in runs.items():
             for r in results:
                 say(
                     f"{workers} worker(s) {name:8s} {r.rps:8.0f} req/s  p50 {r.p50_ms:6.2f} ms  "
                     f"p99 {r.p99_ms:6.2f} ms  max {r.max_ms:7.2f} ms  socket errors {r.errors}  "
-                    f"failed lifecycles {r.failed}"
+                    f"non-200 {r.failed} {r.example[:80]!r}  denied {r.denied}"
                 )
+        done = {name: sum(r.requests for r in results) for name, results in runs.items()}
+        us = {
+            "ceiling": cpu["ceiling"] / done["ceiling"] * 1e6,
+            "srm": cpu["srm"] / done["srm"] * 1e6,
+            "redis": cpu["redis"] / done["srm"] * 1e6,
+        }
+        say(
+            f"{workers} worker(s) CPU per request: ceiling {us['ceiling']:.0f} us; srm "
+            f"{us['srm']:.0f} us + redis-server {us['redis']:.0f} us"
+        )
         ratios = [s.rps / c.rps for c, s in zip(runs["ceiling"], runs["srm"], strict=True)]
-        top, srm = _median(runs["ceiling"]), _median(runs["srm"])
+        top_r, srm_r = _median(runs["ceiling"]), _median(runs["srm"])
         ratio = statistics.median(ratios)
         say(f"{workers} worker(s) srm/ceiling per round {[round(r, 2) for r in ratios]}")
         rows.append((
             f"lifecycle throughput, {workers} worker(s), {a.connections} connections",
             ">= 0.5 x ceiling",
-            f"{srm.rps:.0f} req/s vs ceiling {top.rps:.0f} req/s: ratio **{ratio:.2f}** "
-            f"(median of {a.rounds} alternating rounds)",
+            f"{srm_r.rps:.0f} req/s vs ceiling {top_r.rps:.0f} req/s: ratio **{ratio:.2f}** "
+            f"(median of {a.rounds} alternating rounds); CPU per request: srm {us['srm']:.0f} us "
+            f"+ redis {us['redis']:.0f} us, ceiling {us['ceiling']:.0f} us",
             "yes" if ratio >= 0.5 else "no",
         ))  # fmt: skip
         rows.append((
             f"p99 latency, {workers} worker(s), {a.connections} connections, full load",
             "<= 10 ms",
-            f"p99 {srm.p99_ms:.1f} ms, p50 {srm.p50_ms:.1f} ms (ceiling: p99 {top.p99_ms:.1f}, "
-            f"p50 {top.p50_ms:.1f} ms)",
-            "yes" if srm.p99_ms <= 10 else "no",
+            f"p99 {srm_r.p99_ms:.1f} ms, p50 {srm_r.p50_ms:.1f} ms (ceiling: p99 "
+            f"{top_r.p99_ms:.1f}, p50 {top_r.p50_ms:.1f} ms)",
+            "yes" if srm_r.p99_ms <= 10 else "no",
         ))  # fmt: skip
 
 
@@ -138,22 +156,29 @@ def _median(results: list[load.WrkResult]) -> load.WrkResult:
 
 
 def command_rows(redis_url: str, tokens: Path, rows: list) -> None:
-    few = tokens.read_text().split()[:3000]
+    few = tokens.read_text().split()
     redis.Redis.from_url(redis_url).flushall()
-    with procs.srm_serve(redis_url, 1) as url:
-        counts = load.count_commands(url, redis_url, few)
+    with procs.srm_serve(redis_url, 1) as srm:
+        counts = load.count_commands(srm.url, redis_url, few)
     for c in counts:
-        per = c.commands / c.requests
+        # a connection the pool opens meanwhile says HELLO (and PING on its first use): once
+        # per connection, not per request
+        handshake = {n: v for n, v in c.names.items() if n in HANDSHAKE}
+        per = (c.commands - sum(handshake.values())) / c.requests
         say(
-            f"{c.kind:9s} {c.requests} requests -> {c.commands} Redis commands ({per:.3f} each; "
-            f"{c.script_calls} EVALSHA/EVAL in INFO commandstats): {c.names}"
+            f"{c.kind:9s} {c.requests} requests -> {c.commands} Redis commands: {c.names} "
+            f"({c.script_calls} EVALSHA/EVAL in INFO commandstats)"
         )
+        extra = f"; plus {handshake} from a new pool connection" if handshake else ""
         rows.append((
             f"Redis commands per {c.kind}",
             "exactly 1",
-            f"{per:.3f} ({c.commands} for {c.requests}: {', '.join(c.names)})",
-            "yes" if c.commands == c.requests else "no",
+            f"{per:.3f} ({c.commands - sum(handshake.values())} for {c.requests}{extra})",
+            "yes" if per == 1 and c.names.get("evalsha") == c.requests else "no",
         ))  # fmt: skip
+
+
+HANDSHAKE = frozenset({"hello", "ping", "client|setinfo", "auth", "select"})
 
 
 def memory_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:

@@ -22,7 +22,9 @@ local step = 0          -- 0: setup next; 1..keepalives: keep-alive; keepalives+
 local sid = nil
 local token = nil
 local next_token = 0
-failed = 0  -- global: done() reads it from every thread
+failed = 0  -- globals: done() reads them from every thread
+denied = 0
+last_failure = ""
 local body = '{"content":{"contentID":"100001V3D","contentType":"COD"}}'
 
 function init(args)
@@ -56,13 +58,14 @@ end
 function response(status, headers, resp)
   if status ~= 200 then
     failed = failed + 1
+    last_failure = status .. " " .. (resp or "")
     step, sid = 0, nil
     return
   end
   if step == 0 then
     sid = string.match(resp, '"sessionId":"([0-9a-f%-]+)"')
     if sid == nil then
-      failed = failed + 1  -- a denial (SRM-0005) or an unexpected body
+      denied = denied + 1  -- SRM-0005: more lifecycles than the limit on one account at once
       return
     end
     step = 1
@@ -74,14 +77,19 @@ function response(status, headers, resp)
 end
 
 function done(summary, latency, requests)
-  local failures = 0
+  local failures, denials, example = 0, 0, ""
   for _, t in ipairs(threads) do
     failures = failures + (t:get("failed") or 0)
+    denials = denials + (t:get("denied") or 0)
+    if (t:get("last_failure") or "") ~= "" then
+      example = t:get("last_failure")
+    end
   end
   io.write(string.format(
     'RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
-    '"max_us": %d, "errors": %d, "failed": %d}\n',
+    '"max_us": %d, "errors": %d, "failed": %d, "denied": %d, "example": "%s"}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
     latency.max, summary.errors.connect + summary.errors.read + summary.errors.write +
-    summary.errors.status + summary.errors.timeout, failures))
+    summary.errors.status + summary.errors.timeout, failures, denials,
+    string.gsub(string.sub(example, 1, 200), '["\\]', "'")))
 end

@@ -35,7 +35,9 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     errors: int
-    failed: int
+    failed: int  # lifecycles cut short by a non-200 answer
+    denied: int  # setups denied at the account limit (SRM-0005)
+    example: str  # one failed answer, for the log
 
     @property
     def rps(self) -> float:
@@ -61,6 +63,8 @@ def wrk(url: str, tokens: Path, connections: int, seconds: float, keepalives: in
         max_ms=r["max_us"] / 1000,
         errors=r["errors"],
         failed=r["failed"],
+        denied=r["denied"],
+        example=r["example"],
     )
 
 
@@ -109,8 +113,10 @@ def count_commands(url: str, redis_url: str, tokens: list[str]) -> list[CommandC
     stats = redis.Redis.from_url(redis_url, decode_responses=True)
     monitor = Monitor(redis_url)
     try:
-        monitor.drain()
         sids: dict[int, str] = {}
+        for kind in ("setup", "keepalive", "teardown"):  # warm-up: pool connections open
+            asyncio.run(_phase(url, tokens, kind, sids))
+        monitor.drain()
         for kind in ("setup", "keepalive", "teardown"):
             stats.config_resetstat()
             monitor.drain(0.1)

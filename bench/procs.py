@@ -12,12 +12,37 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-" + "0123456789abcdef" * 3
+
+
+@dataclass(frozen=True)
+class Server:
+    """A started server: where it answers, and the process group that runs it."""
+
+    url: str
+    group: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by every process of the group."""
+        return group_cpu_seconds(self.group)
+
+
+def group_cpu_seconds(group: int) -> float:
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        if int(fields[2]) == group:  # pgrp
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -28,33 +53,41 @@ def free_port() -> int:
 
 def _stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
     """SIGTERM each process group we started, then SIGKILL what is left."""
+    groups = set()
     for p in procs:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            groups.add(os.getpgid(p.pid))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for p in procs:
         try:
             p.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
+            for group in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
             p.wait()
 
 
-def _spawn(cmd: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    cmd: Sequence[str], env: dict[str, str] | None = None, group: int | None = None
+) -> subprocess.Popen[bytes]:
+    """Start *cmd* in a new process group (or in *group*): workers it forks are counted and
+    stopped with it."""
     return subprocess.Popen(
         list(cmd),
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own group, so workers it forks are stopped with it
+        process_group=0 if group is None else group,
     )
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A throwaway redis-server (no persistence) on a free port; yields its URL."""
+def redis_server(workdir: Path) -> Iterator[Server]:
+    """A throwaway redis-server (no persistence) on a free port."""
     port = free_port()
     proc = _spawn(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -73,7 +106,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.05)
         client.close()
-        yield url
+        yield Server(url, proc.pid)
     finally:
         _stop([proc])
 
@@ -93,8 +126,8 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def srm_serve(redis_url: str, workers: int, **env: str) -> Iterator[str]:
-    """`srm serve` with *workers* processes on a free port; yields its base URL."""
+def srm_serve(redis_url: str, workers: int, **env: str) -> Iterator[Server]:
+    """`srm serve` with *workers* processes on a free port."""
     port = free_port()
     proc = _spawn(
         [str(Path(sys.executable).parent / "srm"), "serve"],
@@ -110,23 +143,22 @@ def srm_serve(redis_url: str, workers: int, **env: str) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         _stop([proc])
 
 
 @contextlib.contextmanager
-def ceiling(workers: int) -> Iterator[str]:
-    """*workers* bare aiohttp processes sharing one port (SO_REUSEPORT); yields the base URL."""
+def ceiling(workers: int) -> Iterator[Server]:
+    """*workers* bare aiohttp processes sharing one port (SO_REUSEPORT), in one group."""
     port = free_port()
-    procs = [
-        _spawn([sys.executable, str(ROOT / "bench" / "ceiling.py"), "127.0.0.1", str(port)])
-        for _ in range(workers)
-    ]
+    cmd = [sys.executable, str(ROOT / "bench" / "ceiling.py"), "127.0.0.1", str(port)]
+    procs = [_spawn(cmd)]
+    procs += [_spawn(cmd, group=procs[0].pid) for _ in range(workers - 1)]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url)
         time.sleep(0.5)  # every worker bound, not only the first
-        yield url
+        yield Server(url, procs[0].pid)
     finally:
         _stop(procs)

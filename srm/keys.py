@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 PREFIX = "srm"
 SESSION_ID_LENGTH = 36  # canonical UUID text; members end with it
+ACCOUNT_CACHE_SIZE = 65536  # accounts whose key names are kept built (the request path reuses them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +49,30 @@ class Keys:
             raise ValueError("the key prefix must not contain a hash tag")
         self.shards = shards
         self.prefix = prefix
+        self._tags = [f"{prefix}:{{s{shard}}}" for shard in range(shards)]
+        # An account's keys are built once and reused by its following calls (keep-alives,
+        # teardown); the map is emptied when full, which bounds it at no bookkeeping cost.
+        self._accounts: dict[str, AccountKeys] = {}
 
     def shard_of(self, account_id: str) -> int:
         return zlib.crc32(account_id.encode("utf-8")) % self.shards
 
     def tag(self, shard: int) -> str:
-        return f"{self.prefix}:{{s{shard}}}"
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} is not in 0..{self.shards - 1}")
+        return self._tags[shard]
 
     def account(self, account_id: str) -> AccountKeys:
+        keys = self._accounts.get(account_id)
+        if keys is None:
+            if len(self._accounts) >= ACCOUNT_CACHE_SIZE:
+                self._accounts.clear()
+            keys = self._accounts[account_id] = self._account(account_id)
+        return keys
+
+    def _account(self, account_id: str) -> AccountKeys:
         shard = self.shard_of(account_id)
-        tag = self.tag(shard)
+        tag = self._tags[shard]
         base = f"{tag}:acct:{account_id}:"
         return AccountKeys(
             shard=shard,
@@ -70,7 +85,7 @@ class Keys:
         )
 
     def session(self, account_id: str, session_id: str) -> str:
-        return f"{self.tag(self.shard_of(account_id))}:sess:{session_id}"
+        return f"{self._tags[self.account(account_id).shard]}:sess:{session_id}"
 
     def deadlines(self, shard: int) -> str:
         return f"{self.tag(shard)}:deadlines"

@@ -50,6 +50,10 @@ class Service:
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             raise TooLarge("request body too large")
+        if request.content.is_eof():
+            # the whole body came with the headers (the usual small setup body): no wait, so
+            # no timer is needed
+            return await request.read()
         try:
             async with asyncio.timeout(self.body_timeout):
                 return await request.read()
