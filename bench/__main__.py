@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reap-parallel", type=int, default=4, help="shards reaped at once")
     p.add_argument("--only", default="", help="comma list: http,commands,memory,latency,reaper")
     return p.parse_args(argv)
+
+
+Row = tuple[str, str, str, str]  # target, goal, measured, met
 
 
 def say(text: str) -> None:
@@ -70,8 +74,10 @@ def _redis_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     only = set(a.only.split(",")) if a.only else {"http", "commands", "memory", "latency", "reaper"}
-    rows: list[tuple[str, str, str, str]] = []  # target, goal, measured, met
+    rows: list[Row] = []
     say(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="srm-bench-") as tmp:
         work = Path(tmp)
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             if "memory" in only:
                 memory_rows(a, redis_url, rows)
             if "latency" in only:
-                latency_rows(a, redis_url, rows)
+                latency_rows(a, redis_url, work, rows)
             if "reaper" in only:
                 reaper_rows(a, redis_url, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list) -> None:
+def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list[Row]) -> None:
     """Ceiling and srm run side by side; wrk drives them in alternating rounds, so that load
     from other processes on the machine falls on both alike and the ratio stays meaningful.
     CPU time per request of each process group (and of redis-server) shows where time goes."""
@@ -155,7 +161,7 @@ def _median(results: list[load.WrkResult]) -> load.WrkResult:
     return sorted(results, key=lambda r: r.rps)[len(results) // 2]
 
 
-def command_rows(redis_url: str, tokens: Path, rows: list) -> None:
+def command_rows(redis_url: str, tokens: Path, rows: list[Row]) -> None:
     few = tokens.read_text().split()
     redis.Redis.from_url(redis_url).flushall()
     with procs.srm_serve(redis_url, 1) as srm:
@@ -181,7 +187,7 @@ def command_rows(redis_url: str, tokens: Path, rows: list) -> None:
 HANDSHAKE = frozenset({"hello", "ping", "client|setinfo", "auth", "select"})
 
 
-def memory_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
+def memory_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
     for per_account in (1, 3):
         m = asyncio.run(storage.memory_per_session(redis_url, a.memory_sessions, per_account))
         say(
@@ -196,9 +202,12 @@ def memory_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
         ))  # fmt: skip
 
 
-def latency_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
+def latency_rows(a: argparse.Namespace, redis_url: str, work: Path, rows: list[Row]) -> None:
     t0 = time.perf_counter()
-    small, large = asyncio.run(storage.latency_at(redis_url, [a.small, a.large], a.samples))
+    with procs.redis_server(work) as other:
+        small, large = asyncio.run(
+            storage.latency_at(redis_url, other.url, (a.small, a.large), a.samples)
+        )
     for lat in (small, large):
         say(
             f"latency with {lat.stored} stored: setup p50 {lat.setup_p50_ms:.3f} ms "
@@ -225,20 +234,28 @@ def latency_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
     redis.Redis.from_url(redis_url).flushall()
 
 
-def reaper_rows(a: argparse.Namespace, redis_url: str, rows: list) -> None:
+def reaper_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
+    runs = []
+    if storage.reaper_available():
+        asyncio.run(storage.lapsed_backlog(redis_url, a.backlog))
+        runs.append(asyncio.run(storage.reap_with_process(redis_url, a.backlog)))
     asyncio.run(storage.lapsed_backlog(redis_url, a.backlog))
-    run = asyncio.run(storage.reap_with_store(redis_url, a.backlog, a.reap_batch, a.reap_parallel))
-    left = asyncio.run(storage.remaining_sessions(redis_url))
-    say(
-        f"reaper: {run.sessions} sessions ended and removed in {run.seconds:.2f} s = "
-        f"{run.per_second:.0f}/s ({run.how}); {left} session records left"
+    runs.append(
+        asyncio.run(storage.reap_with_store(redis_url, a.backlog, a.reap_batch, a.reap_parallel))
     )
-    rows.append((
-        f"reaper, backlog of {a.backlog} lapsed sessions, one process",
-        ">= 30000 sessions/s",
-        f"{run.per_second:.0f}/s ended and removed ({run.how})",
-        "yes" if run.per_second >= 30000 and left == 0 else "no",
-    ))  # fmt: skip
+    left = asyncio.run(storage.remaining_sessions(redis_url))
+    for run in runs:
+        say(
+            f"reaper: {run.sessions} sessions ended and removed in {run.seconds:.2f} s = "
+            f"{run.per_second:.0f}/s ({run.how})"
+        )
+        rows.append((
+            f"reaper, backlog of {a.backlog} lapsed sessions, one process",
+            ">= 30000 sessions/s",
+            f"{run.per_second:.0f}/s ended and removed ({run.how})",
+            "yes" if run.per_second >= 30000 else "no",
+        ))  # fmt: skip
+    say(f"reaper: {left} session records left")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ class Monitor:
         self.client = redis.Redis.from_url(redis_url)
         self.seen: dict[str, int] = {}
         self._conn = self.client.connection_pool.get_connection()
-        self._conn.send_command("MONITOR")
+        self._conn.send_command("MONITOR")  # type: ignore[no-untyped-call]
         assert self._conn.read_response() in (b"OK", "OK")
 
     def drain(self, quiet: float = 0.3) -> dict[str, int]:
@@ -103,7 +103,7 @@ class Monitor:
         return self.seen
 
     def close(self) -> None:
-        self._conn.disconnect()
+        self._conn.disconnect()  # type: ignore[no-untyped-call]
         self.client.close()
 
 

@@ -51,7 +51,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+def stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
     """SIGTERM each process group we started, then SIGKILL what is left."""
     groups = set()
     for p in procs:
@@ -71,7 +71,7 @@ def _stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -> No
             p.wait()
 
 
-def _spawn(
+def spawn(
     cmd: Sequence[str], env: dict[str, str] | None = None, group: int | None = None
 ) -> subprocess.Popen[bytes]:
     """Start *cmd* in a new process group (or in *group*): workers it forks are counted and
@@ -89,7 +89,7 @@ def _spawn(
 def redis_server(workdir: Path) -> Iterator[Server]:
     """A throwaway redis-server (no persistence) on a free port."""
     port = free_port()
-    proc = _spawn(
+    proc = spawn(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir)]
     )  # fmt: skip
@@ -108,7 +108,7 @@ def redis_server(workdir: Path) -> Iterator[Server]:
         client.close()
         yield Server(url, proc.pid)
     finally:
-        _stop([proc])
+        stop([proc])
 
 
 def wait_ready(url: str, timeout: float = 30.0) -> None:
@@ -129,7 +129,7 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 def srm_serve(redis_url: str, workers: int, **env: str) -> Iterator[Server]:
     """`srm serve` with *workers* processes on a free port."""
     port = free_port()
-    proc = _spawn(
+    proc = spawn(
         [str(Path(sys.executable).parent / "srm"), "serve"],
         {
             "SRM_REDIS_URL": redis_url,
@@ -145,7 +145,7 @@ def srm_serve(redis_url: str, workers: int, **env: str) -> Iterator[Server]:
         wait_ready(url)
         yield Server(url, proc.pid)
     finally:
-        _stop([proc])
+        stop([proc])
 
 
 @contextlib.contextmanager
@@ -153,12 +153,12 @@ def ceiling(workers: int) -> Iterator[Server]:
     """*workers* bare aiohttp processes sharing one port (SO_REUSEPORT), in one group."""
     port = free_port()
     cmd = [sys.executable, str(ROOT / "bench" / "ceiling.py"), "127.0.0.1", str(port)]
-    procs = [_spawn(cmd)]
-    procs += [_spawn(cmd, group=procs[0].pid) for _ in range(workers - 1)]
+    procs = [spawn(cmd)]
+    procs += [spawn(cmd, group=procs[0].pid) for _ in range(workers - 1)]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url)
         time.sleep(0.5)  # every worker bound, not only the first
         yield Server(url, procs[0].pid)
     finally:
-        _stop(procs)
+        stop(procs)

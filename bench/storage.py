@@ -4,15 +4,20 @@ number of stored sessions, and reaper throughput."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from bench import procs
 from srm.config import Settings, load
 from srm.connection import connect
+from srm.keys import Keys
 from srm.model import EndReason, NewSession
 from srm.server import make_store
 from srm.store import SessionStore, wall_clock_ms
@@ -38,16 +43,16 @@ def new_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]
 
 async def fill(store: SessionStore, sessions: Iterable[NewSession]) -> int:
     """Create every session, FILL_CONCURRENCY calls in flight at a time."""
+    todo = iter(sessions)
     created = 0
-    pending: set[asyncio.Task[int]] = set()
-    for new in sessions:
-        pending.add(asyncio.ensure_future(store.setup(new)))
-        if len(pending) >= FILL_CONCURRENCY:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            created += sum(1 for t in done if t.result() >= 0)
-    if pending:
-        done, _ = await asyncio.wait(pending)
-        created += sum(1 for t in done if t.result() >= 0)
+
+    async def worker() -> None:
+        nonlocal created
+        for new in todo:
+            await store.setup(new)
+            created += 1
+
+    await asyncio.gather(*(worker() for _ in range(FILL_CONCURRENCY)))
     return created
 
 
@@ -98,55 +103,59 @@ class Latency:
     redis_us_per_call: float
 
 
-def _p(values: list[float], q: float) -> float:
+def _p(values: list[float], q: int) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
     )
 
 
-async def latency_at(redis_url: str, sizes: list[int], samples: int) -> list[Latency]:
-    """Sequential setup + teardown latency (one call in flight) with *sizes* sessions stored."""
-    s = settings(redis_url)
-    redis = connect(s.redis)
-    store = make_store(s, redis)
-    results = []
+async def latency_at(
+    small_url: str, large_url: str, sizes: tuple[int, int], samples: int
+) -> list[Latency]:
+    """Sequential setup + teardown latency (one call in flight) on two servers holding
+    *sizes* sessions; samples alternate between them, so load from other processes on the
+    machine falls on both alike."""
+    stores = []
     try:
-        await redis.flushall()
-        stored = 0
-        for size in sizes:
-            stored += await fill(store, new_sessions(size - stored, 2, f"stored{size}"))
-            results.append(await _sample(store, redis, stored, samples))
+        for url, size in zip((small_url, large_url), sizes, strict=True):
+            s = settings(url)
+            redis = connect(s.redis)
+            store = make_store(s, redis)
+            stores.append(store)
+            await redis.flushall()
+            await fill(store, new_sessions(size, 2, f"stored{size}"))
+        timings: list[dict[str, list[float]]] = [{"setup": [], "teardown": []} for _ in stores]
+        probes = [list(new_sessions(samples + 200, 1, f"probe{i}")) for i in range(len(stores))]
+        for i in range(samples + 200):
+            for store, times, mine in zip(stores, timings, probes, strict=True):
+                new = mine[i]
+                t0 = time.perf_counter()
+                await store.setup(new)
+                t1 = time.perf_counter()
+                await store.end(new.account_id, new.session_id, EndReason.TEARDOWN)
+                t2 = time.perf_counter()
+                if i == 200:  # the first 200 warm up connections and caches
+                    await store.redis.config_resetstat()
+                if i >= 200:
+                    times["setup"].append((t1 - t0) * 1000)
+                    times["teardown"].append((t2 - t1) * 1000)
+        results = []
+        for store, times, size in zip(stores, timings, sizes, strict=True):
+            cs = await store.redis.info("commandstats")
+            results.append(
+                Latency(
+                    size,
+                    _p(times["setup"], 50),
+                    _p(times["setup"], 99),
+                    _p(times["teardown"], 50),
+                    _p(times["teardown"], 99),
+                    float(cs["cmdstat_evalsha"]["usec_per_call"]),
+                )
+            )
+        return results
     finally:
-        await redis.aclose()
-    return results
-
-
-async def _sample(store: SessionStore, redis: Any, stored: int, samples: int) -> Latency:
-    setups: list[float] = []
-    teardowns: list[float] = []
-    probes = list(new_sessions(samples, 1, f"probe{stored}"))
-    for new in probes[:200]:  # warm-up: connection, scripts, caches
-        await store.setup(new)
-        await store.end(new.account_id, new.session_id, EndReason.TEARDOWN)
-    await redis.config_resetstat()
-    for new in probes[200:]:
-        t0 = time.perf_counter()
-        await store.setup(new)
-        t1 = time.perf_counter()
-        await store.end(new.account_id, new.session_id, EndReason.TEARDOWN)
-        t2 = time.perf_counter()
-        setups.append((t1 - t0) * 1000)
-        teardowns.append((t2 - t1) * 1000)
-    cs = await redis.info("commandstats")
-    per_call = float(cs["cmdstat_evalsha"]["usec_per_call"])
-    return Latency(
-        stored,
-        _p(setups, 50),
-        _p(setups, 99),
-        _p(teardowns, 50),
-        _p(teardowns, 99),
-        per_call,
-    )
+        for store in stores:
+            await store.redis.aclose()
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,50 @@ async def reap_with_store(redis_url: str, count: int, batch: int, parallel: int)
         await redis.aclose()
     how = f"store.sweep + store.purge, batch {batch}, {parallel} shards at a time"
     return ReaperRun(removed, elapsed, how)
+
+
+def reaper_available() -> bool:
+    """Whether this build has the reaper sidecar (`srm reaper`)."""
+    return importlib.util.find_spec("srm.reaper") is not None
+
+
+async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
+    """Let one `srm reaper` process work the backlog off; time from its first progress until
+    nothing is left (its start-up is not counted)."""
+    s = settings(redis_url)
+    redis = connect(s.redis)
+    keyspace = Keys(s.redis.shards)
+
+    async def backlog() -> int:
+        pipe = redis.pipeline(transaction=False)
+        for shard in range(s.redis.shards):
+            pipe.zcard(keyspace.deadlines(shard))
+            pipe.zcard(keyspace.reap(shard))
+        return sum(await pipe.execute())
+
+    env = {
+        "SRM_REDIS_URL": redis_url,
+        "SRM_ENDED_RETENTION": "0",
+        "SRM_REAPER_INTERVAL": "0.01",  # passes back to back: a backlog, not a steady state
+        "SRM_REAPER_METRICS_PORT": "0",
+        "SRM_LOGGING_LEVEL": "WARNING",
+    }
+    proc = procs.spawn([str(Path(sys.executable).parent / "srm"), "reaper"], env)
+    try:
+        started = left = await backlog()
+        deadline = time.monotonic() + 300
+        while left == started and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+            left = await backlog()
+        t0, first = time.perf_counter(), left
+        while left and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            left = await backlog()
+        elapsed = time.perf_counter() - t0
+    finally:
+        procs.stop([proc])
+        await redis.aclose()
+    return ReaperRun(first - left, elapsed, "one `srm reaper` process, default batch size")
 
 
 async def remaining_sessions(redis_url: str) -> int:
