@@ -247,12 +247,15 @@ def reaper_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
     for run in runs:
         say(
             f"reaper: {run.sessions} sessions ended and removed in {run.seconds:.2f} s = "
-            f"{run.per_second:.0f}/s ({run.how})"
+            f"{run.per_second:.0f}/s ({run.how}); Redis busy {run.redis_seconds:.2f} s of it = "
+            f"{run.redis_seconds / run.sessions * 1e6:.0f} us per session"
         )
         rows.append((
             f"reaper, backlog of {a.backlog} lapsed sessions, one process",
             ">= 30000 sessions/s",
-            f"{run.per_second:.0f}/s ended and removed ({run.how})",
+            f"{run.per_second:.0f}/s ended and removed ({run.how}); Redis busy "
+            f"{run.redis_seconds:.1f} of {run.seconds:.1f} s "
+            f"({run.redis_seconds / run.sessions * 1e6:.0f} us per session)",
             "yes" if run.per_second >= 30000 else "no",
         ))  # fmt: skip
     say(f"reaper: {left} session records left")

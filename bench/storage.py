@@ -163,10 +163,23 @@ class ReaperRun:
     sessions: int
     seconds: float
     how: str
+    redis_seconds: float  # time Redis spent running the reaper's scripts and reads
 
     @property
     def per_second(self) -> float:
         return self.sessions / self.seconds
+
+
+async def redis_busy_seconds(redis: Any) -> float:
+    """Time Redis spent executing commands since the last CONFIG RESETSTAT, script-internal
+    calls excluded (they are inside the EVALSHA time)."""
+    stats = await redis.info("commandstats")
+    usec = sum(int(v["usec"]) for name, v in stats.items() if name in SCRIPT_STATS + READ_STATS)
+    return usec / 1e6
+
+
+SCRIPT_STATS = ("cmdstat_evalsha", "cmdstat_eval")
+READ_STATS = ("cmdstat_zrangebyscore", "cmdstat_zrange", "cmdstat_zcard", "cmdstat_scan")
 
 
 async def lapsed_backlog(redis_url: str, count: int) -> None:
@@ -201,13 +214,15 @@ async def reap_with_store(redis_url: str, count: int, batch: int, parallel: int)
                 removed += n
 
     try:
+        await redis.config_resetstat()
         t0 = time.perf_counter()
         await asyncio.gather(*(reap() for _ in range(parallel)))
         elapsed = time.perf_counter() - t0
+        busy = await redis_busy_seconds(redis)
     finally:
         await redis.aclose()
     how = f"store.sweep + store.purge, batch {batch}, {parallel} shards at a time"
-    return ReaperRun(removed, elapsed, how)
+    return ReaperRun(removed, elapsed, how, busy)
 
 
 def reaper_available() -> bool:
@@ -236,9 +251,10 @@ async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
         "SRM_REAPER_METRICS_PORT": "0",
         "SRM_LOGGING_LEVEL": "WARNING",
     }
+    started = left = await backlog()
+    await redis.config_resetstat()
     proc = procs.spawn([str(Path(sys.executable).parent / "srm"), "reaper"], env)
     try:
-        started = left = await backlog()
         deadline = time.monotonic() + 300
         while left == started and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
@@ -248,10 +264,12 @@ async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
             await asyncio.sleep(0.02)
             left = await backlog()
         elapsed = time.perf_counter() - t0
+        busy = await redis_busy_seconds(redis)  # includes this function's ZCARD polls
     finally:
         procs.stop([proc])
         await redis.aclose()
-    return ReaperRun(first - left, elapsed, "one `srm reaper` process, default batch size")
+    how = "one `srm reaper` process, default batch size"
+    return ReaperRun(first - left, elapsed, how, busy)
 
 
 async def remaining_sessions(redis_url: str) -> int:
