@@ -23,6 +23,7 @@ from typing import Any
 
 from hiredis import pack_command
 from redis import exceptions as rx
+from redis.asyncio.connection import ConnectionPool
 from redis.commands.core import AsyncScript
 
 MAX_BATCH = 1000  # calls per pipeline: bounds one write and one read loop
@@ -47,6 +48,10 @@ class AutoPipeline:
         self._max_batch = max_batch
         self._queue: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
+        # A client with one pool (standalone, Sentinel) gets the lean path; a client that
+        # routes by key itself (Redis Cluster) gets its own non-transactional pipeline.
+        pooled = isinstance(getattr(redis, "connection_pool", None), ConnectionPool)
+        self._roundtrip = self._pooled_roundtrip if pooled else self._client_roundtrip
 
     def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Queue one EVALSHA; an awaitable of its reply (or of the error it met)."""
@@ -98,7 +103,14 @@ class AutoPipeline:
                 await self._redis.script_load(script.script)
             pending = missing
 
-    async def _roundtrip(self, commands: list[list[Any]]) -> list[Any]:
+    async def _client_roundtrip(self, commands: list[list[Any]]) -> list[Any]:
+        """The EVALSHAs through the client's own pipeline; their replies, in order."""
+        pipe = self._redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command("EVALSHA", *command)
+        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+    async def _pooled_roundtrip(self, commands: list[list[Any]]) -> list[Any]:
         """Send the EVALSHAs in one write on one pooled connection; their replies, in order.
 
         Connection failures are retried on a fresh connection by the client's retry policy

@@ -126,3 +126,20 @@ async def test_an_unreachable_redis_is_unavailable(
     )
     assert all(isinstance(r, StoreUnavailable) for r in results), results
     await client.aclose()
+
+
+async def test_a_client_without_one_pool_uses_its_own_pipeline(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path a Redis Cluster client takes: same outcomes, NOSCRIPT handled the same way."""
+    pipeline = store._pipeline
+    monkeypatch.setattr(pipeline, "_roundtrip", pipeline._client_roundtrip)
+    await store.redis.script_flush()
+    sessions = [new(f"acct-{i}") for i in range(8)]
+    assert await asyncio.gather(*(store.setup(s) for s in sessions)) == [1] * 8
+    with pytest.raises(SessionNotFound):
+        await store.keep_alive("acct-0", str(uuid.uuid4()))
+    first = sessions[0]
+    assert await store.end(first.account_id, first.session_id, EndReason.TEARDOWN) is (
+        EndOutcome.ENDED
+    )
