@@ -104,6 +104,14 @@ def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list
     """Ceiling and srm run side by side; wrk drives them in alternating rounds, so that load
     from other processes on the machine falls on both alike and the ratio stays meaningful.
     CPU time per request of each process group (and of redis-server) shows where time goes."""
+    miss, hit = load.token_costs(tokens)
+    say(f"Client-Token verification: {miss:.0f} us on a cache miss, {hit:.1f} us on a hit")
+    rows.append((
+        "Client-Token verification (context)",
+        "cached",
+        f"{miss:.0f} us per signature check, {hit:.1f} us per cache hit",
+        "",
+    ))  # fmt: skip
     for workers in (int(w) for w in a.workers.split(",")):
         redis.Redis.from_url(rds.url).flushall()
         with procs.ceiling(workers) as top, procs.srm_serve(rds.url, workers) as srm:
