@@ -26,7 +26,7 @@ from bench import load, procs, storage
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     p.add_argument("--seconds", type=float, default=5, help="length of each wrk round")
-    p.add_argument("--rounds", type=int, default=3, help="alternating ceiling/srm rounds")
+    p.add_argument("--rounds", type=int, default=5, help="alternating ceiling/srm rounds")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--workers", default="1,2", help="worker counts to compare")
     p.add_argument("--accounts", type=int, default=1000, help="accounts (tokens) wrk uses")
