@@ -149,7 +149,7 @@ def _supervise(settings: Settings, companion: Companion | None) -> int:
         for _ in range(settings.server.workers):
             workers.append(_start(ctx, settings))
         if companion is not None:
-            side = ctx.Process(target=_companion_main, args=(settings, companion), daemon=False)
+            side = ctx.Process(target=run_companion, args=(settings, companion), daemon=False)
             side.start()
         while not stopping:
             time.sleep(0.2)
@@ -179,7 +179,8 @@ def _start(ctx: Any, settings: Settings) -> Any:
     return proc
 
 
-def _companion_main(settings: Settings, companion: Companion) -> None:
+def run_companion(settings: Settings, companion: Companion) -> None:
+    """Run *companion* alone in this process (its own Redis client) until SIGTERM/SIGINT."""
     logs.setup(settings.logging.level)
 
     async def main() -> None:

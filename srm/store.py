@@ -347,6 +347,34 @@ class SessionStore:
             for i in range(0, len(flat), 3)
         ]
 
+    async def shard_accounts(self, shard: int, count: int = 1000) -> set[str]:
+        """Accounts of *shard* with a counter or an active set, found by SCAN (audit only).
+
+        ``scan_iter`` works on a standalone and a Cluster client alike; each SCAN call is
+        bounded by the deadline, the whole walk is not.
+        """
+        found: set[str] = set()
+        walk = self.redis.scan_iter(match=self.keys.account_pattern(shard), count=count)
+        while True:
+            try:
+                key = await self._guard(anext(walk))
+            except StopAsyncIteration:
+                return found
+            parsed = self.keys.parse_account_key(key)
+            if parsed is not None and parsed[1] in ("active", "count"):
+                found.add(parsed[0])
+
+    async def write_heartbeat(self, reaper_id: str, value: str, ttl: int) -> None:
+        await self._guard(self.redis.set(self.keys.heartbeat(reaper_id), value, ex=ttl))
+
+    async def read_heartbeat(self, reaper_id: str) -> str | None:
+        """The heartbeat of reaper *reaper_id*, or None once its TTL has run out."""
+        value: str | None = await self._guard(self.redis.get(self.keys.heartbeat(reaper_id)))
+        return value
+
+    async def clear_heartbeat(self, reaper_id: str) -> None:
+        await self._guard(self.redis.delete(self.keys.heartbeat(reaper_id)))
+
     async def ping(self) -> None:
         await self._guard(self.redis.ping())
 
