@@ -51,9 +51,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         # The embedded default is the one-command setup: it runs the reaper itself.
         return serve(settings, companion=None if settings.redis.url else sidecar.companion)
     if args.command == "reaper":
-        from srm import sidecar
+        if args.check:
+            from srm.liveness import check
 
-        return sidecar.check(settings) if args.check else sidecar.run(settings)
+            return check(settings)
+        from srm.sidecar import run
+
+        return run(settings)
     if args.command == "token":
         return _token(args, settings)
     if args.command == "config":

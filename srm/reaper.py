@@ -29,6 +29,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from srm.config import ReaperSettings
 from srm.errors import StoreUnavailable
+from srm.liveness import reaper_id
 from srm.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,6 @@ T = TypeVar("T")
 BACKOFF_BASE = 0.1  # seconds before the first retry after an error
 BACKOFF_CAP = 5.0  # longest wait between retries
 PASS_JITTER = 0.2  # each pass lasts interval * (1 +/- this)
-
-
-def reaper_id(settings: ReaperSettings) -> str:
-    """The configured reaper id, else the host name (set ``reaper.id`` to tell apart two
-    reapers on one host)."""
-    return settings.id or socket.gethostname()
 
 
 class ReaperMetrics:
@@ -136,8 +131,7 @@ class Reaper:
         log.info("reaper %s stopped", self.id)
 
     async def _reap_loop(self) -> None:
-        await self._retrying("heartbeat", self._beat)
-        if not await self._wait(self.rng.uniform(0, self.settings.interval)):
+        if not await self._idle(time.monotonic() + self.rng.uniform(0, self.settings.interval)):
             return
         while not self.stop.is_set():
             await self.reap_pass()
@@ -147,7 +141,7 @@ class Reaper:
         if not await self._wait(self.rng.uniform(0, every)):
             return
         while not self.stop.is_set():
-            await self._paced(every, self._audit_one)
+            await self._paced(every, self._audit_one, beat=False)
 
     async def reap_pass(self) -> None:
         """One pass over all shards, spread over the (jittered) interval."""
@@ -155,28 +149,30 @@ class Reaper:
         lags: list[float] = []
 
         async def one(shard: int) -> None:
-            if time.monotonic() >= self._next_beat:
-                await self._retrying("heartbeat", self._beat)
             lag = await self._retrying("reap", self.reap_shard, shard)
             lags.append(lag or 0.0)
 
-        if await self._paced(length, one):
+        if await self._paced(length, one, beat=True):
             self.metrics.lag.set(max(lags, default=0.0))
             self.metrics.passes.inc()
 
-    async def _paced(self, length: float, step: Callable[[int], Awaitable[None]]) -> bool:
-        """Run *step* for every shard, one every length/shards seconds; False if stopped."""
+    async def _paced(
+        self, length: float, step: Callable[[int], Awaitable[None]], *, beat: bool
+    ) -> bool:
+        """Run *step* for every shard, one every length/shards seconds; False if stopped.
+
+        With *beat*, the heartbeat is kept fresh between steps and while waiting.
+        """
         slot = length / self.shards
         next_at = time.monotonic()
         for i in range(self.shards):
             if self.stop.is_set():
                 return False
             await step((self.first_shard + i) % self.shards)
-            next_at += slot
-            now = time.monotonic()
-            if next_at < now:
-                next_at = now  # behind (a backlog or an outage): no burst to catch up
-            elif not await self._wait(next_at - now):
+            # when behind (a backlog or an outage), go on at once but do not burst to catch up
+            next_at = max(next_at + slot, time.monotonic())
+            waited = self._idle(next_at) if beat else self._wait(next_at - time.monotonic())
+            if not await waited:
                 return False
         return True
 
@@ -242,6 +238,18 @@ class Reaper:
         self._next_beat = time.monotonic() + ttl / 3
 
     # -- waiting and retrying ------------------------------------------------------------
+
+    async def _idle(self, until: float) -> bool:
+        """Wait until *until* (monotonic) unless stopped, writing the heartbeat when it is
+        due, so that it stays fresh however long the interval; False when stopped."""
+        while not self.stop.is_set():
+            if time.monotonic() >= self._next_beat:
+                await self._retrying("heartbeat", self._beat)
+            now = time.monotonic()
+            if now >= until:
+                break
+            await self._wait(min(until, self._next_beat) - now)
+        return not self.stop.is_set()
 
     async def _wait(self, seconds: float) -> bool:
         """Wait *seconds* unless stopped first; False when stopped."""

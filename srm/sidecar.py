@@ -1,8 +1,7 @@
-"""`srm reaper` as a process: the sidecar, its `--check` healthcheck, and the embedded companion.
+"""`srm reaper` as a process, and the same reaper as the companion of the embedded `srm serve`.
 
-With ``redis.url`` unset, the reaper and its check use the embedded redis-server of a
-`srm serve` started in the same working directory (its unix socket under
-``embedded.data_dir``); `srm serve` itself already runs the reaper in that case.
+With ``redis.url`` unset, `srm reaper` uses the embedded redis-server of a `srm serve` started
+in the same working directory; that `srm serve` already runs the reaper itself.
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import REGISTRY, start_http_server
 
 from srm.config import ReaperSettings, Settings
-from srm.connection import connect
-from srm.embedded import EmbeddedRedis
-from srm.errors import SrmError
-from srm.reaper import Reaper, ReaperMetrics, reaper_id
-from srm.server import make_store, run_companion
+from srm.liveness import reaper_id, with_store_url
+from srm.reaper import Reaper, ReaperMetrics
+from srm.server import run_companion
 from srm.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -26,17 +23,8 @@ log = logging.getLogger(__name__)
 
 def run(settings: Settings) -> int:
     """Run `srm reaper` until SIGTERM/SIGINT; the process exit code."""
-    run_companion(_with_store_url(settings), companion)
+    run_companion(with_store_url(settings), companion)
     return 0
-
-
-def check(settings: Settings) -> int:
-    """0 if this reaper id's heartbeat is in Redis, else 1 (also when Redis cannot answer)."""
-    settings = _with_store_url(settings)
-    alive = asyncio.run(_heartbeat_exists(settings))
-    rid = reaper_id(settings.reaper)
-    print(f"reaper {rid}: {'alive' if alive else 'no heartbeat'}")
-    return 0 if alive else 1
 
 
 async def companion(settings: Settings, store: SessionStore, stop: asyncio.Event) -> None:
@@ -55,24 +43,6 @@ async def companion(settings: Settings, store: SessionStore, stop: asyncio.Event
         if server is not None:
             server.shutdown()
             server.server_close()
-
-
-async def _heartbeat_exists(settings: Settings) -> bool:
-    redis = connect(settings.redis)
-    try:
-        store = make_store(settings, redis)
-        return await store.read_heartbeat(reaper_id(settings.reaper)) is not None
-    except SrmError as exc:
-        log.warning("reaper check: %s", exc)
-        return False
-    finally:
-        await redis.aclose()
-
-
-def _with_store_url(settings: Settings) -> Settings:
-    if settings.redis.url:
-        return settings
-    return settings.replace("redis", url=EmbeddedRedis(settings.embedded).url)
 
 
 def _serve_metrics(settings: ReaperSettings) -> WSGIServer | None:

@@ -270,6 +270,15 @@ async def test_heartbeat_lives_while_running_and_is_cleared_on_stop(
     assert await store.read_heartbeat("reaper-a") is None
 
 
+async def test_heartbeat_stays_fresh_through_a_long_wait(store: SessionStore) -> None:
+    reaper = reaper_for(store, id="slow", interval=3600, heartbeat_ttl=1)
+    running = asyncio.create_task(reaper.run())
+    await asyncio.sleep(1.5)  # longer than the TTL, well inside the start offset and the pass
+    assert await store.read_heartbeat("slow")
+    reaper.stop.set()
+    await asyncio.wait_for(running, 10)
+
+
 async def test_stop_during_the_start_offset_returns_at_once(store: SessionStore) -> None:
     reaper = reaper_for(store, interval=3600, audit_interval=3600)
     running = asyncio.create_task(reaper.run())
