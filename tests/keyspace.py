@@ -14,6 +14,8 @@ async def mentioned_ids(redis: Any) -> set[str]:
     async for key in redis.scan_iter(count=1000):
         found.update(UUID.findall(key))
         kind = await redis.type(key)
+        if kind == "none":  # removed since the SCAN saw it
+            continue
         if kind == "string":
             texts = [await redis.get(key) or ""]
         elif kind == "hash":

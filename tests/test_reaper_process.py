@@ -23,7 +23,7 @@ from srm.store import SessionStore, wall_clock_ms
 from tests import invariants
 from tests.conftest import SECRET, auth
 from tests.keyspace import mentioned_ids
-from tests.redis_servers import RedisProcess, free_port
+from tests.redis_servers import RedisProcess, free_port, redis_process
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,7 @@ SHARDS = 16
 HOUR_MS = 3_600_000
 POLICY = Policy(timeout_ms=120_000, max_sessions=3, retention_ms=0, evict=False)
 Start = Callable[..., subprocess.Popen[bytes]]
+UNAVAILABLE = 'srm_reaper_errors_total{kind="unavailable"}'
 
 
 def srm_env(**settings: str) -> dict[str, str]:
@@ -217,6 +218,47 @@ async def test_sigterm_exits_zero_and_check_tells_live_from_dead(
     await until(expired, what="the dead reaper's heartbeat to expire")
     assert check(url, "killed") == 1
     assert check(f"redis://127.0.0.1:{free_port()}/0", "killed") == 1  # Redis unreachable
+
+
+async def test_reaper_rides_out_a_redis_outage(start: Start) -> None:
+    keyspace = k.Keys(SHARDS)
+    metrics_port = free_port()
+    with redis_process() as server:
+        reaper = start(
+            "reaper",
+            SRM_REDIS_URL=server.url,
+            SRM_REAPER_ID="outage",
+            SRM_REAPER_INTERVAL="0.1",
+            SRM_ENDED_RETENTION="0",
+            SRM_REAPER_METRICS_PORT=str(metrics_port),
+        )
+        with server.client() as c:
+            await until(lambda: c.exists(keyspace.heartbeat("outage")), what="a heartbeat")
+        server.kill()
+
+        async def noticed() -> bool:
+            return UNAVAILABLE in await metrics(metrics_port)
+
+        await until(noticed, what="the reaper to notice the outage")
+        server.start()  # same port, empty
+        redis = aioredis.Redis.from_url(server.url, decode_responses=True)
+        try:
+            past = SessionStore(redis, keyspace, POLICY, clock=lambda: wall_clock_ms() - HOUR_MS)
+            ids = []
+            for i in range(20):
+                s = NewSession(str(uuid.uuid4()), f"acct-{i}", "dev", "100001V3D", "COD")
+                await past.setup(s)
+                ids.append(s.session_id)
+
+            async def all_gone() -> bool:
+                return not set(ids) & await mentioned_ids(redis)
+
+            await until(all_gone, what="the reaper to come back after the outage")
+            await invariants.check(redis, keyspace)
+        finally:
+            await redis.aclose()
+        assert reaper.poll() is None
+        assert stopped(reaper, signal.SIGTERM) == 0
 
 
 async def test_embedded_serve_ends_lapsed_sessions_by_itself(tmp_path: Path, start: Start) -> None:
