@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from srm.config import ReaperSettings
+from srm.config import ConfigError, ReaperSettings, load
 from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
+from srm.liveness import reaper_id
 from srm.model import EndReason, State
 from srm.reaper import Reaper, ReaperMetrics
 from srm.store import EndOutcome, SessionStore
@@ -285,3 +287,13 @@ async def test_stop_during_the_start_offset_returns_at_once(store: SessionStore)
     await asyncio.sleep(0.05)
     reaper.stop.set()
     await asyncio.wait_for(running, 10)  # did not wait out the hour
+
+
+def test_reaper_id_defaults_to_the_host_name_and_settings_are_checked() -> None:
+    assert reaper_id(load(env={}).reaper) == socket.gethostname()
+    settings = load(env={"SRM_REAPER_ID": "reaper-2", "SRM_REAPER_MAX_BATCHES": "3"})
+    assert (reaper_id(settings.reaper), settings.reaper.max_batches) == ("reaper-2", 3)
+    with pytest.raises(ConfigError, match=r"reaper\.max_batches"):
+        load(env={"SRM_REAPER_MAX_BATCHES": "0"})
+    with pytest.raises(ConfigError, match="SRM_REAPER_ID"):
+        load(env={"SRM_REAPER_ID": "all*"})
