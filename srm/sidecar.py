@@ -7,6 +7,7 @@ in the same working directory; that `srm serve` already runs the reaper itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from wsgiref.simple_server import WSGIServer
 
@@ -29,7 +30,7 @@ def run(settings: Settings) -> int:
 
 async def companion(settings: Settings, store: SessionStore, stop: asyncio.Event) -> None:
     """The reaper beside the API of `srm serve` (the embedded default), on the API's store."""
-    metrics = ReaperMetrics()
+    metrics = _process_metrics()
     server = _serve_metrics(settings.reaper)
     log.info(
         "reaper %s started: %d shards every %.3gs",
@@ -43,6 +44,13 @@ async def companion(settings: Settings, store: SessionStore, stop: asyncio.Event
         if server is not None:
             server.shutdown()
             server.server_close()
+
+
+@functools.cache
+def _process_metrics() -> ReaperMetrics:
+    """The metrics in the process-wide registry, registered once however often the reaper
+    starts in this process (also what an API /metrics on that registry would show)."""
+    return ReaperMetrics(REGISTRY)
 
 
 def _serve_metrics(settings: ReaperSettings) -> WSGIServer | None:

@@ -297,3 +297,25 @@ def test_reaper_id_defaults_to_the_host_name_and_settings_are_checked() -> None:
         load(env={"SRM_REAPER_MAX_BATCHES": "0"})
     with pytest.raises(ConfigError, match="SRM_REAPER_ID"):
         load(env={"SRM_REAPER_ID": "all*"})
+
+
+async def test_the_companion_starts_twice_in_one_process(
+    store: SessionStore, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from srm.sidecar import companion
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        settings = settings.replace("reaper", metrics_port=port, id="companion")
+        for _ in range(2):  # e.g. two apps served one after the other in one process
+            stop = asyncio.Event()
+            running = asyncio.create_task(companion(settings, store, stop))
+            await asyncio.sleep(0.05)
+            stop.set()
+            await asyncio.wait_for(running, 10)
+    finally:
+        taken.close()
+    assert any("metrics not served" in r.getMessage() for r in caplog.records)
