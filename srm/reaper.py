@@ -7,7 +7,9 @@ Each pass visits every shard once, spread over ``reaper.interval`` (jittered per
 order rotated by a random start per instance, after a random start offset), so several
 reapers do not hit Redis in step. Per shard it sweeps, then purges, in batches of
 ``reaper.batch_size`` until a batch comes back short, at most ``reaper.max_batches`` of each
-per pass. The audit runs beside it at its own slow cadence. Any error is logged, counted and
+per pass. The audit runs beside it at its own slow cadence: one SCAN walk over the account
+keys of all shards every ``reaper.audit_interval`` (a walk per shard would read the whole
+keyspace once per shard: 256 times the work, measured). Any error is logged, counted and
 retried with capped exponential backoff; every wait is on the stop event, so SIGTERM ends the
 reaper after the batch in flight.
 """
@@ -20,8 +22,9 @@ import os
 import random
 import socket
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import aclosing, contextmanager, suppress
 from typing import TypeVar
 
 import orjson
@@ -138,10 +141,10 @@ class Reaper:
 
     async def _audit_loop(self) -> None:
         every = self.settings.audit_interval
-        if not await self._wait(self.rng.uniform(0, every)):
-            return
-        while not self.stop.is_set():
-            await self._paced(every, self._audit_one, beat=False)
+        wait = self.rng.uniform(0, every)  # a random start, then one walk per (jittered) interval
+        while await self._wait(wait):
+            await self._retrying("audit", self.audit)
+            wait = every * self.rng.uniform(1 - PASS_JITTER, 1 + PASS_JITTER)
 
     async def reap_pass(self) -> None:
         """One pass over all shards, spread over the (jittered) interval."""
@@ -152,17 +155,13 @@ class Reaper:
             lag = await self._retrying("reap", self.reap_shard, shard)
             lags.append(lag or 0.0)
 
-        if await self._paced(length, one, beat=True):
+        if await self._paced(length, one):
             self.metrics.lag.set(max(lags, default=0.0))
             self.metrics.passes.inc()
 
-    async def _paced(
-        self, length: float, step: Callable[[int], Awaitable[None]], *, beat: bool
-    ) -> bool:
-        """Run *step* for every shard, one every length/shards seconds; False if stopped.
-
-        With *beat*, the heartbeat is kept fresh between steps and while waiting.
-        """
+    async def _paced(self, length: float, step: Callable[[int], Awaitable[None]]) -> bool:
+        """Run *step* for every shard, one every length/shards seconds, keeping the heartbeat
+        fresh between steps and while waiting; False if stopped."""
         slot = length / self.shards
         next_at = time.monotonic()
         for i in range(self.shards):
@@ -171,8 +170,7 @@ class Reaper:
             await step((self.first_shard + i) % self.shards)
             # when behind (a backlog or an outage), go on at once but do not burst to catch up
             next_at = max(next_at + slot, time.monotonic())
-            waited = self._idle(next_at) if beat else self._wait(next_at - time.monotonic())
-            if not await waited:
+            if not await self._idle(next_at):
                 return False
         return True
 
@@ -200,34 +198,40 @@ class Reaper:
                 break
         return age / 1000
 
-    async def audit_shard(self, shard: int) -> int:
-        """Repair every drifted counter of one shard; how many were repaired."""
-        keys = self.store.keys
-        accounts = []
-        for account_id in sorted(await self.store.shard_accounts(shard)):
-            if keys.shard_of(account_id) == shard:
-                accounts.append(account_id)
-            else:  # only if redis.shards changed under live data, which it must not
-                log.error("account %r found in shard %d, belongs elsewhere", account_id, shard)
-        repaired = 0
+    async def audit(self) -> int:
+        """Repair every drifted counter, in chunks of ``batch_size`` accounts of one shard, as
+        one SCAN walk finds them; how many were repaired. Memory stays bounded by shards x
+        batch_size account ids, however many accounts there are."""
         size = self.settings.batch_size
-        for start in range(0, len(accounts), size):
-            with self.metrics.timed("audit"):
-                repairs = await self.store.audit(shard, accounts[start : start + size])
-            for r in repairs:
-                log.warning(
-                    "audit repaired the counter of account %r: %d, active %d",
-                    r.account_id,
-                    r.counter,
-                    r.truth,
-                    extra={"account": r.account_id, "counter": r.counter, "truth": r.truth},
-                )
-            self.metrics.drift_repairs.inc(len(repairs))
-            repaired += len(repairs)
+        pending: dict[int, set[str]] = defaultdict(set)
+        repaired = 0
+        async with aclosing(self.store.scan_accounts()) as accounts:
+            async for shard, account_id in accounts:
+                if self.stop.is_set():
+                    return repaired
+                chunk = pending[shard]
+                chunk.add(account_id)
+                if len(chunk) >= size:
+                    repaired += await self._audit_chunk(shard, pending.pop(shard))
+        for shard, chunk in pending.items():
+            if self.stop.is_set():
+                break
+            repaired += await self._audit_chunk(shard, chunk)
         return repaired
 
-    async def _audit_one(self, shard: int) -> None:
-        await self._retrying("audit", self.audit_shard, shard)
+    async def _audit_chunk(self, shard: int, accounts: set[str]) -> int:
+        with self.metrics.timed("audit"):
+            repairs = await self.store.audit(shard, sorted(accounts))
+        for r in repairs:
+            log.warning(
+                "audit repaired the counter of account %r: %d, active %d",
+                r.account_id,
+                r.counter,
+                r.truth,
+                extra={"account": r.account_id, "counter": r.counter, "truth": r.truth},
+            )
+        self.metrics.drift_repairs.inc(len(repairs))
+        return len(repairs)
 
     async def _beat(self) -> None:
         ttl = self.settings.heartbeat_ttl

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
@@ -347,22 +347,31 @@ class SessionStore:
             for i in range(0, len(flat), 3)
         ]
 
-    async def shard_accounts(self, shard: int, count: int = 1000) -> set[str]:
-        """Accounts of *shard* with a counter or an active set, found by SCAN (audit only).
+    async def scan_accounts(self, count: int = 1000) -> AsyncGenerator[tuple[int, str], None]:
+        """(shard, accountId) of every account with a counter or an active set, by SCAN.
 
-        ``scan_iter`` works on a standalone and a Cluster client alike; each SCAN call is
+        For the audit only, never on a request path. One walk covers every shard (a walk per
+        shard would read the whole keyspace once per shard); ``scan_iter`` works on a
+        standalone and a Cluster client alike. An account may come twice. Each SCAN call is
         bounded by the deadline, the whole walk is not.
         """
-        found: set[str] = set()
-        walk = self.redis.scan_iter(match=self.keys.account_pattern(shard), count=count)
-        while True:
-            try:
-                key = await self._guard(anext(walk))
-            except StopAsyncIteration:
-                return found
-            parsed = self.keys.parse_account_key(key)
-            if parsed is not None and parsed[1] in ("active", "count"):
-                found.add(parsed[0])
+        walk = self.redis.scan_iter(match=self.keys.all_accounts_pattern(), count=count)
+        try:
+            while True:
+                try:
+                    key = await self._guard(anext(walk))
+                except StopAsyncIteration:
+                    return
+                parsed = self.keys.parse_account_key(key)
+                if parsed is None or parsed[1] not in ("active", "count"):
+                    continue
+                shard = self.keys.shard_of(parsed[0])
+                if key.startswith(self.keys.tag(shard) + ":"):
+                    yield shard, parsed[0]
+                else:  # only if redis.shards changed under live data, which it must not
+                    log.error("account key %r is not in its account's shard %d", key, shard)
+        finally:
+            await walk.aclose()
 
     async def write_heartbeat(self, reaper_id: str, value: str, ttl: int) -> None:
         await self._guard(self.redis.set(self.keys.heartbeat(reaper_id), value, ex=ttl))
