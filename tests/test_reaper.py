@@ -6,11 +6,12 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from redis import exceptions as rx
 
 from srm.config import ConfigError, ReaperSettings, load
 from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
@@ -316,3 +317,34 @@ async def test_the_companion_starts_twice_in_one_process(
     finally:
         taken.close()
     assert any("metrics not served" in r.getMessage() for r in caplog.records)
+
+
+class BrokenScan:
+    """The store's Redis client, whose SCAN walk fails after its first key."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def scan_iter(self, *args: Any, **kwargs: Any) -> AsyncIterator[str]:
+        async for key in self._redis.scan_iter(*args, **kwargs):
+            yield key
+            raise rx.ConnectionError("connection lost mid-walk")
+
+
+async def test_a_walk_broken_by_redis_is_unavailable_and_the_next_one_repairs(
+    store: SessionStore,
+) -> None:
+    registry = CollectorRegistry()
+    for i in range(10):
+        await store.setup(new(account=f"acct-{i}"))
+    await store.redis.set(store.keys.account("acct-4").count, 7)
+    reaper = reaper_for(store, registry)
+    reaper.store = SessionStore(BrokenScan(store.redis), store.keys, store.policy)
+    with pytest.raises(StoreUnavailable):
+        await reaper.audit()
+    reaper.store = store
+    assert await reaper.audit() == 1
+    assert sample(registry, "srm_reaper_drift_repairs_total") == 1
