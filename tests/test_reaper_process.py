@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -21,8 +20,9 @@ from srm.errors import LimitReached
 from srm.model import EndReason, NewSession, Policy
 from srm.store import SessionStore, wall_clock_ms
 from tests import invariants
-from tests.conftest import SECRET, auth
+from tests.conftest import auth
 from tests.keyspace import mentioned_ids
+from tests.processes import srm_env, srm_serve, start_srm
 from tests.redis_servers import RedisProcess, free_port, redis_process
 
 pytestmark = pytest.mark.slow
@@ -34,30 +34,19 @@ Start = Callable[..., subprocess.Popen[bytes]]
 UNAVAILABLE = 'srm_reaper_errors_total{kind="unavailable"}'
 
 
-def srm_env(**settings: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("SRM_")}
-    env.update({"SRM_REDIS_SHARDS": str(SHARDS), "SRM_REAPER_METRICS_PORT": "0"})
-    env.update(settings)
-    return env
+def reaper_env(**settings: str) -> dict[str, str]:
+    return srm_env(**{"SRM_REDIS_SHARDS": str(SHARDS), "SRM_REAPER_METRICS_PORT": "0", **settings})
 
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Start]:
-    """Starts `srm <command>` processes (stderr kept in tmp_path); kills leftovers after."""
+    """Starts `srm <command>` processes (output kept in tmp_path); kills leftovers after."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def run(*command: str, **settings: str) -> subprocess.Popen[bytes]:
         log = tmp_path / f"srm-{len(procs)}.log"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "srm.cli", *command],
-                env=srm_env(**settings),
-                cwd=tmp_path,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        procs.append(proc)
-        return proc
+        procs.append(start_srm(list(command), reaper_env(**settings), log, cwd=tmp_path))
+        return procs[-1]
 
     yield run
     for proc in procs:
@@ -70,7 +59,7 @@ def check(url: str, reaper_id: str) -> int:
     """The exit code of `srm reaper --check` for *reaper_id*."""
     return subprocess.run(
         [sys.executable, "-m", "srm.cli", "reaper", "--check"],
-        env=srm_env(SRM_REDIS_URL=url, SRM_REAPER_ID=reaper_id),
+        env=reaper_env(SRM_REDIS_URL=url, SRM_REAPER_ID=reaper_id),
         capture_output=True,
         timeout=30,
         check=False,
@@ -261,50 +250,38 @@ async def test_reaper_rides_out_a_redis_outage(start: Start) -> None:
         assert stopped(reaper, signal.SIGTERM) == 0
 
 
-async def test_embedded_serve_ends_lapsed_sessions_by_itself(tmp_path: Path, start: Start) -> None:
-    port = free_port()
+async def test_embedded_serve_ends_lapsed_sessions_by_itself(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    serve = start(
-        "serve",
-        SRM_PORT=str(port),
-        SRM_AUTH_SECRET=SECRET,
+    with srm_serve(
+        tmp_path,
+        cwd=tmp_path,
         SRM_EMBEDDED_DATA_DIR=str(data),
         SRM_SESSION_TIMEOUT="1",
         SRM_ENDED_RETENTION="0",
         SRM_REAPER_INTERVAL="0.1",
-    )
-    base = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http:
+        SRM_REAPER_METRICS_PORT="0",
+    ) as serve:
+        async with aiohttp.ClientSession(serve.base) as http:
+            body = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+            ids = []
+            for _ in range(3):
+                async with http.post("/srm/sessions", json=body, headers=auth()) as resp:
+                    ids.append((await resp.json())["successResponse"]["sessionId"])
 
-        async def ready() -> bool:
-            assert serve.poll() is None, "srm serve exited"
-            try:
-                async with http.get(f"{base}/ready") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientConnectionError:
-                return False
+            async def listed() -> list[str]:
+                async with http.get("/srm/sessions", headers=auth()) as resp:
+                    return [s["sessionId"] for s in (await resp.json())["sessions"]]
 
-        await until(ready, what="srm serve to be ready")
-        body = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
-        ids = []
-        for _ in range(3):
-            async with http.post(f"{base}/srm/sessions", json=body, headers=auth()) as resp:
-                ids.append((await resp.json())["successResponse"]["sessionId"])
+            assert sorted(await listed()) == sorted(ids)
 
-        async def listed() -> list[str]:
-            async with http.get(f"{base}/srm/sessions", headers=auth()) as resp:
-                return [s["sessionId"] for s in (await resp.json())["sessions"]]
+            # no further request touches them: only the embedded reaper can remove them
+            async def removed() -> bool:
+                return await listed() == []
 
-        assert sorted(await listed()) == sorted(ids)
-
-        # no further request touches them: only the embedded reaper can remove them
-        async def removed() -> bool:
-            return await listed() == []
-
-        await until(removed, what="the embedded reaper to remove them")
+            await until(removed, what="the embedded reaper to remove them")
         store = aioredis.Redis(unix_socket_path=str(data / "redis.sock"), decode_responses=True)
         try:
             assert not set(ids) & await mentioned_ids(store)
         finally:
             await store.aclose()
-    assert stopped(serve, signal.SIGTERM) == 0
+        assert serve.stop() == 0
