@@ -24,26 +24,34 @@ log = logging.getLogger(__name__)
 
 def run(settings: Settings) -> int:
     """Run `srm reaper` until SIGTERM/SIGINT; the process exit code."""
-    run_companion(with_store_url(settings), companion)
+    run_companion(with_store_url(settings), sidecar)
     return 0
 
 
+async def sidecar(settings: Settings, store: SessionStore, stop: asyncio.Event) -> None:
+    """`srm reaper`: the reaper, with its metrics on ``reaper.metrics_port``."""
+    server = serve_metrics(settings.reaper)
+    try:
+        await companion(settings, store, stop)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
 async def companion(settings: Settings, store: SessionStore, stop: asyncio.Event) -> None:
-    """The reaper beside the API of `srm serve` (the embedded default), on the API's store."""
-    metrics = _process_metrics()
-    server = _serve_metrics(settings.reaper)
+    """The reaper beside the API of the embedded `srm serve`, on the API's store.
+
+    It opens no port of its own (``reaper.metrics_port`` is the sidecar's): its metrics are
+    in the process registry, where the API process can serve them.
+    """
     log.info(
         "reaper %s started: %d shards every %.3gs",
         reaper_id(settings.reaper),
         settings.redis.shards,
         settings.reaper.interval,
     )
-    try:
-        await Reaper(store, settings.reaper, metrics, stop=stop).run()
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+    await Reaper(store, settings.reaper, _process_metrics(), stop=stop).run()
 
 
 @functools.cache
@@ -53,11 +61,11 @@ def _process_metrics() -> ReaperMetrics:
     return ReaperMetrics(REGISTRY)
 
 
-def _serve_metrics(settings: ReaperSettings) -> WSGIServer | None:
+def serve_metrics(settings: ReaperSettings) -> WSGIServer | None:
     """The metrics endpoint on ``reaper.metrics_host:metrics_port``; None if off or taken.
 
     A port already in use is logged, not fatal: the reaper's work matters more than its
-    metrics, and two embedded `srm serve` on one host would otherwise fight over it.
+    metrics, and two reapers on one host with the default port would otherwise not both run.
     """
     if settings.metrics_port == 0:
         return None

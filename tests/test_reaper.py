@@ -18,6 +18,7 @@ from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
 from srm.liveness import reaper_id
 from srm.model import EndReason, State
 from srm.reaper import Reaper, ReaperMetrics
+from srm.sidecar import companion, serve_metrics
 from srm.store import EndOutcome, SessionStore
 from tests.conftest import Clock
 from tests.keyspace import mentioned_ids
@@ -298,25 +299,25 @@ def test_reaper_id_defaults_to_the_host_name_and_settings_are_checked() -> None:
 
 
 async def test_the_companion_starts_twice_in_one_process(
-    store: SessionStore, settings: Any, caplog: pytest.LogCaptureFixture
+    store: SessionStore, settings: Any
 ) -> None:
-    from srm.sidecar import companion
+    settings = settings.replace("reaper", id="companion")
+    for _ in range(2):  # e.g. two apps served one after the other in one process
+        stop = asyncio.Event()
+        running = asyncio.create_task(companion(settings, store, stop))
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(running, 10)
 
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    try:
+
+def test_a_metrics_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
         port = taken.getsockname()[1]
-        settings = settings.replace("reaper", metrics_port=port, id="companion")
-        for _ in range(2):  # e.g. two apps served one after the other in one process
-            stop = asyncio.Event()
-            running = asyncio.create_task(companion(settings, store, stop))
-            await asyncio.sleep(0.05)
-            stop.set()
-            await asyncio.wait_for(running, 10)
-    finally:
-        taken.close()
+        assert serve_metrics(ReaperSettings(metrics_port=port)) is None
     assert any("metrics not served" in r.getMessage() for r in caplog.records)
+    assert serve_metrics(ReaperSettings(metrics_port=0)) is None
 
 
 class BrokenScan:
