@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +27,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from srm.api.app import create_app
 from srm.connection import connect
 from srm.server import make_store
-from tests.conftest import OPERATOR, auth
-from tests.redis_servers import RedisProcess, redis_process
+from tests.conftest import OPERATOR, SECRET, auth
+from tests.processes import SrmProcess, srm_env, start_srm, wait_ready
+from tests.redis_servers import RedisProcess, free_port, redis_process
 
 SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 # generous: each request is bounded by redis.request_deadline (1 s here) plus a pool wait
@@ -88,7 +94,7 @@ async def assert_all_unavailable(client: Any) -> None:
         assert (await client.get("/health")).status == 200  # the process itself is fine
 
 
-async def wait_ready(client: Any) -> None:
+async def wait_store(client: Any) -> None:
     async with asyncio.timeout(DID_NOT_HANG):
         while (await client.get("/ready")).status != 200:
             await asyncio.sleep(0.1)
@@ -126,7 +132,7 @@ async def test_redis_killed_then_restarted_empty(settings: Any, own_redis: Redis
         own_redis.start()  # same port, empty: the scripts are gone too
         with own_redis.client() as c:
             assert c.dbsize() == 0 and c.script_exists("0" * 40) == [False]
-        await wait_ready(client)
+        await wait_store(client)
         await assert_service_works(client, "after")
 
 
@@ -162,5 +168,38 @@ async def test_redis_stuck_then_back(settings: Any, own_redis: RedisProcess, kin
             await assert_all_unavailable(client)
         finally:
             await asyncio.to_thread(stuck.join, DID_NOT_HANG)
-        await wait_ready(client)
+        await wait_store(client)
         await assert_service_works(client, f"after-{kind}")
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=DID_NOT_HANG) as answer:  # noqa: S310
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def test_srm_serve_starts_before_redis_and_becomes_ready_with_it(tmp_path: Path) -> None:
+    """Started with its Redis not up yet, srm serve is alive but not ready, then ready."""
+    server = RedisProcess(port=free_port(), workdir=tmp_path, args=[])
+    port = free_port()
+    env = srm_env(SRM_PORT=str(port), SRM_AUTH_SECRET=SECRET, SRM_REDIS_URL=server.url)
+    srm = SrmProcess(start_srm(["serve"], env, tmp_path / "srm.log"), port, tmp_path / "srm.log")
+    try:
+        deadline = time.monotonic() + DID_NOT_HANG
+        while True:
+            with contextlib.suppress(OSError):
+                if _get(srm.base + "/health")[0] == 200:
+                    break
+            assert time.monotonic() < deadline and srm.proc.poll() is None, srm.output()
+            time.sleep(0.1)
+        status, body = _get(srm.base + "/ready")
+        assert (status, body["errorResponse"]["errorCode"]) == (503, "SRM-0008")
+        server.start()
+        wait_ready(srm)
+        assert srm.stop() == 0
+    finally:
+        if srm.proc.poll() is None:
+            srm.stop(signal.SIGKILL)
+        server.kill()
