@@ -225,9 +225,10 @@ def _responses() -> Json:
             f"{SessionNotFound.code}: no such session for this account (unknown, another "
             f"account's, or removed); {NoSuchPath.code} for a path that does not exist"
         ),
-        "MethodNotAllowed": _error_response(
-            f"{MethodNotAllowed.code}: method not allowed on this path"
-        ),
+        "MethodNotAllowed": {
+            **_error_response(f"{MethodNotAllowed.code}: method not allowed on this path"),
+            "headers": {**_ERROR_HEADERS, "Allow": _ref("headers", "Allow")},
+        },
         "BodyTooLarge": _error_response(f"{TooLarge.code}: request body over the limit"),
         "HeadersTooLarge": _error_response(
             f"{TooLarge.code}: request line or header block over the limit"
@@ -535,6 +536,10 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "description": "The request's id, as logged",
                     "required": True,
                     "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                },
+                "Allow": {
+                    "description": "The methods the path has (on 405 SRM-0007)",
+                    "schema": {"type": "string"},
                 },
                 "X-SRM-Error-Detail": {
                     "description": "A short, non-secret explanation of an error (extension)",
