@@ -33,6 +33,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format: what every Prometheus version and scraper parses.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+UNPARSED = "unparsed"  # the route label of requests too malformed to reach routing
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 # One Redis round trip is ~0.1-1 ms; the request deadline is 2 s: buckets span both.
@@ -127,7 +128,7 @@ def http_request(route: str, method: str, status: int, error_code: str, seconds:
 
 def protocol_error(status: int, error_code: str) -> None:
     """Count a request that aiohttp could not parse (it never reached a route)."""
-    _http_requests("unparsed", "OTHER", str(status), error_code).inc()
+    _http_requests(UNPARSED, "OTHER", str(status), error_code).inc()
     _errors(error_code).inc()
 
 

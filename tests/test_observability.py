@@ -99,8 +99,11 @@ async def test_request_ids_differ_between_requests(client: Any) -> None:
     assert len(ids) == 5
 
 
-async def test_a_protocol_error_carries_a_request_id(settings: Any, store: SessionStore) -> None:
-    runner = SrmAppRunner(create_app(settings, store), access_log=None)
+async def test_a_protocol_error_carries_a_request_id_and_is_logged(
+    settings: Any, store: SessionStore, captured: io.StringIO
+) -> None:
+    settings = settings.replace("server", access_log=True)
+    runner = SrmAppRunner(create_app(settings, store), **runner_options(settings))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -115,7 +118,12 @@ async def test_a_protocol_error_carries_a_request_id(settings: Any, store: Sessi
         await runner.cleanup()
     head = answer.partition(b"\r\n\r\n")[0].decode().lower()
     assert head.split(" ", 2)[1] == "431"
-    assert "\r\nx-request-id: " in head
+    rid = head.partition("\r\nx-request-id: ")[2].partition("\r\n")[0]
+    assert len(rid) == 32
+    access = [x for x in lines(captured) if x["logger"] == "srm.access"]
+    assert [(x["route"], x["status"], x["error_code"], x["request_id"]) for x in access] == [
+        ("unparsed", 431, "SRM-0009", rid)
+    ]
 
 
 async def test_log_lines_written_during_a_request_carry_its_id(

@@ -28,6 +28,7 @@ _SAFE_ID = re.compile(rf"[A-Za-z0-9._:@+/=-]{{1,{MAX_ID_LENGTH}}}")
 REQUEST_ID = web.RequestKey("request_id", str)
 # Set by the error middleware when it answers with an SRM error code.
 ERROR_CODE = web.RequestKey("error_code", str)
+ROUTE = web.RequestKey("route", str)
 UNMATCHED = "unmatched"
 
 access_log = logging.getLogger("srm.access")
@@ -44,10 +45,9 @@ def request_id(given: str | None) -> str:
     return new_request_id()
 
 
-def route_of(request: BaseRequest) -> str:
+def route_of(request: web.Request) -> str:
     """The canonical path template of the matched route (bounded, unlike raw paths)."""
-    match_info = getattr(request, "match_info", None)
-    resource = match_info.route.resource if match_info is not None else None
+    resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED
 
 
@@ -56,6 +56,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost middleware: request id, in-flight gauge, count and latency by outcome."""
     rid = request_id(request.headers.get(HEADER))
     request[REQUEST_ID] = rid
+    request[ROUTE] = route = route_of(request)
     context = logs.REQUEST_ID.set(rid)
     metrics.HTTP_IN_FLIGHT.inc()
     started = time.perf_counter()
@@ -67,7 +68,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not response.prepared:
         response.headers[HEADER] = rid
     metrics.http_request(
-        route_of(request),
+        route,
         request.method,
         response.status,
         request.get(ERROR_CODE, ""),
@@ -90,7 +91,8 @@ class JsonAccessLogger(AbstractAccessLogger):
                 "request_id": rid,
                 "method": request.method,
                 "path": request.path,
-                "route": route_of(request),
+                # a request aiohttp could not parse never reached the middleware
+                "route": request.get(ROUTE, metrics.UNPARSED),
                 "status": response.status,
                 "error_code": request.get(ERROR_CODE),
                 "duration_ms": round(time * 1000, 3),

@@ -14,7 +14,7 @@ from aiohttp.web_request import BaseRequest
 
 from srm import metrics
 from srm.api.errors import error_response
-from srm.api.observability import HEADER, new_request_id
+from srm.api.observability import ERROR_CODE, HEADER, REQUEST_ID, new_request_id
 from srm.errors import InternalError, MalformedRequest, SrmError, StoreUnavailable, TooLarge
 
 
@@ -42,7 +42,9 @@ class SrmRequestHandler(web_protocol.RequestHandler):
         if status >= 500:
             self.log_exception("error handling request", exc_info=exc)
         response = error_response(error)
-        response.headers[HEADER] = new_request_id()  # the request's own headers are suspect
+        rid = new_request_id()  # the request's own headers are suspect
+        response.headers[HEADER] = rid
+        request[REQUEST_ID], request[ERROR_CODE] = rid, error.code  # for the access log
         response.force_close()
         metrics.protocol_error(response.status, error.code)
         return response
