@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load()
-        logs.setup(settings.logging.level)
+        logs.setup(settings.logging.level, logs.secrets_of(settings))
         return _run(args, settings)
     except ConfigError as exc:
         print(f"srm: configuration error: {exc}", file=sys.stderr)

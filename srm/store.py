@@ -21,7 +21,14 @@ from redis import exceptions as rx
 from redis.commands.core import AsyncScript
 
 from srm import keys as k
-from srm.errors import InternalError, LimitReached, SessionNotFound, StoreUnavailable
+from srm import metrics
+from srm.errors import (
+    InternalError,
+    LimitReached,
+    SessionNotFound,
+    SrmError,
+    StoreUnavailable,
+)
 from srm.model import (
     NO_TIMEOUT_MS,
     AccountSessions,
@@ -53,6 +60,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 _UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+
+
+def _failed(operation: str, error: SrmError) -> SrmError:
+    metrics.store_error(operation, error.code)
+    return error
 
 
 def wall_clock_ms() -> int:
@@ -113,23 +125,27 @@ class SessionStore:
 
     # -- the boundary ------------------------------------------------------------------------
 
-    async def _guard(self, call: Awaitable[T]) -> T:
+    async def _guard(self, operation: str, call: Awaitable[T]) -> T:
+        """Await one store call within the deadline; timed and counted under *operation*."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.deadline):
                 return await call
         except rx.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE_PREFIXES):
-                raise StoreUnavailable(str(exc)) from exc
+                raise _failed(operation, StoreUnavailable(str(exc))) from exc
             log.error("redis rejected a call: %s", exc)
-            raise InternalError(str(exc)) from exc
+            raise _failed(operation, InternalError(str(exc))) from exc
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+            raise _failed(operation, StoreUnavailable(type(exc).__name__)) from exc
         except rx.RedisError as exc:
             log.error("redis error: %r", exc)
-            raise InternalError(repr(exc)) from exc
+            raise _failed(operation, InternalError(repr(exc))) from exc
+        finally:
+            metrics.store_call(operation, time.perf_counter() - started)
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self._guard(self._scripts[name](keys=keys, args=args))
+        return await self._guard(name, self._scripts[name](keys=keys, args=args))
 
     # -- client operations -------------------------------------------------------------------
 
@@ -236,7 +252,7 @@ class SessionStore:
         pipe.hgetall(self.keys.session(account_id, session_id))
         pipe.zscore(ak.active, session_id)
         pipe.hget(ak.ended, session_id)
-        record, deadline, ended = await self._guard(pipe.execute())
+        record, deadline, ended = await self._guard("get", pipe.execute())
         session = _session(session_id, record, deadline, ended, self.clock())
         if session is None or session.account_id != account_id:
             raise SessionNotFound()
@@ -249,7 +265,7 @@ class SessionStore:
         pipe.zrange(ak.active, 0, -1, withscores=True)
         pipe.hgetall(ak.ended)
         pipe.get(ak.limit)
-        active, ended, override = await self._guard(pipe.execute())
+        active, ended, override = await self._guard("list", pipe.execute())
         deadlines = dict(active)
         ids = list(deadlines) + [sid for sid in ended if sid not in deadlines]
         records: list[dict[str, str]] = []
@@ -257,7 +273,7 @@ class SessionStore:
             pipe = self.redis.pipeline(transaction=False)
             for sid in ids:
                 pipe.hgetall(self.keys.session(account_id, sid))
-            records = await self._guard(pipe.execute())
+            records = await self._guard("list_records", pipe.execute())
         now = self.clock()
         sessions = [
             s
@@ -273,17 +289,19 @@ class SessionStore:
     # -- limits ------------------------------------------------------------------------------
 
     async def get_limit(self, account_id: str) -> Limit:
-        value = await self._guard(self.redis.get(self.keys.account(account_id).limit))
+        value = await self._guard("get_limit", self.redis.get(self.keys.account(account_id).limit))
         if value is None:
             return Limit(max_sessions=self.policy.max_sessions, override=False)
         return Limit(max_sessions=int(value), override=True)
 
     async def set_limit(self, account_id: str, max_sessions: int) -> Limit:
-        await self._guard(self.redis.set(self.keys.account(account_id).limit, max_sessions))
+        await self._guard(
+            "set_limit", self.redis.set(self.keys.account(account_id).limit, max_sessions)
+        )
         return Limit(max_sessions=max_sessions, override=True)
 
     async def clear_limit(self, account_id: str) -> Limit:
-        await self._guard(self.redis.delete(self.keys.account(account_id).limit))
+        await self._guard("clear_limit", self.redis.delete(self.keys.account(account_id).limit))
         return Limit(max_sessions=self.policy.max_sessions, override=False)
 
     # -- reaper ------------------------------------------------------------------------------
@@ -293,7 +311,7 @@ class SessionStore:
         now = self.clock()
         deadlines = self.keys.deadlines(shard)
         due = await self._guard(
-            self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
+            "sweep_due", self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
         )
         if not due:
             return SweepResult(0, 0, 0)
@@ -310,7 +328,9 @@ class SessionStore:
         """Remove up to *batch* ENDED sessions of one shard whose retention has passed."""
         now = self.clock()
         reap = self.keys.reap(shard)
-        due = await self._guard(self.redis.zrangebyscore(reap, "-inf", now, start=0, num=batch))
+        due = await self._guard(
+            "purge_due", self.redis.zrangebyscore(reap, "-inf", now, start=0, num=batch)
+        )
         if not due:
             return 0
         script_keys = [reap]
@@ -327,7 +347,7 @@ class SessionStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrange(self.keys.deadlines(shard), 0, 0, withscores=True)
         pipe.zrange(self.keys.reap(shard), 0, 0, withscores=True)
-        heads = await self._guard(pipe.execute())
+        heads = await self._guard("oldest_due", pipe.execute())
         due = [int(score) for head in heads for _m, score in head if score <= now]
         return now - min(due) if due else None
 
@@ -359,7 +379,7 @@ class SessionStore:
         try:
             while True:
                 try:
-                    key = await self._guard(anext(walk))
+                    key: str = await self._guard("scan_accounts", anext(walk))
                 except StopAsyncIteration:
                     return
                 parsed = self.keys.parse_account_key(key)
@@ -374,18 +394,22 @@ class SessionStore:
             await walk.aclose()
 
     async def write_heartbeat(self, reaper_id: str, value: str, ttl: int) -> None:
-        await self._guard(self.redis.set(self.keys.heartbeat(reaper_id), value, ex=ttl))
+        await self._guard(
+            "write_heartbeat", self.redis.set(self.keys.heartbeat(reaper_id), value, ex=ttl)
+        )
 
     async def read_heartbeat(self, reaper_id: str) -> str | None:
         """The heartbeat of reaper *reaper_id*, or None once its TTL has run out."""
-        value: str | None = await self._guard(self.redis.get(self.keys.heartbeat(reaper_id)))
+        value: str | None = await self._guard(
+            "read_heartbeat", self.redis.get(self.keys.heartbeat(reaper_id))
+        )
         return value
 
     async def clear_heartbeat(self, reaper_id: str) -> None:
-        await self._guard(self.redis.delete(self.keys.heartbeat(reaper_id)))
+        await self._guard("clear_heartbeat", self.redis.delete(self.keys.heartbeat(reaper_id)))
 
     async def ping(self) -> None:
-        await self._guard(self.redis.ping())
+        await self._guard("ping", self.redis.ping())
 
 
 def _ms(value: Any) -> int:
