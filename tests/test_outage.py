@@ -29,7 +29,7 @@ from srm.connection import connect
 from srm.server import make_store
 from tests.conftest import OPERATOR, SECRET, auth
 from tests.processes import SrmProcess, srm_env, start_srm, wait_ready
-from tests.redis_servers import RedisProcess, free_port, redis_process
+from tests.redis_servers import RedisProcess, debug_command_args, free_port, redis_process
 
 SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 # generous: each request is bounded by redis.request_deadline (1 s here) plus a pool wait
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def own_redis() -> Iterator[RedisProcess]:
     """A redis-server of this test alone: it gets killed, paused and restarted."""
-    with redis_process("--enable-debug-command", "local") as server:  # off by default in 7.x
+    with redis_process(*debug_command_args()) as server:
         yield server
 
 
