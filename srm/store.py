@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
@@ -21,8 +21,15 @@ from redis import exceptions as rx
 from redis.commands.core import AsyncScript
 
 from srm import keys as k
+from srm import metrics
 from srm.autopipeline import AutoPipeline
-from srm.errors import InternalError, LimitReached, SessionNotFound, StoreUnavailable
+from srm.errors import (
+    InternalError,
+    LimitReached,
+    SessionNotFound,
+    SrmError,
+    StoreUnavailable,
+)
 from srm.model import (
     NO_TIMEOUT_MS,
     AccountSessions,
@@ -57,17 +64,23 @@ _UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGA
 _REDIS_FAILURES: tuple[type[BaseException], ...] = (rx.RedisError, *_UNAVAILABLE)
 
 
-def _domain_error(exc: BaseException) -> InternalError | StoreUnavailable:
-    """The domain error for a failed Redis call: unavailable (retry later) or a bug."""
+def _domain_error(operation: str, exc: BaseException) -> SrmError:
+    """The domain error for a failed Redis call, counted under *operation*: unavailable
+    (retry later) or a bug."""
+    error: SrmError
     if isinstance(exc, rx.ResponseError):
         if str(exc).startswith(_UNAVAILABLE_PREFIXES):
-            return StoreUnavailable(str(exc))
-        log.error("redis rejected a call: %s", exc)
-        return InternalError(str(exc))
-    if isinstance(exc, _UNAVAILABLE):
-        return StoreUnavailable(type(exc).__name__)
-    log.error("redis error: %r", exc)
-    return InternalError(repr(exc))
+            error = StoreUnavailable(str(exc))
+        else:
+            log.error("redis rejected a call: %s", exc)
+            error = InternalError(str(exc))
+    elif isinstance(exc, _UNAVAILABLE):
+        error = StoreUnavailable(type(exc).__name__)
+    else:
+        log.error("redis error: %r", exc)
+        error = InternalError(repr(exc))
+    metrics.store_error(operation, error.code)
+    return error
 
 
 def wall_clock_ms() -> int:
@@ -129,22 +142,29 @@ class SessionStore:
 
     # -- the boundary ------------------------------------------------------------------------
 
-    async def _guard(self, call: Awaitable[T]) -> T:
+    async def _guard(self, operation: str, call: Awaitable[T]) -> T:
+        """Await one store call within the deadline; timed and counted under *operation*."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.deadline):
                 return await call
         except _REDIS_FAILURES as exc:
-            raise _domain_error(exc) from exc
+            raise _domain_error(operation, exc) from exc
+        finally:
+            metrics.store_call(operation, time.perf_counter() - started)
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """One script call, sent with the other calls of this event-loop turn (autopipeline).
 
         The batch it travels in is bounded by the deadline, so no timer of its own is needed.
         """
+        started = time.perf_counter()
         try:
             return await self._pipeline.call(self._scripts[name], keys, args)
         except _REDIS_FAILURES as exc:
-            raise _domain_error(exc) from exc
+            raise _domain_error(name, exc) from exc
+        finally:
+            metrics.store_call(name, time.perf_counter() - started)
 
     # -- client operations -------------------------------------------------------------------
 
@@ -251,7 +271,7 @@ class SessionStore:
         pipe.hgetall(self.keys.session(account_id, session_id))
         pipe.zscore(ak.active, session_id)
         pipe.hget(ak.ended, session_id)
-        record, deadline, ended = await self._guard(pipe.execute())
+        record, deadline, ended = await self._guard("get", pipe.execute())
         session = _session(session_id, record, deadline, ended, self.clock())
         if session is None or session.account_id != account_id:
             raise SessionNotFound()
@@ -264,7 +284,7 @@ class SessionStore:
         pipe.zrange(ak.active, 0, -1, withscores=True)
         pipe.hgetall(ak.ended)
         pipe.get(ak.limit)
-        active, ended, override = await self._guard(pipe.execute())
+        active, ended, override = await self._guard("list", pipe.execute())
         deadlines = dict(active)
         ids = list(deadlines) + [sid for sid in ended if sid not in deadlines]
         records: list[dict[str, str]] = []
@@ -272,7 +292,7 @@ class SessionStore:
             pipe = self.redis.pipeline(transaction=False)
             for sid in ids:
                 pipe.hgetall(self.keys.session(account_id, sid))
-            records = await self._guard(pipe.execute())
+            records = await self._guard("list_records", pipe.execute())
         now = self.clock()
         sessions = [
             s
@@ -288,17 +308,19 @@ class SessionStore:
     # -- limits ------------------------------------------------------------------------------
 
     async def get_limit(self, account_id: str) -> Limit:
-        value = await self._guard(self.redis.get(self.keys.account(account_id).limit))
+        value = await self._guard("get_limit", self.redis.get(self.keys.account(account_id).limit))
         if value is None:
             return Limit(max_sessions=self.policy.max_sessions, override=False)
         return Limit(max_sessions=int(value), override=True)
 
     async def set_limit(self, account_id: str, max_sessions: int) -> Limit:
-        await self._guard(self.redis.set(self.keys.account(account_id).limit, max_sessions))
+        await self._guard(
+            "set_limit", self.redis.set(self.keys.account(account_id).limit, max_sessions)
+        )
         return Limit(max_sessions=max_sessions, override=True)
 
     async def clear_limit(self, account_id: str) -> Limit:
-        await self._guard(self.redis.delete(self.keys.account(account_id).limit))
+        await self._guard("clear_limit", self.redis.delete(self.keys.account(account_id).limit))
         return Limit(max_sessions=self.policy.max_sessions, override=False)
 
     # -- reaper ------------------------------------------------------------------------------
@@ -308,7 +330,7 @@ class SessionStore:
         now = self.clock()
         deadlines = self.keys.deadlines(shard)
         due = await self._guard(
-            self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
+            "sweep_due", self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
         )
         if not due:
             return SweepResult(0, 0, 0)
@@ -325,7 +347,9 @@ class SessionStore:
         """Remove up to *batch* ENDED sessions of one shard whose retention has passed."""
         now = self.clock()
         reap = self.keys.reap(shard)
-        due = await self._guard(self.redis.zrangebyscore(reap, "-inf", now, start=0, num=batch))
+        due = await self._guard(
+            "purge_due", self.redis.zrangebyscore(reap, "-inf", now, start=0, num=batch)
+        )
         if not due:
             return 0
         script_keys = [reap]
@@ -342,7 +366,7 @@ class SessionStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrange(self.keys.deadlines(shard), 0, 0, withscores=True)
         pipe.zrange(self.keys.reap(shard), 0, 0, withscores=True)
-        heads = await self._guard(pipe.execute())
+        heads = await self._guard("oldest_due", pipe.execute())
         due = [int(score) for head in heads for _m, score in head if score <= now]
         return now - min(due) if due else None
 
@@ -362,8 +386,49 @@ class SessionStore:
             for i in range(0, len(flat), 3)
         ]
 
+    async def scan_accounts(self, count: int = 1000) -> AsyncGenerator[tuple[int, str], None]:
+        """(shard, accountId) of every account with a counter or an active set, by SCAN.
+
+        For the audit only, never on a request path. One walk covers every shard (a walk per
+        shard would read the whole keyspace once per shard); ``scan_iter`` works on a
+        standalone and a Cluster client alike. An account may come twice. Each SCAN call is
+        bounded by the deadline, the whole walk is not.
+        """
+        walk = self.redis.scan_iter(match=self.keys.all_accounts_pattern(), count=count)
+        try:
+            while True:
+                try:
+                    key: str = await self._guard("scan_accounts", anext(walk))
+                except StopAsyncIteration:
+                    return
+                parsed = self.keys.parse_account_key(key)
+                if parsed is None or parsed[1] not in ("active", "count"):
+                    continue
+                shard = self.keys.shard_of(parsed[0])
+                if key.startswith(self.keys.tag(shard) + ":"):
+                    yield shard, parsed[0]
+                else:  # only if redis.shards changed under live data, which it must not
+                    log.error("account key %r is not in its account's shard %d", key, shard)
+        finally:
+            await walk.aclose()
+
+    async def write_heartbeat(self, reaper_id: str, value: str, ttl: int) -> None:
+        await self._guard(
+            "write_heartbeat", self.redis.set(self.keys.heartbeat(reaper_id), value, ex=ttl)
+        )
+
+    async def read_heartbeat(self, reaper_id: str) -> str | None:
+        """The heartbeat of reaper *reaper_id*, or None once its TTL has run out."""
+        value: str | None = await self._guard(
+            "read_heartbeat", self.redis.get(self.keys.heartbeat(reaper_id))
+        )
+        return value
+
+    async def clear_heartbeat(self, reaper_id: str) -> None:
+        await self._guard("clear_heartbeat", self.redis.delete(self.keys.heartbeat(reaper_id)))
+
     async def ping(self) -> None:
-        await self._guard(self.redis.ping())
+        await self._guard("ping", self.redis.ping())
 
 
 def _ms(value: Any) -> int:
