@@ -4,7 +4,7 @@
 -- connections: a wrk thread is then one connection, so each response belongs to the request
 -- just sent and teardown always names the session its own setup created.
 --
--- usage: wrk -t N -c N -s lifecycle.lua URL -- TOKENS_FILE KEEPALIVES
+-- usage: wrk -t N -c N -s lifecycle.lua URL -- TOKENS_FILE KEEPALIVES N
 -- TOKENS_FILE holds one Client-Token per line, each for a different account.
 
 local counter = 1
@@ -28,12 +28,19 @@ last_failure = ""
 local body = '{"content":{"contentID":"100001V3D","contentType":"COD"}}'
 
 function init(args)
+  local all = {}
   for line in io.lines(args[1]) do
-    tokens[#tokens + 1] = line
+    all[#all + 1] = line
   end
   keepalives = tonumber(args[2] or "1")
-  -- each thread starts at its own place in the token list, so threads use different accounts
-  next_token = ((id - 1) * 7919) % #tokens
+  local threads_count = tonumber(args[3] or "1")
+  -- each thread (connection) owns its own slice of the accounts, so no two connections ever
+  -- hold sessions of one account at once and no setup is denied at the account limit
+  local per = math.max(1, math.floor(#all / threads_count))
+  local first = ((id - 1) * per) % #all
+  for i = 1, per do
+    tokens[i] = all[(first + i - 1) % #all + 1]
+  end
 end
 
 local function pick_token()

@@ -63,7 +63,8 @@ def wrk(url: str, tokens: Path, connections: int, seconds: float, keepalives: in
     """wrk with one thread per connection (see lifecycle.lua), for *seconds*."""
     out = subprocess.run(
         ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{seconds:g}s",
-         "--timeout", "5s", "-s", str(LIFECYCLE_LUA), url, "--", str(tokens), str(keepalives)],
+         "--timeout", "5s", "-s", str(LIFECYCLE_LUA), url,
+         "--", str(tokens), str(keepalives), str(connections)],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     )  # fmt: skip
     match = re.search(r"^RESULT (\{.*\})$", out.stdout, re.MULTILINE)
