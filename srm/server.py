@@ -50,6 +50,8 @@ def make_store(settings: Settings, redis: Any) -> SessionStore:
         Keys(settings.redis.shards),
         policy(settings),
         deadline=settings.redis.request_deadline,
+        max_in_flight=settings.redis.pool_size,
+        in_flight_wait=settings.redis.pool_timeout,
     )
 
 

@@ -9,12 +9,14 @@ slow, loading or failing over raises :class:`StoreUnavailable` (SRM-0008) within
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from redis import exceptions as rx
@@ -53,6 +55,17 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 _UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+
+
+def _raised_in_client(exc: BaseException) -> bool:
+    """Whether *exc* was raised inside redis-py or asyncio's transports (not in SRM code)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).parts
+    return "redis" in path or "asyncio" in path
 
 
 def wall_clock_ms() -> int:
@@ -100,6 +113,8 @@ class SessionStore:
         *,
         clock: Clock = wall_clock_ms,
         deadline: float = 2.0,
+        max_in_flight: int = 0,
+        in_flight_wait: float = 0.5,
     ) -> None:
         self.redis = redis
         self.keys = keyspace
@@ -110,13 +125,26 @@ class SessionStore:
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
         self._policy_name = "evict" if policy.evict else "deny"
+        # At most max_in_flight calls use the client at once; a call waits in_flight_wait for
+        # its turn, then fails with SRM-0008. Each call holds at most one connection per node,
+        # so no node's pool can overflow: the blocking-pool behaviour redis-py's cluster
+        # client lacks (it raises "Too many connections" at once). 0 disables the gate.
+        self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight > 0 else None
+        self._gate_wait = in_flight_wait
 
     # -- the boundary ------------------------------------------------------------------------
 
     async def _guard(self, call: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self.deadline):
-                return await call
+                if self._gate is None:
+                    return await call
+                async with asyncio.timeout(self._gate_wait):
+                    await self._gate.acquire()
+                try:
+                    return await call
+                finally:
+                    self._gate.release()
         except rx.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE_PREFIXES):
                 raise StoreUnavailable(str(exc)) from exc
@@ -127,6 +155,17 @@ class SessionStore:
         except rx.RedisError as exc:
             log.error("redis error: %r", exc)
             raise InternalError(repr(exc)) from exc
+        except (AttributeError, TypeError) as exc:
+            # redis-py leaks these from a connection whose transport closed under it (a peer
+            # reset, or the cluster client closing connections while it re-reads the slot
+            # map; redis/redis-py#4287): a connection error, not a bug of ours.
+            if not _raised_in_client(exc):
+                raise
+            log.warning("redis client failed on a closed connection: %r", exc)
+            raise StoreUnavailable(type(exc).__name__) from exc
+        finally:
+            if inspect.iscoroutine(call):
+                call.close()  # never started (no turn at the gate): no "never awaited" warning
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._guard(self._scripts[name](keys=keys, args=args))
