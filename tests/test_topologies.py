@@ -1,0 +1,216 @@
+"""Redis Sentinel failover and Redis Cluster sharding, on real processes the tests start.
+
+The store and API tests already run on every topology (the ``redis_client`` parameter); here
+are the things only a topology can show: a master killed under load, sessions spread over
+every master and removed from every one, slots moving between masters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.crc import key_slot
+
+from srm import keys as k
+from srm.config import RedisSettings
+from srm.connection import connect
+from srm.model import EndReason, NewSession, Policy, State
+from srm.store import SessionStore
+from tests import invariants
+from tests.conftest import Clock, auth
+from tests.processes import srm_serve
+from tests.redis_servers import RedisCluster, RedisProcess, SentinelGroup, sentinel_group
+from tests.test_faults import SETUP, SHARDS, run_load, verify
+
+# a generous "did not hang" bound for a failover to be over, never a timing assertion
+RECOVERY_BOUND = 30.0
+
+
+@pytest.fixture
+def own_sentinel_group() -> Iterator[SentinelGroup]:
+    """A Sentinel group of this test alone: failing it over must not disturb other tests."""
+    with sentinel_group() as group:
+        yield group
+
+
+async def first_setup_after(base: str, bound: float) -> float:
+    """Seconds until a setup succeeds again; fails the test if that takes over *bound*."""
+    start = time.monotonic()
+    async with aiohttp.ClientSession(base, timeout=aiohttp.ClientTimeout(total=10)) as http:
+        while time.monotonic() - start < bound:
+            async with http.post("/srm/sessions", json=SETUP, headers=auth("probe")) as answer:
+                body = await answer.json(content_type=None)
+            if "successResponse" in body:
+                sid = body["successResponse"]["sessionId"]
+                async with http.delete(f"/srm/sessions/{sid}", headers=auth("probe")) as answer:
+                    assert answer.status == 200
+                return time.monotonic() - start
+            assert body["errorResponse"]["errorCode"] == "SRM-0008", body
+            await asyncio.sleep(0.1)
+    pytest.fail(f"no setup succeeded within {bound} s of the failover")
+
+
+@pytest.mark.slow
+def test_sentinel_failover_under_load(own_sentinel_group: SentinelGroup, tmp_path: Path) -> None:
+    group = own_sentinel_group
+    with srm_serve(
+        tmp_path,
+        SRM_REDIS_URL=group.url,
+        SRM_REDIS_SHARDS=str(SHARDS),
+        SRM_REDIS_REQUEST_DEADLINE="1.5",
+    ) as srm:
+
+        def fault() -> None:
+            group.master.kill(signal.SIGKILL)
+            deadline = time.monotonic() + RECOVERY_BOUND
+            while group.master_port() != group.replica.port:  # the sentinel promoted it
+                assert time.monotonic() < deadline, "the sentinel never failed over"
+                time.sleep(0.1)
+
+        ledger = asyncio.run(run_load(srm.base, fault, after=1.0))
+        assert ledger.unavailable > 0, "the failover was not observed"
+        assert len(ledger.acked_setups) > 20
+        # served again by the new master without an SRM restart
+        asyncio.run(first_setup_after(srm.base, RECOVERY_BOUND))
+        assert srm.stop() == 0
+    asyncio.run(verify(group.url, ledger))
+
+
+@pytest.fixture
+async def cluster_store(
+    cluster_servers: RedisCluster, keyspace: k.Keys, policy: Policy, clock: Clock
+) -> Any:
+    """A store on the session's Redis Cluster, emptied; the invariants must hold after."""
+    client = connect(RedisSettings(url=cluster_servers.url))
+    await client.flushall()
+    yield SessionStore(client, keyspace, policy, clock=clock, max_in_flight=64)
+    await invariants.check(client, keyspace)
+    await client.aclose()
+
+
+def new(account: str) -> NewSession:
+    return NewSession(str(uuid.uuid4()), account, "dev-1", "100001V3D", "COD")
+
+
+def session_keys(node: RedisProcess) -> list[str]:
+    with node.client() as c:
+        return list(c.scan_iter(match="srm:*:sess:*", count=1000))
+
+
+async def test_cluster_spreads_accounts_over_every_master_and_purges_on_all(
+    cluster_servers: RedisCluster, cluster_store: SessionStore, clock: Clock
+) -> None:
+    store = cluster_store
+    accounts = [f"spread-{i}" for i in range(48)]
+    kept: list[tuple[str, str]] = []
+    for account in accounts:
+        first, second = new(account), new(account)
+        await store.setup(first)
+        await store.setup(second)
+        await store.end(account, first.session_id, EndReason.TEARDOWN)
+        kept.append((account, second.session_id))
+    per_master = {node.port: len(session_keys(node)) for node in cluster_servers.nodes}
+    assert all(per_master.values()), f"a master holds no sessions: {per_master}"
+    assert sum(per_master.values()) == 2 * len(accounts)
+
+    # a reaper pass over every shard: the kept sessions lapse, then everything is removed
+    clock.advance(121)
+    swept = [await store.sweep(shard, 500) for shard in range(store.keys.shards)]
+    assert sum(r.ended for r in swept) == len(accounts)
+    for account, sid in kept[:3]:
+        lapsed = await store.get(account, sid)
+        assert (lapsed.state, lapsed.end_reason) == (State.ENDED, EndReason.TIMEOUT)
+    clock.advance(61)
+    purged = [await store.purge(shard, 500) for shard in range(store.keys.shards)]
+    assert sum(purged) == 2 * len(accounts)
+    assert {node.port: session_keys(node) for node in cluster_servers.nodes} == {
+        node.port: [] for node in cluster_servers.nodes
+    }
+
+
+def node_id(node: RedisProcess) -> str:
+    with node.client() as c:
+        return str(c.execute_command("CLUSTER", "MYID"))
+
+
+def move_slot(cluster: RedisCluster, slot: int, source: RedisProcess, target: RedisProcess) -> None:
+    """Reshard one slot with its keys, the way redis-cli --cluster reshard does."""
+    src_id, dst_id = node_id(source), node_id(target)
+    with source.client() as src, target.client() as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        for node in cluster.nodes:
+            with node.client() as c:
+                c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+
+def owner(cluster: RedisCluster, slot: int) -> RedisProcess:
+    with cluster.nodes[0].client() as c:
+        for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return next(n for n in cluster.nodes if n.port == int(master[1]))
+    raise AssertionError(f"slot {slot} has no owner")
+
+
+async def test_cluster_follows_a_resharded_slot(
+    cluster_servers: RedisCluster, cluster_store: SessionStore
+) -> None:
+    store = cluster_store
+    s = new("moving")
+    await store.setup(s)
+    slot = key_slot(store.keys.tag(store.keys.shard_of("moving")).encode())
+    source = owner(cluster_servers, slot)
+    target = next(n for n in cluster_servers.nodes if n is not source)
+    try:
+        await asyncio.to_thread(move_slot, cluster_servers, slot, source, target)
+        # the client's slot map is stale: every call is redirected (MOVED) and answers right
+        await store.keep_alive("moving", s.session_id)
+        assert (await store.get("moving", s.session_id)).state is State.ACTIVE
+        second = new("moving")
+        assert await store.setup(second) == 2
+        assert (await store.account_sessions("moving")).active_count == 2
+        await store.end("moving", s.session_id, EndReason.TEARDOWN)
+        assert len(session_keys(target)) == 2 and session_keys(source) == []
+    finally:
+        await asyncio.to_thread(move_slot, cluster_servers, slot, target, source)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+async def test_cluster_bursts_wait_at_the_gate_instead_of_overflowing_a_node(
+    cluster_servers: RedisCluster, keyspace: k.Keys, policy: Policy, clock: Clock, gated: bool
+) -> None:
+    # two connections per node and a burst of 60 calls on one account (one node)
+    client = connect(RedisSettings(url=cluster_servers.url, pool_size=2))
+    try:
+        await client.flushall()
+        store = SessionStore(
+            client,
+            keyspace,
+            policy,
+            clock=clock,
+            max_in_flight=2 if gated else 0,
+            in_flight_wait=10.0,  # generous: this is about waiting, not about speed
+        )
+        results = await asyncio.gather(
+            *(store.keep_alive("burst", str(uuid.uuid4())) for _ in range(60)),
+            return_exceptions=True,
+        )
+        kinds = {type(r).__name__ for r in results}
+        if gated:
+            assert kinds == {"SessionNotFound"}  # every call got its turn and a real answer
+        else:
+            # without the gate redis-py's cluster client refuses at once ("Too many
+            # connections"), which the store still turns into SRM-0008, never SRM-0001
+            assert "StoreUnavailable" in kinds and kinds <= {"StoreUnavailable", "SessionNotFound"}
+    finally:
+        await client.aclose()
