@@ -52,6 +52,8 @@ def make_store(settings: Settings, redis: Any) -> SessionStore:
         deadline=settings.redis.request_deadline,
         max_in_flight=settings.redis.pool_size,
         in_flight_wait=settings.redis.pool_timeout,
+        replica_acks=settings.redis.replica_acks,
+        replica_ack_timeout=settings.redis.replica_ack_timeout,
     )
 
 

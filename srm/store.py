@@ -115,6 +115,8 @@ class SessionStore:
         deadline: float = 2.0,
         max_in_flight: int = 0,
         in_flight_wait: float = 0.5,
+        replica_acks: int = 0,
+        replica_ack_timeout: float = 0.5,
     ) -> None:
         self.redis = redis
         self.keys = keyspace
@@ -131,6 +133,8 @@ class SessionStore:
         # client lacks (it raises "Too many connections" at once). 0 disables the gate.
         self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight > 0 else None
         self._gate_wait = in_flight_wait
+        self.replica_acks = replica_acks
+        self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
 
     # -- the boundary ------------------------------------------------------------------------
 
@@ -168,7 +172,41 @@ class SessionStore:
                 call.close()  # never started (no turn at the gate): no "never awaited" warning
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if self.replica_acks:
+            return await self._guard(self._run_replicated(self._scripts[name], keys, args))
         return await self._guard(self._scripts[name](keys=keys, args=args))
+
+    async def _run_replicated(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """Run a script, then WAIT for replicas on the same connection, in one round trip.
+
+        Redis replicates asynchronously: a change acknowledged by a master that dies before
+        its replicas have it is lost in the failover. WAIT must follow the script on the
+        connection that ran it (it waits for that connection's last write), hence one
+        pipeline; on a Cluster it is sent to the node that owns the keys. Too few replicas
+        in time: SRM-0008, the outcome is unknown, as after any lost reply.
+        """
+        try:
+            result, acked = await self._script_then_wait(script, keys, args)
+        except rx.NoScriptError:  # a new or restarted master: load it there, then once more
+            await self.redis.script_load(script.script)
+            result, acked = await self._script_then_wait(script, keys, args)
+        if int(acked) < self.replica_acks:
+            raise StoreUnavailable(f"{acked} of {self.replica_acks} replicas acknowledged")
+        return result
+
+    async def _script_then_wait(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        wait = ("WAIT", self.replica_acks, self._ack_timeout_ms)
+        if hasattr(self.redis, "get_node_from_key"):  # RedisCluster: WAIT on the keys' node
+            pipe.execute_command(*wait, target_nodes=self.redis.get_node_from_key(keys[0]))
+        else:
+            pipe.execute_command(*wait)
+        return list(await pipe.execute())
 
     # -- client operations -------------------------------------------------------------------
 

@@ -209,7 +209,7 @@ class SentinelGroup:
 
 @contextlib.contextmanager
 def sentinel_group(timeout: float = 30.0) -> Iterator[SentinelGroup]:
-    """Master + replica + sentinel (quorum 1, 1 s down-after) on free ports."""
+    """Master + replica + sentinel (quorum 1, 2 s down-after) on free ports."""
     with (
         tempfile.TemporaryDirectory(prefix="srm-sentinel-") as tmp,
         contextlib.ExitStack() as stack,
@@ -247,7 +247,9 @@ def sentinel_group(timeout: float = 30.0) -> Iterator[SentinelGroup]:
         conf = dirs["sentinel"] / "sentinel.conf"
         conf.write_text(
             f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master.port} 1\n"
-            f"sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n"
+            # 2 s, not 1: the sentinel pings once a second, and a down-after equal to the ping
+            # period flags a healthy new master down right after a failover (and fails back)
+            f"sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n"
             f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
             f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
         )
@@ -257,9 +259,14 @@ def sentinel_group(timeout: float = 30.0) -> Iterator[SentinelGroup]:
         sentinel.start()
         stack.callback(sentinel.kill, signal.SIGKILL)
         with sentinel.client() as s:
+            # connected to it and seen it in sync: only such a replica can be promoted (else
+            # the failover aborts and is retried only after 2 x failover-timeout)
             wait(
-                "sentinel sees the replica",
-                lambda: bool(s.execute_command("SENTINEL", "REPLICAS", SENTINEL_MASTER)),
+                "sentinel sees a promotable replica",
+                lambda: any(
+                    r["flags"] == "slave" and r["master-link-status"] == "ok"
+                    for r in s.execute_command("SENTINEL", "REPLICAS", SENTINEL_MASTER)
+                ),
             )
         group = SentinelGroup(master, replica, sentinel)
         yield group

@@ -22,8 +22,9 @@ from redis.crc import key_slot
 from srm import keys as k
 from srm.config import RedisSettings
 from srm.connection import connect
+from srm.errors import StoreUnavailable
 from srm.model import EndReason, NewSession, Policy, State
-from srm.store import SessionStore
+from srm.store import EndOutcome, SessionStore
 from tests import invariants
 from tests.conftest import Clock, auth
 from tests.processes import srm_serve
@@ -66,6 +67,8 @@ def test_sentinel_failover_under_load(own_sentinel_group: SentinelGroup, tmp_pat
         SRM_REDIS_URL=group.url,
         SRM_REDIS_SHARDS=str(SHARDS),
         SRM_REDIS_REQUEST_DEADLINE="1.5",
+        # a change counts once the replica has it, so the failover cannot lose it
+        SRM_REDIS_REPLICA_ACKS="1",
     ) as srm:
 
         def fault() -> None:
@@ -74,6 +77,11 @@ def test_sentinel_failover_under_load(own_sentinel_group: SentinelGroup, tmp_pat
             while group.master_port() != group.replica.port:  # the sentinel promoted it
                 assert time.monotonic() < deadline, "the sentinel never failed over"
                 time.sleep(0.1)
+            # the old master comes back (empty: no persistence here) as the new master's
+            # replica, as an orchestrator would bring it back; were it to come back as an empty
+            # master, a second failover could pick it and replicate its emptiness
+            group.master.args += ["--replicaof", "127.0.0.1", str(group.replica.port)]
+            group.master.start()
 
         ledger = asyncio.run(run_load(srm.base, fault, after=1.0))
         assert ledger.unavailable > 0, "the failover was not observed"
@@ -82,6 +90,28 @@ def test_sentinel_failover_under_load(own_sentinel_group: SentinelGroup, tmp_pat
         asyncio.run(first_setup_after(srm.base, RECOVERY_BOUND))
         assert srm.stop() == 0
     asyncio.run(verify(group.url, ledger))
+
+
+@pytest.mark.parametrize("redis_client", ["standalone", "sentinel", "cluster"], indirect=True)
+async def test_replica_acks_make_unreplicated_changes_srm_0008(
+    redis_client: Any, keyspace: k.Keys, policy: Policy, clock: Clock, request: Any
+) -> None:
+    store = SessionStore(
+        redis_client, keyspace, policy, clock=clock, replica_acks=1, replica_ack_timeout=0.1
+    )
+    s = new("acked")
+    await redis_client.script_flush()  # the first call must load its script on the way
+    if request.node.callspec.params["redis_client"] == "sentinel":  # the one with a replica
+        assert await store.setup(s) == 1
+        assert await store.end("acked", s.session_id, EndReason.TEARDOWN) is EndOutcome.ENDED
+    else:
+        with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
+            await store.setup(s)
+        # it ran on the master all the same: the outcome of an SRM-0008 setup is unknown
+        assert (await store.account_sessions("acked")).active_count == 1
+        with pytest.raises(StoreUnavailable):
+            await store.abort_setup("acked", s.session_id)
+    await invariants.check(redis_client, keyspace)
 
 
 @pytest.fixture
