@@ -20,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the HTTP API")
     reaper = sub.add_parser("reaper", help="run the reaper sidecar")
     reaper.add_argument(
-        "--check", action="store_true", help="exit 0 if a reaper heartbeat is fresh, else 1"
+        "--check",
+        action="store_true",
+        help="exit 0 if this reaper id (reaper.id) has a live heartbeat, else 1",
     )
     token = sub.add_parser("token", help="mint a Client-Token with the configured HS secret")
     token.add_argument("--account", required=True)
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load()
-        logs.setup(settings.logging.level)
+        logs.setup(settings.logging.level, logs.secrets_of(settings))
         return _run(args, settings)
     except ConfigError as exc:
         print(f"srm: configuration error: {exc}", file=sys.stderr)
@@ -43,9 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
+        from srm import sidecar
         from srm.server import serve
 
-        return serve(settings)
+        # The embedded default is the one-command setup: it runs the reaper itself.
+        return serve(settings, companion=None if settings.redis.url else sidecar.companion)
+    if args.command == "reaper":
+        if args.check:
+            from srm.liveness import check
+
+            return check(settings)
+        from srm.sidecar import run
+
+        return run(settings)
     if args.command == "token":
         return _token(args, settings)
     if args.command == "config":

@@ -112,6 +112,8 @@ class ReaperSettings:
     heartbeat_ttl: int = 15
     metrics_port: int = 9101
     metrics_host: str = "127.0.0.1"
+    id: str = ""
+    max_batches: int = 10
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,11 @@ def _validate(s: Settings) -> None:
     _check(s.reaper.audit_interval > 0, "reaper.audit_interval: must be positive")
     _check(s.reaper.heartbeat_ttl >= 1, "reaper.heartbeat_ttl: at least 1")
     _check(0 <= s.reaper.metrics_port <= 65535, "reaper.metrics_port: 0..65535")
+    _check(1 <= s.reaper.max_batches <= 1000, "reaper.max_batches: 1..1000")
+    _check(
+        s.reaper.id == s.reaper.id.strip() and "*" not in s.reaper.id,
+        f"reaper.id (SRM_REAPER_ID): no surrounding blanks or '*', got {s.reaper.id!r}",
+    )
     _check(
         s.logging.level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
         f"logging.level: DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.logging.level!r}",

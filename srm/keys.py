@@ -88,6 +88,10 @@ class Keys:
         """SCAN pattern of the counters and active sets of one shard (audit only)."""
         return f"{self.tag(shard)}:acct:*"
 
+    def all_accounts_pattern(self) -> str:
+        """SCAN pattern of the account keys of every shard (audit only: one walk for all)."""
+        return f"{self.prefix}:{{s*}}:acct:*"
+
     def parse_account_key(self, key: str) -> tuple[str, str] | None:
         """(accountId, kind) of an account key, or None for any other key."""
         head, sep, rest = key.partition("}:acct:")

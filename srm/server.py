@@ -19,11 +19,13 @@ from aiohttp import web
 
 from srm import logs
 from srm.api.app import create_app
+from srm.api.observability import runner_options
 from srm.api.protocol import SrmAppRunner
 from srm.config import Settings, require_auth_key
 from srm.connection import connect
 from srm.embedded import EmbeddedRedis
 from srm.keys import Keys
+from srm.metrics import SharedMetricsDir
 from srm.model import Policy
 from srm.store import SessionStore
 
@@ -87,8 +89,8 @@ async def serve_api(
     app = create_app(settings, store)
     runner = SrmAppRunner(
         app,
-        access_log=logging.getLogger("aiohttp.access") if settings.server.access_log else None,
         shutdown_timeout=settings.server.shutdown_timeout,
+        **runner_options(settings),
     )
     await runner.setup()
     site = web.TCPSite(
@@ -116,7 +118,7 @@ async def serve_api(
 
 
 def _worker(settings: Settings) -> None:
-    logs.setup(settings.logging.level)
+    logs.setup(settings.logging.level, logs.secrets_of(settings))
     run_loop(serve_api(settings, reuse_port=True))
 
 
@@ -138,9 +140,14 @@ def serve(settings: Settings, companion: Companion | None = None) -> int:
 
 
 def _supervise(settings: Settings, companion: Companion | None) -> int:
-    """Keep N workers running until SIGTERM/SIGINT; restart a worker that dies."""
+    """Keep N workers running until SIGTERM/SIGINT; restart a worker that dies.
+
+    The workers (and the companion) share their metrics through a directory made here
+    before any of them starts and removed after all of them have exited.
+    """
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    shared_metrics = SharedMetricsDir()
 
     def on_signal(signum: int, _frame: Any) -> None:
         nonlocal stopping
@@ -153,13 +160,14 @@ def _supervise(settings: Settings, companion: Companion | None) -> int:
         for _ in range(settings.server.workers):
             workers.append(_start(ctx, settings))
         if companion is not None:
-            side = ctx.Process(target=_companion_main, args=(settings, companion), daemon=False)
+            side = ctx.Process(target=run_companion, args=(settings, companion), daemon=False)
             side.start()
         while not stopping:
             time.sleep(0.2)
             for i, proc in enumerate(workers):
                 if not proc.is_alive() and not stopping:
                     log.error("worker %d exited with %s; restarting", proc.pid, proc.exitcode)
+                    shared_metrics.process_exited(proc.pid)
                     workers[i] = _start(ctx, settings)
     finally:
         for s, handler in previous.items():
@@ -174,6 +182,7 @@ def _supervise(settings: Settings, companion: Companion | None) -> int:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+        shared_metrics.remove()
     return 0
 
 
@@ -183,8 +192,9 @@ def _start(ctx: Any, settings: Settings) -> Any:
     return proc
 
 
-def _companion_main(settings: Settings, companion: Companion) -> None:
-    logs.setup(settings.logging.level)
+def run_companion(settings: Settings, companion: Companion) -> None:
+    """Run *companion* alone in this process (its own Redis client) until SIGTERM/SIGINT."""
+    logs.setup(settings.logging.level, logs.secrets_of(settings))
 
     async def main() -> None:
         stop = asyncio.Event()

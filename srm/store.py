@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
@@ -23,7 +23,14 @@ from redis import exceptions as rx
 from redis.commands.core import AsyncScript
 
 from srm import keys as k
-from srm.errors import InternalError, LimitReached, SessionNotFound, StoreUnavailable
+from srm import metrics
+from srm.errors import (
+    InternalError,
+    LimitReached,
+    SessionNotFound,
+    SrmError,
+    StoreUnavailable,
+)
 from srm.model import (
     NO_TIMEOUT_MS,
     AccountSessions,
@@ -55,6 +62,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 _UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+
+
+def _failed(operation: str, error: SrmError) -> SrmError:
+    metrics.store_error(operation, error.code)
+    return error
 
 
 def _raised_in_client(exc: BaseException) -> bool:
@@ -138,7 +150,9 @@ class SessionStore:
 
     # -- the boundary ------------------------------------------------------------------------
 
-    async def _guard(self, call: Awaitable[T]) -> T:
+    async def _guard(self, operation: str, call: Awaitable[T]) -> T:
+        """Await one store call within the deadline; timed and counted under *operation*."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.deadline):
                 if self._gate is None:
@@ -151,14 +165,14 @@ class SessionStore:
                     self._gate.release()
         except rx.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE_PREFIXES):
-                raise StoreUnavailable(str(exc)) from exc
+                raise _failed(operation, StoreUnavailable(str(exc))) from exc
             log.error("redis rejected a call: %s", exc)
-            raise InternalError(str(exc)) from exc
+            raise _failed(operation, InternalError(str(exc))) from exc
         except _UNAVAILABLE as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+            raise _failed(operation, StoreUnavailable(type(exc).__name__)) from exc
         except rx.RedisError as exc:
             log.error("redis error: %r", exc)
-            raise InternalError(repr(exc)) from exc
+            raise _failed(operation, InternalError(repr(exc))) from exc
         except (AttributeError, TypeError) as exc:
             # redis-py leaks these from a connection whose transport closed under it (a peer
             # reset, or the cluster client closing connections while it re-reads the slot
@@ -166,19 +180,18 @@ class SessionStore:
             if not _raised_in_client(exc):
                 raise
             log.warning("redis client failed on a closed connection: %r", exc)
-            raise StoreUnavailable(type(exc).__name__) from exc
+            raise _failed(operation, StoreUnavailable(type(exc).__name__)) from exc
         finally:
+            metrics.store_call(operation, time.perf_counter() - started)
             if inspect.iscoroutine(call):
                 call.close()  # never started (no turn at the gate): no "never awaited" warning
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self.replica_acks:
-            return await self._guard(self._run_replicated(self._scripts[name], keys, args))
-        return await self._guard(self._scripts[name](keys=keys, args=args))
+            return await self._guard(name, self._run_replicated(name, keys, args))
+        return await self._guard(name, self._scripts[name](keys=keys, args=args))
 
-    async def _run_replicated(
-        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
+    async def _run_replicated(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script, then WAIT for replicas on the same connection, in one round trip.
 
         Redis replicates asynchronously: a change acknowledged by a master that dies before
@@ -187,13 +200,16 @@ class SessionStore:
         pipeline; on a Cluster it is sent to the node that owns the keys. Too few replicas
         in time: SRM-0008, the outcome is unknown, as after any lost reply.
         """
+        script = self._scripts[name]
         try:
             result, acked = await self._script_then_wait(script, keys, args)
         except rx.NoScriptError:  # a new or restarted master: load it there, then once more
             await self.redis.script_load(script.script)
             result, acked = await self._script_then_wait(script, keys, args)
         if int(acked) < self.replica_acks:
-            raise StoreUnavailable(f"{acked} of {self.replica_acks} replicas acknowledged")
+            raise _failed(
+                name, StoreUnavailable(f"{acked} of {self.replica_acks} replicas acknowledged")
+            )
         return result
 
     async def _script_then_wait(
@@ -313,7 +329,7 @@ class SessionStore:
         pipe.hgetall(self.keys.session(account_id, session_id))
         pipe.zscore(ak.active, session_id)
         pipe.hget(ak.ended, session_id)
-        record, deadline, ended = await self._guard(pipe.execute())
+        record, deadline, ended = await self._guard("get", pipe.execute())
         session = _session(session_id, record, deadline, ended, self.clock())
         if session is None or session.account_id != account_id:
             raise SessionNotFound()
@@ -326,7 +342,7 @@ class SessionStore:
         pipe.zrange(ak.active, 0, -1, withscores=True)
         pipe.hgetall(ak.ended)
         pipe.get(ak.limit)
-        active, ended, override = await self._guard(pipe.execute())
+        active, ended, override = await self._guard("list", pipe.execute())
         deadlines = dict(active)
         ids = list(deadlines) + [sid for sid in ended if sid not in deadlines]
         records: list[dict[str, str]] = []
@@ -334,7 +350,7 @@ class SessionStore:
             pipe = self.redis.pipeline(transaction=False)
             for sid in ids:
                 pipe.hgetall(self.keys.session(account_id, sid))
-            records = await self._guard(pipe.execute())
+            records = await self._guard("list_records", pipe.execute())
         now = self.clock()
         sessions = [
             s
@@ -350,17 +366,19 @@ class SessionStore:
     # -- limits ------------------------------------------------------------------------------
 
     async def get_limit(self, account_id: str) -> Limit:
-        value = await self._guard(self.redis.get(self.keys.account(account_id).limit))
+        value = await self._guard("get_limit", self.redis.get(self.keys.account(account_id).limit))
         if value is None:
             return Limit(max_sessions=self.policy.max_sessions, override=False)
         return Limit(max_sessions=int(value), override=True)
 
     async def set_limit(self, account_id: str, max_sessions: int) -> Limit:
-        await self._guard(self.redis.set(self.keys.account(account_id).limit, max_sessions))
+        await self._guard(
+            "set_limit", self.redis.set(self.keys.account(account_id).limit, max_sessions)
+        )
         return Limit(max_sessions=max_sessions, override=True)
 
     async def clear_limit(self, account_id: str) -> Limit:
-        await self._guard(self.redis.delete(self.keys.account(account_id).limit))
+        await self._guard("clear_limit", self.redis.delete(self.keys.account(account_id).limit))
         return Limit(max_sessions=self.policy.max_sessions, override=False)
 
     # -- reaper ------------------------------------------------------------------------------
@@ -370,7 +388,7 @@ class SessionStore:
         now = self.clock()
         deadlines = self.keys.deadlines(shard)
         due = await self._guard(
-            self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
+            "sweep_due", self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
         )
         if not due:
             return SweepResult(0, 0, 0)
@@ -387,7 +405,9 @@ class SessionStore:
         """Remove up to *batch* ENDED sessions of one shard whose retention has passed."""
         now = self.clock()
         reap = self.keys.reap(shard)
-        due = await self._guard(self.redis.zrangebyscore(reap, "-inf", now, start=0, num=batch))
+        due = await self._guard(
+            "purge_due", self.redis.zrangebyscore(reap, "-inf", now, start=0, num=batch)
+        )
         if not due:
             return 0
         script_keys = [reap]
@@ -404,7 +424,7 @@ class SessionStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrange(self.keys.deadlines(shard), 0, 0, withscores=True)
         pipe.zrange(self.keys.reap(shard), 0, 0, withscores=True)
-        heads = await self._guard(pipe.execute())
+        heads = await self._guard("oldest_due", pipe.execute())
         due = [int(score) for head in heads for _m, score in head if score <= now]
         return now - min(due) if due else None
 
@@ -424,8 +444,49 @@ class SessionStore:
             for i in range(0, len(flat), 3)
         ]
 
+    async def scan_accounts(self, count: int = 1000) -> AsyncGenerator[tuple[int, str], None]:
+        """(shard, accountId) of every account with a counter or an active set, by SCAN.
+
+        For the audit only, never on a request path. One walk covers every shard (a walk per
+        shard would read the whole keyspace once per shard); ``scan_iter`` works on a
+        standalone and a Cluster client alike. An account may come twice. Each SCAN call is
+        bounded by the deadline, the whole walk is not.
+        """
+        walk = self.redis.scan_iter(match=self.keys.all_accounts_pattern(), count=count)
+        try:
+            while True:
+                try:
+                    key: str = await self._guard("scan_accounts", anext(walk))
+                except StopAsyncIteration:
+                    return
+                parsed = self.keys.parse_account_key(key)
+                if parsed is None or parsed[1] not in ("active", "count"):
+                    continue
+                shard = self.keys.shard_of(parsed[0])
+                if key.startswith(self.keys.tag(shard) + ":"):
+                    yield shard, parsed[0]
+                else:  # only if redis.shards changed under live data, which it must not
+                    log.error("account key %r is not in its account's shard %d", key, shard)
+        finally:
+            await walk.aclose()
+
+    async def write_heartbeat(self, reaper_id: str, value: str, ttl: int) -> None:
+        await self._guard(
+            "write_heartbeat", self.redis.set(self.keys.heartbeat(reaper_id), value, ex=ttl)
+        )
+
+    async def read_heartbeat(self, reaper_id: str) -> str | None:
+        """The heartbeat of reaper *reaper_id*, or None once its TTL has run out."""
+        value: str | None = await self._guard(
+            "read_heartbeat", self.redis.get(self.keys.heartbeat(reaper_id))
+        )
+        return value
+
+    async def clear_heartbeat(self, reaper_id: str) -> None:
+        await self._guard("clear_heartbeat", self.redis.delete(self.keys.heartbeat(reaper_id)))
+
     async def ping(self) -> None:
-        await self._guard(self.redis.ping())
+        await self._guard("ping", self.redis.ping())
 
 
 def _ms(value: Any) -> int:

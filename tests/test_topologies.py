@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.crc import key_slot
 
 from srm import keys as k
@@ -30,6 +31,7 @@ from tests.conftest import Clock, auth
 from tests.processes import srm_serve
 from tests.redis_servers import RedisCluster, RedisProcess, SentinelGroup, sentinel_group
 from tests.test_faults import SETUP, SHARDS, run_load, verify
+from tests.test_reaper import reaper_for, sample
 
 # a generous "did not hang" bound for a failover to be over, never a timing assertion
 RECOVERY_BOUND = 30.0
@@ -135,32 +137,37 @@ def session_keys(node: RedisProcess) -> list[str]:
         return list(c.scan_iter(match="srm:*:sess:*", count=1000))
 
 
-async def test_cluster_spreads_accounts_over_every_master_and_purges_on_all(
+async def test_cluster_spreads_accounts_over_every_master_and_the_reaper_covers_all(
     cluster_servers: RedisCluster, cluster_store: SessionStore, clock: Clock
 ) -> None:
     store = cluster_store
+    registry = CollectorRegistry()
+    reaper = reaper_for(store, registry)
     accounts = [f"spread-{i}" for i in range(48)]
-    kept: list[tuple[str, str]] = []
     for account in accounts:
         first, second = new(account), new(account)
         await store.setup(first)
         await store.setup(second)
         await store.end(account, first.session_id, EndReason.TEARDOWN)
-        kept.append((account, second.session_id))
     per_master = {node.port: len(session_keys(node)) for node in cluster_servers.nodes}
     assert all(per_master.values()), f"a master holds no sessions: {per_master}"
     assert sum(per_master.values()) == 2 * len(accounts)
 
-    # a reaper pass over every shard: the kept sessions lapse, then everything is removed
-    clock.advance(121)
-    swept = [await store.sweep(shard, 500) for shard in range(store.keys.shards)]
-    assert sum(r.ended for r in swept) == len(accounts)
-    for account, sid in kept[:3]:
-        lapsed = await store.get(account, sid)
-        assert (lapsed.state, lapsed.end_reason) == (State.ENDED, EndReason.TIMEOUT)
-    clock.advance(61)
-    purged = [await store.purge(shard, 500) for shard in range(store.keys.shards)]
-    assert sum(purged) == 2 * len(accounts)
+    # the audit's SCAN walks every master: drift injected on each one is found and repaired
+    drifted = [
+        next(a for a in accounts if owner_of(cluster_servers, store, a) is node)
+        for node in cluster_servers.nodes
+    ]
+    for account in drifted:
+        await store.redis.set(store.keys.account(account).count, 3)
+    assert await reaper.audit() == len(cluster_servers.nodes)
+
+    clock.advance(121)  # the kept sessions lapse: a pass ends them everywhere
+    await reaper.reap_pass()
+    assert sample(registry, "srm_reaper_sessions_expired_total") == len(accounts)
+    clock.advance(61)  # and once their retention has passed, removes everything everywhere
+    await reaper.reap_pass()
+    assert sample(registry, "srm_reaper_sessions_purged_total") == 2 * len(accounts)
     assert {node.port: session_keys(node) for node in cluster_servers.nodes} == {
         node.port: [] for node in cluster_servers.nodes
     }
@@ -184,6 +191,10 @@ def move_slot(cluster: RedisCluster, slot: int, source: RedisProcess, target: Re
                 c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
 
+def owner_of(cluster: RedisCluster, store: SessionStore, account: str) -> RedisProcess:
+    return owner(cluster, key_slot(store.keys.tag(store.keys.shard_of(account)).encode()))
+
+
 def owner(cluster: RedisCluster, slot: int) -> RedisProcess:
     with cluster.nodes[0].client() as c:
         for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
@@ -199,7 +210,7 @@ async def test_cluster_follows_a_resharded_slot(
     s = new("moving")
     await store.setup(s)
     slot = key_slot(store.keys.tag(store.keys.shard_of("moving")).encode())
-    source = owner(cluster_servers, slot)
+    source = owner_of(cluster_servers, store, "moving")
     target = next(n for n in cluster_servers.nodes if n is not source)
     try:
         await asyncio.to_thread(move_slot, cluster_servers, slot, source, target)

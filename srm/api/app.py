@@ -9,8 +9,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from srm.api import handlers as h
+from srm.api import openapi
 from srm.api.errors import make_error_middleware
 from srm.api.handlers import SERVICE, Service
+from srm.api.observability import observe
 from srm.auth import OperatorKeys, TokenVerifier
 from srm.config import Settings
 from srm.errors import TooLarge
@@ -34,8 +36,10 @@ def routes() -> Iterable[web.RouteDef]:
         yield web.get(f"{p}/accounts/{{accountId}}/limit", h.get_limit, allow_head=False)
         yield web.put(f"{p}/accounts/{{accountId}}/limit", h.put_limit)
         yield web.delete(f"{p}/accounts/{{accountId}}/limit", h.delete_limit)
+        yield web.get(f"{p}/openapi.json", h.openapi, allow_head=False)
     yield web.get("/health", h.health, allow_head=False)
     yield web.get("/ready", h.ready, allow_head=False)
+    yield web.get("/metrics", h.metrics, allow_head=False)
 
 
 def header_limit(max_bytes: int) -> Middleware:
@@ -57,6 +61,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
     """The API application for *settings*, serving from *store* (whose client it does not own)."""
     app = web.Application(
         middlewares=[
+            observe,
             make_error_middleware(settings.sessions.deny_status),
             header_limit(settings.server.max_header_bytes),
         ],
@@ -76,6 +81,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         content_types=settings.sessions.content_types,
         max_body_bytes=settings.server.max_body_bytes,
         body_timeout=settings.server.body_timeout,
+        openapi=openapi.document_bytes(settings, PREFIXES),
     )
     app[SERVICE] = service
     app.add_routes(list(routes()))

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from srm.api.observability import ERROR_CODE
 from srm.errors import (
     InternalError,
     LimitReached,
@@ -87,9 +88,12 @@ def make_error_middleware(deny_status: int) -> Middleware:
         except SrmError as error:
             if isinstance(error, InternalError):
                 log.error("internal error on %s %s: %s", request.method, request.path, error)
+            request[ERROR_CODE] = error.code
             return error_response(error, deny_status)
         except web.HTTPException as exc:
-            response = error_response(from_http_exception(exc), deny_status)
+            mapped = from_http_exception(exc)
+            request[ERROR_CODE] = mapped.code
+            response = error_response(mapped, deny_status)
             if exc.status == 405 and "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
@@ -97,6 +101,7 @@ def make_error_middleware(deny_status: int) -> Middleware:
             raise
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
+            request[ERROR_CODE] = InternalError.code
             return error_response(InternalError(), deny_status)
 
     return errors

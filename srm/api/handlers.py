@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 
+from srm import metrics as srm_metrics
 from srm.api import views
 from srm.auth import OperatorKeys, Principal, TokenVerifier
 from srm.errors import MalformedRequest, SrmError, StoreUnavailable, TooLarge, Unauthenticated
@@ -33,6 +34,7 @@ class Service:
     content_types: tuple[str, ...]
     max_body_bytes: int
     body_timeout: float
+    openapi: bytes
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def client(self, request: web.Request) -> Principal:
@@ -192,6 +194,16 @@ async def delete_limit(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     return _json(b'{"status":"ok"}')
+
+
+async def metrics(request: web.Request) -> web.Response:
+    # reading every worker's sample files is blocking file I/O: keep it off the loop
+    body = await asyncio.to_thread(srm_metrics.exposition)
+    return web.Response(body=body, headers={"Content-Type": srm_metrics.CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE].openapi)
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -12,7 +12,9 @@ from aiohttp import web, web_protocol, web_server
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_request import BaseRequest
 
+from srm import metrics
 from srm.api.errors import error_response
+from srm.api.observability import ERROR_CODE, HEADER, REQUEST_ID, new_request_id
 from srm.errors import InternalError, MalformedRequest, SrmError, StoreUnavailable, TooLarge
 
 
@@ -40,7 +42,11 @@ class SrmRequestHandler(web_protocol.RequestHandler):
         if status >= 500:
             self.log_exception("error handling request", exc_info=exc)
         response = error_response(error)
+        rid = new_request_id()  # the request's own headers are suspect
+        response.headers[HEADER] = rid
+        request[REQUEST_ID], request[ERROR_CODE] = rid, error.code  # for the access log
         response.force_close()
+        metrics.protocol_error(response.status, error.code)
         return response
 
 

@@ -1,0 +1,556 @@
+"""The OpenAPI 3 document of the HTTP contract (API.md), served at /srm/openapi.json.
+
+It is built from the settings it describes (content types, the status of a denial), once
+per application. Every client and operator path exists under both prefixes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from srm import __version__
+from srm.api import views
+from srm.config import Settings
+from srm.errors import (
+    InternalError,
+    LimitReached,
+    MalformedRequest,
+    MethodNotAllowed,
+    NoSuchPath,
+    NotOperator,
+    SessionNotFound,
+    SrmError,
+    StoreUnavailable,
+    TooLarge,
+    Unauthenticated,
+)
+
+JSON = "application/json"
+ERRORS: tuple[type[SrmError], ...] = (
+    InternalError,
+    MalformedRequest,
+    Unauthenticated,
+    SessionNotFound,
+    LimitReached,
+    NotOperator,
+    MethodNotAllowed,
+    StoreUnavailable,
+    TooLarge,
+    NoSuchPath,
+)
+
+Json = dict[str, Any]
+
+
+def _ref(kind: str, name: str) -> Json:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _nullable(schema: Json) -> Json:
+    return {**schema, "nullable": True}
+
+
+def _error_schema(codes: list[str], statuses: list[str], words: list[str]) -> Json:
+    return {
+        "type": "object",
+        "required": ["errorResponse"],
+        "additionalProperties": False,
+        "properties": {
+            "errorResponse": {
+                "type": "object",
+                "required": ["code", "status", "errorCode", "errorMessage"],
+                "additionalProperties": False,
+                "properties": {
+                    "code": {"type": "string", "enum": statuses},
+                    "status": {"type": "string", "enum": words},
+                    "errorCode": {"type": "string", "enum": codes},
+                    "errorMessage": {"type": "string"},
+                },
+            }
+        },
+    }
+
+
+def _schemas(settings: Settings) -> Json:
+    deny = str(settings.sessions.deny_status)
+    time = _nullable({"type": "string", "format": "date-time"})
+    return {
+        "ErrorResponse": {
+            **_error_schema(
+                [e.code for e in ERRORS],
+                sorted({"400", "401", "403", "404", "405", "413", "431", "500", "503", deny}),
+                ["ERROR", "DENIED"],
+            ),
+            "description": "Every error on every path; `code` is the HTTP status sent, "
+            "`status` is DENIED for SRM-0005 and ERROR otherwise.",
+        },
+        "Denied": _error_schema([LimitReached.code], [deny], ["DENIED"]),
+        "SetupRequest": {
+            "type": "object",
+            "required": ["content"],
+            "properties": {
+                "content": {
+                    "type": "object",
+                    "required": ["contentID"],
+                    "properties": {
+                        "contentID": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": views.MAX_CONTENT_ID_LENGTH,
+                            "pattern": r"\S",
+                        },
+                        "contentType": {
+                            "type": "string",
+                            "enum": list(settings.sessions.content_types),
+                            "description": "Defaults to the first configured type.",
+                        },
+                    },
+                }
+            },
+        },
+        "SetupSuccess": {
+            "type": "object",
+            "required": ["successResponse"],
+            "additionalProperties": False,
+            "properties": {
+                "successResponse": {
+                    "type": "object",
+                    "required": ["sessionId"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "sessionId": {"type": "string", "format": "uuid"},
+                        "timeout": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "Keep-alive period in seconds; absent when "
+                            "keep-alive is disabled.",
+                        },
+                    },
+                }
+            },
+        },
+        "Session": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "sessionId",
+                "accountId",
+                "deviceId",
+                "contentID",
+                "contentType",
+                "state",
+                "createdAt",
+                "lastKeepAliveAt",
+                "expiresAt",
+                "endedAt",
+                "endReason",
+            ],
+            "properties": {
+                "sessionId": {"type": "string", "format": "uuid"},
+                "accountId": {"type": "string"},
+                "deviceId": {"type": "string"},
+                "contentID": {"type": "string"},
+                "contentType": {"type": "string"},
+                "state": {"type": "string", "enum": ["ACTIVE", "ENDED"]},
+                "createdAt": time,
+                "lastKeepAliveAt": time,
+                "expiresAt": time,
+                "endedAt": time,
+                "endReason": _nullable(
+                    {"type": "string", "enum": ["TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", None]}
+                ),
+            },
+        },
+        "SessionList": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["sessions", "activeCount", "maxSessions"],
+            "properties": {
+                "sessions": {"type": "array", "items": _ref("schemas", "Session")},
+                "activeCount": {"type": "integer", "minimum": 0},
+                "maxSessions": {"type": "integer", "minimum": 0},
+            },
+        },
+        "LimitRequest": {
+            "type": "object",
+            "required": ["maxSessions"],
+            "properties": {
+                "maxSessions": {"type": "integer", "minimum": 0, "maximum": views.MAX_LIMIT}
+            },
+        },
+        "Limit": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["maxSessions", "override"],
+            "properties": {
+                "maxSessions": {"type": "integer", "minimum": 0},
+                "override": {"type": "boolean"},
+            },
+        },
+        "Ended": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["ended"],
+            "properties": {"ended": {"type": "integer", "minimum": 0}},
+        },
+        "Status": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["status"],
+            "properties": {"status": {"type": "string", "enum": ["ok", "ready"]}},
+        },
+    }
+
+
+_REQUEST_ID_HEADER = {"X-Request-ID": _ref("headers", "X-Request-ID")}
+_ERROR_HEADERS = {**_REQUEST_ID_HEADER, "X-SRM-Error-Detail": _ref("headers", "X-SRM-Error-Detail")}
+
+
+def _error_response(description: str, schema: Json | None = None) -> Json:
+    return {
+        "description": description,
+        "headers": _ERROR_HEADERS,
+        "content": {JSON: {"schema": schema or _ref("schemas", "ErrorResponse")}},
+    }
+
+
+def _responses() -> Json:
+    return {
+        "Malformed": _error_response(f"{MalformedRequest.code}: {MalformedRequest.message}"),
+        "Unauthenticated": _error_response(f"{Unauthenticated.code}: {Unauthenticated.message}"),
+        "NotOperator": _error_response(f"{NotOperator.code}: {NotOperator.message}"),
+        "NotFound": _error_response(
+            f"{SessionNotFound.code}: no such session for this account (unknown, another "
+            f"account's, or removed); {NoSuchPath.code} for a path that does not exist"
+        ),
+        "MethodNotAllowed": {
+            **_error_response(f"{MethodNotAllowed.code}: method not allowed on this path"),
+            "headers": {**_ERROR_HEADERS, "Allow": _ref("headers", "Allow")},
+        },
+        "BodyTooLarge": _error_response(f"{TooLarge.code}: request body over the limit"),
+        "HeadersTooLarge": _error_response(
+            f"{TooLarge.code}: request line or header block over the limit"
+        ),
+        "Internal": _error_response(f"{InternalError.code}: unexpected internal error"),
+        "Unavailable": _error_response(
+            f"{StoreUnavailable.code}: the session store is unreachable or did not answer "
+            "in time; keep-alive and teardown are safe to retry"
+        ),
+    }
+
+
+def _ok(description: str, schema: Json | None = None) -> Json:
+    answer: Json = {"description": description, "headers": _REQUEST_ID_HEADER}
+    if schema is not None:
+        answer["content"] = {JSON: {"schema": schema}}
+    return answer
+
+
+def _operation(
+    op_id: str,
+    summary: str,
+    tag: str,
+    responses: Json,
+    errors: list[tuple[str, str]],
+    *,
+    path_params: tuple[str, ...] = (),
+    body: str | None = None,
+) -> Json:
+    params = [_ref("parameters", p) for p in path_params] + [_ref("parameters", "RequestId")]
+    security: list[Json] = {
+        "client": [{"ClientToken": []}, {"ClientBearer": []}],
+        "operator": [{"OperatorKey": []}],
+        "service": [],
+    }[tag]
+    standard = [("431", "HeadersTooLarge"), ("500", "Internal")]
+    op: Json = {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": [tag],
+        "security": security,
+        "parameters": params,
+        "responses": {
+            **responses,
+            **{status: _ref("responses", name) for status, name in errors + standard},
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {JSON: {"schema": _ref("schemas", body)}},
+        }
+    return op
+
+
+def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
+    deny = settings.sessions.deny_status
+    success = _ref("schemas", "SetupSuccess")
+    denied = _ref("schemas", "Denied")
+    setup_answers: Json
+    if deny == 200:
+        setup_answers = {
+            "200": _ok(
+                "Created (successResponse), or DENIED at the account's limit (SRM-0005 "
+                "errorResponse): clients must check for successResponse",
+                {"oneOf": [success, denied]},
+            )
+        }
+    else:
+        setup_answers = {
+            "200": _ok("Created", success),
+            str(deny): _ok("DENIED (SRM-0005): the account is at its limit", denied),
+        }
+    auth = [("401", "Unauthenticated"), ("503", "Unavailable")]
+    by_id = [("400", "Malformed"), ("404", "NotFound"), *auth]
+    sid = ("SessionId",)
+    return {
+        f"{prefix}/sessions": {
+            "post": _operation(
+                f"setup{suffix}",
+                "Session setup: create a session unless the account is at its limit",
+                "client",
+                setup_answers,
+                [("400", "Malformed"), ("413", "BodyTooLarge"), *auth],
+                body="SetupRequest",
+            ),
+            "get": _operation(
+                f"listOwnSessions{suffix}",
+                "The caller's account's sessions (extension)",
+                "client",
+                {"200": _ok("The account's sessions", _ref("schemas", "SessionList"))},
+                auth,
+            ),
+        },
+        f"{prefix}/sessions/{{sessionId}}": {
+            "get": _operation(
+                f"getOwnSession{suffix}",
+                "One session of the caller's account (extension)",
+                "client",
+                {"200": _ok("The session", _ref("schemas", "Session"))},
+                by_id,
+                path_params=sid,
+            ),
+            "put": _operation(
+                f"keepAlive{suffix}",
+                "Keep-alive: the session's deadline becomes now + timeout",
+                "client",
+                {"200": _ok("Kept alive (empty body)")},
+                by_id,
+                path_params=sid,
+            ),
+            "delete": _operation(
+                f"teardown{suffix}",
+                "Teardown: end the session (idempotent until it is removed)",
+                "client",
+                {"200": _ok("Ended (empty body)")},
+                by_id,
+                path_params=sid,
+            ),
+        },
+    }
+
+
+def _operator_paths(prefix: str, suffix: str) -> Json:
+    errors = [("400", "Malformed"), ("403", "NotOperator"), ("503", "Unavailable")]
+    acct = ("AccountId",)
+    limit = _ref("schemas", "Limit")
+    return {
+        f"{prefix}/accounts/{{accountId}}/sessions": {
+            "get": _operation(
+                f"listAccountSessions{suffix}",
+                "Any account's sessions",
+                "operator",
+                {"200": _ok("The account's sessions", _ref("schemas", "SessionList"))},
+                errors,
+                path_params=acct,
+            ),
+            "delete": _operation(
+                f"endAccountSessions{suffix}",
+                "End every active session of the account (endReason OPERATOR)",
+                "operator",
+                {"200": _ok("How many sessions this call ended", _ref("schemas", "Ended"))},
+                errors,
+                path_params=acct,
+            ),
+        },
+        f"{prefix}/accounts/{{accountId}}/sessions/{{sessionId}}": {
+            "delete": _operation(
+                f"endAccountSession{suffix}",
+                "End one session of the account (endReason OPERATOR), idempotently",
+                "operator",
+                {"200": _ok("Ended (empty body)")},
+                [*errors, ("404", "NotFound")],
+                path_params=("AccountId", "SessionId"),
+            ),
+        },
+        f"{prefix}/accounts/{{accountId}}/limit": {
+            "get": _operation(
+                f"getLimit{suffix}",
+                "The account's session limit and whether it is an override",
+                "operator",
+                {"200": _ok("The limit", limit)},
+                errors,
+                path_params=acct,
+            ),
+            "put": _operation(
+                f"setLimit{suffix}",
+                "Set a per-account limit override (0 allows no session)",
+                "operator",
+                {"200": _ok("The new limit", limit)},
+                [*errors, ("413", "BodyTooLarge")],
+                path_params=acct,
+                body="LimitRequest",
+            ),
+            "delete": _operation(
+                f"clearLimit{suffix}",
+                "Remove the override: the default limit applies again",
+                "operator",
+                {"200": _ok("The default limit", limit)},
+                errors,
+                path_params=acct,
+            ),
+        },
+    }
+
+
+def _service_paths(prefixes: list[tuple[str, str]]) -> Json:
+    status = _ref("schemas", "Status")
+    text = {
+        "description": "Prometheus text exposition format (metrics named srm_...)",
+        "headers": _REQUEST_ID_HEADER,
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    openapi = {
+        "description": "This document",
+        "headers": _REQUEST_ID_HEADER,
+        "content": {JSON: {"schema": {"type": "object"}}},
+    }
+    paths: Json = {
+        "/health": {
+            "get": _operation(
+                "health", "200 while the process is up", "service", {"200": _ok("Up", status)}, []
+            )
+        },
+        "/ready": {
+            "get": _operation(
+                "ready",
+                "200 when the store answers: the signal that the service can take traffic",
+                "service",
+                {"200": _ok("Ready", status)},
+                [("503", "Unavailable")],
+            )
+        },
+        "/metrics": {
+            "get": _operation("metrics", "Prometheus metrics", "service", {"200": text}, [])
+        },
+    }
+    for prefix, suffix in prefixes:
+        paths[f"{prefix}/openapi.json"] = {
+            "get": _operation(
+                f"openapi{suffix}", "This OpenAPI document", "service", {"200": openapi}, []
+            )
+        }
+    return paths
+
+
+def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
+    """The OpenAPI 3.0 document of SRM as configured by *settings*, served on *prefixes*."""
+    # operationIds must be unique: /srm/v1/... gets the suffix V1, the latest prefix none
+    named = [(p, p.rpartition("/")[2].upper() if p.count("/") > 1 else "") for p in prefixes]
+    paths: Json = {}
+    for prefix, suffix in named:
+        paths.update(_client_paths(prefix, suffix, settings))
+        paths.update(_operator_paths(prefix, suffix))
+    paths.update(_service_paths(named))
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "SRM - Session Resource Manager",
+            "version": __version__,
+            "description": "Concurrent-stream limits for OTT video accounts. Every client "
+            "path exists under /srm (latest) and /srm/v1. Every error, on every path, is an "
+            "errorResponse; an unknown path answers 404 SRM-0010 and a method a path does "
+            "not have answers 405 SRM-0007.",
+        },
+        "tags": [
+            {"name": "client", "description": "OpenTV SRM client calls (Client-Token)"},
+            {"name": "operator", "description": "Operator calls (extension)"},
+            {"name": "service", "description": "Health, readiness, metrics (extension)"},
+        ],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "ClientToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Client-Token",
+                    "description": "A JWT with accountId, deviceId and exp claims",
+                },
+                "ClientBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "Alias of Client-Token: Authorization: Bearer <token>",
+                },
+                "OperatorKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An operator key (SRM_OPERATOR_KEYS); never a client token",
+                },
+            },
+            "parameters": {
+                "SessionId": {
+                    "name": "sessionId",
+                    "in": "path",
+                    "required": True,
+                    "schema": {
+                        "type": "string",
+                        "format": "uuid",
+                        "pattern": "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                        "[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+                    },
+                },
+                "AccountId": {
+                    "name": "accountId",
+                    "in": "path",
+                    "required": True,
+                    "schema": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": views.MAX_ACCOUNT_ID_LENGTH,
+                    },
+                },
+                "RequestId": {
+                    "name": "X-Request-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "Echoed back when at most 128 characters of "
+                    "[A-Za-z0-9._:@+/=-]; otherwise a new id is generated",
+                    "schema": {"type": "string"},
+                },
+            },
+            "headers": {
+                "X-Request-ID": {
+                    "description": "The request's id, as logged",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                },
+                "Allow": {
+                    "description": "The methods the path has (on 405 SRM-0007)",
+                    "schema": {"type": "string"},
+                },
+                "X-SRM-Error-Detail": {
+                    "description": "A short, non-secret explanation of an error (extension)",
+                    "schema": {"type": "string"},
+                },
+            },
+            "responses": _responses(),
+            "schemas": _schemas(settings),
+        },
+    }
+
+
+def document_bytes(settings: Settings, prefixes: tuple[str, ...]) -> bytes:
+    return orjson.dumps(document(settings, prefixes))

@@ -1,0 +1,85 @@
+"""`srm reaper` as a process, and the same reaper as the companion of the embedded `srm serve`.
+
+With ``redis.url`` unset, `srm reaper` uses the embedded redis-server of a `srm serve` started
+in the same working directory; that `srm serve` already runs the reaper itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import REGISTRY, start_http_server
+
+from srm.config import ReaperSettings, Settings
+from srm.liveness import reaper_id, with_store_url
+from srm.reaper import Reaper, ReaperMetrics
+from srm.server import run_companion
+from srm.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings) -> int:
+    """Run `srm reaper` until SIGTERM/SIGINT; the process exit code."""
+    run_companion(with_store_url(settings), sidecar)
+    return 0
+
+
+async def sidecar(settings: Settings, store: SessionStore, stop: asyncio.Event) -> None:
+    """`srm reaper`: the reaper, with its metrics on ``reaper.metrics_port``."""
+    server = serve_metrics(settings.reaper)
+    try:
+        await companion(settings, store, stop)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+async def companion(settings: Settings, store: SessionStore, stop: asyncio.Event) -> None:
+    """The reaper beside the API of the embedded `srm serve`, on the API's store.
+
+    It opens no port of its own (``reaper.metrics_port`` is the sidecar's): its metrics are
+    in the process registry, where the API process can serve them.
+    """
+    log.info(
+        "reaper %s started: %d shards every %.3gs",
+        reaper_id(settings.reaper),
+        settings.redis.shards,
+        settings.reaper.interval,
+    )
+    await Reaper(store, settings.reaper, _process_metrics(), stop=stop).run()
+
+
+@functools.cache
+def _process_metrics() -> ReaperMetrics:
+    """The metrics in the process-wide registry, registered once however often the reaper
+    starts in this process (also what an API /metrics on that registry would show)."""
+    return ReaperMetrics(REGISTRY)
+
+
+def serve_metrics(settings: ReaperSettings) -> WSGIServer | None:
+    """The metrics endpoint on ``reaper.metrics_host:metrics_port``; None if off or taken.
+
+    A port already in use is logged, not fatal: the reaper's work matters more than its
+    metrics, and two reapers on one host with the default port would otherwise not both run.
+    """
+    if settings.metrics_port == 0:
+        return None
+    try:
+        server, _thread = start_http_server(
+            settings.metrics_port, settings.metrics_host, registry=REGISTRY
+        )
+    except OSError as exc:
+        log.error(
+            "reaper metrics not served on %s:%d: %s",
+            settings.metrics_host,
+            settings.metrics_port,
+            exc,
+        )
+        return None
+    log.info("reaper metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    return server

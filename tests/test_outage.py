@@ -1,0 +1,205 @@
+"""Store outages on a real redis-server: killed, restarted empty, stuck (DEBUG SLEEP, CLIENT
+PAUSE, SIGSTOP). Every endpoint answers SRM-0008 without hanging, and service resumes once
+Redis is back, with no restart of SRM.
+
+Bounds are asserted with generous "did not hang" timeouts, never tight timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient, TestServer
+
+from srm.api.app import create_app
+from srm.connection import connect
+from srm.server import make_store
+from tests.conftest import OPERATOR, SECRET, auth
+from tests.processes import SrmProcess, srm_env, start_srm, wait_ready
+from tests.redis_servers import RedisProcess, debug_command_args, free_port, redis_process
+
+SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+# generous: each request is bounded by redis.request_deadline (1 s here) plus a pool wait
+DID_NOT_HANG = 20.0
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A redis-server of this test alone: it gets killed, paused and restarted."""
+    with redis_process(*debug_command_args()) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def api(settings: Any, server: RedisProcess) -> AsyncIterator[TestClient[Any, Any]]:
+    """The API on the production Redis client (blocking pool, timeouts, retries)."""
+    settings = settings.replace(
+        "redis", url=server.url, request_deadline=1.0, pool_size=4, pool_timeout=0.3
+    )
+    redis = connect(settings.redis)
+    app = create_app(settings, make_store(settings, redis))
+    try:
+        async with TestClient(TestServer(app)) as client:
+            yield client
+    finally:
+        await redis.aclose()
+
+
+def every_store_call(client: Any) -> list[Any]:
+    """One request to every endpoint that needs the store, on both prefixes."""
+    sid = str(uuid.uuid4())
+    calls = [client.get("/ready")]
+    for p in ("/srm", "/srm/v1"):
+        acct = f"{p}/accounts/acct-x"
+        calls += [
+            client.post(f"{p}/sessions", json=SETUP, headers=auth()),
+            client.get(f"{p}/sessions", headers=auth()),
+            client.get(f"{p}/sessions/{sid}", headers=auth()),
+            client.put(f"{p}/sessions/{sid}", headers=auth()),
+            client.delete(f"{p}/sessions/{sid}", headers=auth()),
+            client.get(f"{acct}/sessions", headers=OPERATOR),
+            client.delete(f"{acct}/sessions", headers=OPERATOR),
+            client.delete(f"{acct}/sessions/{sid}", headers=OPERATOR),
+            client.get(f"{acct}/limit", headers=OPERATOR),
+            client.put(f"{acct}/limit", json={"maxSessions": 2}, headers=OPERATOR),
+            client.delete(f"{acct}/limit", headers=OPERATOR),
+        ]
+    return calls
+
+
+async def assert_all_unavailable(client: Any) -> None:
+    async with asyncio.timeout(DID_NOT_HANG):
+        answers = await asyncio.gather(*every_store_call(client))
+        bodies = [await a.json() for a in answers]
+    for answer, body in zip(answers, bodies, strict=True):
+        assert answer.status == 503, (answer.url, body)
+        assert body["errorResponse"]["errorCode"] == "SRM-0008"
+        assert answer.headers["X-Request-ID"]
+    async with asyncio.timeout(DID_NOT_HANG):
+        assert (await client.get("/health")).status == 200  # the process itself is fine
+
+
+async def wait_store(client: Any) -> None:
+    async with asyncio.timeout(DID_NOT_HANG):
+        while (await client.get("/ready")).status != 200:
+            await asyncio.sleep(0.1)
+
+
+async def assert_service_works(client: Any, account: str) -> None:
+    """A whole lifecycle, with every answer checked against what was asked (no mixed-up
+    replies from connections that timed out mid-call)."""
+    async with asyncio.timeout(DID_NOT_HANG):
+        sids = []
+        for device in ("a", "b"):
+            resp = await client.post("/srm/sessions", json=SETUP, headers=auth(account, device))
+            assert resp.status == 200
+            sids.append((await resp.json())["successResponse"]["sessionId"])
+        for sid, device in zip(sids, ("a", "b"), strict=True):
+            got = await (await client.get(f"/srm/sessions/{sid}", headers=auth(account))).json()
+            assert (got["sessionId"], got["deviceId"], got["state"]) == (sid, device, "ACTIVE")
+            assert (await client.put(f"/srm/sessions/{sid}", headers=auth(account))).status == 200
+        listing = await (await client.get("/srm/sessions", headers=auth(account))).json()
+        assert {s["sessionId"] for s in listing["sessions"]} == set(sids)
+        resp = await client.put(
+            f"/srm/v1/accounts/{account}/limit", json={"maxSessions": 7}, headers=OPERATOR
+        )
+        assert await resp.json() == {"maxSessions": 7, "override": True}
+        resp = await client.delete(f"/srm/v1/accounts/{account}/sessions", headers=OPERATOR)
+        assert await resp.json() == {"ended": 2}
+
+
+async def test_redis_killed_then_restarted_empty(settings: Any, own_redis: RedisProcess) -> None:
+    async with api(settings, own_redis) as client:
+        await assert_service_works(client, "before")
+        own_redis.kill(signal.SIGKILL)
+        await assert_all_unavailable(client)
+        await assert_all_unavailable(client)  # and again: nothing got wedged
+        own_redis.start()  # same port, empty: the scripts are gone too
+        with own_redis.client() as c:
+            assert c.dbsize() == 0 and c.script_exists("0" * 40) == [False]
+        await wait_store(client)
+        await assert_service_works(client, "after")
+
+
+def _stuck_until(server: RedisProcess, kind: str, seconds: float) -> threading.Thread:
+    """Make *server* stop answering for about *seconds*, from another thread."""
+
+    def run() -> None:
+        with redis.Redis.from_url(server.url, socket_timeout=seconds + 30) as c:
+            if kind == "debug-sleep":
+                c.execute_command("DEBUG", "SLEEP", seconds)
+            elif kind == "client-pause":
+                c.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "ALL")
+
+    if kind == "sigstop":
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        timer = threading.Timer(seconds, server.proc.send_signal, (signal.SIGCONT,))
+        timer.start()
+        return timer
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("kind", ["debug-sleep", "client-pause", "sigstop"])
+async def test_redis_stuck_then_back(settings: Any, own_redis: RedisProcess, kind: str) -> None:
+    async with api(settings, own_redis) as client:
+        await assert_service_works(client, "before")
+        # long enough that every bounded request finishes while Redis is still stuck
+        stuck = _stuck_until(own_redis, kind, 6.0)
+        try:
+            await asyncio.sleep(0.3)  # let the command reach Redis
+            await assert_all_unavailable(client)
+        finally:
+            await asyncio.to_thread(stuck.join, DID_NOT_HANG)
+        await wait_store(client)
+        await assert_service_works(client, f"after-{kind}")
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=DID_NOT_HANG) as answer:  # noqa: S310
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def test_srm_serve_starts_before_redis_and_becomes_ready_with_it(tmp_path: Path) -> None:
+    """Started with its Redis not up yet, srm serve is alive but not ready, then ready."""
+    server = RedisProcess(port=free_port(), workdir=tmp_path, args=[])
+    port = free_port()
+    env = srm_env(SRM_PORT=str(port), SRM_AUTH_SECRET=SECRET, SRM_REDIS_URL=server.url)
+    srm = SrmProcess(start_srm(["serve"], env, tmp_path / "srm.log"), port, tmp_path / "srm.log")
+    try:
+        deadline = time.monotonic() + DID_NOT_HANG
+        while True:
+            with contextlib.suppress(OSError):
+                if _get(srm.base + "/health")[0] == 200:
+                    break
+            assert time.monotonic() < deadline and srm.proc.poll() is None, srm.output()
+            time.sleep(0.1)
+        status, body = _get(srm.base + "/ready")
+        assert (status, body["errorResponse"]["errorCode"]) == (503, "SRM-0008")
+        server.start()
+        wait_ready(srm)
+        assert srm.stop() == 0
+    finally:
+        if srm.proc.poll() is None:
+            srm.stop(signal.SIGKILL)
+        server.kill()

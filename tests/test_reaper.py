@@ -1,0 +1,351 @@
+"""The reaper's steps and loop against the store, with a hand-moved clock, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from redis import exceptions as rx
+
+from srm.config import ConfigError, ReaperSettings, load
+from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
+from srm.liveness import reaper_id
+from srm.model import EndReason, State
+from srm.reaper import Reaper, ReaperMetrics
+from srm.sidecar import companion, serve_metrics
+from srm.store import EndOutcome, SessionStore
+from tests.conftest import Clock
+from tests.keyspace import mentioned_ids
+from tests.test_store import new
+
+
+class AfterRead:
+    """The store's Redis client, running *hook* right after the reaper's read of due members.
+
+    The sweep and purge read their due members, then run their script: the hook lands a
+    client call exactly in between, the window a real race would hit.
+    """
+
+    def __init__(self, redis: Any, hook: Callable[[], Awaitable[None]]) -> None:
+        self._redis = redis
+        self._hook = hook
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def zrangebyscore(self, *args: Any, **kwargs: Any) -> Any:
+        due = await self._redis.zrangebyscore(*args, **kwargs)
+        await self._hook()
+        return due
+
+
+def reaper_for(
+    store: SessionStore, registry: CollectorRegistry | None = None, **settings: Any
+) -> Reaper:
+    options: dict[str, Any] = {"interval": 0.05, "batch_size": 50, "metrics_port": 0}
+    options.update(settings)
+    return Reaper(
+        store,
+        ReaperSettings(**options),
+        ReaperMetrics(registry or CollectorRegistry()),
+        rng=random.Random(7),
+        backoff=(0.01, 0.05),
+    )
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_keep_alive_landing_before_the_sweep_script_wins(
+    store: SessionStore, clock: Clock
+) -> None:
+    s = new()
+    await store.setup(s)
+    clock.advance(121)  # lapsed by the reaper's clock...
+    client = SessionStore(store.redis, store.keys, store.policy, clock=lambda: clock.now - 2000)
+
+    async def keep_alive() -> None:  # ...but a keep-alive stamped before the lapse lands first
+        await client.keep_alive(s.account_id, s.session_id)
+
+    sweeper = SessionStore(store.redis, store.keys, store.policy, clock=clock)
+    sweeper.redis = AfterRead(store.redis, keep_alive)
+    result = await sweeper.sweep(store.keys.shard_of(s.account_id), 10)
+    assert result.ended == 0  # the script re-read the deadline the keep-alive moved
+    got = await store.get(s.account_id, s.session_id)
+    assert got.state is State.ACTIVE
+    clock.advance(100)  # the moved index entry is swept at the new deadline, not before
+    assert (await store.sweep(store.keys.shard_of(s.account_id), 10)).ended == 0
+    clock.advance(20)
+    assert (await store.sweep(store.keys.shard_of(s.account_id), 10)).ended == 1
+
+
+async def test_sweep_that_lands_first_wins_over_a_late_keep_alive(
+    store: SessionStore, clock: Clock
+) -> None:
+    s = new()
+    await store.setup(s)
+    clock.advance(121)
+    assert (await store.sweep(store.keys.shard_of(s.account_id), 10)).ended == 1
+    with pytest.raises(SessionNotFound):
+        await store.keep_alive(s.account_id, s.session_id)
+    got = await store.get(s.account_id, s.session_id)
+    assert (got.state, got.end_reason) == (State.ENDED, EndReason.TIMEOUT)
+    assert (await store.account_sessions(s.account_id)).active_count == 0
+
+
+async def test_teardown_landing_inside_the_sweep_decrements_once(
+    store: SessionStore, clock: Clock
+) -> None:
+    sessions = [new() for _ in range(3)]
+    for s in sessions:
+        await store.setup(s)
+    clock.advance(121)
+    outcomes: list[EndOutcome] = []
+
+    async def teardown() -> None:
+        if not outcomes:
+            outcomes.append(await store.end("acct-1", sessions[0].session_id, EndReason.TEARDOWN))
+
+    sweeper = SessionStore(store.redis, store.keys, store.policy, clock=clock)
+    sweeper.redis = AfterRead(store.redis, teardown)
+    result = await sweeper.sweep(store.keys.shard_of("acct-1"), 10)
+    assert outcomes == [EndOutcome.ENDED]
+    assert result.ended == 2  # the third was ended once, by the teardown
+    assert (await store.account_sessions("acct-1")).active_count == 0
+    assert int(await store.redis.get(store.keys.account("acct-1").count) or 0) == 0
+    # a teardown after the sweep is a repeat: success, no second decrement
+    again = await store.end("acct-1", sessions[1].session_id, EndReason.TEARDOWN)
+    assert again is EndOutcome.ALREADY_ENDED
+
+
+async def test_concurrent_sweeps_and_teardowns_end_each_session_once(
+    store: SessionStore, clock: Clock
+) -> None:
+    sessions = [new(account=f"acct-{i % 5}") for i in range(15)]
+    for s in sessions:
+        await store.setup(s)
+    clock.advance(121)
+    shards = sorted({store.keys.shard_of(s.account_id) for s in sessions})
+    calls: list[Awaitable[Any]] = [store.sweep(shard, 4) for shard in shards for _ in range(3)]
+    calls += [store.end(s.account_id, s.session_id, EndReason.TEARDOWN) for s in sessions]
+    calls += [store.end(s.account_id, s.session_id, EndReason.TEARDOWN) for s in sessions]
+    results = await asyncio.gather(*calls)
+    swept = sum(r.ended for r in results[: len(shards) * 3])
+    torn = sum(1 for r in results[len(shards) * 3 :] if r is EndOutcome.ENDED)
+    assert swept + torn == len(sessions)
+    for i in range(5):
+        assert (await store.account_sessions(f"acct-{i}")).active_count == 0
+        assert await store.redis.get(store.keys.account(f"acct-{i}").count) is None
+
+
+async def test_a_pass_ends_and_purges_everything_and_leaves_no_trace(
+    store: SessionStore, clock: Clock
+) -> None:
+    registry = CollectorRegistry()
+    reaper = reaper_for(store, registry)
+    lapsing = [new(account=f"acct-{i}") for i in range(12)]
+    torn = [new(account=f"acct-{i}") for i in range(12)]
+    kept = new(account="acct-0")
+    for s in lapsing + torn:
+        await store.setup(s)
+    for s in torn:
+        await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
+    clock.advance(100)
+    await store.setup(kept)
+    clock.advance(21)  # the lapsing ones are past their deadline; kept is not
+    await reaper.reap_pass()
+    assert sample(registry, "srm_reaper_sessions_expired_total") == 12
+    assert sample(registry, "srm_reaper_sessions_purged_total") == 12  # the torn-down ones
+    listing = await store.account_sessions("acct-3")
+    assert [(x.state, x.end_reason) for x in listing.sessions] == [(State.ENDED, EndReason.TIMEOUT)]
+    clock.advance(60)  # the retention of the swept ones has passed
+    await reaper.reap_pass()
+    assert sample(registry, "srm_reaper_sessions_purged_total") == 24
+    gone = {s.session_id for s in lapsing + torn}
+    assert not gone & await mentioned_ids(store.redis)
+    assert kept.session_id in await mentioned_ids(store.redis)
+    for s in lapsing + torn:
+        with pytest.raises(SessionNotFound):
+            await store.get(s.account_id, s.session_id)
+        with pytest.raises(SessionNotFound):
+            await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
+    assert (await store.get("acct-0", kept.session_id)).state is State.ACTIVE
+
+
+async def test_a_hot_shard_gets_a_bounded_share_of_a_pass(
+    store: SessionStore, clock: Clock
+) -> None:
+    registry = CollectorRegistry()
+    reaper = reaper_for(store, registry, batch_size=2, max_batches=3)
+    await store.set_limit("acct-hot", 20)
+    for _ in range(20):
+        await store.setup(new(account="acct-hot"))
+    clock.advance(121)
+    shard = store.keys.shard_of("acct-hot")
+    assert await reaper.reap_shard(shard) == pytest.approx(1.0)  # due for 1 s
+    assert sample(registry, "srm_reaper_sessions_expired_total") == 6
+    assert sample(registry, "srm_reaper_batches_total", op="sweep") == 3
+    while sample(registry, "srm_reaper_sessions_expired_total") < 20:
+        await reaper.reap_shard(shard)
+    assert (await store.account_sessions("acct-hot")).active_count == 0
+
+
+async def test_audit_repairs_injected_drift_and_reports_it(
+    store: SessionStore, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    reaper = reaper_for(store, registry, batch_size=2)  # several audit chunks per shard
+    accounts = [f"acct-{i}" for i in range(40)]
+    for a in accounts:
+        await store.setup(new(account=a))
+    await store.setup(new(account="acct-1"))
+    r = store.redis
+    await r.set(store.keys.account("acct-1").count, 5)  # too high
+    await r.delete(store.keys.account("acct-2").count)  # lost
+    await r.set(store.keys.account("ghost").count, 1)  # no active set at all
+    caplog.set_level(logging.WARNING, logger="srm.reaper")
+    assert await reaper.audit() == 3
+    assert sample(registry, "srm_reaper_drift_repairs_total") == 3
+    logged = [rec for rec in caplog.records if "audit repaired" in rec.getMessage()]
+    assert sorted(rec.__dict__["account"] for rec in logged) == ["acct-1", "acct-2", "ghost"]
+    assert int(await r.get(store.keys.account("acct-1").count)) == 2
+    assert int(await r.get(store.keys.account("acct-2").count)) == 1
+    assert await r.get(store.keys.account("ghost").count) is None
+    assert await reaper.audit() == 0  # a second audit finds nothing
+    assert sample(registry, "srm_reaper_batches_total", op="audit") >= 21  # 41 accounts, 2 per call
+    # the repaired counters admit exactly the limit again
+    await store.setup(new(account="acct-1"))
+    with pytest.raises(LimitReached):
+        await store.setup(new(account="acct-1"))
+
+
+async def test_store_errors_are_counted_and_retried(store: SessionStore, clock: Clock) -> None:
+    registry = CollectorRegistry()
+    reaper = reaper_for(store, registry, interval=0.02)
+    for i in range(5):
+        await store.setup(new(account=f"acct-{i}"))
+    clock.advance(121)
+    failures: list[BaseException] = [StoreUnavailable("down")] * 3 + [RuntimeError("bug")]
+    real = store.oldest_due
+
+    async def flaky(shard: int) -> int | None:
+        if failures:
+            raise failures.pop(0)
+        return await real(shard)
+
+    store.oldest_due = flaky  # type: ignore[method-assign]
+    running = asyncio.create_task(reaper.run())
+    for _ in range(500):
+        if sample(registry, "srm_reaper_sessions_expired_total") == 5:
+            break
+        await asyncio.sleep(0.01)
+    assert not running.done()
+    reaper.stop.set()
+    await asyncio.wait_for(running, 10)
+    assert sample(registry, "srm_reaper_sessions_expired_total") == 5
+    assert sample(registry, "srm_reaper_errors_total", kind="unavailable") == 3
+    assert sample(registry, "srm_reaper_errors_total", kind="internal") == 1
+
+
+async def test_heartbeat_lives_while_running_and_is_cleared_on_stop(
+    store: SessionStore,
+) -> None:
+    reaper = reaper_for(store, id="reaper-a", heartbeat_ttl=5)
+    running = asyncio.create_task(reaper.run())
+    for _ in range(500):
+        if await store.read_heartbeat("reaper-a"):
+            break
+        await asyncio.sleep(0.01)
+    assert await store.read_heartbeat("reaper-a")
+    assert 0 < await store.redis.ttl(store.keys.heartbeat("reaper-a")) <= 5
+    assert await store.read_heartbeat("reaper-b") is None
+    reaper.stop.set()
+    await asyncio.wait_for(running, 10)
+    assert await store.read_heartbeat("reaper-a") is None
+
+
+async def test_heartbeat_stays_fresh_through_a_long_wait(store: SessionStore) -> None:
+    reaper = reaper_for(store, id="slow", interval=3600, heartbeat_ttl=1)
+    running = asyncio.create_task(reaper.run())
+    await asyncio.sleep(1.5)  # longer than the TTL, well inside the start offset and the pass
+    assert await store.read_heartbeat("slow")
+    reaper.stop.set()
+    await asyncio.wait_for(running, 10)
+
+
+async def test_stop_during_the_start_offset_returns_at_once(store: SessionStore) -> None:
+    reaper = reaper_for(store, interval=3600, audit_interval=3600)
+    running = asyncio.create_task(reaper.run())
+    await asyncio.sleep(0.05)
+    reaper.stop.set()
+    await asyncio.wait_for(running, 10)  # did not wait out the hour
+
+
+def test_reaper_id_defaults_to_the_host_name_and_settings_are_checked() -> None:
+    assert reaper_id(load(env={}).reaper) == socket.gethostname()
+    settings = load(env={"SRM_REAPER_ID": "reaper-2", "SRM_REAPER_MAX_BATCHES": "3"})
+    assert (reaper_id(settings.reaper), settings.reaper.max_batches) == ("reaper-2", 3)
+    with pytest.raises(ConfigError, match=r"reaper\.max_batches"):
+        load(env={"SRM_REAPER_MAX_BATCHES": "0"})
+    with pytest.raises(ConfigError, match="SRM_REAPER_ID"):
+        load(env={"SRM_REAPER_ID": "all*"})
+
+
+async def test_the_companion_starts_twice_in_one_process(
+    store: SessionStore, settings: Any
+) -> None:
+    settings = settings.replace("reaper", id="companion")
+    for _ in range(2):  # e.g. two apps served one after the other in one process
+        stop = asyncio.Event()
+        running = asyncio.create_task(companion(settings, store, stop))
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+
+def test_a_metrics_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert serve_metrics(ReaperSettings(metrics_port=port)) is None
+    assert any("metrics not served" in r.getMessage() for r in caplog.records)
+    assert serve_metrics(ReaperSettings(metrics_port=0)) is None
+
+
+class BrokenScan:
+    """The store's Redis client, whose SCAN walk fails after its first key."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._redis, name)
+
+    async def scan_iter(self, *args: Any, **kwargs: Any) -> AsyncIterator[str]:
+        async for key in self._redis.scan_iter(*args, **kwargs):
+            yield key
+            raise rx.ConnectionError("connection lost mid-walk")
+
+
+async def test_a_walk_broken_by_redis_is_unavailable_and_the_next_one_repairs(
+    store: SessionStore,
+) -> None:
+    registry = CollectorRegistry()
+    for i in range(10):
+        await store.setup(new(account=f"acct-{i}"))
+    await store.redis.set(store.keys.account("acct-4").count, 7)
+    reaper = reaper_for(store, registry)
+    reaper.store = SessionStore(BrokenScan(store.redis), store.keys, store.policy)
+    with pytest.raises(StoreUnavailable):
+        await reaper.audit()
+    reaper.store = store
+    assert await reaper.audit() == 1
+    assert sample(registry, "srm_reaper_drift_repairs_total") == 1
