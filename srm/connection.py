@@ -24,6 +24,9 @@ below that bound (see ``SessionStore``), and anything that still gets through is
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +38,11 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from srm.config import ConfigError, RedisSettings
+
+log = logging.getLogger(__name__)
 
 SENTINEL_PORT = 26379
 REDIS_PORT = 6379
@@ -92,6 +97,25 @@ def connect(settings: RedisSettings) -> Any:
     if target.kind == "sentinel":
         return _sentinel_client(target, settings)
     return _cluster_client(target, settings)
+
+
+async def warm_up(client: Any, settings: RedisSettings) -> None:
+    """Read a cluster client's slot map before traffic arrives; a no-op for other clients.
+
+    redis-py's cluster client reads the slot map lazily, on its first command, and a burst of
+    first commands then fails a few calls on connections closed under them (seen with
+    redis-py 8.1). Best effort: with the cluster unreachable now, the client still reads
+    the map on first use later.
+    """
+    if not isinstance(client, RedisCluster):
+        return
+    try:
+        async with asyncio.timeout(settings.request_deadline):
+            await client.initialize()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("redis cluster not reachable at start (%r); connecting on first use", exc)
+        with contextlib.suppress(RedisError, OSError):
+            await client.aclose()  # whatever half-initialized state it has, not kept
 
 
 def parse_url(url: str) -> Target:

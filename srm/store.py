@@ -164,7 +164,9 @@ class SessionStore:
                 finally:
                     self._gate.release()
         except rx.ResponseError as exc:
-            if str(exc).startswith(_UNAVAILABLE_PREFIXES):
+            # redis-py strips the prefix of the errors it types (ClusterDownError is "The
+            # cluster is down"; TryAgainError, MasterDownError...): check the type as well
+            if isinstance(exc, _UNAVAILABLE) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
                 raise _failed(operation, StoreUnavailable(str(exc))) from exc
             log.error("redis rejected a call: %s", exc)
             raise _failed(operation, InternalError(str(exc))) from exc

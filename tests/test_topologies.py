@@ -22,14 +22,20 @@ from redis.crc import key_slot
 
 from srm import keys as k
 from srm.config import RedisSettings
-from srm.connection import connect
-from srm.errors import StoreUnavailable
+from srm.connection import connect, warm_up
+from srm.errors import LimitReached, StoreUnavailable
 from srm.model import EndReason, NewSession, Policy, State
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
 from tests.conftest import Clock, auth
 from tests.processes import srm_serve
-from tests.redis_servers import RedisCluster, RedisProcess, SentinelGroup, sentinel_group
+from tests.redis_servers import (
+    RedisCluster,
+    RedisProcess,
+    SentinelGroup,
+    redis_cluster,
+    sentinel_group,
+)
 from tests.test_faults import SETUP, SHARDS, run_load, verify
 from tests.test_reaper import reaper_for, sample
 
@@ -253,5 +259,59 @@ async def test_cluster_bursts_wait_at_the_gate_instead_of_overflowing_a_node(
             # without the gate redis-py's cluster client refuses at once ("Too many
             # connections"), which the store still turns into SRM-0008, never SRM-0001
             assert "StoreUnavailable" in kinds and kinds <= {"StoreUnavailable", "SessionNotFound"}
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[RedisCluster]:
+    """A Cluster of this test alone: losing a master must not disturb other tests."""
+    with redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.mark.slow
+async def test_cluster_master_lost_answers_srm_0008_then_recovers(
+    own_cluster: RedisCluster, keyspace: k.Keys, policy: Policy
+) -> None:
+    settings = RedisSettings(url=own_cluster.url, request_deadline=1.0)
+    client = connect(settings)
+    await warm_up(client, settings)  # as srm serve does: the first burst must not fail
+    store = SessionStore(client, keyspace, policy, deadline=1.0, max_in_flight=64)
+    accounts = [f"lost-{i}" for i in range(24)]
+    victim = own_cluster.nodes[1]
+    on_victim = {a for a in accounts if owner_of(own_cluster, store, a) is victim}
+    assert on_victim and set(accounts) - on_victim
+
+    async def calls() -> list[BaseException | int]:
+        """One setup per account, each bounded: an answer or an exception, never a hang."""
+        async with asyncio.timeout(15):
+            got = await asyncio.gather(
+                *(store.setup(new(a)) for a in accounts), return_exceptions=True
+            )
+        return got
+
+    try:
+        assert all(isinstance(r, int) for r in await calls())
+        victim.kill(signal.SIGKILL)
+        outage = await calls()
+        for account, result in zip(accounts, outage, strict=True):
+            # never SRM-0001 and never a wrong answer: a count, or SRM-0008 (always for the
+            # lost master's accounts; for the others until the cluster marks itself down)
+            assert isinstance(result, int | StoreUnavailable), (account, result)
+            if account in on_victim:
+                assert isinstance(result, StoreUnavailable), (account, result)
+        victim.start()  # back with its node id and slots (and no data: no persistence here)
+        deadline = time.monotonic() + RECOVERY_BOUND
+        while True:
+            results = await calls()
+            # meanwhile the cluster may answer CLUSTERDOWN: SRM-0008 as well, never SRM-0001
+            assert all(isinstance(r, int | LimitReached | StoreUnavailable) for r in results)
+            # served again: every account answered (a count, or its limit after the retries)
+            if all(isinstance(r, int | LimitReached) for r in results):
+                break
+            assert time.monotonic() < deadline, "the client never recovered"
+            await asyncio.sleep(0.2)
+        await invariants.check(client, keyspace)
     finally:
         await client.aclose()
