@@ -42,10 +42,20 @@ class _Call:
 class AutoPipeline:
     """Runs Lua scripts by EVALSHA, coalescing the calls of one event-loop turn."""
 
-    def __init__(self, redis: Any, deadline: float, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        deadline: float,
+        max_batch: int = MAX_BATCH,
+        *,
+        gate: asyncio.Semaphore | None = None,
+        gate_wait: float = 0.5,
+    ) -> None:
         self._redis = redis
         self._deadline = deadline
         self._max_batch = max_batch
+        self._gate = gate
+        self._gate_wait = gate_wait
         self._queue: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
         # A client with one pool (standalone, Sentinel) gets the lean path; a client that
@@ -104,7 +114,22 @@ class AutoPipeline:
             pending = missing
 
     async def _client_roundtrip(self, commands: list[list[Any]]) -> list[Any]:
-        """The EVALSHAs through the client's own pipeline; their replies, in order."""
+        """The EVALSHAs through the client's own pipeline; their replies, in order.
+
+        A batch passes the store's gate as one call (it holds at most one connection per
+        node), so a burst never overflows a node's pool (redis-py's cluster pools do not
+        block; they refuse).
+        """
+        if self._gate is None:
+            return await self._client_pipeline(commands)
+        async with asyncio.timeout(self._gate_wait):
+            await self._gate.acquire()
+        try:
+            return await self._client_pipeline(commands)
+        finally:
+            self._gate.release()
+
+    async def _client_pipeline(self, commands: list[list[Any]]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command("EVALSHA", *command)

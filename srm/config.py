@@ -67,6 +67,8 @@ class RedisSettings:
     socket_timeout: float = 0.8
     connect_timeout: float = 0.5
     request_deadline: float = 2.0
+    replica_acks: int = 0
+    replica_ack_timeout: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,11 @@ def _validate(s: Settings) -> None:
     )
     _check(1 <= s.redis.shards <= 16384, f"redis.shards: 1..16384, got {s.redis.shards}")
     _check(s.redis.pool_size >= 1, "redis.pool_size: at least 1")
+    _check(0 <= s.redis.replica_acks <= 16, "redis.replica_acks: 0..16")
+    _check(
+        0 < s.redis.replica_ack_timeout < s.redis.request_deadline,
+        "redis.replica_ack_timeout: positive and below redis.request_deadline",
+    )
     for name in ("pool_timeout", "socket_timeout", "connect_timeout", "request_deadline"):
         _check(getattr(s.redis, name) > 0, f"redis.{name}: must be positive")
     alg = s.auth.algorithm

@@ -1,20 +1,70 @@
-"""The Redis client for a deployment, built from ``redis.url``.
+"""The Redis client for a deployment, built from ``redis.url``: standalone, Sentinel or Cluster.
 
-Pools block (with ``redis.pool_timeout``) rather than raise "Too many connections", sockets
-time out after ``redis.socket_timeout``, and connection errors are retried with a short
-backoff: every SRM script is idempotent, so a retry after an ambiguous failure is safe.
+URL forms (documented in the README, "Scaling out"):
+
+- standalone: ``redis://[[user]:pw@]host:port/db``, ``rediss://...``, ``unix:///path.sock``
+  (redis-py's own URL syntax);
+- Sentinel: ``redis+sentinel://[[user]:pw@]h1:26379,h2:26379/<master name>[/db]`` with
+  optional ``?sentinel_username=..&sentinel_password=..&min_other_sentinels=n``;
+  ``rediss+sentinel://`` speaks TLS to the sentinels and the data nodes;
+- Cluster: ``redis+cluster://[[user]:pw@]h1:7000,h2:7001`` (any reachable seed nodes);
+  ``rediss+cluster://`` for TLS.
+
+TLS forms take ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` and
+``ssl_check_hostname`` in the query. The user and password of the URL are the data nodes';
+Sentinel's own credentials come from the query because sentinels often have none.
+
+Every form gets socket timeouts (``redis.socket_timeout``, ``redis.connect_timeout``) and a
+short retry on connection errors: every SRM script is idempotent, so a retry after an
+ambiguous failure is safe. Standalone and Sentinel pools block for ``redis.pool_timeout``
+instead of raising "Too many connections". redis-py's cluster client has no blocking pool (a
+node at ``max_connections`` raises at once); the store's in-flight gate keeps every node
+below that bound (see ``SessionStore``), and anything that still gets through is SRM-0008.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from srm.config import ConfigError, RedisSettings
+
+log = logging.getLogger(__name__)
+
+SENTINEL_PORT = 26379
+REDIS_PORT = 6379
+_TLS_OPTIONS = frozenset(
+    {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs", "ssl_check_hostname"}
+)
+_SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password", "min_other_sentinels"})
+_CERT_REQS = frozenset({"none", "optional", "required"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the store lives, parsed from a Sentinel or Cluster URL."""
+
+    kind: str  # "sentinel" | "cluster"
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    service: str = ""  # Sentinel master name
+    db: int = 0
+    options: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 def retry_policy() -> Retry:
@@ -33,7 +83,7 @@ def common_options(settings: RedisSettings) -> dict[str, Any]:
 
 
 def connect(settings: RedisSettings) -> Any:
-    """A redis-py asyncio client for ``settings.url`` (standalone ``redis://``/``rediss://``/``unix://``)."""
+    """A redis-py asyncio client for ``settings.url`` (see the module docstring for the forms)."""
     scheme = settings.url.split("://", 1)[0]
     if scheme in {"redis", "rediss", "unix"}:
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -42,5 +92,194 @@ def connect(settings: RedisSettings) -> Any:
             timeout=settings.pool_timeout,
             **common_options(settings),
         )
-        return aioredis.Redis(connection_pool=pool)
-    raise ConfigError(f"redis.url (SRM_REDIS_URL): unsupported scheme {scheme!r}")
+        return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its sockets
+    target = parse_url(settings.url)
+    if target.kind == "sentinel":
+        return _sentinel_client(target, settings)
+    return _cluster_client(target, settings)
+
+
+async def warm_up(client: Any, settings: RedisSettings) -> None:
+    """Read a cluster client's slot map before traffic arrives; a no-op for other clients.
+
+    redis-py's cluster client reads the slot map lazily, on its first command, and a burst of
+    first commands then fails a few calls on connections closed under them (seen with
+    redis-py 8.1). Best effort: with the cluster unreachable now, the client still reads
+    the map on first use later.
+    """
+    if not isinstance(client, RedisCluster):
+        return
+    try:
+        async with asyncio.timeout(settings.request_deadline):
+            await client.initialize()
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("redis cluster not reachable at start (%r); connecting on first use", exc)
+        with contextlib.suppress(RedisError, OSError):
+            await client.aclose()  # whatever half-initialized state it has, not kept
+
+
+def parse_url(url: str) -> Target:
+    """The Sentinel or Cluster target of *url*; ConfigError naming what is wrong."""
+    where = "redis.url (SRM_REDIS_URL)"
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    tls = scheme.startswith("rediss+")
+    kind = scheme.partition("+")[2]
+    if scheme.partition("+")[0] not in {"redis", "rediss"} or kind not in {"sentinel", "cluster"}:
+        raise ConfigError(f"{where}: unsupported scheme {parts.scheme!r}")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username, password = _credentials(userinfo)
+    default_port = SENTINEL_PORT if kind == "sentinel" else REDIS_PORT
+    nodes = tuple(_node(h.strip(), default_port, where) for h in hostlist.split(",") if h.strip())
+    if not nodes:
+        raise ConfigError(f"{where}: no {kind} hosts in {_redacted(url)}")
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    allowed = (_TLS_OPTIONS if tls else frozenset()) | (
+        _SENTINEL_OPTIONS if kind == "sentinel" else frozenset()
+    )
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown option(s) {', '.join(unknown)} for {scheme}:// "
+            f"(allowed: {', '.join(sorted(allowed)) or 'none'})"
+        )
+    if options.get("ssl_cert_reqs", "required") not in _CERT_REQS:
+        raise ConfigError(f"{where}: ssl_cert_reqs must be one of {sorted(_CERT_REQS)}")
+    if kind == "sentinel":
+        if not path or len(path) > 2:
+            raise ConfigError(f"{where}: expected /<master name>[/<db>] after the sentinels")
+        db = _int(path[1], "database number", where) if len(path) == 2 else 0
+        _int(options.get("min_other_sentinels", "0"), "min_other_sentinels", where)
+        service = path[0]
+    else:
+        if path not in ([], ["0"]):
+            raise ConfigError(f"{where}: Redis Cluster has only database 0, got /{'/'.join(path)}")
+        db, service = 0, ""
+    return Target(kind, nodes, tls, username, password, service, db, options)
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    if not userinfo:
+        return None, None
+    user, sep, pw = userinfo.partition(":")
+    if not sep:  # "pw@host", the form redis-py also reads as a bare password
+        return None, unquote(user) or None
+    return unquote(user) or None, unquote(pw) or None
+
+
+def _node(text: str, default_port: int, where: str) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = text.partition(":")
+    if not host:
+        raise ConfigError(f"{where}: empty host in {text!r}")
+    number = _int(port, "port", where) if port else default_port
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"{where}: port out of range in {text!r}")
+    return host, number
+
+
+def _int(text: str, what: str, where: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{where}: {what} must be an integer, got {text!r}") from None
+
+
+def _redacted(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    return f"{head.split('://', 1)[0]}://***@{tail}" if sep else url
+
+
+def _tls_options(target: Target) -> dict[str, Any]:
+    if not target.tls:
+        return {}
+    opts: dict[str, Any] = {"ssl": True}
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
+        if name in target.options:
+            opts[name] = target.options[name]
+    if "ssl_check_hostname" in target.options:
+        opts["ssl_check_hostname"] = target.options["ssl_check_hostname"].lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+        }
+    return opts
+
+
+# -- Sentinel -----------------------------------------------------------------------------
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's Sentinel pool (master discovery, reconnect on failover) that blocks when full.
+
+    SentinelConnectionPool derives from the raising ConnectionPool; putting
+    BlockingConnectionPool next in the MRO gives it the blocking get/release with a timeout
+    while the Sentinel pool keeps its own connection class and master-address logic.
+    """
+
+
+class SentinelRedis(aioredis.Redis):
+    """The master client; closing it also closes the clients of the sentinels it asks."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        pool = self.connection_pool
+        await super().aclose(close_connection_pool)
+        manager = getattr(pool, "sentinel_manager", None)
+        if manager is not None:
+            await manager.aclose()
+
+
+def _sentinel_client(target: Target, settings: RedisSettings) -> Any:
+    tls = _tls_options(target)
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "decode_responses": True,
+        "username": target.options.get("sentinel_username") or None,
+        "password": target.options.get("sentinel_password") or None,
+        **tls,
+    }
+    data = common_options(settings)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.nodes),
+        min_other_sentinels=int(target.options.get("min_other_sentinels", "0")),
+        sentinel_kwargs=sentinel_kwargs,
+    )
+    return sentinel.master_for(
+        target.service,
+        redis_class=SentinelRedis,
+        connection_pool_class=BlockingSentinelConnectionPool,
+        max_connections=settings.pool_size,
+        timeout=settings.pool_timeout,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **data,
+        **tls,
+    )
+
+
+# -- Cluster ------------------------------------------------------------------------------
+
+
+def _cluster_client(target: Target, settings: RedisSettings) -> RedisCluster:
+    options = common_options(settings)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        max_connections=settings.pool_size,
+        username=target.username,
+        password=target.password,
+        decode_responses=True,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        health_check_interval=options["health_check_interval"],
+        # retries of the cluster client re-read the slot map first: MOVED after a
+        # failover or a lost node is followed to the new owner
+        retry=retry_policy(),
+        **_tls_options(target),
+    )

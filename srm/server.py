@@ -22,7 +22,7 @@ from srm.api.app import create_app
 from srm.api.observability import runner_options
 from srm.api.protocol import SrmAppRunner
 from srm.config import Settings, require_auth_key
-from srm.connection import connect
+from srm.connection import connect, warm_up
 from srm.embedded import EmbeddedRedis
 from srm.keys import Keys
 from srm.metrics import SharedMetricsDir
@@ -52,6 +52,10 @@ def make_store(settings: Settings, redis: Any) -> SessionStore:
         Keys(settings.redis.shards),
         policy(settings),
         deadline=settings.redis.request_deadline,
+        max_in_flight=settings.redis.pool_size,
+        in_flight_wait=settings.redis.pool_timeout,
+        replica_acks=settings.redis.replica_acks,
+        replica_ack_timeout=settings.redis.replica_ack_timeout,
     )
 
 
@@ -81,6 +85,7 @@ async def serve_api(
     stop = stop or asyncio.Event()
     install_stop_handlers(stop)
     redis = connect(settings.redis)
+    await warm_up(redis, settings.redis)
     store = make_store(settings, redis)
     app = create_app(settings, store)
     runner = SrmAppRunner(
@@ -196,6 +201,7 @@ def run_companion(settings: Settings, companion: Companion) -> None:
         stop = asyncio.Event()
         install_stop_handlers(stop)
         redis = connect(settings.redis)
+        await warm_up(redis, settings.redis)
         try:
             await companion(settings, make_store(settings, redis), stop)
         finally:

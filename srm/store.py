@@ -9,12 +9,14 @@ slow, loading or failing over raises :class:`StoreUnavailable` (SRM-0008) within
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from redis import exceptions as rx
@@ -61,26 +63,54 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 _UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
-_REDIS_FAILURES: tuple[type[BaseException], ...] = (rx.RedisError, *_UNAVAILABLE)
+# AttributeError and TypeError: redis-py leaks these from a connection whose transport
+# closed under it (see _domain_error); the others are Redis failures proper.
+_REDIS_FAILURES: tuple[type[BaseException], ...] = (
+    rx.RedisError,
+    *_UNAVAILABLE,
+    AttributeError,
+    TypeError,
+)
 
 
-def _domain_error(operation: str, exc: BaseException) -> SrmError:
-    """The domain error for a failed Redis call, counted under *operation*: unavailable
-    (retry later) or a bug."""
-    error: SrmError
-    if isinstance(exc, rx.ResponseError):
-        if str(exc).startswith(_UNAVAILABLE_PREFIXES):
-            error = StoreUnavailable(str(exc))
-        else:
-            log.error("redis rejected a call: %s", exc)
-            error = InternalError(str(exc))
-    elif isinstance(exc, _UNAVAILABLE):
-        error = StoreUnavailable(type(exc).__name__)
-    else:
-        log.error("redis error: %r", exc)
-        error = InternalError(repr(exc))
+def _failed(operation: str, error: SrmError) -> SrmError:
     metrics.store_error(operation, error.code)
     return error
+
+
+def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
+    """The domain error for a failed Redis call, counted under *operation*: unavailable
+    (retry later) or a bug; None when *exc* is not a Redis failure (re-raise it)."""
+    if isinstance(exc, rx.ResponseError):
+        # redis-py strips the prefix of the errors it types (ClusterDownError is "The
+        # cluster is down"; TryAgainError, MasterDownError...): check the type as well
+        if isinstance(exc, _UNAVAILABLE) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
+            return _failed(operation, StoreUnavailable(str(exc)))
+        log.error("redis rejected a call: %s", exc)
+        return _failed(operation, InternalError(str(exc)))
+    if isinstance(exc, _UNAVAILABLE):
+        return _failed(operation, StoreUnavailable(type(exc).__name__))
+    if isinstance(exc, rx.RedisError):
+        log.error("redis error: %r", exc)
+        return _failed(operation, InternalError(repr(exc)))
+    # AttributeError/TypeError from a connection whose transport closed under it (a peer
+    # reset, or the cluster client closing connections while it re-reads the slot map;
+    # redis/redis-py#4287): a connection error, not a bug of ours. Raised elsewhere: a bug.
+    if not _raised_in_client(exc):
+        return None
+    log.warning("redis client failed on a closed connection: %r", exc)
+    return _failed(operation, StoreUnavailable(type(exc).__name__))
+
+
+def _raised_in_client(exc: BaseException) -> bool:
+    """Whether *exc* was raised inside redis-py or asyncio's transports (not in SRM code)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).parts
+    return "redis" in path or "asyncio" in path
 
 
 def wall_clock_ms() -> int:
@@ -128,6 +158,10 @@ class SessionStore:
         *,
         clock: Clock = wall_clock_ms,
         deadline: float = 2.0,
+        max_in_flight: int = 0,
+        in_flight_wait: float = 0.5,
+        replica_acks: int = 0,
+        replica_ack_timeout: float = 0.5,
     ) -> None:
         self.redis = redis
         self.keys = keyspace
@@ -138,7 +172,18 @@ class SessionStore:
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
         self._policy_name = "evict" if policy.evict else "deny"
-        self._pipeline = AutoPipeline(redis, deadline)
+        # At most max_in_flight calls use the client at once; a call waits in_flight_wait for
+        # its turn, then fails with SRM-0008. Each call holds at most one connection per node,
+        # so no node's pool can overflow: the blocking-pool behaviour redis-py's cluster
+        # client lacks (it raises "Too many connections" at once). 0 disables the gate.
+        self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight > 0 else None
+        self._gate_wait = in_flight_wait
+        self.replica_acks = replica_acks
+        self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
+        # Script calls of one event-loop turn share one pipeline write; a batch passes the
+        # gate as one call (it holds at most one connection per node). With replica acks
+        # every call needs its own WAIT, so those calls go one by one (_run_replicated).
+        self._pipeline = AutoPipeline(redis, deadline, gate=self._gate, gate_wait=in_flight_wait)
 
     # -- the boundary ------------------------------------------------------------------------
 
@@ -147,24 +192,74 @@ class SessionStore:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.deadline):
-                return await call
+                if self._gate is None:
+                    return await call
+                async with asyncio.timeout(self._gate_wait):
+                    await self._gate.acquire()
+                try:
+                    return await call
+                finally:
+                    self._gate.release()
         except _REDIS_FAILURES as exc:
-            raise _domain_error(operation, exc) from exc
+            error = _domain_error(operation, exc)
+            if error is None:
+                raise
+            raise error from exc
         finally:
             metrics.store_call(operation, time.perf_counter() - started)
+            if inspect.iscoroutine(call):
+                call.close()  # never started (no turn at the gate): no "never awaited" warning
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """One script call, sent with the other calls of this event-loop turn (autopipeline).
 
         The batch it travels in is bounded by the deadline, so no timer of its own is needed.
         """
+        if self.replica_acks:
+            return await self._guard(name, self._run_replicated(name, keys, args))
         started = time.perf_counter()
         try:
             return await self._pipeline.call(self._scripts[name], keys, args)
         except _REDIS_FAILURES as exc:
-            raise _domain_error(name, exc) from exc
+            error = _domain_error(name, exc)
+            if error is None:
+                raise
+            raise error from exc
         finally:
             metrics.store_call(name, time.perf_counter() - started)
+
+    async def _run_replicated(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script, then WAIT for replicas on the same connection, in one round trip.
+
+        Redis replicates asynchronously: a change acknowledged by a master that dies before
+        its replicas have it is lost in the failover. WAIT must follow the script on the
+        connection that ran it (it waits for that connection's last write), hence one
+        pipeline; on a Cluster it is sent to the node that owns the keys. Too few replicas
+        in time: SRM-0008, the outcome is unknown, as after any lost reply.
+        """
+        script = self._scripts[name]
+        try:
+            result, acked = await self._script_then_wait(script, keys, args)
+        except rx.NoScriptError:  # a new or restarted master: load it there, then once more
+            await self.redis.script_load(script.script)
+            result, acked = await self._script_then_wait(script, keys, args)
+        if int(acked) < self.replica_acks:
+            raise _failed(
+                name, StoreUnavailable(f"{acked} of {self.replica_acks} replicas acknowledged")
+            )
+        return result
+
+    async def _script_then_wait(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        wait = ("WAIT", self.replica_acks, self._ack_timeout_ms)
+        if hasattr(self.redis, "get_node_from_key"):  # RedisCluster: WAIT on the keys' node
+            pipe.execute_command(*wait, target_nodes=self.redis.get_node_from_key(keys[0]))
+        else:
+            pipe.execute_command(*wait)
+        return list(await pipe.execute())
 
     # -- client operations -------------------------------------------------------------------
 

@@ -1,19 +1,35 @@
-"""Fixtures: a real redis-server per test session, fakeredis, a store with a settable clock."""
+"""Fixtures: real Redis topologies per test session, fakeredis, a store with a settable clock.
+
+The session starts, on free ports and only when a test asks for them: a standalone
+redis-server, a 3-master Redis Cluster and a Sentinel group (master, replica, sentinel).
+``redis_client`` (and so ``store`` and ``client``) is parametrized over the three topologies,
+built by ``srm.connection.connect`` from their URLs as in production, plus fakeredis.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import fakeredis
 import pytest
-import redis.asyncio as aioredis
 
 from srm import keys as k
+from srm.config import RedisSettings
+from srm.connection import connect
 from srm.model import Policy
 from srm.store import SessionStore
 from tests import invariants
-from tests.redis_servers import RedisProcess, redis_process
+from tests.redis_servers import (
+    RedisCluster,
+    RedisProcess,
+    SentinelGroup,
+    other_redis_build,
+    redis_cluster,
+    redis_process,
+    sentinel_group,
+)
 
 T0 = 1_800_000_000_000  # the tests' epoch, in ms
 
@@ -37,18 +53,68 @@ def redis_server() -> Iterator[RedisProcess]:
         yield server
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
-async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """An empty store backend: the real redis-server, then fakeredis (fast loop)."""
-    if request.param == "redis":
+@pytest.fixture(scope="session")
+def cluster_servers() -> Iterator[RedisCluster]:
+    with redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def sentinel_servers() -> Iterator[SentinelGroup]:
+    with sentinel_group() as group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def other_build_server() -> Iterator[RedisProcess]:
+    """A standalone server of the other Redis major version (see other_redis_build)."""
+    with redis_process(binary=other_redis_build()) as server:
+        yield server
+
+
+TOPOLOGIES = ("standalone", "sentinel", "cluster")
+# The store's own tests also run on the other Redis build when there is one (6.2 vs 7.x).
+OTHER_BUILDS = ("standalone-other-build",) if other_redis_build() else ()
+
+
+def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
+    """The SRM_REDIS_URL of a real topology, started on first use."""
+    if topology == "standalone":
         server: RedisProcess = request.getfixturevalue("redis_server")
-        client = aioredis.Redis.from_url(server.url, decode_responses=True)
-        await client.flushall()
-    else:
+        return server.url
+    if topology == "standalone-other-build":
+        other: RedisProcess = request.getfixturevalue("other_build_server")
+        return other.url
+    if topology == "sentinel":
+        group: SentinelGroup = request.getfixturevalue("sentinel_servers")
+        return group.url
+    cluster: RedisCluster = request.getfixturevalue("cluster_servers")
+    return cluster.url
+
+
+@contextlib.asynccontextmanager
+async def open_backend(request: pytest.FixtureRequest, name: str) -> AsyncIterator[Any]:
+    """An emptied client of backend *name*: a real topology, or fakeredis."""
+    if name == "fakeredis":
         client = fakeredis.FakeAsyncRedis(decode_responses=True)
-        await client.flushall()
-    yield client
-    await client.aclose()
+    else:
+        client = connect(RedisSettings(url=topology_url(request, name)))
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=[*TOPOLOGIES, "fakeredis"])
+async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """An empty store backend: each real topology, then fakeredis (fast loop).
+
+    A test module may narrow or widen the backends by defining its own ``redis_client``
+    with other params around :func:`open_backend`.
+    """
+    async with open_backend(request, request.param) as client:
+        yield client
 
 
 @pytest.fixture
@@ -79,7 +145,7 @@ async def store(
     redis_client: Any, keyspace: k.Keys, policy: Policy, clock: Clock
 ) -> AsyncIterator[SessionStore]:
     """A store on each backend; after the test, the invariants must hold."""
-    s = SessionStore(redis_client, keyspace, policy, clock=clock)
+    s = SessionStore(redis_client, keyspace, policy, clock=clock, max_in_flight=64)
     yield s
     await invariants.check(redis_client, keyspace)
 

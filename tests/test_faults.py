@@ -17,9 +17,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from srm import keys as k
+from srm.config import RedisSettings
+from srm.connection import connect
 from srm.errors import SessionNotFound
 from srm.model import EndReason, Policy, State
 from srm.store import SessionStore
@@ -120,7 +121,7 @@ async def run_load(
 
 async def verify(url: str, ledger: Ledger, *, durable: bool = True) -> None:
     """After the fault: invariants hold, acknowledged work stuck, and all can be removed."""
-    redis = aioredis.Redis.from_url(url, decode_responses=True)
+    redis = connect(RedisSettings(url=url))  # any topology's URL
     keyspace = k.Keys(SHARDS)
     try:
         await invariants.check(redis, keyspace)

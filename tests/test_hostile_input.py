@@ -17,7 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from srm.api.app import create_app
 from srm.api.protocol import SrmAppRunner
 from srm.store import SessionStore
-from tests.conftest import SECRET, auth, token
+from tests.conftest import SECRET, auth, open_backend, token
+
+
+@pytest.fixture(params=["standalone"])
+async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Hostile input tests the HTTP layer: one real backend is enough."""
+    async with open_backend(request, request.param) as client:
+        yield client
+
 
 SETUP = b'{"content": {"contentID": "100001V3D", "contentType": "COD"}}'
 

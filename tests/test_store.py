@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,14 @@ from srm import keys as k
 from srm.errors import InternalError, LimitReached, SessionNotFound
 from srm.model import EndReason, NewSession, Policy, State
 from srm.store import EndOutcome, SessionStore
-from tests.conftest import Clock
+from tests.conftest import OTHER_BUILDS, TOPOLOGIES, Clock, open_backend
+
+
+@pytest.fixture(params=[*TOPOLOGIES, *OTHER_BUILDS, "fakeredis"])
+async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The store's scripts on every topology, and on both Redis 6.2 and 7.x when available."""
+    async with open_backend(request, request.param) as client:
+        yield client
 
 
 def new(account: str = "acct-1", device: str = "dev-1", sid: str | None = None) -> NewSession:
