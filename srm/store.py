@@ -12,7 +12,8 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
@@ -187,19 +188,14 @@ class SessionStore:
 
     # -- the boundary ------------------------------------------------------------------------
 
-    async def _guard(self, operation: str, call: Awaitable[T]) -> T:
-        """Await one store call within the deadline; timed and counted under *operation*."""
+    @staticmethod
+    @contextmanager
+    def _boundary(operation: str) -> Iterator[None]:
+        """Time and count one store call under *operation*; Redis failures become domain
+        errors (SRM-0008 or SRM-0001) here, the one place they are translated."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.deadline):
-                if self._gate is None:
-                    return await call
-                async with asyncio.timeout(self._gate_wait):
-                    await self._gate.acquire()
-                try:
-                    return await call
-                finally:
-                    self._gate.release()
+            yield
         except _REDIS_FAILURES as exc:
             error = _domain_error(operation, exc)
             if error is None:
@@ -207,6 +203,21 @@ class SessionStore:
             raise error from exc
         finally:
             metrics.store_call(operation, time.perf_counter() - started)
+
+    async def _guard(self, operation: str, call: Awaitable[T]) -> T:
+        """Await one store call within the deadline, through the in-flight gate."""
+        try:
+            with self._boundary(operation):
+                async with asyncio.timeout(self.deadline):
+                    if self._gate is None:
+                        return await call
+                    async with asyncio.timeout(self._gate_wait):
+                        await self._gate.acquire()
+                    try:
+                        return await call
+                    finally:
+                        self._gate.release()
+        finally:
             if inspect.iscoroutine(call):
                 call.close()  # never started (no turn at the gate): no "never awaited" warning
 
@@ -217,16 +228,8 @@ class SessionStore:
         """
         if self.replica_acks:
             return await self._guard(name, self._run_replicated(name, keys, args))
-        started = time.perf_counter()
-        try:
+        with self._boundary(name):
             return await self._pipeline.call(self._scripts[name], keys, args)
-        except _REDIS_FAILURES as exc:
-            error = _domain_error(name, exc)
-            if error is None:
-                raise
-            raise error from exc
-        finally:
-            metrics.store_call(name, time.perf_counter() - started)
 
     async def _run_replicated(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script, then WAIT for replicas on the same connection, in one round trip.
