@@ -279,3 +279,20 @@ async def test_operator_endpoints(client: Any) -> None:
 async def test_health_and_ready(client: Any) -> None:
     assert (await client.get("/health")).status == 200
     assert (await client.get("/ready")).status == 200
+
+
+async def test_short_operator_keys_work_with_a_warning(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from srm.api.app import create_app
+    from srm.config import load
+
+    settings = load(env={"SRM_AUTH_SECRET": SECRET, "SRM_OPERATOR_KEYS": "op-1,op-2"})
+    assert "shorter than 16" in caplog.text
+    async with TestClient(TestServer(create_app(settings, store))) as c:
+        ok = await c.get("/srm/v1/accounts/a/limit", headers={"Authorization": "Bearer op-2"})
+        assert ok.status == 200
+        bad = await c.get("/srm/v1/accounts/a/limit", headers={"Authorization": "Bearer op-3"})
+        await expect_error(bad, 403, "SRM-0006")
