@@ -296,3 +296,26 @@ async def test_short_operator_keys_work_with_a_warning(
         assert ok.status == 200
         bad = await c.get("/srm/v1/accounts/a/limit", headers={"Authorization": "Bearer op-3"})
         await expect_error(bad, 403, "SRM-0006")
+
+
+async def test_keep_alive_disabled_omits_the_timeout(redis_client: Any, clock: Clock) -> None:
+    """SRM_SESSION_TIMEOUT=0: no `timeout` in the setup answer, no expiry, keep-alive still 200."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from srm.api.app import create_app
+    from srm.config import load
+    from srm.keys import Keys
+    from srm.server import policy
+    from srm.store import SessionStore
+
+    settings = load(env={"SRM_AUTH_SECRET": SECRET, "SRM_SESSION_TIMEOUT": "0"})
+    store = SessionStore(redis_client, Keys(16), policy(settings), clock=clock)
+    async with TestClient(TestServer(create_app(settings, store))) as c:
+        answer = await (await c.post("/srm/sessions", json=SETUP, headers=auth())).json()
+        assert set(answer["successResponse"]) == {"sessionId"}
+        sid = answer["successResponse"]["sessionId"]
+        clock.advance(10 * 86400)
+        assert (await c.put(f"/srm/sessions/{sid}", headers=auth())).status == 200
+        got = await (await c.get(f"/srm/sessions/{sid}", headers=auth())).json()
+        assert got["state"] == "ACTIVE"
+        assert got["expiresAt"] is None
