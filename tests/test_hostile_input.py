@@ -301,3 +301,9 @@ async def test_unknown_session_of_a_uuid_shape_is_404(live: Live) -> None:
     assert_error(
         await live.request("PUT", f"/srm/sessions/{uuid.uuid4()}", auth()), 404, "SRM-0004"
     )
+
+
+async def test_request_line_over_8_kib_is_431(live: Live, store: SessionStore) -> None:
+    answer = await live.request("GET", "/srm/sessions/" + "a" * 9000, auth())
+    assert_error(answer, 431, "SRM-0009")
+    assert await snapshot(store.redis) == {}
