@@ -137,6 +137,7 @@ async def test_other_accounts_session_is_404_and_untouched(client: Any) -> None:
         b'{"content": {"contentID": ""}}',
         b'{"content": {"contentID": "   "}}',
         b'{"content": {"contentID": 7}}',
+        b'{"content": {"contentID": "a"}}',
         b'{"content": {"contentID": "a", "contentType": "VOD"}}',
         b'{"content": {"contentID": "a", "contentType": null}}',
         b'{"content": {"contentID": "a", "contentType": 1}}',
@@ -152,11 +153,15 @@ async def test_malformed_setup_is_400(client: Any, body: bytes) -> None:
     assert listing["sessions"] == []
 
 
-async def test_content_type_defaults_to_the_first_configured(client: Any) -> None:
-    resp = await client.post("/srm/sessions", json={"content": {"contentID": "x"}}, headers=auth())
-    sid = (await resp.json())["successResponse"]["sessionId"]
-    got = await (await client.get(f"/srm/sessions/{sid}", headers=auth())).json()
-    assert got["contentType"] == "COD"
+async def test_every_configured_content_type_is_accepted(client: Any) -> None:
+    for content_type in ("COD", "LIVE", "TSTV", "NPVR"):
+        body = {"content": {"contentID": "x", "contentType": content_type}}
+        resp = await client.post("/srm/sessions", json=body, headers=auth(f"acct-{content_type}"))
+        sid = (await resp.json())["successResponse"]["sessionId"]
+        got = await (
+            await client.get(f"/srm/sessions/{sid}", headers=auth(f"acct-{content_type}"))
+        ).json()
+        assert got["contentType"] == content_type
 
 
 @pytest.mark.parametrize(
@@ -319,3 +324,19 @@ async def test_keep_alive_disabled_omits_the_timeout(redis_client: Any, clock: C
         got = await (await c.get(f"/srm/sessions/{sid}", headers=auth())).json()
         assert got["state"] == "ACTIVE"
         assert got["expiresAt"] is None
+
+
+async def test_oversized_body_is_413_before_authentication(client: Any) -> None:
+    body = b'{"content": {"contentID": "' + b"x" * 70_000 + b'"}}'
+    await expect_error(await client.post("/srm/sessions", data=body), 413, "SRM-0009")
+
+
+async def test_operator_paths_reach_account_ids_with_braces(client: Any) -> None:
+    for account in ("{x}", "a}b{c", "x:y"):
+        sid = await setup_session(client, account=account)
+        encoded = account.replace("{", "%7B").replace("}", "%7D")
+        resp = await client.get(f"/srm/v1/accounts/{encoded}/sessions", headers=OPERATOR)
+        assert resp.status == 200, await resp.text()
+        assert [s["sessionId"] for s in (await resp.json())["sessions"]] == [sid]
+        resp = await client.delete(f"/srm/v1/accounts/{encoded}/sessions/{sid}", headers=OPERATOR)
+        assert resp.status == 200

@@ -19,34 +19,40 @@ from srm.errors import TooLarge
 from srm.store import SessionStore
 
 PREFIXES = ("/srm", "/srm/v1")
+# Path ids may hold any character but "/": aiohttp's default pattern also refuses "{" and "}",
+# which account ids may contain (keys.py keeps them harmless).
+SID = "{sessionId:[^/]+}"
+ACCT = "{accountId:[^/]+}"
 
 
 def routes() -> Iterable[web.RouteDef]:
     for p in PREFIXES:
         yield web.post(f"{p}/sessions", h.setup)
         yield web.get(f"{p}/sessions", h.list_own, allow_head=False)
-        yield web.get(f"{p}/sessions/{{sessionId}}", h.get_own, allow_head=False)
-        yield web.put(f"{p}/sessions/{{sessionId}}", h.keep_alive)
-        yield web.delete(f"{p}/sessions/{{sessionId}}", h.teardown)
-        yield web.get(f"{p}/accounts/{{accountId}}/sessions", h.list_account, allow_head=False)
-        yield web.delete(f"{p}/accounts/{{accountId}}/sessions", h.end_account_sessions)
-        yield web.delete(
-            f"{p}/accounts/{{accountId}}/sessions/{{sessionId}}", h.end_account_session
-        )
-        yield web.get(f"{p}/accounts/{{accountId}}/limit", h.get_limit, allow_head=False)
-        yield web.put(f"{p}/accounts/{{accountId}}/limit", h.put_limit)
-        yield web.delete(f"{p}/accounts/{{accountId}}/limit", h.delete_limit)
+        yield web.get(f"{p}/sessions/{SID}", h.get_own, allow_head=False)
+        yield web.put(f"{p}/sessions/{SID}", h.keep_alive)
+        yield web.delete(f"{p}/sessions/{SID}", h.teardown)
+        yield web.get(f"{p}/accounts/{ACCT}/sessions", h.list_account, allow_head=False)
+        yield web.delete(f"{p}/accounts/{ACCT}/sessions", h.end_account_sessions)
+        yield web.delete(f"{p}/accounts/{ACCT}/sessions/{SID}", h.end_account_session)
+        yield web.get(f"{p}/accounts/{ACCT}/limit", h.get_limit, allow_head=False)
+        yield web.put(f"{p}/accounts/{ACCT}/limit", h.put_limit)
+        yield web.delete(f"{p}/accounts/{ACCT}/limit", h.delete_limit)
         yield web.get(f"{p}/openapi.json", h.openapi, allow_head=False)
     yield web.get("/health", h.health, allow_head=False)
     yield web.get("/ready", h.ready, allow_head=False)
     yield web.get("/metrics", h.metrics, allow_head=False)
 
 
-def header_limit(max_bytes: int) -> Middleware:
-    """431 when the request line plus header block exceed *max_bytes* in total."""
+def header_limit(max_bytes: int, max_body_bytes: int) -> Middleware:
+    """431 when the request line plus header block exceed *max_bytes* in total; 413 when the
+    announced body exceeds *max_body_bytes*, before anything else looks at the request."""
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_body_bytes:
+            raise TooLarge("request body too large")
         size = len(request.method) + len(request.raw_path) + 12
         for name, value in request.raw_headers:
             size += len(name) + len(value) + 4
@@ -63,7 +69,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         middlewares=[
             observe,
             make_error_middleware(settings.sessions.deny_status),
-            header_limit(settings.server.max_header_bytes),
+            header_limit(settings.server.max_header_bytes, settings.server.max_body_bytes),
         ],
         client_max_size=settings.server.max_body_bytes,
         handler_args={

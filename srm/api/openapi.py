@@ -93,7 +93,7 @@ def _schemas(settings: Settings) -> Json:
             "properties": {
                 "content": {
                     "type": "object",
-                    "required": ["contentID"],
+                    "required": ["contentID", "contentType"],
                     "properties": {
                         "contentID": {
                             "type": "string",

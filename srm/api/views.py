@@ -43,7 +43,7 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 
 def setup_request(body: bytes, content_types: tuple[str, ...]) -> tuple[str, str]:
-    """(contentID, contentType) of a setup body; contentType defaults to the first type."""
+    """(contentID, contentType) of a setup body; both are mandatory, as in the SRM."""
     content = json_object(body).get("content")
     if not isinstance(content, dict):
         raise MalformedRequest("content must be an object")
@@ -52,7 +52,7 @@ def setup_request(body: bytes, content_types: tuple[str, ...]) -> tuple[str, str
         raise MalformedRequest("content.contentID is missing or empty")
     if len(content_id) > MAX_CONTENT_ID_LENGTH:
         raise MalformedRequest("content.contentID is longer than 256 characters")
-    content_type = content.get("contentType", content_types[0])
+    content_type = content.get("contentType")
     if not isinstance(content_type, str) or content_type not in content_types:
         raise MalformedRequest(f"content.contentType must be one of {', '.join(content_types)}")
     return content_id, content_type
