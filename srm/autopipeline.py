@@ -172,8 +172,3 @@ class AutoPipeline:
             await conn.disconnect()
             raise
         return replies
-
-    async def drain(self) -> None:
-        """Wait for the batches in flight (used when closing)."""
-        if self._sending:
-            await asyncio.wait(list(self._sending))

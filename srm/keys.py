@@ -96,13 +96,6 @@ class Keys:
     def heartbeat(self, reaper_id: str) -> str:
         return f"{self.prefix}:reaper:heartbeat:{reaper_id}"
 
-    def heartbeat_pattern(self) -> str:
-        return f"{self.prefix}:reaper:heartbeat:*"
-
-    def account_pattern(self, shard: int) -> str:
-        """SCAN pattern of the counters and active sets of one shard (audit only)."""
-        return f"{self.tag(shard)}:acct:*"
-
     def all_accounts_pattern(self) -> str:
         """SCAN pattern of the account keys of every shard (audit only: one walk for all)."""
         return f"{self.prefix}:{{s*}}:acct:*"

@@ -63,12 +63,18 @@ async def test_evict_policy_with_a_zero_limit_still_denies(evict_client: Any) ->
     await expect_error(resp, 200, "SRM-0005", "DENIED")
 
 
-async def test_deny_status_is_configurable(settings: Any, store: SessionStore) -> None:
-    async for client in _client(settings.replace("sessions", deny_status=409), store):
+@pytest.mark.parametrize("status", [200, 409])
+async def test_denial_answers_the_configured_status(
+    settings: Any, store: SessionStore, status: int
+) -> None:
+    """200 by default, as the SRM does; sessions.deny_status changes it (e.g. 409)."""
+    if status != 200:
+        settings = settings.replace("sessions", deny_status=status)
+    async for client in _client(settings, store):
         for _ in range(3):
             await setup_session(client)
         resp = await client.post("/srm/sessions", json=SETUP, headers=auth())
-        await expect_error(resp, 409, "SRM-0005", "DENIED")
+        await expect_error(resp, status, "SRM-0005", "DENIED")
 
 
 async def test_a_zero_limit_allows_no_session(client: Any) -> None:

@@ -85,7 +85,6 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         operators=OperatorKeys(settings.operator.keys),
         timeout=settings.sessions.timeout,
         content_types=settings.sessions.content_types,
-        max_body_bytes=settings.server.max_body_bytes,
         body_timeout=settings.server.body_timeout,
         openapi=openapi.document_bytes(settings, PREFIXES),
     )
