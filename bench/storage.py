@@ -19,7 +19,7 @@ from srm.config import Settings, load
 from srm.connection import connect
 from srm.keys import Keys
 from srm.model import EndReason, NewSession
-from srm.server import make_store
+from srm.process import make_store
 from srm.store import SessionStore, wall_clock_ms
 
 FILL_CONCURRENCY = 512

@@ -45,17 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
-        from srm import sidecar
+        from srm.reaper import sidecar
         from srm.server import serve
 
         # The embedded default is the one-command setup: it runs the reaper itself.
         return serve(settings, companion=None if settings.redis.url else sidecar.companion)
     if args.command == "reaper":
         if args.check:
-            from srm.liveness import check
+            from srm.reaper.health import check
 
             return check(settings)
-        from srm.sidecar import run
+        from srm.reaper.sidecar import run
 
         return run(settings)
     if args.command == "token":

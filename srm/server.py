@@ -7,12 +7,10 @@ and exit 0. With ``redis.url`` unset, the embedded redis-server is started first
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import signal
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -24,54 +22,11 @@ from srm.api.protocol import SrmAppRunner
 from srm.config import Settings, require_auth_key
 from srm.connection import connect, warm_up
 from srm.embedded import EmbeddedRedis
-from srm.keys import Keys
 from srm.metrics import SharedMetricsDir
-from srm.model import Policy
-from srm.store import SessionStore
+from srm.process import install_stop_handlers, make_store, run_loop
+from srm.reaper.sidecar import Companion, run_companion
 
 log = logging.getLogger("srm.server")
-
-# Extra work a serving process runs beside the API (the embedded reaper), given the store
-# and the stop event; set by the CLI.
-Companion = Callable[[Settings, SessionStore, asyncio.Event], Coroutine[Any, Any, None]]
-
-
-def policy(settings: Settings) -> Policy:
-    s = settings.sessions
-    return Policy(
-        timeout_ms=s.timeout * 1000,
-        max_sessions=s.max_sessions,
-        retention_ms=s.ended_retention * 1000,
-        evict=s.limit_policy == "evict",
-    )
-
-
-def make_store(settings: Settings, redis: Any) -> SessionStore:
-    return SessionStore(
-        redis,
-        Keys(settings.redis.shards),
-        policy(settings),
-        deadline=settings.redis.request_deadline,
-        max_in_flight=settings.redis.pool_size,
-        in_flight_wait=settings.redis.pool_timeout,
-        replica_acks=settings.redis.replica_acks,
-        replica_ack_timeout=settings.redis.replica_ack_timeout,
-    )
-
-
-def install_stop_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 async def serve_api(
@@ -191,21 +146,3 @@ def _start(ctx: Any, settings: Settings) -> Any:
     proc = ctx.Process(target=_worker, args=(settings,), daemon=False)
     proc.start()
     return proc
-
-
-def run_companion(settings: Settings, companion: Companion) -> None:
-    """Run *companion* alone in this process (its own Redis client) until SIGTERM/SIGINT."""
-    logs.setup(settings.logging.level, logs.secrets_of(settings))
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_handlers(stop)
-        redis = connect(settings.redis)
-        await warm_up(redis, settings.redis)
-        try:
-            await companion(settings, make_store(settings, redis), stop)
-        finally:
-            with contextlib.suppress(Exception):
-                await redis.aclose()
-
-    run_loop(main())

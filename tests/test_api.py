@@ -303,7 +303,7 @@ async def test_keep_alive_disabled_omits_the_timeout(redis_client: Any, clock: C
     from srm.api.app import create_app
     from srm.config import load
     from srm.keys import Keys
-    from srm.server import policy
+    from srm.process import policy
     from srm.store import SessionStore
 
     settings = load(env={"SRM_AUTH_SECRET": SECRET, "SRM_SESSION_TIMEOUT": "0"})

@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from srm.api.app import create_app
 from srm.connection import connect
-from srm.server import make_store
+from srm.process import make_store
 from tests.conftest import OPERATOR, SECRET, auth
 from tests.processes import SrmProcess, srm_env, start_srm, wait_ready
 from tests.redis_servers import RedisProcess, debug_command_args, free_port, redis_process

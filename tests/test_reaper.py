@@ -15,10 +15,10 @@ from redis import exceptions as rx
 
 from srm.config import ConfigError, ReaperSettings, load
 from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
-from srm.liveness import reaper_id
 from srm.model import EndReason, State
-from srm.reaper import Reaper, ReaperMetrics
-from srm.sidecar import companion, serve_metrics
+from srm.reaper.core import Reaper, ReaperMetrics
+from srm.reaper.health import reaper_id
+from srm.reaper.sidecar import companion, serve_metrics
 from srm.store import EndOutcome, SessionStore
 from tests.conftest import Clock
 from tests.keyspace import mentioned_ids

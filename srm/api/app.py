@@ -11,7 +11,7 @@ from aiohttp.typedefs import Handler, Middleware
 from srm.api import handlers as h
 from srm.api import openapi
 from srm.api.errors import make_error_middleware
-from srm.api.handlers import SERVICE, Service
+from srm.api.handlers import DEPS, Deps
 from srm.api.observability import observe
 from srm.auth import OperatorKeys, TokenVerifier
 from srm.config import Settings
@@ -79,7 +79,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
             "keepalive_timeout": settings.server.keepalive_timeout,
         },
     )
-    service = Service(
+    service = Deps(
         store=store,
         verifier=TokenVerifier(settings.auth),
         operators=OperatorKeys(settings.operator.keys),
@@ -88,13 +88,13 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         body_timeout=settings.server.body_timeout,
         openapi=openapi.document_bytes(settings, PREFIXES),
     )
-    app[SERVICE] = service
+    app[DEPS] = service
     app.add_routes(list(routes()))
     app.on_shutdown.append(_finish_background)
     return app
 
 
 async def _finish_background(app: web.Application) -> None:
-    pending = list(app[SERVICE].background)
+    pending = list(app[DEPS].background)
     if pending:
         await asyncio.wait(pending, timeout=5)

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from srm import metrics as srm_metrics
-from srm.api import views
+from srm.api import bodies
 from srm.auth import OperatorKeys, Principal, TokenVerifier
 from srm.errors import MalformedRequest, SrmError, StoreUnavailable, Unauthenticated
 from srm.model import EndReason, NewSession
@@ -24,8 +24,8 @@ ABORT_ATTEMPTS = 5
 
 
 @dataclass
-class Service:
-    """What the handlers need; stored on the app under SERVICE."""
+class Deps:
+    """What the handlers need; stored on the app under DEPS."""
 
     store: SessionStore
     verifier: TokenVerifier
@@ -78,7 +78,7 @@ class Service:
         log.warning("could not undo setup %s; it lapses with its keep-alive", session_id)
 
 
-SERVICE = web.AppKey("service", Service)
+DEPS = web.AppKey("service", Deps)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -99,96 +99,96 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 
 async def setup(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    principal = svc.client(request)
-    content_id, content_type = views.setup_request(await svc.body(request), svc.content_types)
+    deps = request.app[DEPS]
+    principal = deps.client(request)
+    content_id, content_type = bodies.setup_request(await deps.body(request), deps.content_types)
     sid = str(uuid.uuid4())
     new = NewSession(sid, principal.account_id, principal.device_id, content_id, content_type)
     try:
-        await svc.store.setup(new)
+        await deps.store.setup(new)
     except StoreUnavailable:
-        svc.abort_later(principal.account_id, sid)
+        deps.abort_later(principal.account_id, sid)
         raise
-    return _json(views.setup_success(sid, svc.timeout))
+    return _json(bodies.setup_success(sid, deps.timeout))
 
 
 async def keep_alive(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    principal = svc.client(request)
-    sid = views.session_id(request.match_info["sessionId"])
-    await svc.store.keep_alive(principal.account_id, sid)
+    deps = request.app[DEPS]
+    principal = deps.client(request)
+    sid = bodies.session_id(request.match_info["sessionId"])
+    await deps.store.keep_alive(principal.account_id, sid)
     return web.Response()
 
 
 async def teardown(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    principal = svc.client(request)
-    sid = views.session_id(request.match_info["sessionId"])
-    await svc.store.end(principal.account_id, sid, EndReason.TEARDOWN)
+    deps = request.app[DEPS]
+    principal = deps.client(request)
+    sid = bodies.session_id(request.match_info["sessionId"])
+    await deps.store.end(principal.account_id, sid, EndReason.TEARDOWN)
     return web.Response()
 
 
 async def list_own(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    principal = svc.client(request)
-    return _json(views.session_list(await svc.store.account_sessions(principal.account_id)))
+    deps = request.app[DEPS]
+    principal = deps.client(request)
+    return _json(bodies.session_list(await deps.store.account_sessions(principal.account_id)))
 
 
 async def get_own(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    principal = svc.client(request)
-    sid = views.session_id(request.match_info["sessionId"])
-    session = await svc.store.get(principal.account_id, sid)
-    return _json(orjson.dumps(views.session(session)))
+    deps = request.app[DEPS]
+    principal = deps.client(request)
+    sid = bodies.session_id(request.match_info["sessionId"])
+    session = await deps.store.get(principal.account_id, sid)
+    return _json(orjson.dumps(bodies.session(session)))
 
 
 # -- operator ----------------------------------------------------------------------------
 
 
 async def list_account(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    svc.operator(request)
-    account = views.account_id(request.match_info["accountId"])
-    return _json(views.session_list(await svc.store.account_sessions(account)))
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    return _json(bodies.session_list(await deps.store.account_sessions(account)))
 
 
 async def end_account_session(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    svc.operator(request)
-    account = views.account_id(request.match_info["accountId"])
-    sid = views.session_id(request.match_info["sessionId"])
-    await svc.store.end(account, sid, EndReason.OPERATOR)
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    sid = bodies.session_id(request.match_info["sessionId"])
+    await deps.store.end(account, sid, EndReason.OPERATOR)
     return web.Response()
 
 
 async def end_account_sessions(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    svc.operator(request)
-    account = views.account_id(request.match_info["accountId"])
-    ended = await svc.store.end_all(account, EndReason.OPERATOR)
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    ended = await deps.store.end_all(account, EndReason.OPERATOR)
     return _json(orjson.dumps({"ended": ended}))
 
 
 async def get_limit(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    svc.operator(request)
-    account = views.account_id(request.match_info["accountId"])
-    return _json(views.limit(await svc.store.get_limit(account)))
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    return _json(bodies.limit(await deps.store.get_limit(account)))
 
 
 async def put_limit(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    svc.operator(request)
-    account = views.account_id(request.match_info["accountId"])
-    value = views.limit_request(await svc.body(request))
-    return _json(views.limit(await svc.store.set_limit(account, value)))
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    value = bodies.limit_request(await deps.body(request))
+    return _json(bodies.limit(await deps.store.set_limit(account, value)))
 
 
 async def delete_limit(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
-    svc.operator(request)
-    account = views.account_id(request.match_info["accountId"])
-    return _json(views.limit(await svc.store.clear_limit(account)))
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    return _json(bodies.limit(await deps.store.clear_limit(account)))
 
 
 # -- service -----------------------------------------------------------------------------
@@ -205,14 +205,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return _json(request.app[SERVICE].openapi)
+    return _json(request.app[DEPS].openapi)
 
 
 async def ready(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE]
+    deps = request.app[DEPS]
     try:
-        async with asyncio.timeout(min(1.0, svc.store.deadline)):
-            await svc.store.ping()
+        async with asyncio.timeout(min(1.0, deps.store.deadline)):
+            await deps.store.ping()
     except TimeoutError:
         raise StoreUnavailable() from None
     return _json(b'{"status":"ready"}')

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from srm import __version__
-from srm.api import views
+from srm.api import bodies
 from srm.config import Settings
 from srm.errors import (
     InternalError,
@@ -98,7 +98,7 @@ def _schemas(settings: Settings) -> Json:
                         "contentID": {
                             "type": "string",
                             "minLength": 1,
-                            "maxLength": views.MAX_CONTENT_ID_LENGTH,
+                            "maxLength": bodies.MAX_CONTENT_ID_LENGTH,
                             "pattern": r"\S",
                         },
                         "contentType": {
@@ -177,7 +177,7 @@ def _schemas(settings: Settings) -> Json:
             "type": "object",
             "required": ["maxSessions"],
             "properties": {
-                "maxSessions": {"type": "integer", "minimum": 0, "maximum": views.MAX_LIMIT}
+                "maxSessions": {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT}
             },
         },
         "Limit": {
@@ -519,7 +519,7 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "schema": {
                         "type": "string",
                         "minLength": 1,
-                        "maxLength": views.MAX_ACCOUNT_ID_LENGTH,
+                        "maxLength": bodies.MAX_ACCOUNT_ID_LENGTH,
                     },
                 },
                 "RequestId": {

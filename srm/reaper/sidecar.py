@@ -7,19 +7,28 @@ in the same working directory; that `srm serve` already runs the reaper itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, start_http_server
 
+from srm import logs
 from srm.config import ReaperSettings, Settings
-from srm.liveness import reaper_id, with_store_url
-from srm.reaper import Reaper, ReaperMetrics
-from srm.server import run_companion
+from srm.connection import connect, warm_up
+from srm.process import install_stop_handlers, make_store, run_loop
+from srm.reaper.core import Reaper, ReaperMetrics
+from srm.reaper.health import reaper_id, with_store_url
 from srm.store import SessionStore
 
 log = logging.getLogger(__name__)
+
+# Extra work a serving process runs beside the API (the embedded reaper), given the store
+# and the stop event.
+Companion = Callable[[Settings, SessionStore, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def run(settings: Settings) -> int:
@@ -83,3 +92,21 @@ def serve_metrics(settings: ReaperSettings) -> WSGIServer | None:
         return None
     log.info("reaper metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     return server
+
+
+def run_companion(settings: Settings, companion: Companion) -> None:
+    """Run *companion* alone in this process (its own Redis client) until SIGTERM/SIGINT."""
+    logs.setup(settings.logging.level, logs.secrets_of(settings))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        redis = connect(settings.redis)
+        await warm_up(redis, settings.redis)
+        try:
+            await companion(settings, make_store(settings, redis), stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+
+    run_loop(main())

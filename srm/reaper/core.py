@@ -32,7 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from srm.config import ReaperSettings
 from srm.errors import StoreUnavailable
-from srm.liveness import reaper_id
+from srm.reaper.health import reaper_id
 from srm.store import SessionStore
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,51 @@
+"""What every srm process shares: its event loop, its stop signals and its store."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from srm.config import Settings
+from srm.keys import Keys
+from srm.model import Policy
+from srm.store import SessionStore
+
+
+def policy(settings: Settings) -> Policy:
+    s = settings.sessions
+    return Policy(
+        timeout_ms=s.timeout * 1000,
+        max_sessions=s.max_sessions,
+        retention_ms=s.ended_retention * 1000,
+        evict=s.limit_policy == "evict",
+    )
+
+
+def make_store(settings: Settings, redis: Any) -> SessionStore:
+    return SessionStore(
+        redis,
+        Keys(settings.redis.shards),
+        policy(settings),
+        deadline=settings.redis.request_deadline,
+        max_in_flight=settings.redis.pool_size,
+        in_flight_wait=settings.redis.pool_timeout,
+        replica_acks=settings.redis.replica_acks,
+        replica_ack_timeout=settings.redis.replica_ack_timeout,
+    )
+
+
+def install_stop_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
