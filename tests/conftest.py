@@ -16,11 +16,11 @@ import fakeredis
 import pytest
 
 from srm import keys as k
-from srm.config import RedisSettings
 from srm.connection import connect
 from srm.model import Policy
 from srm.store import SessionStore
 from tests import invariants
+from tests.helpers import redis_settings
 from tests.redis_servers import (
     RedisCluster,
     RedisProcess,
@@ -98,7 +98,7 @@ async def open_backend(request: pytest.FixtureRequest, name: str) -> AsyncIterat
     if name == "fakeredis":
         client = fakeredis.FakeAsyncRedis(decode_responses=True)
     else:
-        client = connect(RedisSettings(url=topology_url(request, name)))
+        client = connect(redis_settings(url=topology_url(request, name)))
     await client.flushall()
     try:
         yield client

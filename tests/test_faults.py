@@ -19,13 +19,13 @@ import aiohttp
 import pytest
 
 from srm import keys as k
-from srm.config import RedisSettings
 from srm.connection import connect
 from srm.errors import SessionNotFound
 from srm.model import EndReason, Policy, State
 from srm.store import SessionStore
 from tests import invariants
 from tests.conftest import auth
+from tests.helpers import redis_settings
 from tests.processes import SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess, free_port
 
@@ -121,7 +121,7 @@ async def run_load(
 
 async def verify(url: str, ledger: Ledger, *, durable: bool = True) -> None:
     """After the fault: invariants hold, acknowledged work stuck, and all can be removed."""
-    redis = connect(RedisSettings(url=url))  # any topology's URL
+    redis = connect(redis_settings(url=url))  # any topology's URL
     keyspace = k.Keys(SHARDS)
     try:
         await invariants.check(redis, keyspace)

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis import exceptions as rx
 
-from srm.config import ConfigError, ReaperSettings, load
+from srm.config import ConfigError, load
 from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
 from srm.model import EndReason, State
 from srm.reaper.core import Reaper, ReaperMetrics
@@ -21,6 +21,7 @@ from srm.reaper.health import reaper_id
 from srm.reaper.sidecar import companion, serve_metrics
 from srm.store import EndOutcome, SessionStore
 from tests.conftest import Clock
+from tests.helpers import reaper_settings
 from tests.keyspace import mentioned_ids
 from tests.test_store import new
 
@@ -52,7 +53,7 @@ def reaper_for(
     options.update(settings)
     return Reaper(
         store,
-        ReaperSettings(**options),
+        reaper_settings(**options),
         ReaperMetrics(registry or CollectorRegistry()),
         rng=random.Random(7),
         backoff=(0.01, 0.05),
@@ -315,9 +316,9 @@ def test_a_metrics_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixt
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert serve_metrics(ReaperSettings(metrics_port=port)) is None
+        assert serve_metrics(reaper_settings(metrics_port=port)) is None
     assert any("metrics not served" in r.getMessage() for r in caplog.records)
-    assert serve_metrics(ReaperSettings(metrics_port=0)) is None
+    assert serve_metrics(reaper_settings(metrics_port=0)) is None
 
 
 class BrokenScan:
