@@ -33,6 +33,7 @@ from srm.errors import (
     SrmError,
     StoreUnavailable,
 )
+from srm.gate import InFlightGate
 from srm.model import (
     NO_TIMEOUT_MS,
     AccountSessions,
@@ -173,18 +174,13 @@ class SessionStore:
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
         self._policy_name = "evict" if policy.evict else "deny"
-        # At most max_in_flight calls use the client at once; a call waits in_flight_wait for
-        # its turn, then fails with SRM-0008. Each call holds at most one connection per node,
-        # so no node's pool can overflow: the blocking-pool behaviour redis-py's cluster
-        # client lacks (it raises "Too many connections" at once). 0 disables the gate.
-        self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight > 0 else None
-        self._gate_wait = in_flight_wait
+        self._gate = InFlightGate(max_in_flight, in_flight_wait)  # 0: no bound
         self.replica_acks = replica_acks
         self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
         # Script calls of one event-loop turn share one pipeline write; a batch passes the
         # gate as one call (it holds at most one connection per node). With replica acks
         # every call needs its own WAIT, so those calls go one by one (_run_replicated).
-        self._pipeline = AutoPipeline(redis, deadline, gate=self._gate, gate_wait=in_flight_wait)
+        self._pipeline = AutoPipeline(redis, deadline, gate=self._gate)
 
     # -- the boundary ------------------------------------------------------------------------
 
@@ -208,15 +204,8 @@ class SessionStore:
         """Await one store call within the deadline, through the in-flight gate."""
         try:
             with self._boundary(operation):
-                async with asyncio.timeout(self.deadline):
-                    if self._gate is None:
-                        return await call
-                    async with asyncio.timeout(self._gate_wait):
-                        await self._gate.acquire()
-                    try:
-                        return await call
-                    finally:
-                        self._gate.release()
+                async with asyncio.timeout(self.deadline), self._gate:
+                    return await call
         finally:
             if inspect.iscoroutine(call):
                 call.close()  # never started (no turn at the gate): no "never awaited" warning
