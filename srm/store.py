@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 
 from redis import exceptions as rx
@@ -104,15 +103,20 @@ def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     return _failed(operation, StoreUnavailable(type(exc).__name__))
 
 
+# Packages whose AttributeError/TypeError on a closed transport is a connection failure.
+_CLIENT_PACKAGES = ("redis", "asyncio", "uvloop")
+
+
 def _raised_in_client(exc: BaseException) -> bool:
-    """Whether *exc* was raised inside redis-py or asyncio's transports (not in SRM code)."""
+    """Whether *exc* was raised inside redis-py or asyncio's transports (not in SRM code),
+    judged by the module of the innermost frame, never by where its file sits on disk."""
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    path = Path(tb.tb_frame.f_code.co_filename).parts
-    return "redis" in path or "asyncio" in path
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return module.partition(".")[0] in _CLIENT_PACKAGES
 
 
 def wall_clock_ms() -> int:
