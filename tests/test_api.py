@@ -1,4 +1,5 @@
-"""The client contract of API.md through aiohttp's test client, on both store backends."""
+"""The client contract of API.md through aiohttp's test client, on every store backend
+(standalone, Sentinel, Cluster, fakeredis: see conftest.redis_client)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,18 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.conftest import OPERATOR, SECRET, Clock, auth, token
+from tests.helpers import (
+    OPERATOR,
+    SECRET,
+    SETUP,
+    Clock,
+    auth,
+    expect_error,
+    setup_session,
+    token,
+)
 
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 MALFORMED = "Malformed request or mandatory parameters missing from request"
-
-
-def assert_error(body: dict[str, Any], status: int, code: str, word: str = "ERROR") -> None:
-    assert set(body) == {"errorResponse"}
-    err = body["errorResponse"]
-    assert set(err) == {"code", "status", "errorCode", "errorMessage"}
-    assert all(isinstance(v, str) for v in err.values())
-    assert (err["code"], err["status"], err["errorCode"]) == (str(status), word, code)
-
-
-async def expect_error(resp: Any, status: int, code: str, word: str = "ERROR") -> None:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == "application/json"
-    assert_error(await resp.json(), status, code, word)
-
-
-async def setup_session(client: Any, prefix: str = "/srm", **kw: Any) -> str:
-    resp = await client.post(f"{prefix}/sessions", json=SETUP, headers=auth(**kw))
-    assert resp.status == 200
-    body = await resp.json()
-    assert set(body) == {"successResponse"}, body
-    return str(body["successResponse"]["sessionId"])
 
 
 @pytest.mark.parametrize("prefix", ["/srm", "/srm/v1"])

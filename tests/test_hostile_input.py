@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from srm.api.app import create_app
 from srm.api.protocol import SrmAppRunner
 from srm.store import SessionStore
-from tests.conftest import SECRET, auth, open_backend, token
+from tests.helpers import SECRET, auth, open_backend, token
 
 
 @pytest.fixture(params=["standalone"])

@@ -17,7 +17,7 @@ from srm.api import openapi
 from srm.api.app import PREFIXES, create_app
 from srm.errors import SrmError
 from srm.store import SessionStore
-from tests.conftest import OPERATOR_KEY, token
+from tests.helpers import OPERATOR_KEY, token
 from tests.processes import SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess
 

@@ -27,11 +27,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from srm.api.app import create_app
 from srm.connection import connect
 from srm.process import make_store
-from tests.conftest import OPERATOR, SECRET, auth
+from tests.helpers import OPERATOR, SECRET, SETUP, auth
 from tests.processes import SrmProcess, srm_env, start_srm, wait_ready
 from tests.redis_servers import RedisProcess, debug_command_args, free_port, redis_process
 
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 # generous: each request is bounded by redis.request_deadline (1 s here) plus a pool wait
 DID_NOT_HANG = 20.0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -16,14 +15,11 @@ from redis import exceptions as rx
 from srm.config import ConfigError, load
 from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
 from srm.model import EndReason, State
-from srm.reaper.core import Reaper, ReaperMetrics
 from srm.reaper.health import reaper_id
 from srm.reaper.sidecar import companion, serve_metrics
 from srm.store import EndOutcome, SessionStore
-from tests.conftest import Clock
-from tests.helpers import reaper_settings
+from tests.helpers import Clock, new, reaper_for, reaper_settings, sample
 from tests.keyspace import mentioned_ids
-from tests.test_store import new
 
 
 class AfterRead:
@@ -44,24 +40,6 @@ class AfterRead:
         due = await self._redis.zrangebyscore(*args, **kwargs)
         await self._hook()
         return due
-
-
-def reaper_for(
-    store: SessionStore, registry: CollectorRegistry | None = None, **settings: Any
-) -> Reaper:
-    options: dict[str, Any] = {"interval": 0.05, "batch_size": 50, "metrics_port": 0}
-    options.update(settings)
-    return Reaper(
-        store,
-        reaper_settings(**options),
-        ReaperMetrics(registry or CollectorRegistry()),
-        rng=random.Random(7),
-        backoff=(0.01, 0.05),
-    )
-
-
-def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return registry.get_sample_value(name, labels) or 0.0
 
 
 async def test_keep_alive_landing_before_the_sweep_script_wins(

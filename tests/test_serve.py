@@ -10,11 +10,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import auth
+from tests.helpers import SETUP, auth
 from tests.processes import srm_serve
 from tests.redis_servers import RedisProcess
-
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 
 pytestmark = pytest.mark.slow
 

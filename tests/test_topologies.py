@@ -26,8 +26,8 @@ from srm.errors import LimitReached, StoreUnavailable
 from srm.model import EndReason, NewSession, Policy, State
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
-from tests.conftest import Clock, auth
-from tests.helpers import redis_settings
+from tests.helpers import SETUP, Clock, auth, reaper_for, redis_settings, sample
+from tests.players import SHARDS, run_load, verify
 from tests.processes import srm_serve
 from tests.redis_servers import (
     RedisCluster,
@@ -36,8 +36,6 @@ from tests.redis_servers import (
     redis_cluster,
     sentinel_group,
 )
-from tests.test_faults import SETUP, SHARDS, run_load, verify
-from tests.test_reaper import reaper_for, sample
 
 # a generous "did not hang" bound for a failover to be over, never a timing assertion
 RECOVERY_BOUND = 30.0
