@@ -1,4 +1,5 @@
-"""The reaper's steps and loop against the store, with a hand-moved clock, on both backends."""
+"""The reaper's steps and loop against the store, with a hand-moved clock, on every store
+backend (conftest.redis_client)."""
 
 from __future__ import annotations
 

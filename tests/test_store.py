@@ -1,4 +1,5 @@
-"""The store's atomic steps, on a real redis-server and on fakeredis."""
+"""The store's atomic steps on every topology (standalone, Sentinel, Cluster), on the other
+Redis major version when one is installed, and on fakeredis."""
 
 from __future__ import annotations
 
