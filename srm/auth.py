@@ -28,7 +28,6 @@ class Principal:
 
     account_id: str
     device_id: str
-    tenant_id: str | None
     expires_at: float
 
 
@@ -84,15 +83,12 @@ class TokenVerifier:
             raise Unauthenticated("Client-Token invalid") from None
         account = _identifier(claims.get("accountId"), "accountId")
         device = _identifier(claims.get("deviceId"), "deviceId")
-        tenant = claims.get("tenantId")
-        if tenant is not None and not isinstance(tenant, str):
-            raise Unauthenticated("Client-Token tenantId must be a string")
         exp = claims["exp"]
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             raise Unauthenticated("Client-Token exp must be a number")
         nbf = claims.get("nbf", 0)
         not_before = float(nbf) - self._leeway if isinstance(nbf, int | float) else 0.0
-        return Principal(account, device, tenant, float(exp)), not_before
+        return Principal(account, device, float(exp)), not_before
 
 
 def _identifier(value: Any, claim: str) -> str:

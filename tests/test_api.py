@@ -203,6 +203,18 @@ async def test_expired_token_is_401(client: Any) -> None:
     await expect_error(resp, 401, "SRM-0003")
 
 
+async def test_a_tenant_claim_is_ignored(client: Any) -> None:
+    """SRM reads accountId, deviceId, exp and nbf; tenantId, of any type, changes nothing:
+    sessions of one account count against one limit whatever tenant the token names."""
+    for tenant in ("tenant-a", "tenant-b", 7):
+        headers = {"Client-Token": token("acct-tenant", "dev-1", tenantId=tenant)}
+        resp = await client.post("/srm/sessions", json=SETUP, headers=headers)
+        assert "successResponse" in await resp.json()
+    headers = {"Client-Token": token("acct-tenant", "dev-1", tenantId={"id": "c"})}
+    resp = await client.post("/srm/sessions", json=SETUP, headers=headers)
+    await expect_error(resp, 200, "SRM-0005", "DENIED")
+
+
 async def test_unknown_path_and_method(client: Any) -> None:
     await expect_error(await client.get("/nope"), 404, "SRM-0010")
     await expect_error(await client.get("/srm/v2/sessions"), 404, "SRM-0010")
