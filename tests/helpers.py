@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from srm.auth import mint
 from srm.config import ReaperSettings, RedisSettings, defaults
 from srm.connection import connect
+from srm.errors import SrmError
 from srm.model import NewSession
 from srm.reaper.core import Reaper, ReaperMetrics
 from srm.store import SessionStore
@@ -98,6 +99,14 @@ def redis_settings(**changes: Any) -> RedisSettings:
 def reaper_settings(**changes: Any) -> ReaperSettings:
     """The default ``[reaper]`` settings with *changes*."""
     return dataclasses.replace(defaults().reaper, **changes)
+
+
+def every_error_class(cls: type[SrmError] = SrmError) -> set[type[SrmError]]:
+    """Every subclass of *cls*, however deep."""
+    found: set[type[SrmError]] = set()
+    for sub in cls.__subclasses__():
+        found |= {sub, *every_error_class(sub)}
+    return found
 
 
 # -- sessions and answers ---------------------------------------------------------------

@@ -16,9 +16,8 @@ from schemathesis import checks as st_checks
 
 from srm.api import openapi
 from srm.api.app import PREFIXES, create_app
-from srm.errors import SrmError
 from srm.store import SessionStore
-from tests.helpers import OPERATOR_KEY, token
+from tests.helpers import OPERATOR_KEY, every_error_class, token
 from tests.processes import SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess
 
@@ -50,7 +49,7 @@ def test_every_route_is_documented_and_nothing_else(settings: Any, store: Sessio
 
 
 def test_every_error_code_is_documented(settings: Any) -> None:
-    codes = {cls.code for cls in _subclasses(SrmError)}
+    codes = {cls.code for cls in every_error_class()}
     doc = openapi.document(settings, PREFIXES)
     error = doc["components"]["schemas"]["ErrorResponse"]["properties"]["errorResponse"]
     assert set(error["properties"]["errorCode"]["enum"]) == codes
@@ -70,13 +69,6 @@ async def test_served_on_both_prefixes(client: Any, settings: Any, prefix: str) 
     resp = await client.get(f"{prefix}/openapi.json")
     assert resp.status == 200 and resp.content_type == "application/json"
     assert await resp.json() == openapi.document(settings, PREFIXES)
-
-
-def _subclasses(cls: type[SrmError]) -> set[type[SrmError]]:
-    found = set()
-    for sub in cls.__subclasses__():
-        found |= {sub, *_subclasses(sub)}
-    return found
 
 
 # -- the bodies the API really sends ---------------------------------------------------------
