@@ -378,6 +378,16 @@ def _no_dialog(driver: Any) -> bool:
 
 
 @pytest.mark.slow
+def test_the_live_console_is_served_with_its_headers(live: SrmProcess) -> None:
+    for path in PAGES:
+        with urllib.request.urlopen(live.base + path, timeout=10) as answer:  # noqa: S310
+            assert answer.status == 200
+            for name, value in console.HEADERS.items():
+                assert answer.headers[name] == value
+            assert answer.headers["X-Request-ID"]
+
+
+@pytest.mark.slow
 def test_a_wrong_key_is_refused_readably_and_a_right_one_signs_in(page: Console) -> None:
     page.sign_in("not-the-key")
     assert "not accepted" in page.wait_message("403")

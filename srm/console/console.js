@@ -14,6 +14,7 @@
   var REFRESH_MS = Math.round(clamp(Number(query.get('refresh')) || 5, 0.2, 300) * 1000);
   var PAGE_SIZE = Math.round(clamp(Number(query.get('pageSize')) || 50, 1, 1000));
   var DENIALS_TOP = 20;
+  var MAX_ACCOUNT_ID = 256;
 
   var state = {
     key: null,
@@ -305,8 +306,9 @@
   function search(event) {
     event.preventDefault();
     var account = $('account-input').value.trim();
-    if (!account) {
-      notify('Type an account id to look it up.', 'error');
+    if (!account || account.length > MAX_ACCOUNT_ID) {
+      notify(account ? 'An account id has at most ' + MAX_ACCOUNT_ID + ' characters.'
+        : 'Type an account id to look it up.', 'error');
       $('account-input').focus();
       return;
     }
@@ -390,6 +392,13 @@
       },
       function (error) {
         if (generation !== state.generation) return;
+        if (error instanceof ApiError && error.status === 400 && state.pages.length > 1) {
+          // a cursor the server no longer takes: start the walk again
+          state.pages = [null];
+          notify('The list changed while you were paging; back to the first page.', 'ok');
+          refreshSessions();
+          return;
+        }
         handle(error, 'The session list', $('sessions-error'));
         if (state.key) scheduleRefresh();
       }
