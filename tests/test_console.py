@@ -436,6 +436,9 @@ def test_an_account_with_three_sessions_is_listed_active_first(page: Console) ->
     assert "dev-b" in rows[b]["text"] and "title-b" in rows[b]["text"]
     assert "3 active of 3 allowed" in page.find("account-summary").text
     assert "#account=acct-three" in page.driver.current_url
+    assert page.driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"
+    )  # nothing wider than the 1280x800 window
     page.screenshot("account")
 
 
