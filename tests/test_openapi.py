@@ -14,7 +14,7 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import validate
 from schemathesis import checks as st_checks
 
-from srm.api import openapi
+from srm.api import console, openapi
 from srm.api.app import PREFIXES, create_app
 from srm.store import SessionStore
 from tests.helpers import OPERATOR_KEY, every_error_class, token
@@ -177,6 +177,8 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
         await call("DELETE", acct + "/limit", headers=operator, accountId="acct-doc")
         # service paths
         for path in ("/health", "/ready", "/metrics", "/srm/openapi.json", "/srm/v1/openapi.json"):
+            await call("GET", path)
+        for path in (console.PATH, console.STYLESHEET, console.SCRIPT):
             await call("GET", path)
         # errors
         await call("POST", "/srm/sessions", headers=client_, raw=b"{not json")
