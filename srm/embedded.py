@@ -119,7 +119,10 @@ class EmbeddedRedis:
     def _take_lock(self) -> IO[str]:
         """The data directory's lock, holding this process's pid; ConfigError if taken."""
         path = self.data_dir / LOCK_FILE
-        lock = open(path, "a+")  # noqa: SIM115 - held until stop(); not truncated before locked
+        try:
+            lock = open(path, "a+")  # noqa: SIM115 - held until stop(); not truncated yet
+        except OSError as exc:
+            raise ConfigError(f"embedded.data_dir: cannot open {path}: {exc.strerror}") from exc
         deadline = time.monotonic() + LOCK_WAIT
         while True:
             try:

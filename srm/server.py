@@ -146,7 +146,7 @@ class _Child:
         """After an exit (once ready): the delay before the next start, counting the exit."""
         if self.ready_at is not None and now - self.ready_at >= RESTART_STABLE:
             self.exits = 0
-        self.exits += 1
+        self.exits = min(self.exits + 1, 64)  # 2.0 ** n overflows a float past n = 1023
         return min(RESTART_DELAY_MAX, RESTART_DELAY * 2.0 ** (self.exits - 1))
 
 
