@@ -4,12 +4,12 @@ SIGTERM/SIGINT stop accepting, let requests in flight finish (``server.shutdown_
 and exit 0. With ``redis.url`` unset, the embedded redis-server is started first.
 
 With several workers a supervisor process starts them (and, in embedded mode, the reaper
-as a process of its own) and keeps each running. A child that exits before it is first ready
-(a worker binds its port, the reaper connects) is a start failure: `srm serve` stops the
-others and exits 1. A child that exits later is restarted after a delay that doubles with
-each exit in a row (:data:`RESTART_DELAY` up to :data:`RESTART_DELAY_MAX`) and starts over
-once the child has run for :data:`RESTART_STABLE`. Every child gets SIGTERM when the
-supervisor dies, however it dies.
+as a process of its own) and keeps each running. A child that exits by itself (not killed
+by a signal) before it is first ready (a worker has bound its port, the reaper has its
+store) is a start failure: `srm serve` stops the others and exits 1. A child that exits
+later is restarted after a delay that doubles with each exit in a row (:data:`RESTART_DELAY`
+up to :data:`RESTART_DELAY_MAX`) and starts over once the child has run for
+:data:`RESTART_STABLE`. Every child gets SIGTERM when the supervisor dies, however it dies.
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ async def serve_api(
         backlog=2048,
     )
     await site.start()
-    log.info("listening on %s:%d", settings.server.host, settings.server.port)
     if on_ready is not None:
         on_ready()
+    log.info("listening on %s:%d", settings.server.host, settings.server.port)
     extra: asyncio.Task[None] | None = (
         asyncio.create_task(companion(settings, store, stop)) if companion else None
     )
@@ -189,7 +189,7 @@ def _supervise(settings: Settings, companion: Companion | None) -> int:
                 child.proc.join()
                 child.proc = None
                 shared_metrics.process_exited(pid)
-                if not child.served and not child.ready.is_set():
+                if not child.served and not child.ready.is_set() and code >= 0:
                     log.error("%s (pid %d) failed to start (exit code %s)", child.name, pid, code)
                     return 1
                 delay = child.restart_delay(now)

@@ -114,6 +114,8 @@ def test_a_worker_that_keeps_dying_is_restarted_ever_more_slowly(
     real_redis: RedisProcess, tmp_path: Path
 ) -> None:
     with srm_serve(tmp_path, SRM_REDIS_URL=real_redis.url, SRM_WORKERS="2") as srm:
+        # a worker logs "listening on" once ready: one killed before is a start failure
+        wait_until(lambda: srm.output().count("listening on") == 2, what="both workers ready")
         known = set(workers_of(srm.proc.pid))
         victim = min(known)
         for restarts in range(1, 5):
