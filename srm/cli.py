@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 
 import orjson
 
 from srm import __version__, logs
-from srm.config import ConfigError, Settings, load
+from srm.config import ConfigError, Settings, load, masked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +60,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "token":
         return _token(args, settings)
     if args.command == "config":
-        print(orjson.dumps(_masked(settings), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
         return 0
     print(f"srm: {args.command} is not available in this build", file=sys.stderr)
     return 2
@@ -86,13 +85,6 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return 0
-
-
-def _masked(settings: Settings) -> dict[str, object]:
-    data = dataclasses.asdict(settings)
-    data["auth"]["secret"] = "***" if settings.auth.secret else ""
-    data["operator"]["keys"] = ["***"] * len(settings.operator.keys)
-    return data
 
 
 if __name__ == "__main__":

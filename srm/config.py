@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger(__name__)
+
+MASK = "***"
+# Query parameters of a URL setting whose values are secrets (sentinel_password, ...)
+_SECRET_QUERY_WORDS = ("password", "secret", "token")
 
 ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SRM_REDIS_URL": ("redis", "url"),
@@ -45,6 +50,17 @@ class ConfigError(ValueError):
     """Raised when a setting is missing, malformed or out of range."""
 
 
+def secret_field(default: Any) -> Any:
+    """A setting that is a secret (a string or a tuple of them): left out of ``repr``,
+    masked by `srm config` and scrubbed from every log line (see :func:`secret_values`)."""
+    return field(default=default, repr=False, metadata={"secret": "value"})
+
+
+def secret_url_field(default: str) -> Any:
+    """A URL setting whose password and secret query values are secrets."""
+    return field(default=default, repr=False, metadata={"secret": "url"})
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
@@ -60,7 +76,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str = ""
+    url: str = secret_url_field("")
     shards: int = 256
     pool_size: int = 64
     pool_timeout: float = 0.5
@@ -81,8 +97,8 @@ class EmbeddedSettings:
 @dataclass(frozen=True)
 class AuthSettings:
     algorithm: str = "HS256"
-    secret: str = field(default="", repr=False)
-    public_key: str = field(default="", repr=False)
+    secret: str = secret_field("")
+    public_key: str = secret_field("")
     leeway: int = 0
     audience: str = ""
     issuer: str = ""
@@ -91,7 +107,7 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    keys: tuple[str, ...] = field(default=(), repr=False)
+    keys: tuple[str, ...] = secret_field(())
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,61 @@ class Settings:
 
 
 _DEFAULTS = Settings()
+
+
+def masked(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every setting by section, each secret masked (what `srm config` prints)."""
+    return {
+        section.name: {
+            f.name: _mask(f.metadata.get("secret"), getattr(values, f.name))
+            for f in dataclasses.fields(values)
+        }
+        for section in dataclasses.fields(Settings)
+        for values in (getattr(settings, section.name),)
+    }
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret in *settings*, as configured and URL-decoded (to scrub from logs)."""
+    found: list[str] = []
+    for section in dataclasses.fields(Settings):
+        values = getattr(settings, section.name)
+        for f in dataclasses.fields(values):
+            kind, value = f.metadata.get("secret"), getattr(values, f.name)
+            if kind == "value":
+                found += [value] if isinstance(value, str) else list(value)
+            elif kind == "url":
+                found += [form for raw in _url_secrets(value) for form in (raw, unquote(raw))]
+    return [s for s in dict.fromkeys(found) if s]
+
+
+def _mask(kind: str | None, value: Any) -> Any:
+    if kind == "value":
+        return (MASK if value else "") if isinstance(value, str) else [MASK] * len(value)
+    if kind == "url":
+        return mask_url(value)
+    return value
+
+
+def mask_url(url: str) -> str:
+    """*url* with its password and secret query values replaced by ``***``."""
+    for raw in _url_secrets(url):
+        url = url.replace(raw, MASK)
+    return url
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password (or a bare ``secret@host`` userinfo) and secret query values of *url*,
+    as written in it."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, sep, password = userinfo.partition(":")
+    found = [password if sep else user]
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if any(word in unquote(name).lower() for word in _SECRET_QUERY_WORDS):
+            found.append(value)
+    return [s for s in found if s]
 
 
 def load(env: Mapping[str, str] | None = None, extra_file: str | Path | None = None) -> Settings:
