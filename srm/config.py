@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class AuthSettings:
     jwks_timeout: float = 5.0
     jwks_max_bytes: int = 1048576
     jwks_allow_http: bool = False
+    jwks_ca_file: str = ""
     leeway: int = 0
     audience: str = ""
     issuer: str = ""
@@ -384,6 +386,11 @@ def _validate_auth(a: AuthSettings) -> None:
             not a.public_key,
             "auth.public_key (SRM_AUTH_PUBLIC_KEY): cannot be combined with auth.jwks_url",
         )
+    if a.jwks_ca_file:
+        try:
+            ssl.create_default_context(cafile=os.path.expanduser(a.jwks_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"auth.jwks_ca_file: cannot load {a.jwks_ca_file!r}: {exc}") from None
     _check(a.jwks_cache_seconds > 0, "auth.jwks_cache_seconds: must be positive")
     _check(a.jwks_min_refresh > 0, "auth.jwks_min_refresh: must be positive")
     _check(0 < a.jwks_timeout <= 60, f"auth.jwks_timeout: 0 < seconds <= 60, got {a.jwks_timeout}")

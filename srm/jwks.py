@@ -13,7 +13,8 @@ no usable key) is logged and counted (``srm_jwks_fetches_total{result}``) and th
 keys stay in use. A key is usable when it is a public signing key (``use`` absent or ``sig``)
 with a ``kid``, of a type an accepted algorithm fits: RSA of 2048 bits or more for RS*/PS*,
 EC for the ES* of its curve, OKP for EdDSA; a JWK's own ``alg`` narrows that to itself.
-Symmetric (``oct``) keys are never taken from a JWKS. Redirects are not followed.
+Symmetric (``oct``) keys are never taken from a JWKS. Redirects are not followed, and the
+document is asked for and read uncompressed (so the size limit bounds memory).
 
 ``generation`` grows whenever a key is removed or changed, so whoever caches what a key
 verified (srm/auth.py) can drop it at that moment.
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +80,12 @@ class JwksKeys:
         self._min_refresh = settings.jwks_min_refresh
         self._timeout = settings.jwks_timeout
         self._max_bytes = settings.jwks_max_bytes
+        # https: certificate and host name checked, against the system's CAs or the file's
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=os.path.expanduser(settings.jwks_ca_file))
+            if settings.jwks_ca_file
+            else True
+        )
         self._shown_url = str(URL(self.url).with_user(None))  # no credentials in logs
         self._session: aiohttp.ClientSession | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -96,8 +105,11 @@ class JwksKeys:
     async def start(self) -> None:
         """Open the HTTP client and start the background refresh (the first fetch at once)."""
         self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._verify, limit=4),
             timeout=aiohttp.ClientTimeout(total=self._timeout),
-            headers={"Accept": "application/json"},
+            # the size limit counts the bytes received: nothing is decompressed
+            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+            auto_decompress=False,
         )
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
@@ -128,7 +140,7 @@ class JwksKeys:
         else:
             metrics.jwks_unknown_kid("shared")
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout + 1):  # the fetch's own bound, and parsing
                 return await asyncio.shield(task)
         except TimeoutError:
             return False
@@ -181,11 +193,8 @@ class JwksKeys:
                 if len(body) > self._max_bytes:
                     raise Refused("too_large", f"more than {self._max_bytes} bytes")
             max_age = cache_max_age(response.headers.get("Cache-Control"))
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise Refused("not_json", "the document is not JSON") from None
-        return parse(document, self.accepted), max_age
+        # decoding JSON and building keys is CPU work: off the loop that answers requests
+        return await asyncio.to_thread(parse_document, bytes(body), self.accepted), max_age
 
     def _install(self, keys: dict[str, SigningKey]) -> None:
         old = self.keys
@@ -214,8 +223,12 @@ class JwksKeys:
         )
 
 
-def parse(document: Any, accepted: frozenset[str]) -> dict[str, SigningKey]:
-    """The usable keys of a JWKS document by kid; Refused when it has none."""
+def parse_document(body: bytes, accepted: frozenset[str]) -> dict[str, SigningKey]:
+    """The usable keys of a JWKS document by kid; Refused when it is not JSON or has none."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise Refused("not_json", "the document is not JSON") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise Refused("no_usable_keys", 'the document has no "keys" list')
     keys: dict[str, SigningKey] = {}

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
 import orjson
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 from tests.redis_servers import free_port
 
@@ -63,6 +70,40 @@ def signing_key(kid: str, algorithm: str = "RS256", **jwk: Any) -> SigningKey:
     return SigningKey(kid, algorithm, private, public)
 
 
+def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 with a self-signed certificate, and that certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "srm test JWKS")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "jwks-cert.pem", directory / "jwks-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path
+
+
 @dataclass
 class JwksServer:
     """Serves ``document`` at ``url``; counts requests; can be stopped and started again."""
@@ -73,11 +114,13 @@ class JwksServer:
     chunked: bool = False
     requests: int = 0
     port: int = field(default_factory=free_port)
+    tls: ssl.SSLContext | None = None
     _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/realms/tv/protocol/openid-connect/certs"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/realms/tv/protocol/openid-connect/certs"
 
     def publish(self, *keys: SigningKey) -> None:
         self.document = orjson.dumps({"keys": [k.jwk for k in keys]})
@@ -87,7 +130,7 @@ class JwksServer:
         app.router.add_get("/realms/tv/protocol/openid-connect/certs", self._certs)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

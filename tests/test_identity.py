@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gzip
 import hashlib
 import hmac
 import subprocess
@@ -32,7 +33,7 @@ from srm.errors import Unauthenticated
 from srm.jwks import JwksKeys, cache_max_age
 from srm.store import SessionStore
 from tests.conftest import OPERATOR_KEY, open_backend
-from tests.jwks_server import JwksServer, SigningKey, signing_key
+from tests.jwks_server import JwksServer, SigningKey, self_signed_tls, signing_key
 from tests.processes import ROOT, SrmProcess, srm_env, start_srm
 from tests.redis_servers import RedisProcess, free_port
 
@@ -368,6 +369,25 @@ async def test_down_from_the_start_answers_503_until_the_first_document(
         assert answer.status == 200, await answer.text()
 
 
+async def test_https_certificates_are_verified(store: SessionStore, tmp_path: Path) -> None:
+    tls, certificate = self_signed_tls(tmp_path)
+    server = JwksServer(tls=tls)
+    key = signing_key("tls-key", "ES256")
+    server.publish(key)
+    await server.start()
+    try:
+        before = fetches("unreachable")
+        async with serving(jwks_settings(server), store, ready=False) as api:
+            await until(lambda: fetches("unreachable") > before)
+            assert not api.jwks.ready  # the self-signed certificate is not trusted
+            assert server.requests == 0
+        trusted = jwks_settings(server, SRM_AUTH_JWKS_CA_FILE=str(certificate))
+        async with serving(trusted, store) as api:
+            assert await api.status(key.sign()) == (200, "")
+    finally:
+        await server.stop()
+
+
 def _oversized(key: SigningKey) -> bytes:
     return orjson.dumps({"keys": [key.jwk], "padding": "x" * (1 << 20)})
 
@@ -408,6 +428,13 @@ GARBAGE: dict[str, tuple[str, Callable[[JwksServer, SigningKey], None]]] = {
     "oversized chunked": (
         "too_large",
         lambda s, k: (setattr(s, "document", _oversized(k)), setattr(s, "chunked", True)),
+    ),
+    "compressed anyway": (
+        "not_json",
+        lambda s, k: (
+            setattr(s, "document", gzip.compress(s.document)),
+            s.headers.update({"Content-Encoding": "gzip"}),
+        ),
     ),
     "HTTP 500": ("http_status", lambda s, k: setattr(s, "status", 500)),
     "a redirect": (
@@ -589,6 +616,8 @@ def test_srm_token_mints_with_the_first_secret(env: dict[str, str], signer: str)
         ({"SRM_AUTH_JWKS_TIMEOUT": "0"}, "auth.jwks_timeout"),
         ({"SRM_AUTH_JWKS_MAX_BYTES": "10"}, "auth.jwks_max_bytes"),
         ({"SRM_AUTH_JWKS_ALLOW_HTTP": "perhaps"}, "auth.jwks_allow_http"),
+        ({"SRM_AUTH_JWKS_CA_FILE": "/nonexistent/ca.pem"}, "auth.jwks_ca_file"),
+        ({"SRM_AUTH_JWKS_CA_FILE": str(ROOT / "pyproject.toml")}, "auth.jwks_ca_file"),
     ],
 )
 def test_bad_identity_settings_are_refused_naming_them(env: dict[str, str], named: str) -> None:
