@@ -70,5 +70,7 @@ class Policy:
     retention_ms: int
     evict: bool
 
-    def deadline(self, now: int) -> int:
-        return now + (self.timeout_ms if self.timeout_ms > 0 else NO_TIMEOUT_MS)
+    @property
+    def period_ms(self) -> int:
+        """How far past a setup or keep-alive the session's deadline lies."""
+        return self.timeout_ms if self.timeout_ms > 0 else NO_TIMEOUT_MS

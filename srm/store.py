@@ -26,6 +26,7 @@ from redis.commands.core import AsyncScript
 from srm import keys as k
 from srm import metrics
 from srm.autopipeline import AutoPipeline
+from srm.clock import ServerClock
 from srm.errors import (
     InternalError,
     LimitReached,
@@ -115,15 +116,18 @@ def _raised_in_client(exc: BaseException) -> bool:
 
 
 def wall_clock_ms() -> int:
+    """The host's wall clock in ms: for tests that stand for a host, never for the service."""
     return time.time_ns() // 1_000_000
 
 
 def load_script_source(name: str) -> str:
-    """A script's Lua text, with the shared end transition prepended where it is used."""
+    """A script's Lua text, with the shared fragments it uses prepended."""
     lua = resources.files("srm").joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
     if "end_session(" in body or "end_lapsed(" in body:
         body = lua.joinpath("_end.lua").read_text() + "\n" + body
+    if "server_time(" in body:
+        body = lua.joinpath("_time.lua").read_text() + "\n" + body
     return body
 
 
@@ -147,7 +151,11 @@ class Repair:
 
 
 class SessionStore:
-    """SRM's state in Redis, behind typed methods. Time comes from *clock* (ms)."""
+    """SRM's state in Redis, behind typed methods.
+
+    Time is the Redis server's (see srm/clock.py). A *clock* (ms) replaces it, in tests only:
+    its value reaches every script as the clock override.
+    """
 
     SCRIPTS = ("setup", "keepalive", "end", "abort", "end_all", "sweep", "purge", "audit")
 
@@ -157,7 +165,7 @@ class SessionStore:
         keyspace: k.Keys,
         policy: Policy,
         *,
-        clock: Clock = wall_clock_ms,
+        clock: Clock | None = None,
         deadline: float = 2.0,
         max_in_flight: int = 0,
         in_flight_wait: float = 0.5,
@@ -168,6 +176,7 @@ class SessionStore:
         self.keys = keyspace
         self.policy = policy
         self.clock = clock
+        self._server_clock = ServerClock(self._server_time)
         self.deadline = deadline
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
@@ -264,6 +273,22 @@ class SessionStore:
             pipe.execute_command(*wait)
         return list(await pipe.execute())
 
+    # -- time --------------------------------------------------------------------------------
+
+    async def now(self) -> int:
+        """Now in ms on the store's clock: the Redis server's (estimated), or the test clock."""
+        if self.clock is not None:
+            return self.clock()
+        return await self._server_clock.now()
+
+    def _clock_override(self) -> int | str:
+        """ARGV[1] of every script: the test clock's time, or empty for the server's TIME."""
+        return "" if self.clock is None else self.clock()
+
+    async def _server_time(self) -> tuple[int, int]:
+        seconds, micros = await self._guard("time", self.redis.time())
+        return int(seconds), int(micros)
+
     # -- client operations -------------------------------------------------------------------
 
     async def setup(self, new: NewSession) -> int:
@@ -272,7 +297,6 @@ class SessionStore:
         Raises LimitReached at the limit (deny policy). Safe to retry with the same sessionId.
         """
         ak = self.keys.account(new.account_id)
-        now = self.clock()
         status, active, limit = await self._run(
             "setup",
             [
@@ -285,13 +309,13 @@ class SessionStore:
                 ak.reap,
             ],
             [
-                now,
+                self._clock_override(),
                 new.session_id,
                 new.account_id,
                 new.device_id,
                 new.content_id,
                 new.content_type,
-                self.policy.deadline(now),
+                self.policy.period_ms,
                 self.policy.max_sessions,
                 self.policy.retention_ms,
                 self._policy_name,
@@ -307,11 +331,10 @@ class SessionStore:
     async def keep_alive(self, account_id: str, session_id: str) -> None:
         """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown."""
         ak = self.keys.account(account_id)
-        now = self.clock()
         moved = await self._run(
             "keepalive",
             [self.keys.session(account_id, session_id), ak.active, ak.deadlines],
-            [now, session_id, account_id, self.policy.deadline(now)],
+            [self._clock_override(), session_id, account_id, self.policy.period_ms],
         )
         if moved != 1:
             raise SessionNotFound()
@@ -322,7 +345,13 @@ class SessionStore:
         status = await self._run(
             "end",
             [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
-            [self.clock(), session_id, account_id, reason.value, self.policy.retention_ms],
+            [
+                self._clock_override(),
+                session_id,
+                account_id,
+                reason.value,
+                self.policy.retention_ms,
+            ],
         )
         if status == 0:
             raise SessionNotFound()
@@ -342,7 +371,7 @@ class SessionStore:
                     ak.deadlines,
                     ak.reap,
                 ],
-                [self.clock(), session_id, account_id, self.policy.retention_ms],
+                [self._clock_override(), session_id, account_id, self.policy.retention_ms],
             )
         )
 
@@ -354,7 +383,7 @@ class SessionStore:
             ended, _lapsed, remaining = await self._run(
                 "end_all",
                 [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
-                [self.clock(), account_id, reason.value, batch, self.policy.retention_ms],
+                [self._clock_override(), account_id, reason.value, batch, self.policy.retention_ms],
             )
             total += int(ended)
             if int(remaining) == 0:
@@ -370,7 +399,7 @@ class SessionStore:
         pipe.zscore(ak.active, session_id)
         pipe.hget(ak.ended, session_id)
         record, deadline, ended = await self._guard("get", pipe.execute())
-        session = _session(session_id, record, deadline, ended, self.clock())
+        session = _session(session_id, record, deadline, ended, await self.now())
         if session is None or session.account_id != account_id:
             raise SessionNotFound()
         return session
@@ -391,7 +420,7 @@ class SessionStore:
             for sid in ids:
                 pipe.hgetall(self.keys.session(account_id, sid))
             records = await self._guard("list_records", pipe.execute())
-        now = self.clock()
+        now = await self.now()
         sessions = [
             s
             for sid, record in zip(ids, records, strict=True)
@@ -424,8 +453,12 @@ class SessionStore:
     # -- reaper ------------------------------------------------------------------------------
 
     async def sweep(self, shard: int, batch: int) -> SweepResult:
-        """End up to *batch* lapsed sessions of one shard (TIMEOUT)."""
-        now = self.clock()
+        """End up to *batch* lapsed sessions of one shard (TIMEOUT).
+
+        The due entries are picked on the estimated server time; the script decides each one
+        on the server's own clock.
+        """
+        now = await self.now()
         deadlines = self.keys.deadlines(shard)
         due = await self._guard(
             "sweep_due", self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
@@ -437,13 +470,13 @@ class SessionStore:
             ak = self.keys.account(k.parse_member(mbr)[0])
             script_keys += [ak.active, ak.count, ak.ended]
         ended, stale, moved = await self._run(
-            "sweep", script_keys, [now, self.policy.retention_ms, *due]
+            "sweep", script_keys, [self._clock_override(), self.policy.retention_ms, *due]
         )
         return SweepResult(int(ended), int(stale), int(moved))
 
     async def purge(self, shard: int, batch: int) -> int:
         """Remove up to *batch* ENDED sessions of one shard whose retention has passed."""
-        now = self.clock()
+        now = await self.now()
         reap = self.keys.reap(shard)
         due = await self._guard(
             "purge_due", self.redis.zrangebyscore(reap, "-inf", now, start=0, num=batch)
@@ -455,12 +488,12 @@ class SessionStore:
             account_id, session_id = k.parse_member(mbr)
             ak = self.keys.account(account_id)
             script_keys += [self.keys.session(account_id, session_id), ak.active, ak.ended]
-        removed, _skipped = await self._run("purge", script_keys, [now, *due])
+        removed, _skipped = await self._run("purge", script_keys, [self._clock_override(), *due])
         return int(removed)
 
     async def oldest_due(self, shard: int) -> int | None:
         """Age in ms of the oldest entry of the shard that is due for sweep or purge."""
-        now = self.clock()
+        now = await self.now()
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrange(self.keys.deadlines(shard), 0, 0, withscores=True)
         pipe.zrange(self.keys.reap(shard), 0, 0, withscores=True)

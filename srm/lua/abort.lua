@@ -9,9 +9,10 @@
 -- KEYS[4] ended      srm:{sK}:acct:<a>:ended    hash
 -- KEYS[5] deadlines  srm:{sK}:deadlines         zset
 -- KEYS[6] reap       srm:{sK}:reap              zset
--- ARGV[1] now (ms)  ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)
+-- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
+-- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)
 -- Returns 1 ended, 2 already ended, 3 tombstone written, -2 sessionId of another account.
-local now = tonumber(ARGV[1])
+local now = server_time(ARGV[1])
 local sid, account = ARGV[2], ARGV[3]
 local mbr = account .. '/' .. sid
 local purge_at = now + tonumber(ARGV[4])

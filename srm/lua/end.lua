@@ -6,9 +6,10 @@
 -- KEYS[3] ended      srm:{sK}:acct:<a>:ended    hash
 -- KEYS[4] deadlines  srm:{sK}:deadlines         zset
 -- KEYS[5] reap       srm:{sK}:reap              zset
--- ARGV[1] now (ms)  ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] reason  ARGV[5] retention (ms)
+-- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
+-- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] reason  ARGV[5] retention (ms)
 -- Returns 1 ended now, 2 already ended (not yet removed), 0 no such session for this account.
-local now = tonumber(ARGV[1])
+local now = server_time(ARGV[1])
 local sid = ARGV[2]
 local score = redis.call('ZSCORE', KEYS[1], sid)
 if score then

@@ -5,9 +5,10 @@
 -- KEYS[3] ended      srm:{sK}:acct:<a>:ended    hash
 -- KEYS[4] deadlines  srm:{sK}:deadlines         zset
 -- KEYS[5] reap       srm:{sK}:reap              zset
--- ARGV[1] now (ms)  ARGV[2] accountId  ARGV[3] reason  ARGV[4] batch  ARGV[5] retention (ms)
+-- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
+-- ARGV[2] accountId  ARGV[3] reason  ARGV[4] batch  ARGV[5] retention (ms)
 -- Returns {ended with ARGV[3], ended as TIMEOUT, sessions still active}.
-local now = tonumber(ARGV[1])
+local now = server_time(ARGV[1])
 local purge_at = now + tonumber(ARGV[5])
 local lapsed = end_lapsed(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], now, purge_at,
   tonumber(ARGV[4]))

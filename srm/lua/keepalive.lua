@@ -3,15 +3,17 @@
 -- KEYS[1] sess       srm:{sK}:sess:<sid>        hash  (ka updated)
 -- KEYS[2] active     srm:{sK}:acct:<a>:active   zset  sid -> deadline
 -- KEYS[3] deadlines  srm:{sK}:deadlines         zset  member -> deadline
--- ARGV[1] now (ms)  ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] new deadline (ms)
+-- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
+-- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] keep-alive period (ms)
 -- Returns 1 when the deadline moved, 0 when the session is unknown, ended or lapsed.
 -- A lapsed session is left for the sweep (or the account's next setup) to end.
-local now = tonumber(ARGV[1])
+local now = server_time(ARGV[1])
 local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
 if not score or tonumber(score) <= now then
   return 0
 end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3] .. '/' .. ARGV[2])
+local deadline = now + tonumber(ARGV[4])
+redis.call('ZADD', KEYS[2], deadline, ARGV[2])
+redis.call('ZADD', KEYS[3], deadline, ARGV[3] .. '/' .. ARGV[2])
 redis.call('HSET', KEYS[1], 'ka', now)
 return 1

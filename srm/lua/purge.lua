@@ -6,9 +6,10 @@
 -- then for member i (i = 1..n):
 -- KEYS[3i-1] sess    srm:{sK}:sess:<sid>          KEYS[3i] active  srm:{sK}:acct:<a>:active
 -- KEYS[3i+1] ended   srm:{sK}:acct:<a>:ended
--- ARGV[1] now (ms)  ARGV[1+i] member "<accountId>/<sessionId>"
+-- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
+-- ARGV[1+i] member "<accountId>/<sessionId>"
 -- Returns {removed, skipped because still active}.
-local now = tonumber(ARGV[1])
+local now = server_time(ARGV[1])
 local removed, skipped = 0, 0
 for i = 1, #ARGV - 1 do
   local mbr = ARGV[1 + i]

@@ -8,14 +8,15 @@
 -- KEYS[5] ended      srm:{sK}:acct:<a>:ended           hash   (lapsed/evicted sessions)
 -- KEYS[6] deadlines  srm:{sK}:deadlines                zset   member -> deadline
 -- KEYS[7] reap       srm:{sK}:reap                     zset   member -> removal time
--- ARGV[1] now (ms)  ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId
--- ARGV[5] contentID  ARGV[6] contentType  ARGV[7] deadline (ms)  ARGV[8] default limit
+-- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
+-- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId
+-- ARGV[5] contentID  ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] default limit
 -- ARGV[9] retention (ms)  ARGV[10] policy: 'deny' | 'evict'
 -- Returns {status, active, limit}: status 1 created, 2 created by an earlier try of this
 -- call, 0 denied (limit reached), -1 the service gave up on this sessionId (tombstone),
 -- -2 the sessionId belongs to another account of this shard (UUID collision).
 -- Lapsed sessions of the account are ended first (TIMEOUT), so they never block a new one.
-local now = tonumber(ARGV[1])
+local now = server_time(ARGV[1])
 local sid, account = ARGV[2], ARGV[3]
 local owner = redis.call('HGET', KEYS[1], 'acct')
 if owner then
@@ -45,7 +46,7 @@ if live >= limit then
   end
 end
 
-local deadline = ARGV[7]
+local deadline = now + tonumber(ARGV[7])
 redis.call('HSET', KEYS[1], 'acct', account, 'dev', ARGV[4], 'cid', ARGV[5], 'ctype', ARGV[6],
   'created', now, 'ka', now)
 redis.call('ZADD', KEYS[2], deadline, sid)

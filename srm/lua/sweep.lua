@@ -8,9 +8,10 @@
 -- then for member i (i = 1..n), three keys of its account:
 -- KEYS[3i]   active  srm:{sK}:acct:<a>:active   KEYS[3i+1] count  srm:{sK}:acct:<a>:count
 -- KEYS[3i+2] ended   srm:{sK}:acct:<a>:ended
--- ARGV[1] now (ms)  ARGV[2] retention (ms)  ARGV[2+i] member "<accountId>/<sessionId>"
+-- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
+-- ARGV[2] retention (ms)  ARGV[2+i] member "<accountId>/<sessionId>"
 -- Returns {ended, stale index entries dropped, index entries moved to a later deadline}.
-local now = tonumber(ARGV[1])
+local now = server_time(ARGV[1])
 local purge_at = now + tonumber(ARGV[2])
 local ended, stale, moved = 0, 0, 0
 for i = 1, #ARGV - 2 do

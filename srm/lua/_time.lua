@@ -1,0 +1,12 @@
+-- Shared fragment, prepended to every script that needs the time (the loader does this).
+--
+-- server_time: now in ms on the Redis server's clock, the one clock of every SRM host. The
+-- caller passes a clock override (ARGV[1]) only in tests; in service it is empty.
+-- Redis 5+ replicates a script's effects, so reading TIME before writing is safe.
+local function server_time(override)
+  if override ~= nil and override ~= '' then
+    return tonumber(override)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
