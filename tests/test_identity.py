@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
+from srm import cli, logs
 from srm.api.app import create_app
 from srm.api.handlers import DEPS
 from srm.auth import TokenVerifier, mint
@@ -174,6 +175,7 @@ async def test_algorithm_confusion_and_foreign_algorithms_are_refused(
     oct_jwk = {"kty": "oct", "kid": "hs-1", "k": base64.urlsafe_b64encode(secret).decode()}
     jwks_server.document = orjson.dumps({"keys": [key.jwk, ec_key.jwk, oct_jwk]})
     await jwks_server.start()
+    attacker = signing_key("attacker")
     async with serving(jwks_settings(jwks_server), store) as api:
         claims = {"accountId": "a", "deviceId": "d", "exp": 9_999_999_999}
         pem = key.private.public_key().public_bytes(
@@ -189,6 +191,13 @@ async def test_algorithm_confusion_and_foreign_algorithms_are_refused(
             jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": ec_key.kid}),
             jwt.encode(claims, key.private, algorithm="RS256"),  # no kid
             jwt.encode(claims, key.private, algorithm="RS512", headers={"kid": key.kid}),
+            # the attacker's own key embedded in, or linked from, the header is never used
+            jwt.encode(
+                claims,
+                attacker.private,
+                algorithm="RS256",
+                headers={"kid": key.kid, "jwk": attacker.jwk, "jku": "http://127.0.0.1:1/"},
+            ),
             "not-a-jwt",
         ]
         for token in forged:
@@ -644,6 +653,9 @@ def test_identity_settings() -> None:
     )
     assert both.auth.hmac_secrets == (OLD_SECRET, NEW_SECRET)
     assert OLD_SECRET not in repr(both) and NEW_SECRET not in repr(both)
+    shown = orjson.dumps(cli._masked(both)).decode()
+    assert OLD_SECRET not in shown and NEW_SECRET not in shown
+    assert set(logs.secrets_of(both)) >= {OLD_SECRET, NEW_SECRET}
 
 
 # -- a real `srm serve` ----------------------------------------------------------------------
