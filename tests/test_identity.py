@@ -29,7 +29,7 @@ from srm import cli, logs
 from srm.api.app import create_app
 from srm.api.handlers import DEPS
 from srm.auth import TokenVerifier, mint
-from srm.config import ConfigError, Settings, load
+from srm.config import ConfigError, Settings, load, require_auth_key
 from srm.errors import Unauthenticated
 from srm.jwks import JwksKeys, cache_max_age
 from srm.store import SessionStore
@@ -371,6 +371,9 @@ async def test_down_from_the_start_answers_503_until_the_first_document(
         assert await error_of(answer) == (503, "SRM-0008")
         assert await api.status(key.sign()) == (503, "SRM-0008")
         assert await api.status("garbage") == (503, "SRM-0008")
+        operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+        assert (await api.http.get("/srm/accounts/a/sessions", headers=operator)).status == 200
+        assert (await api.http.get("/health")).status == 200
         await jwks_server.start()
         await until(lambda: api.jwks.ready)
         assert (await api.http.get("/ready")).status == 200
@@ -653,6 +656,12 @@ def test_identity_settings() -> None:
     )
     assert both.auth.hmac_secrets == (OLD_SECRET, NEW_SECRET)
     assert OLD_SECRET not in repr(both) and NEW_SECRET not in repr(both)
+    require_auth_key(load(env={"SRM_AUTH_SECRETS": NEW_SECRET}))
+    require_auth_key(load(env={"SRM_AUTH_JWKS_URL": "https://id.example.com/c"}))
+    with pytest.raises(ConfigError, match=r"auth\.secret"):
+        require_auth_key(load(env={}))
+    with pytest.raises(ConfigError, match=r"auth\.public_key"):
+        require_auth_key(load(env={"SRM_AUTH_ALGORITHM": "ES256"}))
     shown = orjson.dumps(cli._masked(both)).decode()
     assert OLD_SECRET not in shown and NEW_SECRET not in shown
     assert set(logs.secrets_of(both)) >= {OLD_SECRET, NEW_SECRET}
