@@ -214,7 +214,7 @@ class JwksKeys:
             retry = min(self._min_refresh, FIRST_RETRY * 2 ** min(self._failures - 1, 16))
         self._next_due = started + retry
         log.warning(
-            "JWKS fetch from %s refused (%s): %s; %s",
+            "JWKS fetch from %s failed (%s): %s; %s",
             self._shown_url,
             result,
             detail,
@@ -267,18 +267,18 @@ def signing_key(entry: Any, accepted: frozenset[str]) -> SigningKey | None:
 
 
 def _fitting_algorithms(entry: dict[str, Any]) -> frozenset[str]:
-    kty = entry.get("kty")
+    kty, crv, alg = entry.get("kty"), entry.get("crv"), entry.get("alg")
     if kty == "RSA":
         fits = RSA_ALGORITHMS
-    elif kty == "EC":
-        curve = EC_ALGORITHMS.get(entry.get("crv"))  # type: ignore[arg-type]
-        fits = frozenset({curve} if curve else ())
+    elif kty == "EC" and isinstance(crv, str) and crv in EC_ALGORITHMS:
+        fits = frozenset({EC_ALGORITHMS[crv]})
     elif kty == "OKP":
         fits = frozenset({"EdDSA"})
     else:
         return frozenset()
-    alg = entry.get("alg")
-    return fits & {alg} if alg is not None else fits
+    if alg is None:
+        return fits
+    return fits & {alg} if isinstance(alg, str) else frozenset()
 
 
 def cache_max_age(header: str | None) -> float | None:

@@ -31,7 +31,7 @@ from srm.api.handlers import DEPS
 from srm.auth import TokenVerifier, mint
 from srm.config import ConfigError, Settings, load, require_auth_key
 from srm.errors import Unauthenticated
-from srm.jwks import JwksKeys, cache_max_age
+from srm.jwks import JwksKeys, cache_max_age, parse_document
 from srm.store import SessionStore
 from tests.conftest import OPERATOR_KEY, open_backend
 from tests.jwks_server import JwksServer, SigningKey, self_signed_tls, signing_key
@@ -487,6 +487,28 @@ async def test_cache_control_max_age_shortens_the_refresh_period(
     settings = jwks_settings(jwks_server, SRM_AUTH_JWKS_MIN_REFRESH="0.5")
     async with serving(settings, store, real_clock=True):
         await until(lambda: jwks_server.requests >= 3)  # the configured period is 300 s
+
+
+def test_one_unusable_entry_does_not_spoil_the_document() -> None:
+    good = signing_key("good-key", "ES256")
+    hostile: list[Any] = [
+        "not an object",
+        None,
+        {**good.jwk, "kid": ["list"]},
+        {**good.jwk, "kid": "k" * 300},
+        {**good.jwk, "kid": "alg-list", "alg": ["ES256"]},
+        {**good.jwk, "kid": "crv-dict", "crv": {"x": 1}},
+        {**good.jwk, "kid": "crv-other", "crv": "secp256k1"},
+        {**good.jwk, "kid": "no-x", "x": None},
+        {**good.jwk, "kid": "private", "d": "AAAA"},
+        {**signing_key("small-rsa").jwk, "kid": "short-n", "n": "AQAB"},
+        {"kty": "OKP", "kid": "x25519", "crv": "X25519", "x": good.jwk["x"]},
+        good.jwk,
+        {**signing_key("dup", "EdDSA").jwk, "kid": "good-key"},  # a second key of the same kid
+    ]
+    keys = parse_document(orjson.dumps({"keys": hostile}), frozenset({"ES256", "EdDSA"}))
+    assert list(keys) == ["good-key"]
+    assert keys["good-key"].algorithms == {"ES256"}
 
 
 def test_cache_control_parsing() -> None:
