@@ -1,12 +1,13 @@
 """Client-token signing keys from a JWKS document, the public keys an identity service publishes.
 
-Each worker process keeps its own copy, fetched in the background with aiohttp: at start,
-then every ``auth.jwks_cache_seconds`` (sooner when the response's Cache-Control max-age is
-shorter, never sooner than ``auth.jwks_min_refresh``). A token whose ``kid`` the cached
-document lacks may cause one refetch: requests that need one while a fetch is in flight wait
-for that fetch (bounded by ``auth.jwks_timeout``); otherwise a fetch starts only if none
-started in the last ``auth.jwks_min_refresh`` seconds, else the token is refused at once. So
-forged kids cannot cause more than one fetch per interval.
+Each worker process keeps its own copy, fetched in the background with aiohttp: at start
+(retried after 0.5, 1, 2, 4, then every 5 s until it succeeds), then every
+``auth.jwks_cache_seconds``, or the response's Cache-Control max-age when shorter (at least
+1 s). A token whose ``kid`` the cached document lacks may cause one refetch: requests that
+need one while a fetch is in flight wait for that fetch (bounded by ``auth.jwks_timeout``);
+otherwise a fetch starts only if no unknown kid started one in the last
+``auth.jwks_min_refresh`` seconds, else the token is refused at once. So forged kids cannot
+cause more than one fetch per interval.
 
 A document that cannot be used (unreachable, not 200, over ``auth.jwks_max_bytes``, not JSON,
 no usable key) is logged and counted (``srm_jwks_fetches_total{result}``) and the last good
@@ -47,6 +48,8 @@ EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 MIN_RSA_BITS = 2048
 MAX_KID_LENGTH = 256
 FIRST_RETRY = 0.5  # seconds before the first retry while no document was fetched yet
+LAST_RETRY = 5.0  # the longest wait between those retries
+MIN_MAX_AGE = 1.0  # a shorter Cache-Control max-age counts as this
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ class JwksKeys:
         self._session: aiohttp.ClientSession | None = None
         self._runner: asyncio.Task[None] | None = None
         self._inflight: asyncio.Task[bool] | None = None
-        self._last_attempt: float | None = None
+        self._last_kid_fetch: float | None = None  # when an unknown kid last started a fetch
         self._next_due = float("-inf")
         self._failures = 0
 
@@ -124,18 +127,17 @@ class JwksKeys:
     async def refetch(self) -> bool:
         """After a token with an unknown kid: True once a fetch (shared) brought a document.
 
-        False, at once, when no fetch is in flight and one started less than
+        False, at once, when no fetch is in flight and an unknown kid started one less than
         ``auth.jwks_min_refresh`` seconds ago; False when the fetch failed or took too long.
         """
         task = self._inflight if self._inflight is not None and not self._inflight.done() else None
         if task is None:
-            last = self._last_attempt
-            if self._session is None or (
-                last is not None and self.clock() - last < self._min_refresh
-            ):
+            now, last = self.clock(), self._last_kid_fetch
+            if self._session is None or (last is not None and now - last < self._min_refresh):
                 metrics.jwks_unknown_kid("rate_limited")
                 return False
             metrics.jwks_unknown_kid("fetched")
+            self._last_kid_fetch = now
             task = self._shared_fetch()
         else:
             metrics.jwks_unknown_kid("shared")
@@ -155,7 +157,6 @@ class JwksKeys:
 
     def _shared_fetch(self) -> asyncio.Task[bool]:
         if self._inflight is None or self._inflight.done():
-            self._last_attempt = self.clock()
             self._inflight = asyncio.get_running_loop().create_task(self._fetch())
         return self._inflight
 
@@ -175,8 +176,10 @@ class JwksKeys:
             return False
         self._install(keys)
         self._failures = 0
-        period = self._cache_seconds if max_age is None else min(self._cache_seconds, max_age)
-        self._next_due = started + max(self._min_refresh, period)
+        period = self._cache_seconds
+        if max_age is not None:
+            period = min(period, max(max_age, MIN_MAX_AGE))
+        self._next_due = started + period
         metrics.jwks_fetch("ok", len(keys), time.time())
         return True
 
@@ -208,10 +211,12 @@ class JwksKeys:
     def _failed(self, started: float, result: str, detail: str) -> None:
         metrics.jwks_fetch(result)
         self._failures += 1
-        if self.keys:
-            retry = self._min_refresh
-        else:
-            retry = min(self._min_refresh, FIRST_RETRY * 2 ** min(self._failures - 1, 16))
+        if self.keys:  # the cached keys work meanwhile
+            retry = min(self._cache_seconds, self._min_refresh)
+        else:  # not ready: try again soon
+            retry = min(
+                self._cache_seconds, LAST_RETRY, FIRST_RETRY * 2 ** min(self._failures - 1, 8)
+            )
         self._next_due = started + retry
         log.warning(
             "JWKS fetch from %s failed (%s): %s; %s",
@@ -282,15 +287,16 @@ def _fitting_algorithms(entry: dict[str, Any]) -> frozenset[str]:
 
 
 def cache_max_age(header: str | None) -> float | None:
-    """Seconds from a Cache-Control header: max-age, 0 for no-store/no-cache, else None."""
+    """The max-age of a Cache-Control header, in seconds, or None.
+
+    Other directives are ignored: identity services send ``no-cache`` out of habit, and
+    keys are meant to be cached.
+    """
     if not header:
         return None
     for directive in header.split(","):
         name, _, value = directive.strip().partition("=")
-        name = name.strip().lower()
-        if name in {"no-store", "no-cache"}:
-            return 0.0
-        if name == "max-age":
+        if name.strip().lower() == "max-age":
             try:
                 return float(max(0, int(value.strip().strip('"'))))
             except ValueError:
