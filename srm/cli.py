@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -90,6 +91,11 @@ def _masked(settings: Settings) -> dict[str, object]:
     data = dataclasses.asdict(settings)
     data["auth"]["secret"] = "***" if settings.auth.secret else ""
     data["auth"]["secrets"] = ["***"] * len(settings.auth.secrets)
+    jwks = urlsplit(settings.auth.jwks_url)
+    if jwks.password:  # basic-auth credentials in the JWKS URL
+        data["auth"]["jwks_url"] = jwks._replace(
+            netloc=f"***@{jwks.netloc.rpartition('@')[2]}"
+        ).geturl()
     data["operator"]["keys"] = ["***"] * len(settings.operator.keys)
     return data
 

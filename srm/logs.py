@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -71,4 +72,5 @@ def setup(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
 
 def secrets_of(settings: Settings) -> list[str]:
     """The configured values that must never reach a log line."""
-    return [*settings.auth.hmac_secrets, *settings.operator.keys]
+    jwks_password = urlsplit(settings.auth.jwks_url).password if settings.auth.jwks_url else None
+    return [*settings.auth.hmac_secrets, *settings.operator.keys, jwks_password or ""]

@@ -701,6 +701,9 @@ def test_identity_settings() -> None:
     shown = orjson.dumps(cli._masked(both)).decode()
     assert OLD_SECRET not in shown and NEW_SECRET not in shown
     assert set(logs.secrets_of(both)) >= {OLD_SECRET, NEW_SECRET}
+    basic = load(env={"SRM_AUTH_JWKS_URL": "https://srm:pa55word@id.example.com/certs"})
+    assert cli._masked(basic)["auth"]["jwks_url"] == "https://***@id.example.com/certs"
+    assert "pa55word" in logs.secrets_of(basic)
 
 
 # -- a real `srm serve` ----------------------------------------------------------------------
