@@ -23,7 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 if this reaper id (reaper.id) has a live heartbeat, else 1",
     )
-    token = sub.add_parser("token", help="mint a Client-Token with the configured HS secret")
+    token = sub.add_parser(
+        "token", help="mint a Client-Token with the (first) configured HS secret"
+    )
     token.add_argument("--account", required=True)
     token.add_argument("--device", required=True)
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
@@ -70,20 +72,16 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     from srm.auth import mint
     from srm.config import HMAC_ALGORITHMS
 
-    if settings.auth.algorithm not in HMAC_ALGORITHMS or not settings.auth.secret:
+    algorithm = settings.auth.algorithms[0]
+    secrets = settings.auth.hmac_secrets
+    if settings.auth.jwks_url or algorithm not in HMAC_ALGORITHMS or not secrets:
         print(
-            "srm: token needs an HS* algorithm and auth.secret (SRM_AUTH_SECRET)", file=sys.stderr
+            "srm: token needs an HS* algorithm, auth.secret (SRM_AUTH_SECRET) or auth.secrets "
+            "(SRM_AUTH_SECRETS), and no auth.jwks_url",
+            file=sys.stderr,
         )
         return 2
-    print(
-        mint(
-            settings.auth.secret,
-            args.account,
-            args.device,
-            ttl=args.ttl,
-            algorithm=settings.auth.algorithm,
-        )
-    )
+    print(mint(secrets[0], args.account, args.device, ttl=args.ttl, algorithm=algorithm))
     return 0
 
 

@@ -98,6 +98,28 @@ STORE_ERRORS = Counter(
     ["operation", "error_code"],
 )
 
+JWKS_FETCHES = Counter(
+    "srm_jwks_fetches_total",
+    "JWKS document fetches by result: ok, or why the document was refused and the cached "
+    "keys kept (unreachable, http_status, too_large, not_json, no_usable_keys, error)",
+    ["result"],
+)
+JWKS_KEYS = Gauge(
+    "srm_jwks_keys",
+    "Signing keys usable from the last good JWKS document (the lowest of the workers)",
+    multiprocess_mode="livemin",
+)
+JWKS_LAST_SUCCESS = Gauge(
+    "srm_jwks_last_success_timestamp_seconds",
+    "When the last good JWKS document was fetched (the oldest of the workers)",
+    multiprocess_mode="livemin",
+)
+JWKS_UNKNOWN_KID = Counter(
+    "srm_jwks_unknown_kid_total",
+    "Client tokens whose kid the cached JWKS lacked, by whether this one could refetch",
+    ["refetch"],
+)
+
 
 def _cached(metric: Any) -> Callable[..., Any]:
     """``metric.labels(*values)``, memoised: the lookup takes a lock and builds a key."""
@@ -117,6 +139,8 @@ _http_seconds = _cached(HTTP_SECONDS)
 _errors = _cached(ERRORS)
 _store_seconds = _cached(STORE_SECONDS)
 _store_errors = _cached(STORE_ERRORS)
+_jwks_fetches = _cached(JWKS_FETCHES)
+_jwks_unknown_kid = _cached(JWKS_UNKNOWN_KID)
 
 
 def http_request(route: str, method: str, status: int, error_code: str, seconds: float) -> None:
@@ -142,6 +166,20 @@ def store_call(operation: str, seconds: float) -> None:
 
 def store_error(operation: str, error_code: str) -> None:
     _store_errors(operation, error_code).inc()
+
+
+def jwks_fetch(result: str, keys: int | None = None, at: float | None = None) -> None:
+    """Count one JWKS fetch by *result*; after a good one, its key count and wall time."""
+    _jwks_fetches(result).inc()
+    if keys is not None:
+        JWKS_KEYS.set(keys)
+    if at is not None:
+        JWKS_LAST_SUCCESS.set(at)
+
+
+def jwks_unknown_kid(refetch: str) -> None:
+    """Count a token with an unknown kid: *refetch* is "fetched", "shared" or "rate_limited"."""
+    _jwks_unknown_kid(refetch).inc()
 
 
 def exposition() -> bytes:

@@ -65,6 +65,7 @@ def test_embedded_default_starts_and_stops_its_own_redis(tmp_path: Path) -> None
         ({"SRM_REAPER_INTERVAL": "nan"}, "reaper.interval"),
         ({"SRM_REDIS_URL": "http://x"}, "redis.url"),
         ({"SRM_AUTH_SECRET": ""}, "auth.secret"),
+        ({"SRM_AUTH_JWKS_URL": "http://id.example.com/certs"}, "auth.jwks_url"),
         ({"SRM_CONFIG": "/nonexistent.toml"}, "SRM_CONFIG"),
     ],
 )
