@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.helpers import SETUP, auth
-from tests.processes import srm_serve
+from tests.processes import pids_of, srm_serve
 from tests.redis_servers import RedisProcess
 
 pytestmark = pytest.mark.slow
@@ -50,8 +49,8 @@ def test_embedded_default_starts_and_stops_its_own_redis(tmp_path: Path) -> None
         assert (data / "appendonlydir").is_dir()  # persistence is on
         assert srm.stop(signal.SIGINT) == 0
     assert not (data / "redis.sock").exists()
-    leftover = subprocess.run(["pgrep", "-f", f"--dir {data}"], capture_output=True, check=False)
-    assert leftover.stdout == b"", "the embedded redis-server outlived srm serve"
+    # redis-server shows its socket, not its arguments, in its command line
+    assert not pids_of(f"unixsocket:{data}/"), "the embedded redis-server outlived srm serve"
 
 
 def test_unknown_srm_variables_are_ignored(real_redis: RedisProcess, tmp_path: Path) -> None:
