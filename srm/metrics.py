@@ -94,6 +94,13 @@ STORE_ERRORS = Counter(
     ["operation", "error_code"],
 )
 
+SETUP_ABORTS = Counter(
+    "srm_setup_aborts_total",
+    "Background aborts of setups whose outcome is unknown, by outcome: queued, done, "
+    "gave_up (every attempt failed), dropped (the queue was full)",
+    ["outcome"],
+)
+
 
 def _cached(metric: Any) -> Callable[..., Any]:
     """``metric.labels(*values)``, memoised: the lookup takes a lock and builds a key."""
@@ -113,6 +120,7 @@ _http_seconds = _cached(HTTP_SECONDS)
 _errors = _cached(ERRORS)
 _store_seconds = _cached(STORE_SECONDS)
 _store_errors = _cached(STORE_ERRORS)
+_setup_aborts = _cached(SETUP_ABORTS)
 
 
 def http_request(route: str, method: str, status: int, error_code: str, seconds: float) -> None:
@@ -138,6 +146,10 @@ def store_call(operation: str, seconds: float) -> None:
 
 def store_error(operation: str, error_code: str) -> None:
     _store_errors(operation, error_code).inc()
+
+
+def setup_abort(outcome: str) -> None:
+    _setup_aborts(outcome).inc()
 
 
 def exposition() -> bytes:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from srm.aborts import Aborter
 from srm.api import handlers as h
 from srm.api import openapi
 from srm.api.errors import make_error_middleware
@@ -87,14 +87,15 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         content_types=settings.sessions.content_types,
         body_timeout=settings.server.body_timeout,
         openapi=openapi.document_bytes(settings, PREFIXES),
+        aborts=Aborter(store),
     )
     app[DEPS] = service
     app.add_routes(list(routes()))
-    app.on_shutdown.append(_finish_background)
+    # on cleanup, not on shutdown: aiohttp runs cleanup after the requests in flight have
+    # finished or been cancelled, so the aborts they queued are run too
+    app.on_cleanup.append(_finish_aborts)
     return app
 
 
-async def _finish_background(app: web.Application) -> None:
-    pending = list(app[DEPS].background)
-    if pending:
-        await asyncio.wait(pending, timeout=5)
+async def _finish_aborts(app: web.Application) -> None:
+    await app[DEPS].aborts.drain()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from srm.errors import MalformedRequest
+from srm.listing import DEFAULT_LIMIT, MAX_PAGE
 from srm.model import AccountSessions, Limit, Session
 
 MAX_CONTENT_ID_LENGTH = 256
@@ -65,6 +67,22 @@ def limit_request(body: bytes) -> int:
     return value
 
 
+def page_query(query: Mapping[str, str]) -> tuple[int, str | None]:
+    """(limit, cursor) of a listing's query: limit 1..1000 (default 100), cursor opaque."""
+    raw = query.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        if not (
+            0 < len(raw) <= 4 and raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE
+        ):
+            raise MalformedRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
+        limit = int(raw)
+    cursor = query.get("cursor")
+    if cursor is not None and not cursor:
+        raise MalformedRequest("cursor is empty")
+    return limit, cursor
+
+
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
@@ -93,6 +111,7 @@ def session_list(listing: AccountSessions) -> bytes:
             "sessions": [session(s) for s in listing.sessions],
             "activeCount": listing.active_count,
             "maxSessions": listing.max_sessions,
+            "next": listing.next,
         }
     )
 
