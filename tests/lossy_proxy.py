@@ -31,6 +31,11 @@ class LossyProxy:
         """Drop the next *count* replies and close their connections (the client retries)."""
         self._lose_next = count
 
+    @property
+    def replies_to_lose(self) -> int:
+        """Replies lose_next_reply asked to drop that have not come yet."""
+        return self._lose_next
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
