@@ -37,7 +37,7 @@ from srm.errors import (
     StoreUnavailable,
     StoreUnreached,
 )
-from srm.listing import Cursor
+from srm.listing import PHASES, Cursor
 from srm.model import (
     NO_TIMEOUT_MS,
     AccountSessions,
@@ -455,8 +455,9 @@ class SessionStore:
         account's active count and limit (see srm/listing.py for the walk).
 
         At most *limit* sessions and a bounded number of round trips: one for the counts and
-        the active set, one for the lapsed part of it, at most LIST_SCAN_STEPS HSCAN steps
-        of the ended hash, one for the records. MalformedRequest for a foreign *cursor*.
+        the active set (with the start of the later phases when the page starts a phase), one
+        for the lapsed part of it, at most LIST_SCAN_STEPS HSCAN steps of the ended hash, one
+        for the records. MalformedRequest for a foreign *cursor*.
         """
         at = Cursor.decode(cursor) if cursor else Cursor()
         ak = self.keys.account(account_id)
@@ -466,22 +467,34 @@ class SessionStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcount(ak.active, f"({now}", "+inf")
         pipe.get(ak.limit)
-        if at.phase != "e":
-            self._window(pipe, ak.active, at, now, limit)
-        live, override, *window = await self._guard("list", pipe.execute())
+        # A page that starts a phase also reads, in this first trip, the start of every
+        # later phase: a small account's page then costs this trip and the records'.
+        later = PHASES[PHASES.index(at.phase) + 1 :] if at == Cursor(at.phase) else ()
+        reads = [c for c in (at, *map(Cursor, later)) if c.phase != "e" or c == Cursor("e")]
+        for read in reads:
+            if read.phase == "e":
+                pipe.hscan(ak.ended, 0, count=max(limit, LIST_SCAN_COUNT))
+            else:
+                self._window(pipe, ak.active, read, now, limit)
+        live, override, *replies = await self._guard("list", pipe.execute())
+        ahead: dict[str, list[Any]] = {}
+        for read in reads:
+            width = 1 if read.score is None else 2
+            ahead[read.phase], replies = replies[:width], replies[width:]
         picked: list[tuple[str, float | None, str | None]] = []  # sessionId, deadline, ended
         following: Cursor | None = at
         while following is not None and len(picked) < limit:
             room = limit - len(picked)
+            window = ahead.pop(following.phase, [])
             if following.phase == "e":
-                following = await self._ended_page(ak.ended, following, room, picked)
+                first = (window[0], max(limit, LIST_SCAN_COUNT)) if window else None
+                following = await self._ended_page(ak.ended, following, room, picked, first)
                 break
             if not window:
                 pipe = self.redis.pipeline(transaction=False)
                 self._window(pipe, ak.active, following, now, room)
                 window = await self._guard("list", pipe.execute())
             following = _window_page(following, window, now, room, picked)
-            window = []
         records: list[dict[str, str]] = []
         if picked:
             pipe = self.redis.pipeline(transaction=False)
@@ -525,14 +538,19 @@ class SessionStore:
         at: Cursor,
         room: int,
         picked: list[tuple[str, float | None, str | None]],
+        first: tuple[Any, int] | None = None,
     ) -> Cursor | None:
         """Add up to *room* entries of the ended hash from *at* to *picked*; where to go on
-        (None: the walk is over)."""
+        (None: the walk is over). *first*: the first step's reply and COUNT, read already."""
         scan, count, after = at.scan, at.count or max(room, LIST_SCAN_COUNT), at.sid
         for _ in range(LIST_SCAN_STEPS):
-            following, entries = await self._guard(
-                "list_ended", self.redis.hscan(ended, scan, count=count)
-            )
+            if first is not None:
+                (following, entries), count = first
+                first = None
+            else:
+                following, entries = await self._guard(
+                    "list_ended", self.redis.hscan(ended, scan, count=count)
+                )
             fresh = sorted((sid, value) for sid, value in entries.items() if sid > after)
             if len(fresh) > room:  # the rest of this step goes on the next page
                 picked += [(sid, None, value) for sid, value in fresh[:room]]

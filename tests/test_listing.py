@@ -113,6 +113,19 @@ async def test_active_then_lapsed_then_ended(store: SessionStore, clock: Clock) 
     assert all(rest[sid].end_reason is EndReason.TEARDOWN for sid in ended)
 
 
+async def test_a_small_account_is_listed_in_two_round_trips(
+    store: SessionStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.set_limit("acct-1", 10)
+    await create(store, 2)
+    clock.advance(130)  # those two lapse
+    await end(store, (await create(store, 4))[:2])
+    calls = count_round_trips(store, monkeypatch)
+    page = await store.account_sessions("acct-1")
+    assert calls[0] == 2  # counts and every phase's start, then the records
+    assert len(page.sessions) == 6 and page.next is None and page.active_count == 2
+
+
 async def test_a_walk_misses_no_session_active_throughout(
     store: SessionStore, clock: Clock
 ) -> None:

@@ -232,7 +232,7 @@ async def test_a_call_cancelled_while_queued_is_not_sent(
 async def test_a_setup_cancelled_at_shutdown_is_aborted(
     settings: Any, proxy: LossyProxy, clock: Clock, direct: Any
 ) -> None:
-    async with store_on(proxy.url, clock, socket_timeout=2.0, request_deadline=5.0) as store:
+    async with store_on(proxy.url, clock, socket_timeout=1.0, request_deadline=5.0) as store:
         server = TestServer(create_app(settings, store))
         await server.start_server(shutdown_timeout=0.3)
         client = TestClient(server)
