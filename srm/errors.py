@@ -10,6 +10,7 @@ SrmError
 ├── MethodNotAllowed     SRM-0007
 ├── StoreUnavailable     SRM-0008
 │   └── StoreUnreached   SRM-0008 (the call never reached Redis: nothing to undo)
+├── KeysUnavailable      SRM-0008
 ├── TooLarge             SRM-0009
 └── NoSuchPath           SRM-0010
 """
@@ -91,6 +92,13 @@ class StoreUnavailable(SrmError):
 
 class StoreUnreached(StoreUnavailable):
     """Raised when a store call failed before it was sent to Redis, so it changed nothing."""
+
+
+class KeysUnavailable(SrmError):
+    """Raised when client tokens cannot be checked yet: no JWKS document was fetched so far."""
+
+    code = "SRM-0008"
+    message = "Signing keys not available yet, retry later"
 
 
 class TooLarge(SrmError):

@@ -14,7 +14,13 @@ from srm import metrics as srm_metrics
 from srm.aborts import Aborter
 from srm.api import bodies
 from srm.auth import OperatorKeys, Principal, TokenVerifier
-from srm.errors import MalformedRequest, StoreUnavailable, StoreUnreached, Unauthenticated
+from srm.errors import (
+    KeysUnavailable,
+    MalformedRequest,
+    StoreUnavailable,
+    StoreUnreached,
+    Unauthenticated,
+)
 from srm.model import AccountSessions, EndReason, NewSession
 from srm.store import SessionStore
 
@@ -36,13 +42,13 @@ class Deps:
     openapi: bytes
     aborts: Aborter
 
-    def client(self, request: web.Request) -> Principal:
+    async def client(self, request: web.Request) -> Principal:
         token = request.headers.get("Client-Token")
         if token is None:
             token = _bearer(request)
         if not token:
             raise Unauthenticated("Client-Token missing")
-        return self.verifier.verify(token.strip())
+        return await self.verifier.authenticate(token.strip())
 
     def operator(self, request: web.Request) -> None:
         self.operators.check(_bearer(request))
@@ -83,7 +89,7 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 async def setup(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     content_id, content_type = bodies.setup_request(await deps.body(request), deps.content_types)
     sid = str(uuid.uuid4())
     new = NewSession(sid, principal.account_id, principal.device_id, content_id, content_type)
@@ -100,7 +106,7 @@ async def setup(request: web.Request) -> web.Response:
 
 async def keep_alive(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     await deps.store.keep_alive(principal.account_id, sid)
     return web.Response()
@@ -108,7 +114,7 @@ async def keep_alive(request: web.Request) -> web.Response:
 
 async def teardown(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     await deps.store.end(principal.account_id, sid, EndReason.TEARDOWN)
     return web.Response()
@@ -116,7 +122,7 @@ async def teardown(request: web.Request) -> web.Response:
 
 async def list_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     return _json(bodies.session_list(await _page(deps, request, principal.account_id)))
 
 
@@ -127,7 +133,7 @@ async def _page(deps: Deps, request: web.Request, account_id: str) -> AccountSes
 
 async def get_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     session = await deps.store.get(principal.account_id, sid)
     return _json(orjson.dumps(bodies.session(session)))
@@ -201,6 +207,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
+    if not deps.verifier.ready:
+        raise KeysUnavailable()
     try:
         async with asyncio.timeout(min(1.0, deps.store.deadline)):
             await deps.store.ping()
