@@ -127,16 +127,21 @@ _LOG_UNAVAILABLE_EVERY = 10.0  # seconds between two log lines of one kind of fa
 _unavailable_logged: dict[str, float] = {}
 
 
-def _unavailable(operation: str, exc: BaseException, detail: str) -> SrmError:
-    """SRM-0008 with SRM's *detail*; Redis's own text goes to the log, once per kind and
-    :data:`_LOG_UNAVAILABLE_EVERY` (an outage fails every call)."""
+def _unavailable(
+    operation: str,
+    exc: BaseException,
+    detail: str,
+    error: type[StoreUnavailable] = StoreUnavailable,
+) -> SrmError:
+    """SRM-0008 (*error*) with SRM's *detail*; Redis's own text goes to the log, once per
+    kind and :data:`_LOG_UNAVAILABLE_EVERY` (an outage fails every call)."""
     now = time.monotonic()
     if now - _unavailable_logged.get(detail, -_LOG_UNAVAILABLE_EVERY) >= _LOG_UNAVAILABLE_EVERY:
         _unavailable_logged[detail] = now
         log.warning(
             "store unavailable (%s) on %s: %s: %s", detail, operation, type(exc).__name__, exc
         )
-    return _failed(operation, StoreUnavailable(detail))
+    return _failed(operation, error(detail))
 
 
 def _redis_error_code(exc: BaseException) -> str:
@@ -156,8 +161,9 @@ def _unavailable_detail(exc: BaseException) -> str:
 def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     """The domain error for a failed Redis call, counted under *operation*: unavailable
     (retry later) or a bug; None when *exc* is not a Redis failure (re-raise it)."""
-    if isinstance(exc, NeverSent):
-        return _failed(operation, StoreUnreached(str(exc)))
+    if isinstance(exc, NeverSent):  # failed before it was sent: the cause says why
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        return _unavailable(operation, cause, _unavailable_detail(cause), StoreUnreached)
     if isinstance(exc, rx.ResponseError):
         # redis-py strips the prefix of the errors it types (ClusterDownError is "The
         # cluster is down"; TryAgainError, MasterDownError...): check the type as well
