@@ -118,6 +118,15 @@ async def warm_up(client: Any, settings: RedisSettings) -> None:
             await client.aclose()  # whatever half-initialized state it has, not kept
 
 
+async def check_store(settings: RedisSettings) -> None:
+    """The checks of the store made once at the start of a command (ConfigError: exit 2)."""
+    client = connect(settings)
+    try:
+        await check_eviction(client, settings)
+    finally:
+        await client.aclose()
+
+
 async def check_eviction(client: Any, settings: RedisSettings) -> None:
     """Refuse a Redis that may evict SRM's keys (ConfigError) unless ``redis.allow_eviction``.
 

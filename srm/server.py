@@ -32,7 +32,7 @@ from srm.api.app import create_app
 from srm.api.observability import runner_options
 from srm.api.protocol import SrmAppRunner
 from srm.config import Settings, require_auth_key
-from srm.connection import check_eviction, connect, warm_up
+from srm.connection import check_store, connect, warm_up
 from srm.embedded import EmbeddedRedis
 from srm.metrics import SharedMetricsDir
 from srm.process import die_with_parent, install_stop_handlers, make_store, run_loop
@@ -92,15 +92,6 @@ async def serve_api(
         log.info("stopped")
 
 
-async def _check_store(settings: Settings) -> None:
-    """Checks of the store made once, before any worker starts (ConfigError: exit 2)."""
-    redis = connect(settings.redis)
-    try:
-        await check_eviction(redis, settings.redis)
-    finally:
-        await redis.aclose()
-
-
 def _worker(settings: Settings, parent: int, ready: Any) -> None:
     die_with_parent(parent)
     logs.setup(settings.logging.level, logs.secrets_of(settings))
@@ -120,7 +111,7 @@ def serve(settings: Settings, companion: Companion | None = None) -> int:
         embedded = EmbeddedRedis(settings.embedded)
         settings = settings.replace("redis", url=embedded.start())
     try:
-        run_loop(_check_store(settings))
+        run_loop(check_store(settings.redis))  # once, before any worker starts
         if settings.server.workers == 1:
             run_loop(serve_api(settings, companion=companion))
             return 0

@@ -31,19 +31,25 @@ def new(account: str = "acct-1") -> NewSession:
 
 
 @pytest.mark.slow
-def test_serve_refuses_an_evicting_redis_unless_allowed(tmp_path: Path) -> None:
+def test_serve_and_reaper_refuse_an_evicting_redis_unless_allowed(tmp_path: Path) -> None:
     with redis_process("--maxmemory-policy", "allkeys-lru") as redis:
-        port = free_port()
-        env = srm_env(SRM_PORT=str(port), SRM_AUTH_SECRET=SECRET, SRM_REDIS_URL=redis.url)
-        log = tmp_path / "refused.log"
-        srm = SrmProcess(start_srm(["serve"], env, log), port, log)
-        try:
-            assert srm.proc.wait(30) == 2
-        except subprocess.TimeoutExpired:
-            srm.stop()
-            raise
-        assert "maxmemory-policy is allkeys-lru" in srm.output()
-        assert "SRM_REDIS_ALLOW_EVICTION" in srm.output()
+        for command in ("serve", "reaper"):
+            port = free_port()
+            env = srm_env(
+                SRM_PORT=str(port),
+                SRM_AUTH_SECRET=SECRET,
+                SRM_REDIS_URL=redis.url,
+                SRM_REAPER_METRICS_PORT="0",
+            )
+            log = tmp_path / f"refused-{command}.log"
+            srm = SrmProcess(start_srm([command], env, log), port, log)
+            try:
+                assert srm.proc.wait(30) == 2, srm.output()
+            except subprocess.TimeoutExpired:
+                srm.stop()
+                raise
+            assert "maxmemory-policy is allkeys-lru" in srm.output()
+            assert "SRM_REDIS_ALLOW_EVICTION" in srm.output()
         with srm_serve(tmp_path, SRM_REDIS_URL=redis.url, SRM_REDIS_ALLOW_EVICTION="true") as ok:
             assert "REDIS MAY EVICT SRM'S KEYS" in ok.output()
             assert ok.stop() == 0
