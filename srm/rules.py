@@ -33,9 +33,9 @@ class RuleError(ValueError):
 class Rule:
     name: str
     max: int
-    qualities: frozenset[str] = frozenset()
-    device_types: frozenset[str] = frozenset()
-    content_types: frozenset[str] = frozenset()
+    qualities: tuple[str, ...] = ()
+    device_types: tuple[str, ...] = ()
+    content_types: tuple[str, ...] = ()
     per: str = "account"
     policy: str = "deny"
 
@@ -121,19 +121,19 @@ def _strings(entry: Mapping[str, Any], key: str, where: str) -> list[str]:
 
 def _names(
     entry: Mapping[str, Any], key: str, known: tuple[str, ...], where: str
-) -> frozenset[str]:
+) -> tuple[str, ...]:
     values = _strings(entry, key, where)
     for value in values:
         if value not in known:
             raise RuleError(
                 f"{where}: {key} has {value!r}, not one of the configured {', '.join(known)}"
             )
-    return frozenset(values)
+    return tuple(values)
 
 
-def _device_types(entry: Mapping[str, Any], where: str) -> frozenset[str]:
+def _device_types(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
     values = _strings(entry, "device_types", where)
     for value in values:
         if not 1 <= len(value) <= MAX_DEVICE_TYPE_LENGTH:
             raise RuleError(f"{where}: device_types entries must be 1..64 characters")
-    return frozenset(values)
+    return tuple(values)

@@ -201,7 +201,6 @@ class SessionStore:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
-        self._policy_name = "evict" if policy.evict else "deny"
         # At most max_in_flight calls use the client at once; a call waits in_flight_wait for
         # its turn, then fails with SRM-0008. Each call holds at most one connection per node,
         # so no node's pool can overflow: the blocking-pool behaviour redis-py's cluster
@@ -346,7 +345,7 @@ class SessionStore:
                 self.policy.period_ms,
                 self.policy.max_sessions if new.max_sessions is None else new.max_sessions,
                 self.policy.retention_ms,
-                self._policy_name,
+                "evict" if self.policy.evict else "deny",
                 new.device_type,
                 new.quality or "",
                 new.replaces or "",
