@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,27 @@ async def test_operator_ends_one_devices_sessions(client: Any) -> None:
         "OPERATOR",
         "OPERATOR",
     ]
+
+
+async def test_sixty_concurrent_uhd_setups_over_http_yield_one(client: Any) -> None:
+    answers = await asyncio.gather(
+        *(
+            client.post("/srm/sessions", json=body(quality="UHD"), headers=headers(f"d{i}"))
+            for i in range(60)
+        )
+    )
+    replies = [await a.json() for a in answers]
+    assert sum("successResponse" in r for r in replies) == 1
+    assert [r["denial"]["rule"] for r in replies if "denial" in r] == ["uhd"] * 59
+
+
+async def test_sixty_concurrent_zaps_on_one_tv_leave_one_stream(client: Any) -> None:
+    tv = headers("tv-1", deviceType="tv")
+    answers = await asyncio.gather(
+        *(client.post("/srm/sessions", json=body(content=f"ch{i}"), headers=tv) for i in range(60))
+    )
+    replies = [await a.json() for a in answers]
+    assert all("successResponse" in r for r in replies)  # each zap evicts the previous one
+    listed = await listing(client)
+    assert listed["activeCount"] == 1
+    assert sum(s["endReason"] == "EVICTED" for s in listed["sessions"]) == 59

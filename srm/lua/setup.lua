@@ -10,7 +10,8 @@
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
--- ARGV[9] retention (ms)  ARGV[10] account policy: 'deny' | 'evict'  ARGV[11] deviceType
+-- ARGV[9] retention (ms)  ARGV[10] account policy: 'deny' | 'evict'
+-- ARGV[11] deviceType ('' for the default, unknown: not stored)
 -- ARGV[12] quality ('' none)  ARGV[13] sessionId this setup replaces ('' none)
 -- ARGV[14] the rule groups of the new session, encoded as rule_groups reads them ('' none)
 -- then per matched rule, four ARGV: name, group field "<rule>:<group>", configured max, policy
@@ -142,8 +143,11 @@ for _, victim in ipairs(victims) do
   end_session(acct, victim, 'EVICTED', now, purge_at, device)
 end
 local deadline = now + tonumber(ARGV[7])
-redis.call('HSET', KEYS[1], 'acct', account, 'dev', device, 'dt', ARGV[11], 'cid', ARGV[5],
-  'ctype', ARGV[6], 'created', now, 'ka', now)
+redis.call('HSET', KEYS[1], 'acct', account, 'dev', device, 'cid', ARGV[5], 'ctype', ARGV[6],
+  'created', now, 'ka', now)
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[1], 'dt', ARGV[11])
+end
 if ARGV[12] ~= '' then
   redis.call('HSET', KEYS[1], 'q', ARGV[12])
 end
