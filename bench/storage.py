@@ -29,7 +29,7 @@ def settings(redis_url: str, **env: str) -> Settings:
     return load(env={"SRM_REDIS_URL": redis_url, "SRM_AUTH_SECRET": "x" * 32, **env})
 
 
-def new_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]:
+def new_sessions(count: int, per_account: int, tag: str, **extra: Any) -> Iterable[NewSession]:
     """*count* sessions, *per_account* to an account, with realistic field sizes."""
     for i in range(count):
         yield NewSession(
@@ -38,6 +38,7 @@ def new_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]
             f"device-{i % per_account}",
             "100001V3D",
             "COD",
+            **extra,
         )
 
 
@@ -320,16 +321,7 @@ class RulesCost:
 
 def rule_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]:
     """Like new_sessions, on phones in UHD: each session matches all of THREE_RULES."""
-    for i in range(count):
-        yield NewSession(
-            str(uuid.uuid4()),
-            f"{tag}-account-{i // per_account:08d}",
-            f"device-{i % per_account}",
-            "100001V3D",
-            "COD",
-            device_type="phone",
-            quality="UHD",
-        )
+    return new_sessions(count, per_account, tag, device_type="phone", quality="UHD")
 
 
 async def rules_cost(redis_url: str, count: int, samples: int, rounds: int = 3) -> list[RulesCost]:
