@@ -160,4 +160,8 @@ if ARGV[14] ~= '' then
     redis.call('HINCRBY', acct.rules, checks[i].field, 1)
   end
 end
-return {1, redis.call('ZCOUNT', acct.active, '(' .. now, '+inf'), checks[1].max}
+local ended = #victims
+if replaced ~= '' then
+  ended = ended + 1
+end
+return {1, live - ended + 1, checks[1].max}
