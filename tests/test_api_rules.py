@@ -150,6 +150,7 @@ async def test_bad_setup_extensions_are_srm_0002_and_store_nothing(
         {"deviceType": 7},
         {"deviceType": ""},
         {"deviceType": "x" * 65},
+        {"deviceType": "\ud800"},
         {"maxSessions": -1},
         {"maxSessions": 1_000_001},
         {"maxSessions": "2"},
