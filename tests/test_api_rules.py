@@ -171,11 +171,15 @@ async def test_max_sessions_claim_below_an_operator_override(client: Any) -> Non
     assert "successResponse" in await start(client, "a", claims=one)
     denied = await start(client, "b", claims=one)
     assert (denied["denial"]["rule"], denied["denial"]["max"]) == ("account", 1)
+    own = await client.get("/srm/sessions", headers=headers("a", maxSessions=1))
+    assert (await own.json())["maxSessions"] == 1
     resp = await client.put(
         "/srm/v1/accounts/acct-1/limit", json={"maxSessions": 2}, headers=OPERATOR
     )
     assert resp.status == 200
     assert "successResponse" in await start(client, "b", claims=one)
+    own = await client.get("/srm/sessions", headers=headers("a", maxSessions=1))
+    assert (await own.json())["maxSessions"] == 2
 
 
 async def test_rule_overrides_through_the_limit_endpoint(client: Any) -> None:
