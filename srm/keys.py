@@ -22,12 +22,16 @@ keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass
 
 PREFIX = "srm"
 SESSION_ID_LENGTH = 36  # canonical UUID text; members end with it
-ACCOUNT_CACHE_SIZE = 65536  # accounts whose key names are kept built (the request path reuses them)
+# Memory for the key names of recent accounts, kept built for their next calls: about 30,000
+# accounts with 36-character ids, 8,000 with 256-character ones.
+ACCOUNT_CACHE_BYTES = 16 * 1024 * 1024
+_DICT_ENTRY_BYTES = 104  # a dict's hash slot and entry per item, growth slack included
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +63,14 @@ class Keys:
         self.shards = shards
         self.prefix = prefix
         self._tags = [f"{prefix}:{{s{shard}}}" for shard in range(shards)]
+        self._deadlines = [f"{tag}:deadlines" for tag in self._tags]
+        self._reaps = [f"{tag}:reap" for tag in self._tags]
         # An account's keys are built once and reused by its following calls (keep-alives,
-        # teardown); the map is emptied when full, which bounds it at no bookkeeping cost.
+        # teardown); the map is emptied when it would pass ACCOUNT_CACHE_BYTES, which bounds
+        # it at no bookkeeping cost. Bytes, not entries: an id can be 256 characters of
+        # 4-byte code points, and it is in the map key and in four key names.
         self._accounts: dict[str, AccountKeys] = {}
+        self._accounts_bytes = 0
 
     def shard_of(self, account_id: str) -> int:
         return zlib.crc32(account_id.encode("utf-8")) % self.shards
@@ -74,9 +83,14 @@ class Keys:
     def account(self, account_id: str) -> AccountKeys:
         keys = self._accounts.get(account_id)
         if keys is None:
-            if len(self._accounts) >= ACCOUNT_CACHE_SIZE:
+            keys = self._account(account_id)
+            strings = (account_id, keys.limit, keys.rule_limits, *keys.lifecycle()[:4])
+            size = _DICT_ENTRY_BYTES + sys.getsizeof(keys) + sum(map(sys.getsizeof, strings))
+            if self._accounts_bytes + size > ACCOUNT_CACHE_BYTES:
                 self._accounts.clear()
-            keys = self._accounts[account_id] = self._account(account_id)
+                self._accounts_bytes = 0
+            self._accounts[account_id] = keys
+            self._accounts_bytes += size
         return keys
 
     def _account(self, account_id: str) -> AccountKeys:
@@ -91,8 +105,8 @@ class Keys:
             ended=base + "ended",
             rules=base + "rules",
             rule_limits=base + "rlimit",
-            deadlines=f"{tag}:deadlines",
-            reap=f"{tag}:reap",
+            deadlines=self._deadlines[shard],
+            reap=self._reaps[shard],
         )
 
     def session(self, account_id: str, session_id: str) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import os
 import signal
 from collections.abc import Coroutine
 from typing import Any
@@ -35,6 +38,36 @@ def make_store(settings: Settings, redis: Any) -> SessionStore:
         replica_acks=settings.redis.replica_acks,
         replica_ack_timeout=settings.redis.replica_ack_timeout,
     )
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: no parent-death signal
+
+
+_prctl = _load_prctl()
+
+
+def can_die_with_parent() -> bool:
+    return _prctl is not None
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
+    """Have the kernel send *sig* to this process when *parent* (its parent) exits.
+
+    Linux only (False elsewhere). If the parent has already gone, *sig* is sent at once.
+    Safe between fork and exec: it only calls prctl, getppid and kill.
+    """
+    if _prctl is None or _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the parent died before prctl: no signal would come
+        os.kill(os.getpid(), sig)
+    return True
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:

@@ -14,7 +14,13 @@ from aiohttp import web
 from srm import metrics as srm_metrics
 from srm.api import bodies
 from srm.auth import OperatorKeys, Principal, TokenVerifier
-from srm.errors import MalformedRequest, SrmError, StoreUnavailable, Unauthenticated
+from srm.errors import (
+    KeysUnavailable,
+    MalformedRequest,
+    SrmError,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from srm.model import EndReason, NewSession
 from srm.store import SessionStore
 
@@ -40,13 +46,13 @@ class Deps:
     limit_claims: bool = False  # honour the token's maxSessions claim
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def client(self, request: web.Request) -> Principal:
+    async def client(self, request: web.Request) -> Principal:
         token = request.headers.get("Client-Token")
         if token is None:
             token = _bearer(request)
         if not token:
             raise Unauthenticated("Client-Token missing")
-        return self.verifier.verify(token.strip())
+        return await self.verifier.authenticate(token.strip())
 
     def operator(self, request: web.Request) -> None:
         self.operators.check(_bearer(request))
@@ -104,7 +110,7 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 async def setup(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     wanted = bodies.setup_request(await deps.body(request), deps.content_types, deps.qualities)
     sid = str(uuid.uuid4())
     new = NewSession(
@@ -128,7 +134,7 @@ async def setup(request: web.Request) -> web.Response:
 
 async def keep_alive(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     await deps.store.keep_alive(principal.account_id, sid)
     return web.Response()
@@ -136,7 +142,7 @@ async def keep_alive(request: web.Request) -> web.Response:
 
 async def teardown(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     await deps.store.end(principal.account_id, sid, EndReason.TEARDOWN)
     return web.Response()
@@ -144,7 +150,7 @@ async def teardown(request: web.Request) -> web.Response:
 
 async def list_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     listing = await deps.store.account_sessions(principal.account_id)
     # the token's limit applies to this caller unless an operator override wins
     if (
@@ -158,7 +164,7 @@ async def list_own(request: web.Request) -> web.Response:
 
 async def get_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     session = await deps.store.get(principal.account_id, sid)
     return _json(orjson.dumps(bodies.session(session)))
@@ -241,6 +247,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
+    if not deps.verifier.ready:
+        raise KeysUnavailable()
     try:
         async with asyncio.timeout(min(1.0, deps.store.deadline)):
             await deps.store.ping()
