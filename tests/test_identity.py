@@ -25,11 +25,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import REGISTRY
 
-from srm import cli, logs
+from srm import logs
 from srm.api.app import create_app
 from srm.api.handlers import DEPS
 from srm.auth import TokenVerifier, mint
-from srm.config import ConfigError, Settings, load, require_auth_key
+from srm.config import ConfigError, Settings, load, masked, require_auth_key
 from srm.errors import Unauthenticated
 from srm.jwks import JwksKeys, cache_max_age, parse_document
 from srm.store import SessionStore
@@ -698,11 +698,11 @@ def test_identity_settings() -> None:
         require_auth_key(load(env={}))
     with pytest.raises(ConfigError, match=r"auth\.public_key"):
         require_auth_key(load(env={"SRM_AUTH_ALGORITHM": "ES256"}))
-    shown = orjson.dumps(cli._masked(both)).decode()
+    shown = orjson.dumps(masked(both)).decode()
     assert OLD_SECRET not in shown and NEW_SECRET not in shown
     assert set(logs.secrets_of(both)) >= {OLD_SECRET, NEW_SECRET}
     basic = load(env={"SRM_AUTH_JWKS_URL": "https://srm:pa55word@id.example.com/certs"})
-    assert cli._masked(basic)["auth"]["jwks_url"] == "https://***@id.example.com/certs"
+    assert masked(basic)["auth"]["jwks_url"] == "https://srm:***@id.example.com/certs"
     assert "pa55word" in logs.secrets_of(basic)
 
 
