@@ -40,15 +40,19 @@ from srm.errors import (
 )
 from srm.listing import PHASES, Cursor
 from srm.model import (
+    DEFAULT_DEVICE_TYPE,
     NO_TIMEOUT_MS,
     AccountSessions,
+    Ended,
     EndReason,
     Limit,
     NewSession,
     Policy,
+    RuleLimit,
     Session,
     State,
 )
+from srm.rules import encode_groups
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +208,7 @@ def load_script_source(name: str) -> str:
     """A script's Lua text, with the shared fragments it uses prepended."""
     lua = resources.files("srm").joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
-    if "end_session(" in body or "end_lapsed(" in body:
+    if "account_keys(" in body or "rule_groups(" in body:
         body = lua.joinpath("_end.lua").read_text() + "\n" + body
     if "server_time(" in body:
         body = lua.joinpath("_time.lua").read_text() + "\n" + body
@@ -228,6 +232,12 @@ class Repair:
     account_id: str
     counter: int
     truth: int
+    rules: int = 0  # rule counters (and stale group records) repaired
+
+    @property
+    def count(self) -> int:
+        """How many counters this repair fixed."""
+        return int(self.counter != self.truth) + self.rules
 
 
 class SessionStore:
@@ -237,7 +247,17 @@ class SessionStore:
     its value reaches every script as the clock override.
     """
 
-    SCRIPTS = ("setup", "keepalive", "end", "abort", "end_all", "sweep", "purge", "audit")
+    SCRIPTS = (
+        "setup",
+        "keepalive",
+        "end",
+        "abort",
+        "end_all",
+        "sweep",
+        "purge",
+        "audit",
+        "limits",
+    )
 
     def __init__(
         self,
@@ -261,7 +281,6 @@ class SessionStore:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
-        self._policy_name = "evict" if policy.evict else "deny"
         # At most max_in_flight calls use the client at once; a call waits in_flight_wait for
         # its turn, then fails with SRM-0008. Each call holds at most one connection per node,
         # so no node's pool can overflow: the blocking-pool behaviour redis-py's cluster
@@ -375,21 +394,29 @@ class SessionStore:
     # -- client operations -------------------------------------------------------------------
 
     async def setup(self, new: NewSession) -> int:
-        """Create the session unless the account is at its limit; the active count after it.
+        """Create the session unless a limit refuses it; the account's active count after it.
 
-        Raises LimitReached at the limit (deny policy). Safe to retry with the same sessionId.
+        Raises LimitReached, naming the refusing limit and the sessions counted against it,
+        when the account limit or a limit rule is reached (and evicting cannot make room).
+        Safe to retry with the same sessionId.
         """
         ak = self.keys.account(new.account_id)
-        status, active, limit = await self._run(
+        matched = [
+            r
+            for r in self.policy.rules
+            if r.matches(new.quality, new.device_type, new.content_type)
+        ]
+        groups = [r.group(new.device_id, new.content_id) for r in matched]
+        rule_args: list[Any] = []
+        for rule, group in zip(matched, groups, strict=True):
+            rule_args += [rule.name, group, rule.max, rule.policy]
+        answer = await self._run(
             "setup",
             [
                 self.keys.session(new.account_id, new.session_id),
-                ak.active,
-                ak.count,
                 ak.limit,
-                ak.ended,
-                ak.deadlines,
-                ak.reap,
+                ak.rule_limits,
+                *ak.lifecycle(),
             ],
             [
                 self._clock_override(),
@@ -399,17 +426,24 @@ class SessionStore:
                 new.content_id,
                 new.content_type,
                 self.policy.setup_period_ms,
-                self.policy.max_sessions,
+                self.policy.max_sessions if new.max_sessions is None else new.max_sessions,
                 self.policy.retention_ms,
-                self._policy_name,
+                "evict" if self.policy.evict else "deny",
+                "" if new.device_type == DEFAULT_DEVICE_TYPE else new.device_type,
+                new.quality or "",
+                new.replaces or "",
+                encode_groups(groups),
+                *rule_args,
             ],
         )
+        status = answer[0]
         if status in (1, 2):
             if self.policy.timeout_ms == 0:
                 await self._confirm(new.account_id, new.session_id)
-            return int(active)
+            return int(answer[1])
         if status == 0:
-            raise LimitReached(int(active), int(limit))
+            counted = await self._sessions(new.account_id, list(answer[4:]))
+            raise LimitReached(int(answer[1]), int(answer[2]), str(answer[3]), counted)
         # -1: abandoned by an earlier try of this very call; -2: a UUID4 collision
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
 
@@ -426,34 +460,80 @@ class SessionStore:
         except StoreUnreached as exc:
             raise StoreUnavailable(str(exc)) from exc  # the setup itself did run
 
+    async def _sessions(self, account_id: str, ids: list[str]) -> list[Session]:
+        """The sessions *ids* of the account as they are now (those still there)."""
+        if not ids:
+            return []
+        ak = self.keys.account(account_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(self.keys.session(account_id, sid))
+            pipe.zscore(ak.active, sid)
+            pipe.hget(ak.ended, sid)
+        replies = await self._guard("denial_sessions", pipe.execute())
+        now = await self.now()
+        found = []
+        for i, sid in enumerate(ids):
+            record, deadline, ended = replies[3 * i : 3 * i + 3]
+            session = _session(sid, record, deadline, ended, now, account_id)
+            if session is not None:
+                found.append(session)
+        return found
+
     async def keep_alive(self, account_id: str, session_id: str) -> None:
         """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown."""
         ak = self.keys.account(account_id)
         moved = await self._run(
             "keepalive",
-            [self.keys.session(account_id, session_id), ak.active, ak.deadlines],
+            [self.keys.session(account_id, session_id), ak.active, ak.deadlines, ak.ended],
             [self._clock_override(), session_id, account_id, self.policy.period_ms],
         )
-        if moved != 1:
-            raise SessionNotFound()
+        if moved == 1:
+            return
+        if isinstance(moved, str | bytes) and moved:
+            raise SessionNotFound(ended=_ended(moved if isinstance(moved, str) else moved.decode()))
+        raise SessionNotFound()
 
     async def end(self, account_id: str, session_id: str, reason: EndReason) -> EndOutcome:
         """End one session exactly once; ALREADY_ENDED on repeats, SessionNotFound if unknown."""
-        ak = self.keys.account(account_id)
-        status = await self._run(
-            "end",
-            [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
-            [
-                self._clock_override(),
-                session_id,
-                account_id,
-                reason.value,
-                self.policy.retention_ms,
-            ],
-        )
+        status = await self._end(account_id, session_id, reason)
         if status == 0:
             raise SessionNotFound()
-        return EndOutcome(status)
+        return EndOutcome.ALREADY_ENDED if status == 2 else EndOutcome.ENDED
+
+    async def _end(self, account_id: str, session_id: str, reason: EndReason) -> int:
+        """end.lua's status: 1 ended with *reason*, 3 ended as TIMEOUT, 2 already, 0 unknown."""
+        return int(
+            await self._run(
+                "end",
+                self.keys.account(account_id).lifecycle(),
+                [
+                    self._clock_override(),
+                    session_id,
+                    account_id,
+                    reason.value,
+                    self.policy.retention_ms,
+                ],
+            )
+        )
+
+    async def end_device(self, account_id: str, device_id: str, reason: EndReason) -> int:
+        """End every ACTIVE session of one device of the account; how many *reason* ended.
+
+        The device's sessions are read first, then each is ended through end.lua (exactly
+        once, as any teardown); a session set up on the device after the read is not ended.
+        """
+        ak = self.keys.account(account_id)
+        ids = await self._guard("device_sessions", self.redis.zrange(ak.active, 0, -1))
+        if not ids:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hget(self.keys.session(account_id, sid), "dev")
+        devices = await self._guard("device_sessions", pipe.execute())
+        mine = [sid for sid, dev in zip(ids, devices, strict=True) if dev == device_id]
+        statuses = await asyncio.gather(*(self._end(account_id, sid, reason) for sid in mine))
+        return sum(1 for status in statuses if status == 1)
 
     async def abort_setup(self, account_id: str, session_id: str) -> int:
         """Undo a setup whose outcome is unknown (see abort.lua); returns the script status."""
@@ -461,14 +541,7 @@ class SessionStore:
         return int(
             await self._run(
                 "abort",
-                [
-                    self.keys.session(account_id, session_id),
-                    ak.active,
-                    ak.count,
-                    ak.ended,
-                    ak.deadlines,
-                    ak.reap,
-                ],
+                [self.keys.session(account_id, session_id), *ak.lifecycle()],
                 [self._clock_override(), session_id, account_id, self.policy.retention_ms],
             )
         )
@@ -484,7 +557,7 @@ class SessionStore:
         while True:
             _ended, _lapsed, remaining, total = await self._run(
                 "end_all",
-                [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap, marker],
+                [*ak.lifecycle(), marker],
                 [
                     self._clock_override(),
                     account_id,
@@ -634,20 +707,59 @@ class SessionStore:
     # -- limits ------------------------------------------------------------------------------
 
     async def get_limit(self, account_id: str) -> Limit:
-        value = await self._guard("get_limit", self.redis.get(self.keys.account(account_id).limit))
+        """The account limit and every configured rule's max, with whether each is overridden."""
+        ak = self.keys.account(account_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(ak.limit)
+        pipe.hgetall(ak.rule_limits)
+        value, overrides = await self._guard("get_limit", pipe.execute())
+        rules = {
+            r.name: RuleLimit(int(overrides[r.name]), True)
+            if r.name in overrides
+            else RuleLimit(r.max, False)
+            for r in self.policy.rules
+        }
         if value is None:
-            return Limit(max_sessions=self.policy.max_sessions, override=False)
-        return Limit(max_sessions=int(value), override=True)
+            return Limit(max_sessions=self.policy.max_sessions, override=False, rules=rules)
+        return Limit(max_sessions=int(value), override=True, rules=rules)
 
-    async def set_limit(self, account_id: str, max_sessions: int) -> Limit:
-        await self._guard(
-            "set_limit", self.redis.set(self.keys.account(account_id).limit, max_sessions)
-        )
-        return Limit(max_sessions=max_sessions, override=True)
+    async def set_limit(
+        self,
+        account_id: str,
+        max_sessions: int | None,
+        rules: dict[str, int | None] | None = None,
+    ) -> Limit:
+        """Set the account limit override (None: unchanged) and rule overrides (a value of
+        None removes that rule's override), in one step. Rule names must be configured."""
+        await self._limits(account_id, "" if max_sessions is None else max_sessions, rules or {})
+        return await self.get_limit(account_id)
 
     async def clear_limit(self, account_id: str) -> Limit:
-        await self._guard("clear_limit", self.redis.delete(self.keys.account(account_id).limit))
-        return Limit(max_sessions=self.policy.max_sessions, override=False)
+        """Remove every override of the account: the configured limits apply again."""
+        await self._limits(account_id, "-", {}, clear_rules=True)
+        return await self.get_limit(account_id)
+
+    async def _limits(
+        self,
+        account_id: str,
+        account_limit: int | str,
+        rules: dict[str, int | None],
+        *,
+        clear_rules: bool = False,
+    ) -> None:
+        known = {r.name for r in self.policy.rules}
+        unknown = sorted(set(rules) - known)
+        if unknown:
+            raise ValueError(f"unknown rule {unknown[0]!r}")
+        ak = self.keys.account(account_id)
+        pairs: list[Any] = []
+        for name, value in sorted(rules.items()):
+            pairs += [name, "" if value is None else value]
+        await self._run(
+            "limits",
+            [ak.limit, ak.rule_limits],
+            [self._clock_override(), account_limit, "1" if clear_rules else "", *pairs],
+        )
 
     # -- reaper ------------------------------------------------------------------------------
 
@@ -666,8 +778,7 @@ class SessionStore:
             return SweepResult(0, 0, 0)
         script_keys = [deadlines, self.keys.reap(shard)]
         for mbr in due:
-            ak = self.keys.account(k.parse_member(mbr)[0])
-            script_keys += [ak.active, ak.count, ak.ended]
+            script_keys += self.keys.account(k.parse_member(mbr)[0]).lifecycle()
         ended, stale, moved = await self._run(
             "sweep", script_keys, [self._clock_override(), self.policy.retention_ms, *due]
         )
@@ -709,11 +820,11 @@ class SessionStore:
             ak = self.keys.account(account_id)
             if ak.shard != shard:
                 raise ValueError(f"account {account_id!r} is not in shard {shard}")
-            script_keys += [ak.active, ak.count]
+            script_keys += [ak.active, ak.count, ak.rules]
         flat = await self._run("audit", script_keys, [])
         return [
-            Repair(accounts[int(flat[i]) - 1], int(flat[i + 1]), int(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+            Repair(accounts[int(flat[i]) - 1], int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3]))
+            for i in range(0, len(flat), 4)
         ]
 
     async def scan_accounts(self, count: int = 1000) -> AsyncGenerator[tuple[int, str], None]:
@@ -732,7 +843,7 @@ class SessionStore:
                 except StopAsyncIteration:
                     return
                 parsed = self.keys.parse_account_key(key)
-                if parsed is None or parsed[1] not in ("active", "count"):
+                if parsed is None or parsed[1] not in ("active", "count", "rules"):
                     continue
                 shard = self.keys.shard_of(parsed[0])
                 if key.startswith(self.keys.tag(shard) + ":"):
@@ -823,8 +934,8 @@ def _session(
     ka = _time(record.get("ka"))
     state, reason, ended_at, expires_at = State.ACTIVE, None, None, None
     if ended is not None:
-        reason_text, _, at = ended.partition("|")
-        state, reason, ended_at = State.ENDED, _reason(reason_text), _time(at)
+        reason_text, _, rest = ended.partition("|")
+        state, reason, ended_at = State.ENDED, _reason(reason_text), _time(rest.partition("|")[0])
     elif deadline is None:
         return None
     elif deadline <= now:
@@ -843,4 +954,13 @@ def _session(
         expires_at=expires_at,
         ended_at=ended_at,
         end_reason=reason,
+        device_type=record.get("dt", DEFAULT_DEVICE_TYPE),
+        quality=record.get("q"),
     )
+
+
+def _ended(value: str) -> Ended:
+    """An entry of the account's ended hash: ``REASON|endedAtMs[|byDeviceId]``."""
+    reason, _, rest = value.partition("|")
+    at, sep, by = rest.partition("|")
+    return Ended(EndReason(reason), _ms(at), by if sep else None)

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from srm.aborts import Aborter
 from srm.api import console, openapi
 from srm.api import handlers as h
 from srm.api.errors import make_error_middleware
@@ -23,6 +22,7 @@ PREFIXES = ("/srm", "/srm/v1")
 # which account ids may contain (keys.py keeps them harmless).
 SID = "{sessionId:[^/]+}"
 ACCT = "{accountId:[^/]+}"
+DEV = "{deviceId:[^/]+}"
 
 
 def routes() -> Iterable[web.RouteDef]:
@@ -35,6 +35,7 @@ def routes() -> Iterable[web.RouteDef]:
         yield web.get(f"{p}/accounts/{ACCT}/sessions", h.list_account, allow_head=False)
         yield web.delete(f"{p}/accounts/{ACCT}/sessions", h.end_account_sessions)
         yield web.delete(f"{p}/accounts/{ACCT}/sessions/{SID}", h.end_account_session)
+        yield web.delete(f"{p}/accounts/{ACCT}/devices/{DEV}/sessions", h.end_device_sessions)
         yield web.get(f"{p}/accounts/{ACCT}/limit", h.get_limit, allow_head=False)
         yield web.put(f"{p}/accounts/{ACCT}/limit", h.put_limit)
         yield web.delete(f"{p}/accounts/{ACCT}/limit", h.delete_limit)
@@ -88,7 +89,9 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         content_types=settings.sessions.content_types,
         body_timeout=settings.server.body_timeout,
         openapi=openapi.document_bytes(settings, PREFIXES),
-        aborts=Aborter(store),
+        qualities=settings.sessions.qualities,
+        rule_names=frozenset(r.name for r in settings.sessions.rules),
+        limit_claims=settings.auth.limit_claims,
     )
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))

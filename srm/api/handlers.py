@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import web
@@ -40,7 +41,13 @@ class Deps:
     content_types: tuple[str, ...]
     body_timeout: float
     openapi: bytes
-    aborts: Aborter
+    qualities: tuple[str, ...] = ("SD", "HD", "UHD")
+    rule_names: frozenset[str] = frozenset()
+    limit_claims: bool = False  # honour the token's maxSessions claim
+    aborts: Aborter = field(init=False)  # undoes setups whose outcome is unknown
+
+    def __post_init__(self) -> None:
+        self.aborts = Aborter(self.store)
 
     async def client(self, request: web.Request) -> Principal:
         token = request.headers.get("Client-Token")
@@ -90,9 +97,19 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 async def setup(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     principal = await deps.client(request)
-    content_id, content_type = bodies.setup_request(await deps.body(request), deps.content_types)
+    wanted = bodies.setup_request(await deps.body(request), deps.content_types, deps.qualities)
     sid = str(uuid.uuid4())
-    new = NewSession(sid, principal.account_id, principal.device_id, content_id, content_type)
+    new = NewSession(
+        sid,
+        principal.account_id,
+        principal.device_id,
+        wanted.content_id,
+        wanted.content_type,
+        device_type=principal.device_type,
+        quality=wanted.quality,
+        replaces=wanted.replaces,
+        max_sessions=principal.max_sessions if deps.limit_claims else None,
+    )
     try:
         await deps.store.setup(new)
     except StoreUnreached:
@@ -123,7 +140,15 @@ async def teardown(request: web.Request) -> web.Response:
 async def list_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     principal = await deps.client(request)
-    return _json(bodies.session_list(await _page(deps, request, principal.account_id)))
+    listing = await _page(deps, request, principal.account_id)
+    # the token's limit applies to this caller unless an operator override wins
+    if (
+        deps.limit_claims
+        and principal.max_sessions is not None
+        and not (await deps.store.get_limit(principal.account_id)).override
+    ):
+        listing = dataclasses.replace(listing, max_sessions=principal.max_sessions)
+    return _json(bodies.session_list(listing))
 
 
 async def _page(deps: Deps, request: web.Request, account_id: str) -> AccountSessions:
@@ -166,6 +191,15 @@ async def end_account_sessions(request: web.Request) -> web.Response:
     return _json(orjson.dumps({"ended": ended}))
 
 
+async def end_device_sessions(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    device = bodies.device_id(request.match_info["deviceId"])
+    ended = await deps.store.end_device(account, device, EndReason.OPERATOR)
+    return _json(orjson.dumps({"ended": ended}))
+
+
 async def get_limit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
@@ -177,8 +211,8 @@ async def put_limit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
     account = bodies.account_id(request.match_info["accountId"])
-    value = bodies.limit_request(await deps.body(request))
-    return _json(bodies.limit(await deps.store.set_limit(account, value)))
+    value, rules = bodies.limit_request(await deps.body(request), deps.rule_names)
+    return _json(bodies.limit(await deps.store.set_limit(account, value, rules)))
 
 
 async def delete_limit(request: web.Request) -> web.Response:
