@@ -17,6 +17,7 @@ keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective
 | ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
 | ``srm:{s7}:deadlines`` | zset | ``<accountId>/<sessionId>`` -> deadline, for the sweep |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
+| ``srm:{s7}:endall:<callId>`` | string | sessions one end-all call has ended so far (TTL'd) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
 """
 
@@ -117,6 +118,10 @@ class Keys:
 
     def reap(self, shard: int) -> str:
         return f"{self.tag(shard)}:reap"
+
+    def end_all_marker(self, account_id: str, call_id: str) -> str:
+        """The count of one end-all call, in its account's shard (retries of a batch read it)."""
+        return f"{self._tags[self.account(account_id).shard]}:endall:{call_id}"
 
     def heartbeat(self, reaper_id: str) -> str:
         return f"{self.prefix}:reaper:heartbeat:{reaper_id}"

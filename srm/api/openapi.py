@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from srm import __version__
+from srm import __version__, listing
 from srm.api import bodies, console
 from srm.config import Settings
 from srm.errors import (
@@ -42,6 +42,7 @@ ERRORS: tuple[type[SrmError], ...] = (
 )
 
 Json = dict[str, Any]
+PAGE = ("Limit", "Cursor")  # the query parameters of a listing
 
 
 def _ref(kind: str, name: str) -> Json:
@@ -227,11 +228,24 @@ def _schemas(settings: Settings) -> Json:
         "SessionList": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["sessions", "activeCount", "maxSessions"],
+            "required": ["sessions", "activeCount", "maxSessions", "next"],
+            "description": "One page of the account's sessions, ACTIVE ones first; "
+            "activeCount and maxSessions are the account's.",
             "properties": {
-                "sessions": {"type": "array", "items": _ref("schemas", "Session")},
+                "sessions": {
+                    "type": "array",
+                    "maxItems": listing.MAX_PAGE,
+                    "items": _ref("schemas", "Session"),
+                },
                 "activeCount": {"type": "integer", "minimum": 0},
                 "maxSessions": {"type": "integer", "minimum": 0},
+                "next": _nullable(
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "Pass as ?cursor= for the next page; null on the last",
+                    }
+                ),
             },
         },
         "LimitRequest": {
@@ -340,9 +354,12 @@ def _operation(
     errors: list[tuple[str, str]],
     *,
     path_params: tuple[str, ...] = (),
+    query_params: tuple[str, ...] = (),
     body: str | None = None,
 ) -> Json:
-    params = [_ref("parameters", p) for p in path_params] + [_ref("parameters", "RequestId")]
+    params = [_ref("parameters", p) for p in (*path_params, *query_params)] + [
+        _ref("parameters", "RequestId")
+    ]
     security: list[Json] = {
         "client": [{"ClientToken": []}, {"ClientBearer": []}],
         "operator": [{"OperatorKey": []}],
@@ -402,10 +419,11 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
             ),
             "get": _operation(
                 f"listOwnSessions{suffix}",
-                "The caller's account's sessions (extension)",
+                "The caller's account's sessions, one page at a time (extension)",
                 "client",
-                {"200": _ok("The account's sessions", _ref("schemas", "SessionList"))},
-                auth,
+                {"200": _ok("A page of the account's sessions", _ref("schemas", "SessionList"))},
+                [("400", "Malformed"), *auth],
+                query_params=PAGE,
             ),
         },
         f"{prefix}/sessions/{{sessionId}}": {
@@ -445,11 +463,12 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
         f"{prefix}/accounts/{{accountId}}/sessions": {
             "get": _operation(
                 f"listAccountSessions{suffix}",
-                "Any account's sessions",
+                "Any account's sessions, one page at a time",
                 "operator",
-                {"200": _ok("The account's sessions", _ref("schemas", "SessionList"))},
+                {"200": _ok("A page of the account's sessions", _ref("schemas", "SessionList"))},
                 errors,
                 path_params=acct,
+                query_params=PAGE,
             ),
             "delete": _operation(
                 f"endAccountSessions{suffix}",
@@ -657,6 +676,23 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                 },
                 "AccountId": _id_parameter("accountId"),
                 "DeviceId": _id_parameter("deviceId"),
+                "Limit": {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": "Sessions per page (default "
+                    f"{listing.DEFAULT_LIMIT}); anything else than 1..{listing.MAX_PAGE} is "
+                    "SRM-0002",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": listing.MAX_PAGE},
+                },
+                "Cursor": {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "description": "The `next` of the previous page (opaque); one that this "
+                    "service did not make is SRM-0002",
+                    "schema": {"type": "string", "minLength": 1},
+                },
                 "RequestId": {
                     "name": "X-Request-ID",
                     "in": "header",
