@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    only = set(a.only.split(",")) if a.only else {"http", "commands", "memory", "latency", "reaper"}
+    only = (
+        set(a.only.split(","))
+        if a.only
+        else {"http", "commands", "memory", "latency", "reaper", "rules"}
+    )
     rows: list[Row] = []
     say(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="srm-bench-") as tmp:
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 latency_rows(a, redis_url, work, rows)
             if "reaper" in only:
                 reaper_rows(a, redis_url, rows)
+            if "rules" in only:
+                rules_rows(a, redis_url, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
@@ -220,6 +226,23 @@ def latency_rows(a: argparse.Namespace, redis_url: str, work: Path, rows: list[R
         "Redis time per script at large vs small",
         "(context)",
         f"{large.redis_us_per_call:.1f} vs {small.redis_us_per_call:.1f} us per EVALSHA",
+        "",
+    ))  # fmt: skip
+    redis.Redis.from_url(redis_url).flushall()
+
+
+def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
+    none, three = asyncio.run(storage.rules_cost(redis_url, a.rules_sessions, a.samples))
+    for c in (none, three):
+        say(
+            f"rules: {c.rules} configured -> {c.bytes_per_session:.0f} bytes/session, "
+            f"Redis {c.redis_us_per_setup:.1f} us per setup"
+        )
+    rows.append((
+        "setup with three limit rules vs none",
+        "(cost)",
+        f"Redis {three.redis_us_per_setup:.1f} vs {none.redis_us_per_setup:.1f} us per setup; "
+        f"{three.bytes_per_session:.0f} vs {none.bytes_per_session:.0f} bytes per session",
         "",
     ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()

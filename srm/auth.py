@@ -26,6 +26,9 @@ from srm.errors import KeysUnavailable, NotOperator, Unauthenticated
 from srm.jwks import JwksKeys
 
 MAX_ID_LENGTH = 256
+MAX_DEVICE_TYPE_LENGTH = 64
+MAX_SESSIONS_CLAIM = 1_000_000
+DEFAULT_DEVICE_TYPE = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,8 @@ class Principal:
     account_id: str
     device_id: str
     expires_at: float
+    device_type: str = DEFAULT_DEVICE_TYPE
+    max_sessions: int | None = None  # the maxSessions claim (honoured if auth.limit_claims)
 
 
 class UnknownKey(Unauthenticated):
@@ -113,7 +118,22 @@ class TokenVerifier:
             raise Unauthenticated("Client-Token exp must be a number")
         nbf = claims.get("nbf", 0)
         not_before = float(nbf) - self._leeway if isinstance(nbf, int | float) else 0.0
-        return Principal(account, device, float(exp)), not_before
+        device_type = claims.get("deviceType", DEFAULT_DEVICE_TYPE)
+        if (
+            not isinstance(device_type, str)
+            or not 1 <= len(device_type) <= MAX_DEVICE_TYPE_LENGTH
+            or not _is_text(device_type)
+        ):
+            raise Unauthenticated("Client-Token deviceType must be a string of 1 to 64 characters")
+        max_sessions = claims.get("maxSessions")
+        if max_sessions is not None and (
+            isinstance(max_sessions, bool)
+            or not isinstance(max_sessions, int)
+            or not 0 <= max_sessions <= MAX_SESSIONS_CLAIM
+        ):
+            raise Unauthenticated("Client-Token maxSessions must be an integer 0..1000000")
+        principal = Principal(account, device, float(exp), device_type, max_sessions)
+        return principal, not_before
 
     def _claims(self, token: str) -> dict[str, Any]:
         if self.jwks is not None:
@@ -162,11 +182,18 @@ def _identifier(value: Any, claim: str) -> str:
         raise Unauthenticated(f"Client-Token has no {claim}")
     if len(value) > MAX_ID_LENGTH:
         raise Unauthenticated(f"Client-Token {claim} longer than {MAX_ID_LENGTH}")
+    if not _is_text(value):
+        raise Unauthenticated(f"Client-Token {claim} is not valid text")
+    return value
+
+
+def _is_text(value: str) -> bool:
+    """Whether *value* can be stored (no lone surrogates, which JSON may carry)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise Unauthenticated(f"Client-Token {claim} is not valid text") from None
-    return value
+        return False
+    return True
 
 
 def _public_key(text: str) -> str:

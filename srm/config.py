@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -24,6 +25,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import unquote, urlsplit
+
+from srm import rules as limit_rules
+from srm.rules import Rule
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SRM_MAX_SESSIONS": ("sessions", "max_sessions"),
     "SRM_ENDED_RETENTION": ("sessions", "ended_retention"),
     "SRM_REAPER_INTERVAL": ("reaper", "interval"),
+    "SRM_AUTH_LIMIT_CLAIMS": ("auth", "limit_claims"),
 }
 # Variables that are not settings but are read elsewhere (not warned about).
 ENV_OTHER = frozenset({"SRM_CONFIG"})
@@ -89,6 +94,7 @@ class RedisSettings:
     request_deadline: float
     replica_acks: int
     replica_ack_timeout: float
+    allow_eviction: bool
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ class AuthSettings:
     audience: str
     issuer: str
     token_cache_size: int
+    limit_claims: bool
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -148,6 +155,8 @@ class SessionSettings:
     content_types: tuple[str, ...]
     limit_policy: str
     deny_status: int
+    qualities: tuple[str, ...]
+    rules: tuple[Rule, ...]
 
 
 @dataclass(frozen=True)
@@ -281,7 +290,28 @@ def load(env: Mapping[str, str] | None = None, extra_file: str | Path | None = N
         **{name: _build(cls, name, raw[name], sources) for name, cls in sections.items()}
     )
     _validate(settings)
-    return settings
+    return settings.replace(
+        "sessions",
+        rules=_rules(raw["sessions"]["rules"], settings, sources.get(("sessions", "rules"))),
+    )
+
+
+def _rules(value: Any, settings: Settings, where: str | None) -> tuple[Rule, ...]:
+    """The limit rules of ``[[sessions.rules]]`` (or SRM_SESSIONS_RULES as a JSON list)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise ConfigError(f"sessions.rules (from {where}): not a JSON list") from None
+    try:
+        return limit_rules.parse(
+            value,
+            qualities=settings.sessions.qualities,
+            content_types=settings.sessions.content_types,
+            policy=settings.sessions.limit_policy,
+        )
+    except limit_rules.RuleError as exc:
+        raise ConfigError(f"{exc} (from {where or 'config'})") from None
 
 
 def _read_toml(text: str, where: str) -> dict[str, dict[str, Any]]:
@@ -369,6 +399,10 @@ def _to_strings(value: Any, name: str) -> tuple[str, ...]:
     raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
 
 
+def _no_rules_yet(value: Any, name: str) -> tuple[Rule, ...]:
+    return ()  # the rules are parsed once the rest is valid (_rules)
+
+
 # How a TOML value or an SRM_* string becomes each type a setting may have.
 _COERCIONS: dict[object, Callable[[Any, str], Any]] = {
     bool: _to_bool,
@@ -376,6 +410,7 @@ _COERCIONS: dict[object, Callable[[Any, str], Any]] = {
     float: _to_float,
     str: _to_str,
     tuple[str, ...]: _to_strings,
+    tuple[Rule, ...]: _no_rules_yet,
 }
 
 
@@ -427,6 +462,12 @@ def _validate(s: Settings) -> None:
         f"got {s.sessions.ended_retention}",
     )
     _check(bool(s.sessions.content_types), "sessions.content_types: at least one type")
+    _check(
+        bool(s.sessions.qualities)
+        and all(0 < len(q) <= 32 for q in s.sessions.qualities)
+        and len(set(s.sessions.qualities)) == len(s.sessions.qualities),
+        f"sessions.qualities: 1..32 characters each, no duplicates, got {s.sessions.qualities}",
+    )
     _check(
         s.sessions.limit_policy in {"deny", "evict"},
         f"sessions.limit_policy: deny or evict, got {s.sessions.limit_policy!r}",

@@ -9,12 +9,16 @@ SrmError
 ├── NotOperator          SRM-0006
 ├── MethodNotAllowed     SRM-0007
 ├── StoreUnavailable     SRM-0008
+│   └── StoreUnreached   SRM-0008 (the call never reached Redis: nothing to undo)
 ├── KeysUnavailable      SRM-0008
 ├── TooLarge             SRM-0009
 └── NoSuchPath           SRM-0010
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 
 class SrmError(Exception):
@@ -55,17 +59,25 @@ class SessionNotFound(SrmError):
     code = "SRM-0004"
     message = "Session not found"
 
+    def __init__(self, detail: str | None = None, ended: Any = None) -> None:
+        super().__init__(detail)
+        self.ended = ended  # srm.model.Ended while an ended session is not removed yet
+
 
 class LimitReached(SrmError):
-    """Raised when the account already has its maximum number of active sessions."""
+    """Raised when a setup would exceed the account's limit or a limit rule's."""
 
     code = "SRM-0005"
     message = "Maximum number of concurrent sessions reached for this account"
 
-    def __init__(self, active: int, limit: int) -> None:
+    def __init__(
+        self, active: int, limit: int, rule: str = "account", sessions: Sequence[Any] = ()
+    ) -> None:
         super().__init__(self.message)
-        self.active = active
+        self.active = active  # the ACTIVE sessions counted against the refusing limit
         self.limit = limit
+        self.rule = rule
+        self.sessions = list(sessions)  # srm.model.Session of those, for the denial body
 
 
 class NotOperator(SrmError):
@@ -87,6 +99,10 @@ class StoreUnavailable(SrmError):
 
     code = "SRM-0008"
     message = "Session store unavailable, retry later"
+
+
+class StoreUnreached(StoreUnavailable):
+    """Raised when a store call failed before it was sent to Redis, so it changed nothing."""
 
 
 class KeysUnavailable(SrmError):

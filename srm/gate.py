@@ -6,9 +6,13 @@ import asyncio
 from types import TracebackType
 
 
+class NoTurn(TimeoutError):
+    """Raised when a call got no turn at the gate in time: it never reached Redis."""
+
+
 class InFlightGate:
     """At most *limit* calls hold a turn at once; a call waits *wait* seconds for its turn,
-    then raises TimeoutError (SRM-0008 at the store's boundary). A *limit* of 0 lets every
+    then raises :class:`NoTurn` (SRM-0008 at the store's boundary). A *limit* of 0 lets every
     call through.
 
     Each store call, or autopipelined batch, holds at most one connection per node, so no
@@ -26,8 +30,11 @@ class InFlightGate:
 
     async def __aenter__(self) -> None:
         if self._slots is not None:
-            async with asyncio.timeout(self._wait):
-                await self._slots.acquire()
+            try:
+                async with asyncio.timeout(self._wait):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise NoTurn(f"no turn at the in-flight gate within {self._wait} s") from exc
 
     async def __aexit__(
         self,

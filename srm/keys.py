@@ -8,13 +8,16 @@ keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective
 
 | key | type | holds |
 |---|---|---|
-| ``srm:{s7}:sess:<sessionId>`` | hash | the session record: acct, dev, cid, ctype, created, ka |
+| ``srm:{s7}:sess:<sessionId>`` | hash | record: acct, dev, dt, cid, ctype, q, created, ka |
 | ``srm:{s7}:acct:<accountId>:active`` | zset | sessionId -> keep-alive deadline (ms): the truth |
 | ``srm:{s7}:acct:<accountId>:count`` | string | active counter, always ZCARD of ``active`` |
 | ``srm:{s7}:acct:<accountId>:limit`` | string | optional per-account limit override |
-| ``srm:{s7}:acct:<accountId>:ended`` | hash | sessionId -> ``REASON|endedAtMs`` until removal |
+| ``srm:{s7}:acct:<accountId>:ended`` | hash | sessionId -> ``REASON|endedAt[|byDevice]`` |
+| ``srm:{s7}:acct:<accountId>:rules`` | hash | ``<rule>:<group>`` -> ACTIVE count; sid -> groups |
+| ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
 | ``srm:{s7}:deadlines`` | zset | ``<accountId>/<sessionId>`` -> deadline, for the sweep |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
+| ``srm:{s7}:endall:<callId>`` | string | sessions one end-all call has ended so far (TTL'd) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
 """
 
@@ -41,8 +44,15 @@ class AccountKeys:
     count: str
     limit: str
     ended: str
+    rules: str
+    rule_limits: str
     deadlines: str
     reap: str
+
+    def lifecycle(self) -> list[str]:
+        """The keys that ending a session touches, in the order ``_end.lua`` reads them
+        (``account_keys``): one list, so a new kind of key is added in two places only."""
+        return [self.active, self.count, self.ended, self.rules, self.deadlines, self.reap]
 
 
 class Keys:
@@ -75,7 +85,7 @@ class Keys:
         keys = self._accounts.get(account_id)
         if keys is None:
             keys = self._account(account_id)
-            strings = (account_id, keys.active, keys.count, keys.limit, keys.ended)
+            strings = (account_id, keys.limit, keys.rule_limits, *keys.lifecycle()[:4])
             size = _DICT_ENTRY_BYTES + sys.getsizeof(keys) + sum(map(sys.getsizeof, strings))
             if self._accounts_bytes + size > ACCOUNT_CACHE_BYTES:
                 self._accounts.clear()
@@ -94,6 +104,8 @@ class Keys:
             count=base + "count",
             limit=base + "limit",
             ended=base + "ended",
+            rules=base + "rules",
+            rule_limits=base + "rlimit",
             deadlines=self._deadlines[shard],
             reap=self._reaps[shard],
         )
@@ -106,6 +118,10 @@ class Keys:
 
     def reap(self, shard: int) -> str:
         return f"{self.tag(shard)}:reap"
+
+    def end_all_marker(self, account_id: str, call_id: str) -> str:
+        """The count of one end-all call, in its account's shard (retries of a batch read it)."""
+        return f"{self._tags[self.account(account_id).shard]}:endall:{call_id}"
 
     def heartbeat(self, reaper_id: str) -> str:
         return f"{self.prefix}:reaper:heartbeat:{reaper_id}"

@@ -5,9 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from srm.rules import Rule
+
+DEFAULT_DEVICE_TYPE = "unknown"
+
 # With keep-alive disabled a session's deadline is this far after its last keep-alive: it
 # never lapses, yet deadlines still order sessions by last keep-alive (for eviction).
 NO_TIMEOUT_MS = 100 * 365 * 86400 * 1000
+# With keep-alive disabled a setup first gets this deadline, cleared (moved to NO_TIMEOUT_MS)
+# once its success is known; a setup whose outcome stays unknown lapses after it.
+PROVISIONAL_MS = 60_000
 
 
 class State(StrEnum):
@@ -20,6 +27,7 @@ class EndReason(StrEnum):
     TIMEOUT = "TIMEOUT"
     OPERATOR = "OPERATOR"
     EVICTED = "EVICTED"
+    REPLACED = "REPLACED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,10 @@ class NewSession:
     device_id: str
     content_id: str
     content_type: str
+    device_type: str = DEFAULT_DEVICE_TYPE
+    quality: str | None = None
+    replaces: str | None = None  # the sessionId this setup ends (REPLACED) if it succeeds
+    max_sessions: int | None = None  # the token's limit claim, when honoured
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,24 +53,45 @@ class Session:
     content_id: str
     content_type: str
     state: State
-    created_at: int
+    created_at: int | None
     last_keep_alive_at: int | None
     expires_at: int | None
     ended_at: int | None
     end_reason: EndReason | None
+    device_type: str = DEFAULT_DEVICE_TYPE
+    quality: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How a session that is not removed yet ended (told to its player's keep-alive)."""
+
+    reason: EndReason
+    ended_at: int
+    by_device_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLimit:
+    max: int
+    override: bool
 
 
 @dataclass(frozen=True, slots=True)
 class AccountSessions:
+    """One page of an account's sessions; *next* is the cursor of the following page."""
+
     sessions: list[Session]
     active_count: int
     max_sessions: int
+    next: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
     max_sessions: int
     override: bool
+    rules: dict[str, RuleLimit] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +102,14 @@ class Policy:
     max_sessions: int
     retention_ms: int
     evict: bool
+    rules: tuple[Rule, ...] = ()
 
     @property
     def period_ms(self) -> int:
-        """How far past a setup or keep-alive the session's deadline lies."""
+        """How far past a keep-alive the session's deadline lies."""
         return self.timeout_ms if self.timeout_ms > 0 else NO_TIMEOUT_MS
+
+    @property
+    def setup_period_ms(self) -> int:
+        """How far past a setup its deadline lies: provisional when keep-alive is disabled."""
+        return self.timeout_ms if self.timeout_ms > 0 else PROVISIONAL_MS

@@ -9,10 +9,12 @@ slow, loading or failing over raises :class:`StoreUnavailable` (SRM-0008) within
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from redis.commands.core import AsyncScript
 
 from srm import keys as k
 from srm import metrics
-from srm.autopipeline import AutoPipeline
+from srm.autopipeline import AutoPipeline, NeverSent
 from srm.clock import ServerClock
 from srm.errors import (
     InternalError,
@@ -33,23 +35,36 @@ from srm.errors import (
     SessionNotFound,
     SrmError,
     StoreUnavailable,
+    StoreUnreached,
 )
-from srm.gate import InFlightGate
+from srm.gate import InFlightGate, NoTurn
+from srm.listing import PHASES, Cursor
 from srm.model import (
+    DEFAULT_DEVICE_TYPE,
     NO_TIMEOUT_MS,
     AccountSessions,
+    Ended,
     EndReason,
     Limit,
     NewSession,
     Policy,
+    RuleLimit,
     Session,
     State,
 )
+from srm.rules import encode_groups
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Clock = Callable[[], int]
+
+# How long the count of an end-all call is kept: far longer than any call with its retries.
+END_ALL_MARKER_MS = 600_000
+# HSCAN steps one page of a listing may take (a step can come back empty), and the least
+# COUNT of a step.
+LIST_SCAN_STEPS = 4
+LIST_SCAN_COUNT = 10
 
 # Redis answers that mean "not now" rather than "never": the call may succeed on retry.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -116,16 +131,21 @@ _LOG_UNAVAILABLE_EVERY = 10.0  # seconds between two log lines of one kind of fa
 _unavailable_logged: dict[str, float] = {}
 
 
-def _unavailable(operation: str, exc: BaseException, detail: str) -> SrmError:
-    """SRM-0008 with SRM's *detail*; Redis's own text goes to the log, once per kind and
-    :data:`_LOG_UNAVAILABLE_EVERY` (an outage fails every call)."""
+def _unavailable(
+    operation: str,
+    exc: BaseException,
+    detail: str,
+    error: type[StoreUnavailable] = StoreUnavailable,
+) -> SrmError:
+    """SRM-0008 (*error*) with SRM's *detail*; Redis's own text goes to the log, once per
+    kind and :data:`_LOG_UNAVAILABLE_EVERY` (an outage fails every call)."""
     now = time.monotonic()
     if now - _unavailable_logged.get(detail, -_LOG_UNAVAILABLE_EVERY) >= _LOG_UNAVAILABLE_EVERY:
         _unavailable_logged[detail] = now
         log.warning(
             "store unavailable (%s) on %s: %s: %s", detail, operation, type(exc).__name__, exc
         )
-    return _failed(operation, StoreUnavailable(detail))
+    return _failed(operation, error(detail))
 
 
 def _redis_error_code(exc: BaseException) -> str:
@@ -145,6 +165,9 @@ def _unavailable_detail(exc: BaseException) -> str:
 def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     """The domain error for a failed Redis call, counted under *operation*: unavailable
     (retry later) or a bug; None when *exc* is not a Redis failure (re-raise it)."""
+    if isinstance(exc, NeverSent):  # failed before it was sent: the cause says why
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        return _unavailable(operation, cause, _unavailable_detail(cause), StoreUnreached)
     if isinstance(exc, rx.ResponseError):
         # redis-py strips the prefix of the errors it types (ClusterDownError is "The
         # cluster is down"; TryAgainError, MasterDownError...): check the type as well
@@ -190,7 +213,7 @@ def load_script_source(name: str) -> str:
     """A script's Lua text, with the shared fragments it uses prepended."""
     lua = resources.files("srm").joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
-    if "end_session(" in body or "end_lapsed(" in body:
+    if "account_keys(" in body or "rule_groups(" in body:
         body = lua.joinpath("_end.lua").read_text() + "\n" + body
     if "server_time(" in body:
         body = lua.joinpath("_time.lua").read_text() + "\n" + body
@@ -214,6 +237,12 @@ class Repair:
     account_id: str
     counter: int
     truth: int
+    rules: int = 0  # rule counters (and stale group records) repaired
+
+    @property
+    def count(self) -> int:
+        """How many counters this repair fixed."""
+        return int(self.counter != self.truth) + self.rules
 
 
 class SessionStore:
@@ -223,7 +252,17 @@ class SessionStore:
     its value reaches every script as the clock override.
     """
 
-    SCRIPTS = ("setup", "keepalive", "end", "abort", "end_all", "sweep", "purge", "audit")
+    SCRIPTS = (
+        "setup",
+        "keepalive",
+        "end",
+        "abort",
+        "end_all",
+        "sweep",
+        "purge",
+        "audit",
+        "limits",
+    )
 
     def __init__(
         self,
@@ -247,7 +286,6 @@ class SessionStore:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
-        self._policy_name = "evict" if policy.evict else "deny"
         self._gate = InFlightGate(max_in_flight, in_flight_wait)  # 0: no bound
         self.replica_acks = replica_acks
         self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
@@ -278,8 +316,11 @@ class SessionStore:
         """Await one store call within the deadline, through the in-flight gate."""
         try:
             with self._boundary(operation):
-                async with asyncio.timeout(self.deadline), self._gate:
-                    return await call
+                try:
+                    async with asyncio.timeout(self.deadline), self._gate:
+                        return await call
+                except NoTurn as exc:
+                    raise NeverSent("no turn at the in-flight gate") from exc
         finally:
             if inspect.iscoroutine(call):
                 call.close()  # never started (no turn at the gate): no "never awaited" warning
@@ -346,21 +387,29 @@ class SessionStore:
     # -- client operations -------------------------------------------------------------------
 
     async def setup(self, new: NewSession) -> int:
-        """Create the session unless the account is at its limit; the active count after it.
+        """Create the session unless a limit refuses it; the account's active count after it.
 
-        Raises LimitReached at the limit (deny policy). Safe to retry with the same sessionId.
+        Raises LimitReached, naming the refusing limit and the sessions counted against it,
+        when the account limit or a limit rule is reached (and evicting cannot make room).
+        Safe to retry with the same sessionId.
         """
         ak = self.keys.account(new.account_id)
-        status, active, limit = await self._run(
+        matched = [
+            r
+            for r in self.policy.rules
+            if r.matches(new.quality, new.device_type, new.content_type)
+        ]
+        groups = [r.group(new.device_id, new.content_id) for r in matched]
+        rule_args: list[Any] = []
+        for rule, group in zip(matched, groups, strict=True):
+            rule_args += [rule.name, group, rule.max, rule.policy]
+        answer = await self._run(
             "setup",
             [
                 self.keys.session(new.account_id, new.session_id),
-                ak.active,
-                ak.count,
                 ak.limit,
-                ak.ended,
-                ak.deadlines,
-                ak.reap,
+                ak.rule_limits,
+                *ak.lifecycle(),
             ],
             [
                 self._clock_override(),
@@ -369,47 +418,115 @@ class SessionStore:
                 new.device_id,
                 new.content_id,
                 new.content_type,
-                self.policy.period_ms,
-                self.policy.max_sessions,
+                self.policy.setup_period_ms,
+                self.policy.max_sessions if new.max_sessions is None else new.max_sessions,
                 self.policy.retention_ms,
-                self._policy_name,
+                "evict" if self.policy.evict else "deny",
+                "" if new.device_type == DEFAULT_DEVICE_TYPE else new.device_type,
+                new.quality or "",
+                new.replaces or "",
+                encode_groups(groups),
+                *rule_args,
             ],
         )
+        status = answer[0]
         if status in (1, 2):
-            return int(active)
+            if self.policy.timeout_ms == 0:
+                await self._confirm(new.account_id, new.session_id)
+            return int(answer[1])
         if status == 0:
-            raise LimitReached(int(active), int(limit))
+            counted = await self._sessions(new.account_id, list(answer[4:]))
+            raise LimitReached(int(answer[1]), int(answer[2]), str(answer[3]), counted)
         # -1: abandoned by an earlier try of this very call; -2: a UUID4 collision
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
+
+    async def _confirm(self, account_id: str, session_id: str) -> None:
+        """Keep-alive disabled: replace the provisional deadline of a setup known to have run.
+
+        Until then the session lapses after PROVISIONAL_MS, so a setup whose reply was lost
+        and whose abort failed holds its slot for that long, not for ever.
+        """
+        try:
+            await self.keep_alive(account_id, session_id)
+        except SessionNotFound:
+            pass  # ended meanwhile (evicted, ended by an operator): it holds no slot
+        except StoreUnreached as exc:
+            raise StoreUnavailable(str(exc)) from exc  # the setup itself did run
+
+    async def _sessions(self, account_id: str, ids: list[str]) -> list[Session]:
+        """The sessions *ids* of the account as they are now (those still there)."""
+        if not ids:
+            return []
+        ak = self.keys.account(account_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(self.keys.session(account_id, sid))
+            pipe.zscore(ak.active, sid)
+            pipe.hget(ak.ended, sid)
+        replies = await self._guard("denial_sessions", pipe.execute())
+        now = await self.now()
+        found = []
+        for i, sid in enumerate(ids):
+            record, deadline, ended = replies[3 * i : 3 * i + 3]
+            session = _session(sid, record, deadline, ended, now, account_id)
+            if session is not None:
+                found.append(session)
+        return found
 
     async def keep_alive(self, account_id: str, session_id: str) -> None:
         """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown."""
         ak = self.keys.account(account_id)
         moved = await self._run(
             "keepalive",
-            [self.keys.session(account_id, session_id), ak.active, ak.deadlines],
+            [self.keys.session(account_id, session_id), ak.active, ak.deadlines, ak.ended],
             [self._clock_override(), session_id, account_id, self.policy.period_ms],
         )
-        if moved != 1:
-            raise SessionNotFound()
+        if moved == 1:
+            return
+        if isinstance(moved, str | bytes) and moved:
+            raise SessionNotFound(ended=_ended(moved if isinstance(moved, str) else moved.decode()))
+        raise SessionNotFound()
 
     async def end(self, account_id: str, session_id: str, reason: EndReason) -> EndOutcome:
         """End one session exactly once; ALREADY_ENDED on repeats, SessionNotFound if unknown."""
-        ak = self.keys.account(account_id)
-        status = await self._run(
-            "end",
-            [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
-            [
-                self._clock_override(),
-                session_id,
-                account_id,
-                reason.value,
-                self.policy.retention_ms,
-            ],
-        )
+        status = await self._end(account_id, session_id, reason)
         if status == 0:
             raise SessionNotFound()
-        return EndOutcome(status)
+        return EndOutcome.ALREADY_ENDED if status == 2 else EndOutcome.ENDED
+
+    async def _end(self, account_id: str, session_id: str, reason: EndReason) -> int:
+        """end.lua's status: 1 ended with *reason*, 3 ended as TIMEOUT, 2 already, 0 unknown."""
+        return int(
+            await self._run(
+                "end",
+                self.keys.account(account_id).lifecycle(),
+                [
+                    self._clock_override(),
+                    session_id,
+                    account_id,
+                    reason.value,
+                    self.policy.retention_ms,
+                ],
+            )
+        )
+
+    async def end_device(self, account_id: str, device_id: str, reason: EndReason) -> int:
+        """End every ACTIVE session of one device of the account; how many *reason* ended.
+
+        The device's sessions are read first, then each is ended through end.lua (exactly
+        once, as any teardown); a session set up on the device after the read is not ended.
+        """
+        ak = self.keys.account(account_id)
+        ids = await self._guard("device_sessions", self.redis.zrange(ak.active, 0, -1))
+        if not ids:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hget(self.keys.session(account_id, sid), "dev")
+        devices = await self._guard("device_sessions", pipe.execute())
+        mine = [sid for sid, dev in zip(ids, devices, strict=True) if dev == device_id]
+        statuses = await asyncio.gather(*(self._end(account_id, sid, reason) for sid in mine))
+        return sum(1 for status in statuses if status == 1)
 
     async def abort_setup(self, account_id: str, session_id: str) -> int:
         """Undo a setup whose outcome is unknown (see abort.lua); returns the script status."""
@@ -417,31 +534,37 @@ class SessionStore:
         return int(
             await self._run(
                 "abort",
-                [
-                    self.keys.session(account_id, session_id),
-                    ak.active,
-                    ak.count,
-                    ak.ended,
-                    ak.deadlines,
-                    ak.reap,
-                ],
+                [self.keys.session(account_id, session_id), *ak.lifecycle()],
                 [self._clock_override(), session_id, account_id, self.policy.retention_ms],
             )
         )
 
     async def end_all(self, account_id: str, reason: EndReason, batch: int = 1000) -> int:
-        """End every ACTIVE session of the account (bounded batches); how many *reason* ended."""
+        """End every ACTIVE session of the account (bounded batches); how many *reason* ended.
+
+        The batches share a marker key counting what this call ended, so a batch run twice
+        (its reply lost, then retried) still reports the sessions its first run ended.
+        """
         ak = self.keys.account(account_id)
-        total = 0
+        marker = self.keys.end_all_marker(account_id, str(uuid.uuid4()))
         while True:
-            ended, _lapsed, remaining = await self._run(
+            _ended, _lapsed, remaining, total = await self._run(
                 "end_all",
-                [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
-                [self._clock_override(), account_id, reason.value, batch, self.policy.retention_ms],
+                [*ak.lifecycle(), marker],
+                [
+                    self._clock_override(),
+                    account_id,
+                    reason.value,
+                    batch,
+                    self.policy.retention_ms,
+                    END_ALL_MARKER_MS,
+                ],
             )
-            total += int(ended)
             if int(remaining) == 0:
-                return total
+                break
+        with contextlib.suppress(SrmError):  # else it expires by itself
+            await self._guard("end_all_marker", self.redis.delete(marker))
+        return int(total)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -453,56 +576,183 @@ class SessionStore:
         pipe.zscore(ak.active, session_id)
         pipe.hget(ak.ended, session_id)
         record, deadline, ended = await self._guard("get", pipe.execute())
-        session = _session(session_id, record, deadline, ended, await self.now())
-        if session is None or session.account_id != account_id:
+        session = _session(session_id, record, deadline, ended, await self.now(), account_id)
+        if session is None:
             raise SessionNotFound()
         return session
 
-    async def account_sessions(self, account_id: str) -> AccountSessions:
-        """Every session of the account not yet removed, oldest first, with count and limit."""
+    async def account_sessions(
+        self, account_id: str, limit: int = 100, cursor: str | None = None
+    ) -> AccountSessions:
+        """One page of the account's sessions not yet removed, ACTIVE ones first, with the
+        account's active count and limit (see srm/listing.py for the walk).
+
+        At most *limit* sessions and a bounded number of round trips: one for the counts and
+        the active set (with the start of the later phases when the page starts a phase), one
+        for the lapsed part of it, at most LIST_SCAN_STEPS HSCAN steps of the ended hash, one
+        for the records. MalformedRequest for a foreign *cursor*.
+        """
+        at = Cursor.decode(cursor) if cursor else Cursor()
         ak = self.keys.account(account_id)
+        now = await self.now()
+        if at.phase == "a" and at.score is not None and at.score <= now:
+            at = Cursor()  # all up to now has lapsed since: phase l lists it
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(ak.active, 0, -1, withscores=True)
-        pipe.hgetall(ak.ended)
+        pipe.zcount(ak.active, f"({now}", "+inf")
         pipe.get(ak.limit)
-        active, ended, override = await self._guard("list", pipe.execute())
-        deadlines = dict(active)
-        ids = list(deadlines) + [sid for sid in ended if sid not in deadlines]
+        # A page that starts a phase also reads, in this first trip, the start of every
+        # later phase: a small account's page then costs this trip and the records'.
+        later = PHASES[PHASES.index(at.phase) + 1 :] if at == Cursor(at.phase) else ()
+        reads = [c for c in (at, *map(Cursor, later)) if c.phase != "e" or c == Cursor("e")]
+        for read in reads:
+            if read.phase == "e":
+                pipe.hscan(ak.ended, 0, count=max(limit, LIST_SCAN_COUNT))
+            else:
+                self._window(pipe, ak.active, read, now, limit)
+        live, override, *replies = await self._guard("list", pipe.execute())
+        ahead: dict[str, list[Any]] = {}
+        for read in reads:
+            width = 1 if read.score is None else 2
+            ahead[read.phase], replies = replies[:width], replies[width:]
+        picked: list[tuple[str, float | None, str | None]] = []  # sessionId, deadline, ended
+        following: Cursor | None = at
+        while following is not None and len(picked) < limit:
+            room = limit - len(picked)
+            window = ahead.pop(following.phase, [])
+            if following.phase == "e":
+                first = (window[0], max(limit, LIST_SCAN_COUNT)) if window else None
+                following = await self._ended_page(ak.ended, following, room, picked, first)
+                break
+            if not window:
+                pipe = self.redis.pipeline(transaction=False)
+                self._window(pipe, ak.active, following, now, room)
+                window = await self._guard("list", pipe.execute())
+            following = _window_page(following, window, now, room, picked)
         records: list[dict[str, str]] = []
-        if ids:
+        if picked:
             pipe = self.redis.pipeline(transaction=False)
-            for sid in ids:
+            for sid, _deadline, _ended in picked:
                 pipe.hgetall(self.keys.session(account_id, sid))
             records = await self._guard("list_records", pipe.execute())
-        now = await self.now()
         sessions = [
-            s
-            for sid, record in zip(ids, records, strict=True)
-            if (s := _session(sid, record, deadlines.get(sid), ended.get(sid), now)) is not None
-            and s.account_id == account_id
+            session
+            for (sid, deadline, ended), record in zip(picked, records, strict=True)
+            if (session := _session(sid, record, deadline, ended, now, account_id)) is not None
         ]
-        sessions.sort(key=lambda s: (s.created_at, s.session_id))
-        limit = int(override) if override is not None else self.policy.max_sessions
-        live = sum(1 for s in sessions if s.state is State.ACTIVE)
-        return AccountSessions(sessions=sessions, active_count=live, max_sessions=limit)
+        return AccountSessions(
+            sessions=sessions,
+            active_count=int(live),
+            max_sessions=int(override) if override is not None else self.policy.max_sessions,
+            next=following.encode() if following is not None else None,
+        )
+
+    @staticmethod
+    def _window(pipe: Any, active: str, at: Cursor, now: int, room: int) -> None:
+        """Queue the reads of the next *room* members of phase a (deadline > now) or l
+        (deadline <= now) after *at*: the rest of its deadline's ties, then the members
+        above it. Ties come in sessionId order, so (deadline, sessionId) orders the walk."""
+        top = "+inf" if at.phase == "a" else now
+        if at.score is None:
+            pipe.zrangebyscore(
+                active,
+                f"({now}" if at.phase == "a" else "-inf",
+                top,
+                start=0,
+                num=room,
+                withscores=True,
+            )
+            return
+        pipe.zrangebyscore(active, at.score, at.score, withscores=True)
+        pipe.zrangebyscore(active, f"({at.score}", top, start=0, num=room, withscores=True)
+
+    async def _ended_page(
+        self,
+        ended: str,
+        at: Cursor,
+        room: int,
+        picked: list[tuple[str, float | None, str | None]],
+        first: tuple[Any, int] | None = None,
+    ) -> Cursor | None:
+        """Add up to *room* entries of the ended hash from *at* to *picked*; where to go on
+        (None: the walk is over). *first*: the first step's reply and COUNT, read already."""
+        scan, count, after = at.scan, at.count or max(room, LIST_SCAN_COUNT), at.sid
+        for _ in range(LIST_SCAN_STEPS):
+            if first is not None:
+                (following, entries), count = first
+                first = None
+            else:
+                following, entries = await self._guard(
+                    "list_ended", self.redis.hscan(ended, scan, count=count)
+                )
+            fresh = sorted((sid, value) for sid, value in entries.items() if sid > after)
+            if len(fresh) > room:  # the rest of this step goes on the next page
+                picked += [(sid, None, value) for sid, value in fresh[:room]]
+                return Cursor("e", sid=fresh[room - 1][0], scan=scan, count=count)
+            picked += [(sid, None, value) for sid, value in fresh]
+            room -= len(fresh)
+            scan, count, after = int(following), max(room, LIST_SCAN_COUNT), ""
+            if scan == 0:
+                return None
+            if room == 0:
+                break
+        return Cursor("e", scan=scan)
 
     # -- limits ------------------------------------------------------------------------------
 
     async def get_limit(self, account_id: str) -> Limit:
-        value = await self._guard("get_limit", self.redis.get(self.keys.account(account_id).limit))
+        """The account limit and every configured rule's max, with whether each is overridden."""
+        ak = self.keys.account(account_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(ak.limit)
+        pipe.hgetall(ak.rule_limits)
+        value, overrides = await self._guard("get_limit", pipe.execute())
+        rules = {
+            r.name: RuleLimit(int(overrides[r.name]), True)
+            if r.name in overrides
+            else RuleLimit(r.max, False)
+            for r in self.policy.rules
+        }
         if value is None:
-            return Limit(max_sessions=self.policy.max_sessions, override=False)
-        return Limit(max_sessions=int(value), override=True)
+            return Limit(max_sessions=self.policy.max_sessions, override=False, rules=rules)
+        return Limit(max_sessions=int(value), override=True, rules=rules)
 
-    async def set_limit(self, account_id: str, max_sessions: int) -> Limit:
-        await self._guard(
-            "set_limit", self.redis.set(self.keys.account(account_id).limit, max_sessions)
-        )
-        return Limit(max_sessions=max_sessions, override=True)
+    async def set_limit(
+        self,
+        account_id: str,
+        max_sessions: int | None,
+        rules: dict[str, int | None] | None = None,
+    ) -> Limit:
+        """Set the account limit override (None: unchanged) and rule overrides (a value of
+        None removes that rule's override), in one step. Rule names must be configured."""
+        await self._limits(account_id, "" if max_sessions is None else max_sessions, rules or {})
+        return await self.get_limit(account_id)
 
     async def clear_limit(self, account_id: str) -> Limit:
-        await self._guard("clear_limit", self.redis.delete(self.keys.account(account_id).limit))
-        return Limit(max_sessions=self.policy.max_sessions, override=False)
+        """Remove every override of the account: the configured limits apply again."""
+        await self._limits(account_id, "-", {}, clear_rules=True)
+        return await self.get_limit(account_id)
+
+    async def _limits(
+        self,
+        account_id: str,
+        account_limit: int | str,
+        rules: dict[str, int | None],
+        *,
+        clear_rules: bool = False,
+    ) -> None:
+        known = {r.name for r in self.policy.rules}
+        unknown = sorted(set(rules) - known)
+        if unknown:
+            raise ValueError(f"unknown rule {unknown[0]!r}")
+        ak = self.keys.account(account_id)
+        pairs: list[Any] = []
+        for name, value in sorted(rules.items()):
+            pairs += [name, "" if value is None else value]
+        await self._run(
+            "limits",
+            [ak.limit, ak.rule_limits],
+            [self._clock_override(), account_limit, "1" if clear_rules else "", *pairs],
+        )
 
     # -- reaper ------------------------------------------------------------------------------
 
@@ -521,8 +771,7 @@ class SessionStore:
             return SweepResult(0, 0, 0)
         script_keys = [deadlines, self.keys.reap(shard)]
         for mbr in due:
-            ak = self.keys.account(k.parse_member(mbr)[0])
-            script_keys += [ak.active, ak.count, ak.ended]
+            script_keys += self.keys.account(k.parse_member(mbr)[0]).lifecycle()
         ended, stale, moved = await self._run(
             "sweep", script_keys, [self._clock_override(), self.policy.retention_ms, *due]
         )
@@ -564,11 +813,11 @@ class SessionStore:
             ak = self.keys.account(account_id)
             if ak.shard != shard:
                 raise ValueError(f"account {account_id!r} is not in shard {shard}")
-            script_keys += [ak.active, ak.count]
+            script_keys += [ak.active, ak.count, ak.rules]
         flat = await self._run("audit", script_keys, [])
         return [
-            Repair(accounts[int(flat[i]) - 1], int(flat[i + 1]), int(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+            Repair(accounts[int(flat[i]) - 1], int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3]))
+            for i in range(0, len(flat), 4)
         ]
 
     async def scan_accounts(self, count: int = 1000) -> AsyncGenerator[tuple[int, str], None]:
@@ -587,7 +836,7 @@ class SessionStore:
                 except StopAsyncIteration:
                     return
                 parsed = self.keys.parse_account_key(key)
-                if parsed is None or parsed[1] not in ("active", "count"):
+                if parsed is None or parsed[1] not in ("active", "count", "rules"):
                     continue
                 shard = self.keys.shard_of(parsed[0])
                 if key.startswith(self.keys.tag(shard) + ":"):
@@ -616,8 +865,46 @@ class SessionStore:
         await self._guard("ping", self.redis.ping())
 
 
+def _window_page(
+    at: Cursor,
+    window: list[Any],
+    now: int,
+    room: int,
+    picked: list[tuple[str, float | None, str | None]],
+) -> Cursor:
+    """Add the members of a window read by SessionStore._window to *picked*; the cursor
+    after them (the same phase if more may follow, else the start of the next phase)."""
+    if at.score is None:
+        members = list(window[0])
+    else:
+        members = [(sid, score) for sid, score in window[0] if sid > at.sid] + list(window[1])
+    taken = members[:room]
+    for sid, score in taken:
+        if (score > now) == (at.phase == "a"):  # lapsed since the read began: in phase l
+            picked.append((sid, score, None))
+    if len(members) > room or len(window[-1]) >= room:
+        sid, score = taken[-1]
+        return Cursor(at.phase, score=_ms(score), sid=sid)
+    return Cursor("l") if at.phase == "a" else Cursor("e")
+
+
 def _ms(value: Any) -> int:
     return int(float(value))
+
+
+def _time(value: str | None) -> int | None:
+    """A time field of a session record; None when missing or unreadable (a partial record)."""
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _reason(text: str) -> EndReason | None:
+    try:
+        return EndReason(text)
+    except ValueError:
+        return None
 
 
 def _session(
@@ -626,31 +913,47 @@ def _session(
     deadline: float | None,
     ended: str | None,
     now: int,
+    account_id: str,
 ) -> Session | None:
-    """The session as callers see it, derived from its record and the account's sets."""
-    if not record or "tomb" in record:
+    """The session as callers see it, derived from its record and the account's sets.
+
+    The account's sets say whether it exists and its state; the record adds the details.
+    A record missing fields (Redis evicted or lost part of it) still gives a session, with
+    empty texts and null times where fields are missing, never an error.
+    """
+    if not record or "tomb" in record or record.get("acct", account_id) != account_id:
         return None
-    ka = _ms(record["ka"])
+    created = _time(record.get("created"))
+    ka = _time(record.get("ka"))
     state, reason, ended_at, expires_at = State.ACTIVE, None, None, None
     if ended is not None:
-        reason_text, _, at = ended.partition("|")
-        state, reason, ended_at = State.ENDED, EndReason(reason_text), _ms(at)
+        reason_text, _, rest = ended.partition("|")
+        state, reason, ended_at = State.ENDED, _reason(reason_text), _time(rest.partition("|")[0])
     elif deadline is None:
         return None
     elif deadline <= now:
         state, reason, ended_at = State.ENDED, EndReason.TIMEOUT, _ms(deadline)
-    elif deadline - ka < NO_TIMEOUT_MS:
+    elif deadline - (ka if ka is not None else now) < NO_TIMEOUT_MS:
         expires_at = _ms(deadline)
     return Session(
         session_id=session_id,
-        account_id=record["acct"],
-        device_id=record["dev"],
-        content_id=record["cid"],
-        content_type=record["ctype"],
+        account_id=account_id,
+        device_id=record.get("dev", ""),
+        content_id=record.get("cid", ""),
+        content_type=record.get("ctype", ""),
         state=state,
-        created_at=_ms(record["created"]),
+        created_at=created,
         last_keep_alive_at=ka,
         expires_at=expires_at,
         ended_at=ended_at,
         end_reason=reason,
+        device_type=record.get("dt", DEFAULT_DEVICE_TYPE),
+        quality=record.get("q"),
     )
+
+
+def _ended(value: str) -> Ended:
+    """An entry of the account's ended hash: ``REASON|endedAtMs[|byDeviceId]``."""
+    reason, _, rest = value.partition("|")
+    at, sep, by = rest.partition("|")
+    return Ended(EndReason(reason), _ms(at), by if sep else None)

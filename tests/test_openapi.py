@@ -91,10 +91,13 @@ class DocumentedAnswers:
         headers: dict[str, str] | None = None,
         body: Any = None,
         raw: bytes | None = None,
+        query: dict[str, str] | None = None,
         **params: str,
     ) -> Any:
         path = template.format(**params)
-        resp = await self.http.request(method, path, headers=headers or {}, json=body, data=raw)
+        resp = await self.http.request(
+            method, path, headers=headers or {}, json=body, data=raw, params=query
+        )
         item = self.doc["paths"].get(template)
         if item is None or method.lower() not in item:  # no such operation: SRM-0010/SRM-0007
             spec = self._response("ErrorResponse")
@@ -151,6 +154,10 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
         ]
         denied = await call("POST", "/srm/sessions", headers=client_, body=setup)
         assert denied["errorResponse"]["errorCode"] == "SRM-0005"
+        replacing = {**setup, "quality": "HD", "replaces": sids[2]}
+        sids[2] = (await call("POST", "/srm/sessions", headers=client_, body=replacing))[
+            "successResponse"
+        ]["sessionId"]
         await call("GET", "/srm/sessions", headers=client_)
         await call("GET", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])
         await call("PUT", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])
@@ -159,6 +166,9 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
         assert ended["state"] == "ENDED"
         listing = await call("GET", "/srm/sessions", headers=client_)
         assert {s["state"] for s in listing["sessions"]} == {"ACTIVE", "ENDED"}
+        page = await call("GET", "/srm/sessions", headers=client_, query={"limit": "1"})
+        assert page["next"] is not None
+        await call("GET", "/srm/sessions", headers=client_, query={"cursor": page["next"]})
         # operator calls
         acct = "/srm/accounts/{accountId}"
         await call("GET", acct + "/sessions", headers=operator, accountId="acct-doc")
@@ -168,6 +178,13 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
             headers=operator,
             accountId="acct-doc",
             sessionId=sids[1],
+        )
+        await call(
+            "DELETE",
+            acct + "/devices/{deviceId}/sessions",
+            headers=operator,
+            accountId="acct-doc",
+            deviceId="dev-1",
         )
         await call("DELETE", acct + "/sessions", headers=operator, accountId="acct-doc")
         await call("GET", acct + "/limit", headers=operator, accountId="acct-doc")

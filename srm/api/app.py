@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
@@ -23,6 +22,7 @@ PREFIXES = ("/srm", "/srm/v1")
 # which account ids may contain (keys.py keeps them harmless).
 SID = "{sessionId:[^/]+}"
 ACCT = "{accountId:[^/]+}"
+DEV = "{deviceId:[^/]+}"
 
 
 def routes() -> Iterable[web.RouteDef]:
@@ -35,6 +35,7 @@ def routes() -> Iterable[web.RouteDef]:
         yield web.get(f"{p}/accounts/{ACCT}/sessions", h.list_account, allow_head=False)
         yield web.delete(f"{p}/accounts/{ACCT}/sessions", h.end_account_sessions)
         yield web.delete(f"{p}/accounts/{ACCT}/sessions/{SID}", h.end_account_session)
+        yield web.delete(f"{p}/accounts/{ACCT}/devices/{DEV}/sessions", h.end_device_sessions)
         yield web.get(f"{p}/accounts/{ACCT}/limit", h.get_limit, allow_head=False)
         yield web.put(f"{p}/accounts/{ACCT}/limit", h.put_limit)
         yield web.delete(f"{p}/accounts/{ACCT}/limit", h.delete_limit)
@@ -88,13 +89,18 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         content_types=settings.sessions.content_types,
         body_timeout=settings.server.body_timeout,
         openapi=openapi.document_bytes(settings, PREFIXES),
+        qualities=settings.sessions.qualities,
+        rule_names=frozenset(r.name for r in settings.sessions.rules),
+        limit_claims=settings.auth.limit_claims,
     )
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))
     app.add_routes(list(routes()))
     if service.verifier.jwks is not None:
         app.cleanup_ctx.append(_jwks_refresh)
-    app.on_shutdown.append(_finish_background)
+    # on cleanup, not on shutdown: aiohttp runs cleanup after the requests in flight have
+    # finished or been cancelled, so the aborts they queued are run too
+    app.on_cleanup.append(_finish_aborts)
     return app
 
 
@@ -109,7 +115,5 @@ async def _jwks_refresh(app: web.Application) -> AsyncIterator[None]:
         await jwks.close()
 
 
-async def _finish_background(app: web.Application) -> None:
-    pending = list(app[DEPS].background)
-    if pending:
-        await asyncio.wait(pending, timeout=5)
+async def _finish_aborts(app: web.Application) -> None:
+    await app[DEPS].aborts.drain()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from srm.api import bodies
 from srm.api.observability import ERROR_CODE
 from srm.errors import (
     InternalError,
@@ -17,6 +19,7 @@ from srm.errors import (
     MalformedRequest,
     MethodNotAllowed,
     NoSuchPath,
+    SessionNotFound,
     SrmError,
     TooLarge,
 )
@@ -50,16 +53,20 @@ def http_status(error: SrmError, deny_status: int = 200) -> int:
 
 
 def error_body(error: SrmError, status: int) -> bytes:
-    return orjson.dumps(
-        {
-            "errorResponse": {
-                "code": str(status),
-                "status": "DENIED" if isinstance(error, LimitReached) else "ERROR",
-                "errorCode": error.code,
-                "errorMessage": error.message,
-            }
+    body: dict[str, Any] = {
+        "errorResponse": {
+            "code": str(status),
+            "status": "DENIED" if isinstance(error, LimitReached) else "ERROR",
+            "errorCode": error.code,
+            "errorMessage": error.message,
         }
-    )
+    }
+    # the two extensions of API.md, beside the unchanged errorResponse
+    if isinstance(error, LimitReached):
+        body["denial"] = bodies.denial(error.rule, error.limit, error.sessions)
+    elif isinstance(error, SessionNotFound) and error.ended is not None:
+        body["ended"] = bodies.ended(error.ended)
+    return orjson.dumps(body)
 
 
 def error_response(error: SrmError, deny_status: int = 200) -> web.Response:

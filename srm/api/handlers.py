@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -11,22 +12,22 @@ import orjson
 from aiohttp import web
 
 from srm import metrics as srm_metrics
+from srm.aborts import Aborter
 from srm.api import bodies
 from srm.auth import OperatorKeys, Principal, TokenVerifier
 from srm.errors import (
     KeysUnavailable,
     MalformedRequest,
-    SrmError,
     StoreUnavailable,
+    StoreUnreached,
     Unauthenticated,
 )
-from srm.model import EndReason, NewSession
+from srm.model import AccountSessions, EndReason, NewSession
 from srm.store import SessionStore
 
 log = logging.getLogger("srm.api")
 
 JSON = "application/json"
-ABORT_ATTEMPTS = 5
 
 
 @dataclass
@@ -40,7 +41,13 @@ class Deps:
     content_types: tuple[str, ...]
     body_timeout: float
     openapi: bytes
-    background: set[asyncio.Task[None]] = field(default_factory=set)
+    qualities: tuple[str, ...] = ("SD", "HD", "UHD")
+    rule_names: frozenset[str] = frozenset()
+    limit_claims: bool = False  # honour the token's maxSessions claim
+    aborts: Aborter = field(init=False)  # undoes setups whose outcome is unknown
+
+    def __post_init__(self) -> None:
+        self.aborts = Aborter(self.store)
 
     async def client(self, request: web.Request) -> Principal:
         token = request.headers.get("Client-Token")
@@ -66,23 +73,6 @@ class Deps:
         except TimeoutError:
             raise MalformedRequest("request body not received in time") from None
 
-    def abort_later(self, account_id: str, session_id: str) -> None:
-        """Undo, in the background, a setup whose outcome is unknown."""
-        task = asyncio.get_running_loop().create_task(self._abort(account_id, session_id))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-    async def _abort(self, account_id: str, session_id: str) -> None:
-        delay = 0.05
-        for _ in range(ABORT_ATTEMPTS):
-            try:
-                await self.store.abort_setup(account_id, session_id)
-                return
-            except SrmError:
-                await asyncio.sleep(delay)
-                delay *= 4
-        log.warning("could not undo setup %s; it lapses with its keep-alive", session_id)
-
 
 DEPS = web.AppKey("service", Deps)
 
@@ -107,13 +97,26 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 async def setup(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     principal = await deps.client(request)
-    content_id, content_type = bodies.setup_request(await deps.body(request), deps.content_types)
+    wanted = bodies.setup_request(await deps.body(request), deps.content_types, deps.qualities)
     sid = str(uuid.uuid4())
-    new = NewSession(sid, principal.account_id, principal.device_id, content_id, content_type)
+    new = NewSession(
+        sid,
+        principal.account_id,
+        principal.device_id,
+        wanted.content_id,
+        wanted.content_type,
+        device_type=principal.device_type,
+        quality=wanted.quality,
+        replaces=wanted.replaces,
+        max_sessions=principal.max_sessions if deps.limit_claims else None,
+    )
     try:
         await deps.store.setup(new)
-    except StoreUnavailable:
-        deps.abort_later(principal.account_id, sid)
+    except StoreUnreached:
+        raise  # never sent: nothing to undo
+    except (StoreUnavailable, asyncio.CancelledError):
+        # sent, or maybe sent (cancelled while queued or in flight): it may have run
+        deps.aborts.submit(principal.account_id, sid)
         raise
     return _json(bodies.setup_success(sid, deps.timeout))
 
@@ -137,7 +140,20 @@ async def teardown(request: web.Request) -> web.Response:
 async def list_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     principal = await deps.client(request)
-    return _json(bodies.session_list(await deps.store.account_sessions(principal.account_id)))
+    listing = await _page(deps, request, principal.account_id)
+    # the token's limit applies to this caller unless an operator override wins
+    if (
+        deps.limit_claims
+        and principal.max_sessions is not None
+        and not (await deps.store.get_limit(principal.account_id)).override
+    ):
+        listing = dataclasses.replace(listing, max_sessions=principal.max_sessions)
+    return _json(bodies.session_list(listing))
+
+
+async def _page(deps: Deps, request: web.Request, account_id: str) -> AccountSessions:
+    limit, cursor = bodies.page_query(request.query)
+    return await deps.store.account_sessions(account_id, limit, cursor)
 
 
 async def get_own(request: web.Request) -> web.Response:
@@ -155,7 +171,7 @@ async def list_account(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
     account = bodies.account_id(request.match_info["accountId"])
-    return _json(bodies.session_list(await deps.store.account_sessions(account)))
+    return _json(bodies.session_list(await _page(deps, request, account)))
 
 
 async def end_account_session(request: web.Request) -> web.Response:
@@ -175,6 +191,15 @@ async def end_account_sessions(request: web.Request) -> web.Response:
     return _json(orjson.dumps({"ended": ended}))
 
 
+async def end_device_sessions(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    device = bodies.device_id(request.match_info["deviceId"])
+    ended = await deps.store.end_device(account, device, EndReason.OPERATOR)
+    return _json(orjson.dumps({"ended": ended}))
+
+
 async def get_limit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
@@ -186,8 +211,8 @@ async def put_limit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
     account = bodies.account_id(request.match_info["accountId"])
-    value = bodies.limit_request(await deps.body(request))
-    return _json(bodies.limit(await deps.store.set_limit(account, value)))
+    value, rules = bodies.limit_request(await deps.body(request), deps.rule_names)
+    return _json(bodies.limit(await deps.store.set_limit(account, value, rules)))
 
 
 async def delete_limit(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from srm import __version__
+from srm import __version__, listing
 from srm.api import bodies, console
 from srm.api.errors import HEADERS_TOO_LARGE, STATUS, http_status
 from srm.config import Settings
@@ -31,6 +31,7 @@ from srm.errors import (
 )
 
 JSON = "application/json"
+
 Json = dict[str, Any]
 
 # The error answers (components/responses) and an error each stands for: its status is
@@ -53,6 +54,9 @@ def _error(name: str) -> tuple[str, str]:
     return str(http_status(_ERROR_ANSWERS[name])), name
 
 
+PAGE = ("Limit", "Cursor")  # the query parameters of a listing
+
+
 def _ref(kind: str, name: str) -> Json:
     return {"$ref": f"#/components/{kind}/{name}"}
 
@@ -61,12 +65,15 @@ def _nullable(schema: Json) -> Json:
     return {**schema, "nullable": True}
 
 
-def _error_schema(codes: list[str], statuses: list[str], words: list[str]) -> Json:
+def _error_schema(
+    codes: list[str], statuses: list[str], words: list[str], extensions: Json | None = None
+) -> Json:
     return {
         "type": "object",
-        "required": ["errorResponse"],
+        "required": ["errorResponse", *(extensions or {})],
         "additionalProperties": False,
         "properties": {
+            **(extensions or {}),
             "errorResponse": {
                 "type": "object",
                 "required": ["code", "status", "errorCode", "errorMessage"],
@@ -77,24 +84,101 @@ def _error_schema(codes: list[str], statuses: list[str], words: list[str]) -> Js
                     "errorCode": {"type": "string", "enum": codes},
                     "errorMessage": {"type": "string"},
                 },
-            }
+            },
         },
+    }
+
+
+def _id_parameter(name: str) -> Json:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": bodies.MAX_ACCOUNT_ID_LENGTH},
+    }
+
+
+def _subset(schema: Json, names: tuple[str, ...]) -> Json:
+    """An object schema with only the properties *names* of *schema*, all required."""
+    props = schema["properties"]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(names),
+        "properties": {name: props[name] for name in names},
     }
 
 
 def _schemas(settings: Settings) -> Json:
     deny = str(settings.sessions.deny_status)
     time = _nullable({"type": "string", "format": "date-time"})
+    qualities = list(settings.sessions.qualities)
+    reasons = ["TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", "REPLACED"]
     statuses = {str(s) for s in (*STATUS.values(), HEADERS_TOO_LARGE)} | {deny}
+    generic = _error_schema(
+        sorted({*STATUS, LimitReached.code}), sorted(statuses), ["ERROR", "DENIED"]
+    )
+    generic["properties"]["ended"] = _ref("schemas", "HowEnded")
+    generic["properties"]["denial"] = _ref("schemas", "Denial")
+    session: Json = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(bodies.SESSION_FIELDS),
+        "properties": {
+            "sessionId": {"type": "string", "format": "uuid"},
+            "accountId": {"type": "string"},
+            "deviceId": {"type": "string"},
+            "contentID": {"type": "string"},
+            "contentType": {"type": "string"},
+            "state": {"type": "string", "enum": ["ACTIVE", "ENDED"]},
+            "createdAt": time,
+            "lastKeepAliveAt": time,
+            "expiresAt": time,
+            "endedAt": time,
+            "endReason": _nullable({"type": "string", "enum": [*reasons, None]}),
+            "deviceType": {"type": "string"},
+            "quality": _nullable({"type": "string"}),
+        },
+    }
     return {
         "ErrorResponse": {
-            **_error_schema(
-                sorted({*STATUS, LimitReached.code}), sorted(statuses), ["ERROR", "DENIED"]
-            ),
+            **generic,
             "description": "Every error on every path; `code` is the HTTP status sent, "
-            "`status` is DENIED for SRM-0005 and ERROR otherwise.",
+            "`status` is DENIED for SRM-0005 and ERROR otherwise. Beside errorResponse: "
+            "`denial` on SRM-0005, `ended` on SRM-0004 for an ended session not yet removed.",
         },
-        "Denied": _error_schema([LimitReached.code], [deny], ["DENIED"]),
+        "Denied": _error_schema(
+            [LimitReached.code], [deny], ["DENIED"], {"denial": _ref("schemas", "Denial")}
+        ),
+        "Denial": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["rule", "max", "sessions"],
+            "description": "The limit that refused the setup (`account`, or a limit rule's "
+            "name) and the ACTIVE sessions counted against it (at most 100, oldest "
+            "keep-alive first): stop one of these by setting up again with `replaces`.",
+            "properties": {
+                "rule": {"type": "string"},
+                "max": {"type": "integer", "minimum": 0},
+                "sessions": {
+                    "type": "array",
+                    "maxItems": 100,
+                    "items": _subset(session, bodies.DENIED_SESSION_FIELDS),
+                },
+            },
+        },
+        "HowEnded": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["endReason", "endedAt", "byDeviceId"],
+            "description": "How the session ended (keep-alive of an ended session that is "
+            "not removed yet); byDeviceId: the device whose setup evicted or replaced it.",
+            "properties": {
+                "endReason": {"type": "string", "enum": reasons},
+                "endedAt": {"type": "string", "format": "date-time"},
+                "byDeviceId": _nullable({"type": "string"}),
+            },
+        },
         "SetupRequest": {
             "type": "object",
             "required": ["content"],
@@ -116,66 +200,82 @@ def _schemas(settings: Settings) -> Json:
                             "(sessions.content_types).",
                         },
                     },
-                }
+                },
+                "quality": {
+                    "type": "string",
+                    "enum": qualities,
+                    "description": "Extension: the stream's quality, for limit rules; "
+                    "absent: none, which matches no quality rule.",
+                },
+                "replaces": {
+                    "type": "string",
+                    "format": "uuid",
+                    "description": "Extension: a sessionId of the caller's account to end "
+                    "(REPLACED) in the same step, only if this setup then succeeds.",
+                },
             },
         },
         "SetupSuccess": _setup_success(settings.sessions.timeout),
-        "Session": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": [
-                "sessionId",
-                "accountId",
-                "deviceId",
-                "contentID",
-                "contentType",
-                "state",
-                "createdAt",
-                "lastKeepAliveAt",
-                "expiresAt",
-                "endedAt",
-                "endReason",
-            ],
-            "properties": {
-                "sessionId": {"type": "string", "format": "uuid"},
-                "accountId": {"type": "string"},
-                "deviceId": {"type": "string"},
-                "contentID": {"type": "string"},
-                "contentType": {"type": "string"},
-                "state": {"type": "string", "enum": ["ACTIVE", "ENDED"]},
-                "createdAt": time,
-                "lastKeepAliveAt": time,
-                "expiresAt": time,
-                "endedAt": time,
-                "endReason": _nullable(
-                    {"type": "string", "enum": ["TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", None]}
-                ),
-            },
-        },
+        "Session": session,
         "SessionList": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["sessions", "activeCount", "maxSessions"],
+            "required": ["sessions", "activeCount", "maxSessions", "next"],
+            "description": "One page of the account's sessions, ACTIVE ones first; "
+            "activeCount and maxSessions are the account's.",
             "properties": {
-                "sessions": {"type": "array", "items": _ref("schemas", "Session")},
+                "sessions": {
+                    "type": "array",
+                    "maxItems": listing.MAX_PAGE,
+                    "items": _ref("schemas", "Session"),
+                },
                 "activeCount": {"type": "integer", "minimum": 0},
                 "maxSessions": {"type": "integer", "minimum": 0},
+                "next": _nullable(
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "Pass as ?cursor= for the next page; null on the last",
+                    }
+                ),
             },
         },
         "LimitRequest": {
             "type": "object",
-            "required": ["maxSessions"],
+            "description": "maxSessions, rules, or both; a rule name that is not configured "
+            "is SRM-0002 and changes nothing.",
+            "minProperties": 1,
             "properties": {
-                "maxSessions": {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT}
+                "maxSessions": {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT},
+                "rules": {
+                    "type": "object",
+                    "description": "Rule name -> per-account max (null removes the override)",
+                    "additionalProperties": _nullable(
+                        {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT}
+                    ),
+                },
             },
         },
         "Limit": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["maxSessions", "override"],
+            "required": ["maxSessions", "override", "rules"],
             "properties": {
                 "maxSessions": {"type": "integer", "minimum": 0},
                 "override": {"type": "boolean"},
+                "rules": {
+                    "type": "object",
+                    "description": "Every configured limit rule: its max for this account",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["max", "override"],
+                        "properties": {
+                            "max": {"type": "integer", "minimum": 0},
+                            "override": {"type": "boolean"},
+                        },
+                    },
+                },
             },
         },
         "Ended": {
@@ -271,9 +371,12 @@ def _operation(
     errors: list[tuple[str, str]],
     *,
     path_params: tuple[str, ...] = (),
+    query_params: tuple[str, ...] = (),
     body: str | None = None,
 ) -> Json:
-    params = [_ref("parameters", p) for p in path_params] + [_ref("parameters", "RequestId")]
+    params = [_ref("parameters", p) for p in (*path_params, *query_params)] + [
+        _ref("parameters", "RequestId")
+    ]
     security: list[Json] = {
         "client": [{"ClientToken": []}, {"ClientBearer": []}],
         "operator": [{"OperatorKey": []}],
@@ -333,10 +436,11 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
             ),
             "get": _operation(
                 f"listOwnSessions{suffix}",
-                "The caller's account's sessions (extension)",
+                "The caller's account's sessions, one page at a time (extension)",
                 "client",
-                {"200": _ok("The account's sessions", _ref("schemas", "SessionList"))},
-                auth,
+                {"200": _ok("A page of the account's sessions", _ref("schemas", "SessionList"))},
+                [_error("Malformed"), *auth],
+                query_params=PAGE,
             ),
         },
         f"{prefix}/sessions/{{sessionId}}": {
@@ -376,11 +480,12 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
         f"{prefix}/accounts/{{accountId}}/sessions": {
             "get": _operation(
                 f"listAccountSessions{suffix}",
-                "Any account's sessions",
+                "Any account's sessions, one page at a time",
                 "operator",
-                {"200": _ok("The account's sessions", _ref("schemas", "SessionList"))},
+                {"200": _ok("A page of the account's sessions", _ref("schemas", "SessionList"))},
                 errors,
                 path_params=acct,
+                query_params=PAGE,
             ),
             "delete": _operation(
                 f"endAccountSessions{suffix}",
@@ -389,6 +494,16 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
                 {"200": _ok("How many sessions this call ended", _ref("schemas", "Ended"))},
                 errors,
                 path_params=acct,
+            ),
+        },
+        f"{prefix}/accounts/{{accountId}}/devices/{{deviceId}}/sessions": {
+            "delete": _operation(
+                f"endDeviceSessions{suffix}",
+                "End every active session of one device of the account (endReason OPERATOR)",
+                "operator",
+                {"200": _ok("How many sessions this call ended", _ref("schemas", "Ended"))},
+                errors,
+                path_params=("AccountId", "DeviceId"),
             ),
         },
         f"{prefix}/accounts/{{accountId}}/sessions/{{sessionId}}": {
@@ -412,7 +527,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
             ),
             "put": _operation(
                 f"setLimit{suffix}",
-                "Set a per-account limit override (0 allows no session)",
+                "Set per-account overrides of the limit and of limit rules (0 allows none)",
                 "operator",
                 {"200": _ok("The new limit", limit)},
                 [*errors, _error("BodyTooLarge")],
@@ -421,7 +536,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
             ),
             "delete": _operation(
                 f"clearLimit{suffix}",
-                "Remove the override: the default limit applies again",
+                "Remove every override: the configured limits apply again",
                 "operator",
                 {"200": _ok("The default limit", limit)},
                 errors,
@@ -576,15 +691,24 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                         "[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
                     },
                 },
-                "AccountId": {
-                    "name": "accountId",
-                    "in": "path",
-                    "required": True,
-                    "schema": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": bodies.MAX_ACCOUNT_ID_LENGTH,
-                    },
+                "AccountId": _id_parameter("accountId"),
+                "DeviceId": _id_parameter("deviceId"),
+                "Limit": {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": "Sessions per page (default "
+                    f"{listing.DEFAULT_LIMIT}); anything else than 1..{listing.MAX_PAGE} is "
+                    "SRM-0002",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": listing.MAX_PAGE},
+                },
+                "Cursor": {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "description": "The `next` of the previous page (opaque); one that this "
+                    "service did not make is SRM-0002",
+                    "schema": {"type": "string", "minLength": 1},
                 },
                 "RequestId": {
                     "name": "X-Request-ID",

@@ -4,17 +4,13 @@
 -- reaper removes the tombstone after the retention.
 --
 -- KEYS[1] sess       srm:{sK}:sess:<sid>        hash
--- KEYS[2] active     srm:{sK}:acct:<a>:active   zset
--- KEYS[3] count      srm:{sK}:acct:<a>:count    string
--- KEYS[4] ended      srm:{sK}:acct:<a>:ended    hash
--- KEYS[5] deadlines  srm:{sK}:deadlines         zset
--- KEYS[6] reap       srm:{sK}:reap              zset
+-- KEYS[2..7] the account's lifecycle keys (AccountKeys.lifecycle, see end.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)
 -- Returns 1 ended, 2 already ended, 3 tombstone written, -2 sessionId of another account.
 local now = server_time(ARGV[1])
 local sid, account = ARGV[2], ARGV[3]
-local mbr = account .. '/' .. sid
+local acct = account_keys(account, 2)
 local purge_at = now + tonumber(ARGV[4])
 local owner = redis.call('HGET', KEYS[1], 'acct')
 if owner and owner ~= account then
@@ -22,10 +18,10 @@ if owner and owner ~= account then
 end
 if not owner then
   redis.call('HSET', KEYS[1], 'acct', account, 'tomb', 1)
-  redis.call('ZADD', KEYS[6], purge_at, mbr)
+  redis.call('ZADD', acct.reap, purge_at, account .. '/' .. sid)
   return 3
 end
-if end_session(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], sid, mbr, 'TEARDOWN', now, purge_at) == 1 then
+if end_session(acct, sid, 'TEARDOWN', now, purge_at, nil) == 1 then
   return 1
 end
 return 2

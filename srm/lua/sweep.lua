@@ -5,9 +5,8 @@
 --
 -- KEYS[1] deadlines  srm:{sK}:deadlines   zset member -> deadline
 -- KEYS[2] reap       srm:{sK}:reap        zset member -> removal time
--- then for member i (i = 1..n), three keys of its account:
--- KEYS[3i]   active  srm:{sK}:acct:<a>:active   KEYS[3i+1] count  srm:{sK}:acct:<a>:count
--- KEYS[3i+2] ended   srm:{sK}:acct:<a>:ended
+-- then for member i (i = 1..n), its account's lifecycle keys (AccountKeys.lifecycle, see
+-- end.lua) at KEYS[6i-3] .. KEYS[6i+2]
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] retention (ms)  ARGV[2+i] member "<accountId>/<sessionId>"
 -- Returns {ended, stale index entries dropped, index entries moved to a later deadline}.
@@ -18,15 +17,14 @@ for i = 1, #ARGV - 2 do
   local mbr = ARGV[2 + i]
   local due = redis.call('ZSCORE', KEYS[1], mbr)
   if due and tonumber(due) <= now then
-    local active, count, endedk = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
     local sid = string.sub(mbr, -36)
-    local score = redis.call('ZSCORE', active, sid)
+    local acct = account_keys(string.sub(mbr, 1, -38), 6 * i - 3)
+    local score = redis.call('ZSCORE', acct.active, sid)
     if not score then
       redis.call('ZREM', KEYS[1], mbr)
       stale = stale + 1
     elseif tonumber(score) <= now then
-      ended = ended + end_session(active, count, endedk, KEYS[1], KEYS[2], sid, mbr, 'TIMEOUT',
-        score, purge_at)
+      ended = ended + end_session(acct, sid, 'TIMEOUT', score, purge_at, nil)
     else
       redis.call('ZADD', KEYS[1], score, mbr)
       moved = moved + 1
