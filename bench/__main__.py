@@ -1,8 +1,9 @@
-"""`bench/run` (python -m bench): measure every performance target of issue 6 in one run.
+"""`bench/run` (python -m bench): measure every performance target of SRM in one run.
 
 Starts its own redis-server, `srm serve` and the bare-aiohttp ceiling (bench/ceiling.py) on
 free ports, drives both with wrk, then measures the store directly; prints each figure as it
-comes and a Markdown table of targets at the end. Everything it starts, it stops.
+comes and a Markdown table of targets at the end. Everything it starts, it stops. The
+options are in bench/options.py.
 """
 
 from __future__ import annotations
@@ -21,28 +22,7 @@ from pathlib import Path
 import redis
 
 from bench import load, procs, storage
-
-
-def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
-    p.add_argument("--seconds", type=float, default=5, help="length of each wrk round")
-    p.add_argument("--rounds", type=int, default=5, help="alternating ceiling/srm rounds")
-    p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--workers", default="1,2", help="worker counts to compare")
-    p.add_argument("--accounts", type=int, default=1000, help="accounts (tokens) wrk uses")
-    p.add_argument("--memory-sessions", type=int, default=100_000)
-    p.add_argument("--large", type=int, default=1_000_000, help="stored sessions, large case")
-    p.add_argument("--small", type=int, default=1_000, help="stored sessions, small case")
-    p.add_argument("--samples", type=int, default=3000, help="latency samples per case")
-    p.add_argument("--backlog", type=int, default=100_000, help="reaper backlog")
-    p.add_argument("--reap-batch", type=int, default=500, help="sessions per sweep/purge call")
-    p.add_argument("--reap-parallel", type=int, default=4, help="shards reaped at once")
-    p.add_argument("--rules-sessions", type=int, default=30_000, help="sessions, rules cost")
-    p.add_argument(
-        "--only", default="", help="comma list: http,commands,memory,latency,reaper,rules"
-    )
-    return p.parse_args(argv)
-
+from bench.options import parse
 
 Row = tuple[str, str, str, str]  # target, goal, measured, met
 
@@ -76,7 +56,7 @@ def _redis_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _args(argv)
+    a = parse(argv)
     # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     only = (

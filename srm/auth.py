@@ -37,7 +37,6 @@ class Principal:
 
     account_id: str
     device_id: str
-    tenant_id: str | None
     expires_at: float
     device_type: str = DEFAULT_DEVICE_TYPE
     max_sessions: int | None = None  # the maxSessions claim (honoured if auth.limit_claims)
@@ -114,9 +113,6 @@ class TokenVerifier:
             raise Unauthenticated("Client-Token invalid") from None
         account = _identifier(claims.get("accountId"), "accountId")
         device = _identifier(claims.get("deviceId"), "deviceId")
-        tenant = claims.get("tenantId")
-        if tenant is not None and not isinstance(tenant, str):
-            raise Unauthenticated("Client-Token tenantId must be a string")
         exp = claims["exp"]
         if isinstance(exp, bool) or not isinstance(exp, int | float):
             raise Unauthenticated("Client-Token exp must be a number")
@@ -136,7 +132,7 @@ class TokenVerifier:
             or not 0 <= max_sessions <= MAX_SESSIONS_CLAIM
         ):
             raise Unauthenticated("Client-Token maxSessions must be an integer 0..1000000")
-        principal = Principal(account, device, tenant, float(exp), device_type, max_sessions)
+        principal = Principal(account, device, float(exp), device_type, max_sessions)
         return principal, not_before
 
     def _claims(self, token: str) -> dict[str, Any]:

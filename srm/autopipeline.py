@@ -30,6 +30,8 @@ from redis import exceptions as rx
 from redis.asyncio.connection import ConnectionPool
 from redis.commands.core import AsyncScript
 
+from srm.gate import InFlightGate
+
 MAX_BATCH = 1000  # calls per pipeline: bounds one write and one read loop
 NOSCRIPT_RESENDS = 1
 
@@ -64,14 +66,12 @@ class AutoPipeline:
         deadline: float,
         max_batch: int = MAX_BATCH,
         *,
-        gate: asyncio.Semaphore | None = None,
-        gate_wait: float = 0.5,
+        gate: InFlightGate | None = None,
     ) -> None:
         self._redis = redis
         self._deadline = deadline
         self._max_batch = max_batch
-        self._gate = gate
-        self._gate_wait = gate_wait
+        self._gate = gate or InFlightGate(0, 0)
         self._queue: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
         # A client with one pool (standalone, Sentinel) gets the lean path; a client that
@@ -141,23 +141,13 @@ class AutoPipeline:
         node), so a burst never overflows a node's pool (redis-py's cluster pools do not
         block; they refuse).
         """
-        if self._gate is None:
-            batch.sent = True
-            return await self._client_pipeline(commands)
-        async with asyncio.timeout(self._gate_wait):
-            await self._gate.acquire()
-        try:
-            # the cluster client connects and writes inside: from here the batch may have run
-            batch.sent = True
-            return await self._client_pipeline(commands)
-        finally:
-            self._gate.release()
-
-    async def _client_pipeline(self, commands: list[list[Any]]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command("EVALSHA", *command)
-        return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+        async with self._gate:
+            # the cluster client connects and writes inside: from here the batch may have run
+            batch.sent = True
+            return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
     async def _pooled_roundtrip(self, commands: list[list[Any]], batch: _Batch) -> list[Any]:
         """Send the EVALSHAs in one write on one pooled connection; their replies, in order.

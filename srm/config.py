@@ -1,6 +1,8 @@
 """Settings: the packaged defaults, then the TOML file named by SRM_CONFIG, then SRM_* variables.
 
-Every setting has a default in ``srm/defaults.toml``. Each one can be overridden by
+Every setting has its default in ``srm/defaults.toml`` and nowhere else: the dataclasses
+below declare each setting's name and type (the type says how a TOML value or an
+environment string is read), :func:`load` fills them. Each one can be overridden by
 ``SRM_<SECTION>_<NAME>``; the contract names of API.md (``SRM_PORT``, ``SRM_REDIS_URL``, ...)
 are aliases kept in :data:`ENV_ALIASES`. A bad value fails at start with a
 :class:`ConfigError` naming the setting and where it came from.
@@ -9,17 +11,19 @@ are aliases kept in :data:`ENV_ALIASES`. A bad value fails at start with a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import json
 import logging
+import math
 import os
 import ssl
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 from urllib.parse import unquote, urlsplit
 
 from srm import rules as limit_rules
@@ -58,69 +62,66 @@ class ConfigError(ValueError):
     """Raised when a setting is missing, malformed or out of range."""
 
 
-def secret_field(default: Any) -> Any:
-    """A setting that is a secret (a string or a tuple of them): left out of ``repr``,
-    masked by `srm config` and scrubbed from every log line (see :func:`secret_values`)."""
-    return field(default=default, repr=False, metadata={"secret": "value"})
-
-
-def secret_url_field(default: str) -> Any:
-    """A URL setting whose password and secret query values are secrets."""
-    return field(default=default, repr=False, metadata={"secret": "url"})
+# Field metadata of the settings that are secrets, declared as
+# ``name: str = field(repr=False, metadata=SECRET)``: left out of ``repr``, masked by
+# `srm config` and scrubbed from every log line (see :func:`secret_values`). SECRET is a
+# string or a tuple of them; SECRET_URL a URL whose password and secret query values are.
+SECRET = {"secret": "value"}
+SECRET_URL = {"secret": "url"}
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    max_body_bytes: int = 65536
-    max_header_bytes: int = 8192
-    access_log: bool = False
-    shutdown_timeout: float = 10.0
-    keepalive_timeout: float = 30.0
-    body_timeout: float = 10.0
+    host: str
+    port: int
+    workers: int
+    max_body_bytes: int
+    max_header_bytes: int
+    access_log: bool
+    shutdown_timeout: float
+    keepalive_timeout: float
+    body_timeout: float
 
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str = secret_url_field("")
-    shards: int = 256
-    pool_size: int = 64
-    pool_timeout: float = 0.5
-    socket_timeout: float = 0.8
-    connect_timeout: float = 0.5
-    request_deadline: float = 2.0
-    replica_acks: int = 0
-    replica_ack_timeout: float = 0.5
-    allow_eviction: bool = False
+    url: str = field(repr=False, metadata=SECRET_URL)
+    shards: int
+    pool_size: int
+    pool_timeout: float
+    socket_timeout: float
+    connect_timeout: float
+    request_deadline: float
+    replica_acks: int
+    replica_ack_timeout: float
+    allow_eviction: bool
 
 
 @dataclass(frozen=True)
 class EmbeddedSettings:
-    data_dir: str = ".srm-data"
-    redis_server: str = ""
-    appendonly: bool = True
+    data_dir: str
+    redis_server: str
+    appendonly: bool
 
 
 @dataclass(frozen=True)
 class AuthSettings:
-    algorithm: str = "HS256"
-    secret: str = secret_field("")
-    secrets: tuple[str, ...] = secret_field(())
-    public_key: str = secret_field("")
-    jwks_url: str = secret_url_field("")
-    jwks_cache_seconds: float = 300.0
-    jwks_min_refresh: float = 30.0
-    jwks_timeout: float = 5.0
-    jwks_max_bytes: int = 1048576
-    jwks_allow_http: bool = False
-    jwks_ca_file: str = ""
-    leeway: int = 0
-    audience: str = ""
-    issuer: str = ""
-    token_cache_size: int = 10000
-    limit_claims: bool = False
+    algorithm: str
+    secret: str = field(repr=False, metadata=SECRET)
+    secrets: tuple[str, ...] = field(repr=False, metadata=SECRET)
+    public_key: str = field(repr=False, metadata=SECRET)
+    jwks_url: str = field(repr=False, metadata=SECRET_URL)
+    jwks_cache_seconds: float
+    jwks_min_refresh: float
+    jwks_timeout: float
+    jwks_max_bytes: int
+    jwks_allow_http: bool
+    jwks_ca_file: str
+    leeway: int
+    audience: str
+    issuer: str
+    token_cache_size: int
+    limit_claims: bool
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -143,48 +144,48 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    keys: tuple[str, ...] = secret_field(())
+    keys: tuple[str, ...] = field(repr=False, metadata=SECRET)
 
 
 @dataclass(frozen=True)
 class SessionSettings:
-    timeout: int = 120
-    max_sessions: int = 3
-    ended_retention: int = 60
-    content_types: tuple[str, ...] = ("COD", "LIVE", "TSTV", "NPVR")
-    limit_policy: str = "deny"
-    deny_status: int = 200
-    qualities: tuple[str, ...] = ("SD", "HD", "UHD")
-    rules: tuple[Rule, ...] = ()
+    timeout: int
+    max_sessions: int
+    ended_retention: int
+    content_types: tuple[str, ...]
+    limit_policy: str
+    deny_status: int
+    qualities: tuple[str, ...]
+    rules: tuple[Rule, ...]
 
 
 @dataclass(frozen=True)
 class ReaperSettings:
-    interval: float = 1.0
-    batch_size: int = 500
-    audit_interval: float = 300.0
-    heartbeat_ttl: int = 15
-    metrics_port: int = 9101
-    metrics_host: str = "127.0.0.1"
-    id: str = ""
-    max_batches: int = 10
+    interval: float
+    batch_size: int
+    audit_interval: float
+    heartbeat_ttl: int
+    metrics_port: int
+    metrics_host: str
+    id: str
+    max_batches: int
 
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    level: str = "INFO"
+    level: str
 
 
 @dataclass(frozen=True)
 class Settings:
-    server: ServerSettings = ServerSettings()
-    redis: RedisSettings = RedisSettings()
-    embedded: EmbeddedSettings = EmbeddedSettings()
-    auth: AuthSettings = AuthSettings()
-    operator: OperatorSettings = OperatorSettings()
-    sessions: SessionSettings = SessionSettings()
-    reaper: ReaperSettings = ReaperSettings()
-    logging: LoggingSettings = LoggingSettings()
+    server: ServerSettings
+    redis: RedisSettings
+    embedded: EmbeddedSettings
+    auth: AuthSettings
+    operator: OperatorSettings
+    sessions: SessionSettings
+    reaper: ReaperSettings
+    logging: LoggingSettings
 
     def replace(self, section: str, **changes: Any) -> Settings:
         """A copy with some settings of one section changed (used by tests and the CLI)."""
@@ -193,7 +194,10 @@ class Settings:
         )
 
 
-_DEFAULTS = Settings()
+@functools.cache
+def defaults() -> Settings:
+    """The packaged defaults alone (no SRM_CONFIG, no environment)."""
+    return load(env={})
 
 
 def masked(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -280,13 +284,10 @@ def load(env: Mapping[str, str] | None = None, extra_file: str | Path | None = N
             continue
         raw[target[0]][target[1]] = value
         sources[target] = var
+    sections = get_type_hints(Settings)
+    _same_names("defaults.toml", set(raw), set(sections), "section")
     settings = Settings(
-        **{
-            section.name: _build(
-                type(getattr(_DEFAULTS, section.name)), section.name, raw[section.name], sources
-            )
-            for section in dataclasses.fields(Settings)
-        }
+        **{name: _build(cls, name, raw[name], sources) for name, cls in sections.items()}
     )
     _validate(settings)
     return settings.replace(
@@ -329,56 +330,88 @@ def _generic_target(var: str, raw: Mapping[str, Mapping[str, Any]]) -> tuple[str
     return None
 
 
+def _same_names(where: str, found: set[str], declared: set[str], what: str) -> None:
+    """The packaged defaults and the dataclasses must name the same settings."""
+    if found != declared:
+        raise AssertionError(
+            f"{where}: {what}s without a dataclass field: {sorted(found - declared)}; "
+            f"fields without a default: {sorted(declared - found)}"
+        )
+
+
 def _build(
     cls: Any, section: str, values: Mapping[str, Any], sources: Mapping[tuple[str, str], str]
 ) -> Any:
+    types = get_type_hints(cls)
+    _same_names(f"defaults.toml [{section}]", set(values), set(types), "setting")
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.type == "tuple[Rule, ...]":
-            continue  # parsed once the rest is valid (_rules)
-        where = sources.get((section, f.name), "config")
-        name = f"{section}.{f.name}"
-        kwargs[f.name] = _coerce(values[f.name], f.type, f"{name} (from {where})")
+    for name, kind in types.items():
+        where = sources.get((section, name), "config")
+        coerce = _COERCIONS.get(kind)
+        if coerce is None:
+            raise AssertionError(f"no coercion to {kind} for {section}.{name}")
+        kwargs[name] = coerce(values[name], f"{section}.{name} (from {where})")
     return cls(**kwargs)
 
 
-def _coerce(value: Any, type_name: Any, name: str) -> Any:
-    if type_name == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
-            return True
-        if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off", ""}:
-            return False
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
-    if type_name == "int":
-        if isinstance(value, bool):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        try:
-            return int(str(value).strip()) if isinstance(value, str) else int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
-    if type_name == "float":
-        if isinstance(value, bool):
-            raise ConfigError(f"{name}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
-        return number
-    if type_name == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{name}: expected a string, got {value!r}")
+def _to_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
         return value
-    if type_name == "tuple[str, ...]":
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
-    raise AssertionError(f"unhandled setting type {type_name} for {name}")
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {value!r}")
+
+
+def _to_int(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    try:
+        return int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+
+
+def _to_float(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+    return number
+
+
+def _to_str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return value
+
+
+def _to_strings(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+
+
+def _no_rules_yet(value: Any, name: str) -> tuple[Rule, ...]:
+    return ()  # the rules are parsed once the rest is valid (_rules)
+
+
+# How a TOML value or an SRM_* string becomes each type a setting may have.
+_COERCIONS: dict[object, Callable[[Any, str], Any]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    tuple[str, ...]: _to_strings,
+    tuple[Rule, ...]: _no_rules_yet,
+}
 
 
 def _check(ok: bool, message: str) -> None:

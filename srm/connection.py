@@ -19,7 +19,7 @@ short retry on connection errors: every SRM script is idempotent, so a retry aft
 ambiguous failure is safe. Standalone and Sentinel pools block for ``redis.pool_timeout``
 instead of raising "Too many connections". redis-py's cluster client has no blocking pool (a
 node at ``max_connections`` raises at once); the store's in-flight gate keeps every node
-below that bound (see ``SessionStore``), and anything that still gets through is SRM-0008.
+below that bound (``srm.gate.InFlightGate``), and anything that still gets through is SRM-0008.
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@ import ctypes.util
 import os
 import signal
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srm.config import Settings
 from srm.keys import Keys
 from srm.model import Policy
-from srm.store import SessionStore
+
+if TYPE_CHECKING:  # imported when used: srm.embedded (and so `srm reaper --check`) stays light
+    from srm.store import SessionStore
 
 
 def policy(settings: Settings) -> Policy:
@@ -28,6 +30,8 @@ def policy(settings: Settings) -> Policy:
 
 
 def make_store(settings: Settings, redis: Any) -> SessionStore:
+    from srm.store import SessionStore
+
     return SessionStore(
         redis,
         Keys(settings.redis.shards),

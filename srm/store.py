@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 
 from redis import exceptions as rx
@@ -38,6 +37,7 @@ from srm.errors import (
     StoreUnavailable,
     StoreUnreached,
 )
+from srm.gate import InFlightGate, NoTurn
 from srm.listing import PHASES, Cursor
 from srm.model import (
     DEFAULT_DEVICE_TYPE,
@@ -188,15 +188,20 @@ def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     return _unavailable(operation, exc, CLOSED_CONNECTION)
 
 
+# Packages whose AttributeError/TypeError on a closed transport is a connection failure.
+_CLIENT_PACKAGES = ("redis", "asyncio", "uvloop")
+
+
 def _raised_in_client(exc: BaseException) -> bool:
-    """Whether *exc* was raised inside redis-py or asyncio's transports (not in SRM code)."""
+    """Whether *exc* was raised inside redis-py or asyncio's transports (not in SRM code),
+    judged by the module of the innermost frame, never by where its file sits on disk."""
     tb = exc.__traceback__
     if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next
-    path = Path(tb.tb_frame.f_code.co_filename).parts
-    return "redis" in path or "asyncio" in path
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return module.partition(".")[0] in _CLIENT_PACKAGES
 
 
 def wall_clock_ms() -> int:
@@ -281,18 +286,13 @@ class SessionStore:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
-        # At most max_in_flight calls use the client at once; a call waits in_flight_wait for
-        # its turn, then fails with SRM-0008. Each call holds at most one connection per node,
-        # so no node's pool can overflow: the blocking-pool behaviour redis-py's cluster
-        # client lacks (it raises "Too many connections" at once). 0 disables the gate.
-        self._gate = asyncio.Semaphore(max_in_flight) if max_in_flight > 0 else None
-        self._gate_wait = in_flight_wait
+        self._gate = InFlightGate(max_in_flight, in_flight_wait)  # 0: no bound
         self.replica_acks = replica_acks
         self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
         # Script calls of one event-loop turn share one pipeline write; a batch passes the
         # gate as one call (it holds at most one connection per node). With replica acks
         # every call needs its own WAIT, so those calls go one by one (_run_replicated).
-        self._pipeline = AutoPipeline(redis, deadline, gate=self._gate, gate_wait=in_flight_wait)
+        self._pipeline = AutoPipeline(redis, deadline, gate=self._gate)
 
     # -- the boundary ------------------------------------------------------------------------
 
@@ -316,18 +316,11 @@ class SessionStore:
         """Await one store call within the deadline, through the in-flight gate."""
         try:
             with self._boundary(operation):
-                async with asyncio.timeout(self.deadline):
-                    if self._gate is None:
+                try:
+                    async with asyncio.timeout(self.deadline), self._gate:
                         return await call
-                    try:
-                        async with asyncio.timeout(self._gate_wait):
-                            await self._gate.acquire()
-                    except TimeoutError as exc:
-                        raise NeverSent("no turn at the in-flight gate") from exc
-                    try:
-                        return await call
-                    finally:
-                        self._gate.release()
+                except NoTurn as exc:
+                    raise NeverSent("no turn at the in-flight gate") from exc
         finally:
             if inspect.iscoroutine(call):
                 call.close()  # never started (no turn at the gate): no "never awaited" warning

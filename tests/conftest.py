@@ -8,19 +8,16 @@ built by ``srm.connection.connect`` from their URLs as in production, plus faker
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import fakeredis
 import pytest
 
 from srm import keys as k
-from srm.config import RedisSettings
-from srm.connection import connect
 from srm.model import Policy
 from srm.store import SessionStore
 from tests import invariants
+from tests.helpers import OPERATOR_KEY, SECRET, TOPOLOGIES, Clock, open_backend
 from tests.redis_servers import (
     RedisCluster,
     RedisProcess,
@@ -30,21 +27,6 @@ from tests.redis_servers import (
     redis_process,
     sentinel_group,
 )
-
-T0 = 1_800_000_000_000  # the tests' epoch, in ms
-
-
-class Clock:
-    """A test clock in epoch ms, moved by hand."""
-
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * 1000)
 
 
 @pytest.fixture(scope="session")
@@ -70,40 +52,6 @@ def other_build_server() -> Iterator[RedisProcess]:
     """A standalone server of the other Redis major version (see other_redis_build)."""
     with redis_process(binary=other_redis_build()) as server:
         yield server
-
-
-TOPOLOGIES = ("standalone", "sentinel", "cluster")
-# The store's own tests also run on the other Redis build when there is one (6.2 vs 7.x).
-OTHER_BUILDS = ("standalone-other-build",) if other_redis_build() else ()
-
-
-def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
-    """The SRM_REDIS_URL of a real topology, started on first use."""
-    if topology == "standalone":
-        server: RedisProcess = request.getfixturevalue("redis_server")
-        return server.url
-    if topology == "standalone-other-build":
-        other: RedisProcess = request.getfixturevalue("other_build_server")
-        return other.url
-    if topology == "sentinel":
-        group: SentinelGroup = request.getfixturevalue("sentinel_servers")
-        return group.url
-    cluster: RedisCluster = request.getfixturevalue("cluster_servers")
-    return cluster.url
-
-
-@contextlib.asynccontextmanager
-async def open_backend(request: pytest.FixtureRequest, name: str) -> AsyncIterator[Any]:
-    """An emptied client of backend *name*: a real topology, or fakeredis."""
-    if name == "fakeredis":
-        client = fakeredis.FakeAsyncRedis(decode_responses=True)
-    else:
-        client = connect(RedisSettings(url=topology_url(request, name)))
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(params=[*TOPOLOGIES, "fakeredis"])
@@ -150,10 +98,6 @@ async def store(
     await invariants.check(redis_client, keyspace)
 
 
-SECRET = "test-secret-" + "0123456789abcdef" * 4
-OPERATOR_KEY = "test-operator-key-0123456789"
-
-
 @pytest.fixture
 def settings() -> Any:
     from srm.config import load
@@ -165,19 +109,6 @@ def settings() -> Any:
             "SRM_REDIS_SHARDS": "16",
         }
     )
-
-
-def token(account: str = "acct-1", device: str = "dev-1", **claims: Any) -> str:
-    from srm.auth import mint
-
-    return mint(SECRET, account, device, **claims)
-
-
-def auth(account: str = "acct-1", device: str = "dev-1") -> dict[str, str]:
-    return {"Client-Token": token(account, device)}
-
-
-OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 
 
 @pytest.fixture

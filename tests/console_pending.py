@@ -22,7 +22,7 @@ import pytest
 from selenium.webdriver.support.ui import Select
 
 from tests import test_console
-from tests.conftest import OPERATOR, OPERATOR_KEY, token
+from tests.helpers import OPERATOR, OPERATOR_KEY, token
 from tests.processes import SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess
 from tests.test_console import XSS, Console

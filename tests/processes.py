@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import SECRET
+from tests.helpers import SECRET
 from tests.redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

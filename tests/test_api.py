@@ -1,4 +1,5 @@
-"""The client contract of API.md through aiohttp's test client, on both store backends."""
+"""The client contract of API.md through aiohttp's test client, on every store backend
+(standalone, Sentinel, Cluster, fakeredis: see conftest.redis_client)."""
 
 from __future__ import annotations
 
@@ -10,34 +11,18 @@ import jwt
 import pytest
 
 from srm.api.bodies import SESSION_FIELDS
-from tests.conftest import OPERATOR, SECRET, Clock, auth, token
+from tests.helpers import (
+    OPERATOR,
+    SECRET,
+    SETUP,
+    Clock,
+    auth,
+    expect_error,
+    setup_session,
+    token,
+)
 
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 MALFORMED = "Malformed request or mandatory parameters missing from request"
-
-
-def assert_error(body: dict[str, Any], status: int, code: str, word: str = "ERROR") -> None:
-    # the contract's two extensions sit beside errorResponse: denial (SRM-0005), ended (SRM-0004)
-    extension = {"SRM-0005": {"denial"}, "SRM-0004": {"ended"}}.get(code, set())
-    assert "errorResponse" in body and set(body) - {"errorResponse"} <= extension
-    err = body["errorResponse"]
-    assert set(err) == {"code", "status", "errorCode", "errorMessage"}
-    assert all(isinstance(v, str) for v in err.values())
-    assert (err["code"], err["status"], err["errorCode"]) == (str(status), word, code)
-
-
-async def expect_error(resp: Any, status: int, code: str, word: str = "ERROR") -> None:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == "application/json"
-    assert_error(await resp.json(), status, code, word)
-
-
-async def setup_session(client: Any, prefix: str = "/srm", **kw: Any) -> str:
-    resp = await client.post(f"{prefix}/sessions", json=SETUP, headers=auth(**kw))
-    assert resp.status == 200
-    body = await resp.json()
-    assert set(body) == {"successResponse"}, body
-    return str(body["successResponse"]["sessionId"])
 
 
 @pytest.mark.parametrize("prefix", ["/srm", "/srm/v1"])
@@ -209,6 +194,18 @@ async def test_bad_token_is_401(client: Any, headers: dict[str, str]) -> None:
 async def test_expired_token_is_401(client: Any) -> None:
     resp = await client.put(f"/srm/sessions/{uuid.uuid4()}", headers={"Client-Token": _expired()})
     await expect_error(resp, 401, "SRM-0003")
+
+
+async def test_a_tenant_claim_is_ignored(client: Any) -> None:
+    """SRM reads accountId, deviceId, exp and nbf; tenantId, of any type, changes nothing:
+    sessions of one account count against one limit whatever tenant the token names."""
+    for tenant in ("tenant-a", "tenant-b", 7):
+        headers = {"Client-Token": token("acct-tenant", "dev-1", tenantId=tenant)}
+        resp = await client.post("/srm/sessions", json=SETUP, headers=headers)
+        assert "successResponse" in await resp.json()
+    headers = {"Client-Token": token("acct-tenant", "dev-1", tenantId={"id": "c"})}
+    resp = await client.post("/srm/sessions", json=SETUP, headers=headers)
+    await expect_error(resp, 200, "SRM-0005", "DENIED")
 
 
 async def test_unknown_path_and_method(client: Any) -> None:

@@ -12,8 +12,7 @@ from srm import process
 from srm.api.bodies import DENIED_SESSION_FIELDS
 from srm.config import Settings, load
 from srm.model import Policy
-from tests.conftest import OPERATOR, OPERATOR_KEY, SECRET, token
-from tests.test_api import expect_error
+from tests.helpers import OPERATOR, OPERATOR_KEY, SECRET, expect_error, token
 
 RULES_TOML = """
 [sessions]

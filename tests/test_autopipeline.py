@@ -14,7 +14,7 @@ from srm import keys as k
 from srm.errors import InternalError, SessionNotFound, StoreUnavailable
 from srm.model import EndReason, NewSession, Policy
 from srm.store import EndOutcome, SessionStore
-from tests.conftest import Clock
+from tests.helpers import Clock
 from tests.redis_servers import RedisProcess, free_port
 
 

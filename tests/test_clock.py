@@ -29,7 +29,7 @@ from srm.clock import ServerClock
 from srm.model import NewSession, Policy, State
 from srm.store import SessionStore
 from tests import invariants
-from tests.conftest import SECRET, token
+from tests.helpers import SECRET, token
 from tests.processes import SrmProcess, srm_env, wait_ready
 from tests.redis_servers import RedisProcess, free_port
 

@@ -1,4 +1,5 @@
-"""Secrets in the settings: every one is masked by `srm config` and scrubbed from logs."""
+"""Settings: packaged defaults, SRM_CONFIG file, SRM_* variables, and bad values named;
+secrets masked by `srm config` and scrubbed from logs."""
 
 from __future__ import annotations
 
@@ -7,12 +8,149 @@ import json
 import logging
 import subprocess
 import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
 
 import pytest
 
 from srm import logs
-from srm.config import Settings, load, masked
-from tests.processes import srm_env
+from srm.config import ConfigError, Settings, defaults, load, masked, require_auth_key
+from tests.processes import ROOT, srm_env
+
+
+def test_the_defaults_come_from_the_packaged_file_alone() -> None:
+    packaged = tomllib.loads(resources.files("srm").joinpath("defaults.toml").read_text())
+    settings = defaults()
+    assert {f.name for f in dataclasses.fields(Settings)} == set(packaged)
+    for name, values in packaged.items():
+        section = getattr(settings, name)
+        for f in dataclasses.fields(section):
+            # no second copy of a default in the dataclasses
+            assert f.default is dataclasses.MISSING, f"{name}.{f.name} has a dataclass default"
+            expected = values[f.name]
+            assert getattr(section, f.name) == (
+                tuple(expected) if isinstance(expected, list) else expected
+            )
+
+
+def test_contract_names_and_generic_names_set_settings() -> None:
+    settings = load(
+        env={
+            "SRM_PORT": " 9000 ",
+            "SRM_REDIS_URL": "redis://127.0.0.1:6380/1",
+            "SRM_REDIS_SHARDS": "32",
+            "SRM_REAPER_INTERVAL": "0.5",
+            "SRM_SERVER_ACCESS_LOG": "yes",
+            "SRM_EMBEDDED_APPENDONLY": "off",
+            "SRM_OPERATOR_KEYS": "first-key-0123456789, second-key-0123456789,",
+            "SRM_SESSIONS_CONTENT_TYPES": "COD,LIVE",
+        }
+    )
+    assert settings.server.port == 9000
+    assert settings.redis.url == "redis://127.0.0.1:6380/1"
+    assert settings.redis.shards == 32
+    assert settings.reaper.interval == 0.5
+    assert settings.server.access_log is True
+    assert settings.embedded.appendonly is False
+    assert settings.operator.keys == ("first-key-0123456789", "second-key-0123456789")
+    assert settings.sessions.content_types == ("COD", "LIVE")
+    assert settings.sessions.max_sessions == defaults().sessions.max_sessions
+
+
+def test_the_file_overrides_the_defaults_and_the_environment_overrides_the_file(
+    tmp_path: Path,
+) -> None:
+    extra = tmp_path / "srm.toml"
+    extra.write_text('[server]\nport = 9001\nhost = "0.0.0.0"\n[sessions]\ncontent_types = ["X"]\n')
+    settings = load(env={"SRM_CONFIG": str(extra), "SRM_HOST": "127.0.0.2"})
+    assert settings.server.port == 9001
+    assert settings.server.host == "127.0.0.2"
+    assert settings.sessions.content_types == ("X",)
+    assert load(env={}, extra_file=extra).server.port == 9001
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[nowhere]\nx = 1\n", r"unknown section \[nowhere\]"),
+        ("[server]\nnot_a_setting = 1\n", "unknown setting server.not_a_setting"),
+        ("[server\n", "not valid TOML"),
+        ("[server]\nport = true\n", r"server\.port \(from .*srm\.toml\): expected an integer"),
+        ("[server]\nhost = 1\n", "server.host .*expected a string"),
+        ("[operator]\nkeys = [1]\n", "operator.keys .*expected a list of strings"),
+        ("[server]\naccess_log = 2\n", "server.access_log .*expected true or false"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_what_is_wrong(
+    tmp_path: Path, text: str, complaint: str
+) -> None:
+    extra = tmp_path / "srm.toml"
+    extra.write_text(text)
+    with pytest.raises(ConfigError, match=complaint):
+        load(env={"SRM_CONFIG": str(extra)})
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"SRM_PORT": "eighty"}, r"server\.port \(from SRM_PORT\): expected an integer"),
+        ({"SRM_PORT": "0"}, "server.port"),
+        ({"SRM_WORKERS": "257"}, "server.workers"),
+        ({"SRM_SESSION_TIMEOUT": "-1"}, "sessions.timeout"),
+        ({"SRM_MAX_SESSIONS": "3.5"}, "sessions.max_sessions"),
+        ({"SRM_REAPER_INTERVAL": "nan"}, "reaper.interval .*finite"),
+        ({"SRM_REAPER_INTERVAL": "inf"}, "reaper.interval .*finite"),
+        ({"SRM_REAPER_INTERVAL": "soon"}, "reaper.interval .*expected a number"),
+        ({"SRM_REDIS_URL": "http://x"}, "redis.url"),
+        ({"SRM_REDIS_REPLICA_ACK_TIMEOUT": "5"}, "redis.replica_ack_timeout"),
+        ({"SRM_SERVER_ACCESS_LOG": "maybe"}, "server.access_log .*expected true or false"),
+        ({"SRM_SESSIONS_CONTENT_TYPES": " , "}, "sessions.content_types"),
+        ({"SRM_SESSIONS_LIMIT_POLICY": "random"}, "sessions.limit_policy"),
+        ({"SRM_AUTH_ALGORITHM": "none"}, "auth.algorithm"),
+        ({"SRM_AUTH_JWKS_URL": "http://id.example.com/certs"}, "auth.jwks_url"),
+        ({"SRM_LOGGING_LEVEL": "LOUD"}, "logging.level"),
+        ({"SRM_CONFIG": "/nonexistent.toml"}, "SRM_CONFIG: cannot read"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_setting(variables: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load(env=variables)
+
+
+def test_serving_needs_the_key_of_the_configured_algorithm() -> None:
+    with pytest.raises(ConfigError, match=r"auth\.secret \(SRM_AUTH_SECRET\)"):
+        require_auth_key(load(env={"SRM_AUTH_SECRET": ""}))
+    with pytest.raises(ConfigError, match=r"auth\.public_key"):
+        require_auth_key(load(env={"SRM_AUTH_ALGORITHM": "RS256", "SRM_AUTH_SECRET": "x" * 40}))
+    require_auth_key(load(env={"SRM_AUTH_SECRET": "x" * 40}))
+
+
+def test_unknown_variables_are_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="srm.config"):
+        settings = load(env={"SRM_NOT_A_SETTING": "1", "SRM_CONFIG_X": "2", "OTHER": "3"})
+    assert settings == defaults()
+    warned = caplog.text
+    assert "SRM_NOT_A_SETTING" in warned and "SRM_CONFIG_X" in warned and "OTHER" not in warned
+
+
+def test_a_configuration_error_exits_2_naming_the_setting(tmp_path: Path) -> None:
+    """The one process-level case: the CLI turns ConfigError into exit code 2."""
+    env = srm_env(SRM_PORT="eighty", SRM_AUTH_SECRET="x" * 40)
+    done = subprocess.run(
+        [sys.executable, "-m", "srm.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "server.port (from SRM_PORT)" in done.stderr
+
+
+# -- secrets ----------------------------------------------------------------------------------
 
 REDIS_PASSWORD = "redis-pass-Zq9"
 SENTINEL_PASSWORD = "sentinel-pass-Xw4"
@@ -31,7 +169,7 @@ def secret_fields() -> list[tuple[str, dataclasses.Field[object]]]:
     return [
         (section.name, f)
         for section in dataclasses.fields(Settings)
-        for f in dataclasses.fields(getattr(Settings(), section.name))
+        for f in dataclasses.fields(getattr(defaults(), section.name))
         if f.metadata.get("secret")
     ]
 
@@ -78,7 +216,7 @@ def test_redis_url_credentials_are_masked(url: str, shown: str | None) -> None:
 
 
 def test_every_secret_setting_is_masked_and_scrubbed() -> None:
-    """Whatever setting is declared secret (secret_field, secret_url_field) is covered."""
+    """Whatever setting is declared secret (metadata SECRET or SECRET_URL) is covered."""
     fields = secret_fields()
     assert {(s, f.name) for s, f in fields} >= {
         ("redis", "url"),
@@ -86,7 +224,7 @@ def test_every_secret_setting_is_masked_and_scrubbed() -> None:
         ("auth", "public_key"),
         ("operator", "keys"),
     }
-    settings = Settings()
+    settings = defaults()
     for section, f in fields:
         value: object = f"redis://:marker-{section}-{f.name}@h"
         if f.metadata["secret"] == "value":

@@ -6,8 +6,9 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError
 
-from srm.config import ConfigError, RedisSettings
+from srm.config import ConfigError
 from srm.connection import BlockingSentinelConnectionPool, Target, connect, parse_url
+from tests.helpers import redis_settings
 from tests.redis_servers import SentinelGroup
 
 
@@ -65,7 +66,7 @@ def test_a_password_in_a_bad_url_is_not_echoed() -> None:
 
 async def test_each_form_builds_redis_pys_own_client() -> None:
     sentinel = connect(
-        RedisSettings(url="redis+sentinel://127.0.0.1:1/m?sentinel_password=spw", pool_size=7)
+        redis_settings(url="redis+sentinel://127.0.0.1:1/m?sentinel_password=spw", pool_size=7)
     )
     try:
         pool = sentinel.connection_pool
@@ -75,7 +76,7 @@ async def test_each_form_builds_redis_pys_own_client() -> None:
         assert manager.sentinels[0].connection_pool.connection_kwargs["password"] == "spw"
     finally:
         await sentinel.aclose()
-    cluster = connect(RedisSettings(url="redis+cluster://127.0.0.1:1,127.0.0.1:2", pool_size=7))
+    cluster = connect(redis_settings(url="redis+cluster://127.0.0.1:1,127.0.0.1:2", pool_size=7))
     try:
         assert isinstance(cluster, RedisCluster)
         assert [n.name for n in cluster.startup_nodes] == ["127.0.0.1:1", "127.0.0.1:2"]
@@ -84,7 +85,7 @@ async def test_each_form_builds_redis_pys_own_client() -> None:
 
 
 async def test_a_full_sentinel_pool_blocks_then_gives_up(sentinel_servers: SentinelGroup) -> None:
-    client = connect(RedisSettings(url=sentinel_servers.url, pool_size=1, pool_timeout=0.2))
+    client = connect(redis_settings(url=sentinel_servers.url, pool_size=1, pool_timeout=0.2))
     try:
         held = await client.connection_pool.get_connection()
         with pytest.raises(ConnectionError, match="No connection available"):

@@ -26,7 +26,7 @@ from srm.api import console
 from srm.api.app import create_app
 from srm.model import Policy
 from srm.store import SessionStore
-from tests.conftest import OPERATOR_KEY, token
+from tests.helpers import OPERATOR_KEY, token
 from tests.processes import ROOT, SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess, redis_process
 

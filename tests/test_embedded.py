@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SECRET, auth
+from tests.helpers import SECRET, SETUP, auth
 from tests.processes import (
     SrmProcess,
     alive,
@@ -28,8 +28,6 @@ from tests.processes import (
 from tests.redis_servers import free_port
 
 pytestmark = pytest.mark.slow
-
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 
 
 class Embedded:

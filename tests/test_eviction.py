@@ -11,16 +11,14 @@ from typing import Any
 
 import pytest
 
-from srm.config import ConfigError, RedisSettings
+from srm.config import ConfigError
 from srm.connection import check_eviction, connect
 from srm.errors import SessionNotFound
 from srm.model import EndReason, NewSession, State
 from srm.store import SessionStore
-from tests.conftest import OPERATOR, SECRET, Clock, auth
+from tests.helpers import OPERATOR, SECRET, Clock, auth, redis_settings
 from tests.processes import SrmProcess, srm_env, srm_serve, start_srm
 from tests.redis_servers import RedisCluster, free_port, redis_process
-
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 
 
 def new(account: str = "acct-1") -> NewSession:
@@ -56,26 +54,26 @@ def test_serve_and_reaper_refuse_an_evicting_redis_unless_allowed(tmp_path: Path
 
 
 async def test_noeviction_passes_and_others_are_refused(real_redis: Any) -> None:
-    client = connect(RedisSettings(url=real_redis.url))
+    client = connect(redis_settings(url=real_redis.url))
     try:
-        await check_eviction(client, RedisSettings())
+        await check_eviction(client, redis_settings())
         await client.config_set("maxmemory-policy", "volatile-lru")
         with pytest.raises(ConfigError, match="volatile-lru"):
-            await check_eviction(client, RedisSettings())
-        await check_eviction(client, RedisSettings(allow_eviction=True))
+            await check_eviction(client, redis_settings())
+        await check_eviction(client, redis_settings(allow_eviction=True))
     finally:
         await client.config_set("maxmemory-policy", "noeviction")
         await client.aclose()
 
 
 async def test_every_master_of_a_cluster_is_checked(cluster_servers: RedisCluster) -> None:
-    client = connect(RedisSettings(url=cluster_servers.url))
+    client = connect(redis_settings(url=cluster_servers.url))
     last = cluster_servers.nodes[-1].client()
     try:
-        await check_eviction(client, RedisSettings())
+        await check_eviction(client, redis_settings())
         last.config_set("maxmemory-policy", "allkeys-random")
         with pytest.raises(ConfigError, match="allkeys-random"):
-            await check_eviction(client, RedisSettings())
+            await check_eviction(client, redis_settings())
     finally:
         last.config_set("maxmemory-policy", "noeviction")
         last.close()
@@ -84,17 +82,17 @@ async def test_every_master_of_a_cluster_is_checked(cluster_servers: RedisCluste
 
 async def test_a_redis_that_refuses_config_only_warns(caplog: pytest.LogCaptureFixture) -> None:
     with redis_process("--rename-command", "CONFIG", "") as redis:
-        client = connect(RedisSettings(url=redis.url))
+        client = connect(redis_settings(url=redis.url))
         try:
             with caplog.at_level(logging.WARNING, logger="srm.connection"):
-                await check_eviction(client, RedisSettings())
+                await check_eviction(client, redis_settings())
         finally:
             await client.aclose()
     assert "could not check Redis's maxmemory-policy" in caplog.text
 
 
 async def test_an_unreachable_redis_only_warns(caplog: pytest.LogCaptureFixture) -> None:
-    settings = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0", request_deadline=1.0)
+    settings = redis_settings(url=f"redis://127.0.0.1:{free_port()}/0", request_deadline=1.0)
     client = connect(settings)
     try:
         with caplog.at_level(logging.WARNING, logger="srm.connection"):

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from srm.api.app import create_app
 from srm.api.protocol import SrmAppRunner
 from srm.store import SessionStore
-from tests.conftest import SECRET, auth, open_backend, token
+from tests.helpers import SECRET, SETUP, auth, open_backend, token
 
 
 @pytest.fixture(params=["standalone"])
@@ -27,7 +27,7 @@ async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         yield client
 
 
-SETUP = b'{"content": {"contentID": "100001V3D", "contentType": "COD"}}'
+SETUP_BYTES = orjson.dumps(SETUP)
 
 
 async def snapshot(redis: Any) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def assert_error(answer: tuple[int, dict[str, Any] | None], status: int, code: s
 @pytest.fixture
 async def seeded(live: Live, store: SessionStore) -> tuple[str, dict[str, Any]]:
     """One session of acct-1 and the keyspace snapshot with it."""
-    status, body = await live.request("POST", "/srm/sessions", auth(), SETUP)
+    status, body = await live.request("POST", "/srm/sessions", auth(), SETUP_BYTES)
     assert status == 200 and body is not None
     return body["successResponse"]["sessionId"], await snapshot(store.redis)
 
@@ -151,7 +151,7 @@ async def test_session_id_with_a_suffix_is_not_the_session(
 
 async def test_huge_token_is_431(live: Live, seeded: tuple[str, dict[str, Any]]) -> None:
     assert_error(
-        await live.request("POST", "/srm/sessions", {"Client-Token": "x" * 9000}, SETUP),
+        await live.request("POST", "/srm/sessions", {"Client-Token": "x" * 9000}, SETUP_BYTES),
         431,
         "SRM-0009",
     )
@@ -207,11 +207,15 @@ async def test_slow_body_is_400(live: Live, store: SessionStore) -> None:
     head = f"POST /srm/sessions HTTP/1.1\r\nHost: x\r\nClient-Token: {token()}\r\n"
     writer.write(head.encode() + b'Content-Length: 100\r\n\r\n{"content"')
     await writer.drain()
-    async with asyncio.timeout(15):
-        response = await reader.read()
-    writer.close()
-    assert response.split(b" ", 2)[1] == b"400"
-    assert b"SRM-0002" in response
+    try:
+        async with asyncio.timeout(15):  # the answer comes after body_timeout (0.5 s)
+            response_head = await reader.readuntil(b"\r\n\r\n")
+            length = int(response_head.lower().split(b"content-length:", 1)[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+    finally:
+        writer.close()  # not waiting for the server to give up on the rest of the body
+    assert response_head.split(b" ", 2)[1] == b"400"
+    assert orjson.loads(body)["errorResponse"]["errorCode"] == "SRM-0002"
     assert await snapshot(store.redis) == {}
 
 
@@ -221,7 +225,7 @@ async def test_a_flood_of_idle_connections_does_not_stop_service(
     server, runner = await start_live(settings, store)  # default keep-alive timeout
     idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(300)]
     try:
-        status, body = await server.request("POST", "/srm/sessions", auth(), SETUP)
+        status, body = await server.request("POST", "/srm/sessions", auth(), SETUP_BYTES)
         assert status == 200 and body is not None and "successResponse" in body
     finally:
         for _, writer in idle:
@@ -234,13 +238,13 @@ async def test_hostile_account_ids_cannot_reach_other_accounts(
     live: Live, store: SessionStore, account: str
 ) -> None:
     for _ in range(3):
-        status, _ = await live.request("POST", "/srm/sessions", auth("victim"), SETUP)
+        status, _ = await live.request("POST", "/srm/sessions", auth("victim"), SETUP_BYTES)
         assert status == 200
     victim_keys = store.keys.account("victim")
     before = await snapshot(store.redis)
     headers = {"Client-Token": token(account)}
     for _ in range(4):
-        await live.request("POST", "/srm/sessions", headers, SETUP)
+        await live.request("POST", "/srm/sessions", headers, SETUP_BYTES)
     await live.request("DELETE", "/srm/v1/sessions", headers)
     listing = await store.account_sessions(account)
     assert listing.active_count == 3
@@ -252,7 +256,7 @@ async def test_hostile_account_ids_cannot_reach_other_accounts(
 
 async def test_too_long_account_id_is_401(live: Live, store: SessionStore) -> None:
     headers = {"Client-Token": token("x" * 257)}
-    assert_error(await live.request("POST", "/srm/sessions", headers, SETUP), 401, "SRM-0003")
+    assert_error(await live.request("POST", "/srm/sessions", headers, SETUP_BYTES), 401, "SRM-0003")
     assert await snapshot(store.redis) == {}
 
 
@@ -266,7 +270,9 @@ async def test_rs256_refuses_none_and_hs_confusion(settings: Any, store: Session
     claims = {"accountId": "a", "deviceId": "d", "exp": 9_999_999_999}
     try:
         good = jwt.encode(claims, key, algorithm="RS256")
-        status, body = await server.request("POST", "/srm/sessions", {"Client-Token": good}, SETUP)
+        status, body = await server.request(
+            "POST", "/srm/sessions", {"Client-Token": good}, SETUP_BYTES
+        )
         assert status == 200, body
         before = await snapshot(store.redis)
         forged = [
@@ -275,7 +281,9 @@ async def test_rs256_refuses_none_and_hs_confusion(settings: Any, store: Session
             _hs256_with_public_key(claims, public),
         ]
         for bad in forged:
-            answer = await server.request("POST", "/srm/sessions", {"Client-Token": bad}, SETUP)
+            answer = await server.request(
+                "POST", "/srm/sessions", {"Client-Token": bad}, SETUP_BYTES
+            )
             assert_error(answer, 401, "SRM-0003")
         assert await snapshot(store.redis) == before
     finally:

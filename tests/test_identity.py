@@ -33,12 +33,11 @@ from srm.config import ConfigError, Settings, load, masked, require_auth_key
 from srm.errors import Unauthenticated
 from srm.jwks import JwksKeys, cache_max_age, parse_document
 from srm.store import SessionStore
-from tests.conftest import OPERATOR_KEY, open_backend
+from tests.helpers import OPERATOR_KEY, SETUP, open_backend
 from tests.jwks_server import JwksServer, SigningKey, self_signed_tls, signing_key
 from tests.processes import ROOT, SrmProcess, srm_env, start_srm
 from tests.redis_servers import RedisProcess, free_port
 
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 OLD_SECRET = "old-secret-" + "0123456789abcdef" * 3
 NEW_SECRET = "new-secret-" + "fedcba9876543210" * 3
 ISSUER = "https://id.example.com/realms/tv"

@@ -14,10 +14,9 @@ from srm.errors import MalformedRequest
 from srm.listing import Cursor
 from srm.model import EndReason, NewSession, Session, State
 from srm.store import LIST_SCAN_STEPS, SessionStore
-from tests.conftest import OPERATOR, Clock, auth, open_backend, token
+from tests.helpers import OPERATOR, SETUP, Clock, auth, open_backend, token
 
 ROUND_TRIPS_PER_PAGE = 3 + LIST_SCAN_STEPS  # counts + active, lapsed, HSCAN steps, records
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 
 
 @pytest.fixture(params=["standalone", "cluster", "fakeredis"])

@@ -21,9 +21,7 @@ from srm.api.app import create_app
 from srm.api.observability import runner_options
 from srm.api.protocol import SrmAppRunner
 from srm.store import SessionStore
-from tests.conftest import OPERATOR, OPERATOR_KEY, SECRET, auth, token
-
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+from tests.helpers import OPERATOR, OPERATOR_KEY, SECRET, SETUP, auth, token
 
 
 def sample(name: str, **labels: str) -> float:

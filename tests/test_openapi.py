@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import validate
 from schemathesis import checks as st_checks
 
-from srm.api import openapi
+from srm.api import console, openapi
 from srm.api.app import PREFIXES, create_app
-from srm.errors import SrmError
 from srm.store import SessionStore
-from tests.conftest import OPERATOR_KEY, token
+from tests.helpers import OPERATOR_KEY, every_error_class, token
 from tests.processes import SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess
 
@@ -49,7 +49,7 @@ def test_every_route_is_documented_and_nothing_else(settings: Any, store: Sessio
 
 
 def test_every_error_code_is_documented(settings: Any) -> None:
-    codes = {cls.code for cls in _subclasses(SrmError)}
+    codes = {cls.code for cls in every_error_class()}
     doc = openapi.document(settings, PREFIXES)
     error = doc["components"]["schemas"]["ErrorResponse"]["properties"]["errorResponse"]
     assert set(error["properties"]["errorCode"]["enum"]) == codes
@@ -71,11 +71,153 @@ async def test_served_on_both_prefixes(client: Any, settings: Any, prefix: str) 
     assert await resp.json() == openapi.document(settings, PREFIXES)
 
 
-def _subclasses(cls: type[SrmError]) -> set[type[SrmError]]:
-    found = set()
-    for sub in cls.__subclasses__():
-        found |= {sub, *_subclasses(sub)}
-    return found
+# -- the bodies the API really sends ---------------------------------------------------------
+
+
+class DocumentedAnswers:
+    """Sends requests to the API and checks each answer against the operation's documented
+    response for its status: the schema of a JSON body, no content for an empty one."""
+
+    def __init__(self, http: Any, document: dict[str, Any]) -> None:
+        self.http = http
+        self.doc = document
+        self.seen: set[tuple[str, str]] = set()
+
+    async def __call__(
+        self,
+        method: str,
+        template: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        raw: bytes | None = None,
+        query: dict[str, str] | None = None,
+        **params: str,
+    ) -> Any:
+        path = template.format(**params)
+        resp = await self.http.request(
+            method, path, headers=headers or {}, json=body, data=raw, params=query
+        )
+        item = self.doc["paths"].get(template)
+        if item is None or method.lower() not in item:  # no such operation: SRM-0010/SRM-0007
+            spec = self._response("ErrorResponse")
+        else:
+            self.seen.add((method.lower(), template))
+            answers = item[method.lower()]["responses"]
+            assert str(resp.status) in answers, f"{method} {path}: {resp.status} undocumented"
+            spec = self._resolve(answers[str(resp.status)])
+        content = await resp.read()
+        if "content" not in spec:
+            assert content == b"", f"{method} {path}: documented without a body"
+            return None
+        assert resp.content_type in spec["content"], f"{method} {path}: {resp.content_type}"
+        if resp.content_type != openapi.JSON:
+            return content.decode()
+        value = json.loads(content)
+        schema = {**spec["content"][openapi.JSON]["schema"], "components": self.doc["components"]}
+        validator = OAS30Validator(schema, format_checker=oas30_format_checker)
+        problems = [error.message for error in validator.iter_errors(value)]
+        assert not problems, f"{method} {path} -> {resp.status} {value}: {problems}"
+        return value
+
+    def _resolve(self, answer: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" in answer:
+            return dict(self.doc["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]])
+        return answer
+
+    def _response(self, schema: str) -> dict[str, Any]:
+        return {"content": {openapi.JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+@pytest.mark.parametrize("redis_client", ["fakeredis"], indirect=True)
+@pytest.mark.parametrize("deny_status", [200, 409])
+async def test_every_answer_the_api_sends_is_the_documented_one(
+    settings: Any, store: SessionStore, deny_status: int
+) -> None:
+    """Real answers of every operation (successes, listings, limits, denials and errors)
+    validate against the document's schema for their status."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    settings = settings.replace("sessions", deny_status=deny_status)
+    document = openapi.document(settings, PREFIXES)
+    client_ = {"Client-Token": token("acct-doc", "dev-1")}
+    operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+    setup = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+    sid = "{sessionId}"
+    async with TestClient(TestServer(create_app(settings, store))) as http:
+        call = DocumentedAnswers(http, document)
+        sids = [
+            (await call("POST", "/srm/sessions", headers=client_, body=setup))["successResponse"][
+                "sessionId"
+            ]
+            for _ in range(3)
+        ]
+        denied = await call("POST", "/srm/sessions", headers=client_, body=setup)
+        assert denied["errorResponse"]["errorCode"] == "SRM-0005"
+        replacing = {**setup, "quality": "HD", "replaces": sids[2]}
+        sids[2] = (await call("POST", "/srm/sessions", headers=client_, body=replacing))[
+            "successResponse"
+        ]["sessionId"]
+        await call("GET", "/srm/sessions", headers=client_)
+        await call("GET", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])
+        await call("PUT", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])
+        await call("DELETE", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])
+        ended = await call("GET", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])
+        assert ended["state"] == "ENDED"
+        listing = await call("GET", "/srm/sessions", headers=client_)
+        assert {s["state"] for s in listing["sessions"]} == {"ACTIVE", "ENDED"}
+        page = await call("GET", "/srm/sessions", headers=client_, query={"limit": "1"})
+        assert page["next"] is not None
+        await call("GET", "/srm/sessions", headers=client_, query={"cursor": page["next"]})
+        # operator calls
+        acct = "/srm/accounts/{accountId}"
+        await call("GET", acct + "/sessions", headers=operator, accountId="acct-doc")
+        await call(
+            "DELETE",
+            acct + f"/sessions/{sid}",
+            headers=operator,
+            accountId="acct-doc",
+            sessionId=sids[1],
+        )
+        await call(
+            "DELETE",
+            acct + "/devices/{deviceId}/sessions",
+            headers=operator,
+            accountId="acct-doc",
+            deviceId="dev-1",
+        )
+        await call("DELETE", acct + "/sessions", headers=operator, accountId="acct-doc")
+        await call("GET", acct + "/limit", headers=operator, accountId="acct-doc")
+        await call(
+            "PUT", acct + "/limit", headers=operator, body={"maxSessions": 5}, accountId="acct-doc"
+        )
+        await call("DELETE", acct + "/limit", headers=operator, accountId="acct-doc")
+        # service paths
+        for path in ("/health", "/ready", "/metrics", "/srm/openapi.json", "/srm/v1/openapi.json"):
+            await call("GET", path)
+        for path in (console.PATH, console.STYLESHEET, console.SCRIPT):
+            await call("GET", path)
+        # errors
+        await call("POST", "/srm/sessions", headers=client_, raw=b"{not json")
+        await call("POST", "/srm/sessions", body=setup)
+        await call("POST", "/srm/sessions", headers=client_, raw=b"x" * 70_000)
+        padding = {f"X-Pad-{i}": "y" * 1000 for i in range(9)}
+        await call("POST", "/srm/sessions", headers={**client_, **padding}, body=setup)
+        await call("PUT", f"/srm/sessions/{sid}", headers=client_, sessionId="not-a-uuid")
+        await call("PUT", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])  # ended
+        await call("GET", acct + "/limit", headers=client_, accountId="acct-doc")
+        await call(
+            "PUT", acct + "/limit", headers=operator, body={"maxSessions": -1}, accountId="a"
+        )
+        await call("GET", "/nowhere")
+        await call("PATCH", "/srm/sessions", headers=client_)
+    latest = {
+        (method, path)
+        for path, item in document["paths"].items()
+        if not path.startswith("/srm/v1/")
+        for method in item
+    }
+    assert latest - call.seen == set(), "operations without a checked answer"
 
 
 # -- schemathesis against a live server ------------------------------------------------------

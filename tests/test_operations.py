@@ -16,8 +16,7 @@ from srm.auth import OperatorKeys
 from srm.errors import NotOperator
 from srm.model import Policy
 from srm.store import SessionStore
-from tests.conftest import OPERATOR, OPERATOR_KEY, Clock, auth
-from tests.test_api import SETUP, expect_error, setup_session
+from tests.helpers import OPERATOR, OPERATOR_KEY, SETUP, Clock, auth, expect_error, setup_session
 
 
 async def _client(settings: Any, store: SessionStore) -> AsyncIterator[TestClient[Any, Any]]:

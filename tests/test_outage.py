@@ -29,11 +29,10 @@ from srm.api.errors import DETAIL_HEADER
 from srm.connection import connect
 from srm.process import make_store
 from srm.store import UNAVAILABLE_DETAILS
-from tests.conftest import OPERATOR, SECRET, auth
+from tests.helpers import OPERATOR, SECRET, SETUP, auth
 from tests.processes import SrmProcess, srm_env, start_srm, wait_ready
 from tests.redis_servers import RedisProcess, debug_command_args, free_port, redis_process
 
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 # generous: each request is bounded by redis.request_deadline (1 s here) plus a pool wait
 DID_NOT_HANG = 20.0
 

@@ -1,10 +1,10 @@
-"""The reaper's steps and loop against the store, with a hand-moved clock, on both backends."""
+"""The reaper's steps and loop against the store, with a hand-moved clock, on every store
+backend (conftest.redis_client)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,16 +13,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis import exceptions as rx
 
-from srm.config import ConfigError, ReaperSettings, load
+from srm.config import ConfigError, load
 from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
 from srm.model import EndReason, State
-from srm.reaper.core import Reaper, ReaperMetrics
 from srm.reaper.health import reaper_id
 from srm.reaper.sidecar import companion, serve_metrics
 from srm.store import EndOutcome, SessionStore
-from tests.conftest import Clock
+from tests.helpers import Clock, new, reaper_for, reaper_settings, sample
 from tests.keyspace import mentioned_ids
-from tests.test_store import new
 
 
 class AfterRead:
@@ -43,24 +41,6 @@ class AfterRead:
         due = await self._redis.zrangebyscore(*args, **kwargs)
         await self._hook()
         return due
-
-
-def reaper_for(
-    store: SessionStore, registry: CollectorRegistry | None = None, **settings: Any
-) -> Reaper:
-    options: dict[str, Any] = {"interval": 0.05, "batch_size": 50, "metrics_port": 0}
-    options.update(settings)
-    return Reaper(
-        store,
-        ReaperSettings(**options),
-        ReaperMetrics(registry or CollectorRegistry()),
-        rng=random.Random(7),
-        backoff=(0.01, 0.05),
-    )
-
-
-def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return registry.get_sample_value(name, labels) or 0.0
 
 
 async def test_keep_alive_landing_before_the_sweep_script_wins(
@@ -315,9 +295,9 @@ def test_a_metrics_port_in_use_is_logged_not_fatal(caplog: pytest.LogCaptureFixt
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert serve_metrics(ReaperSettings(metrics_port=port)) is None
+        assert serve_metrics(reaper_settings(metrics_port=port)) is None
     assert any("metrics not served" in r.getMessage() for r in caplog.records)
-    assert serve_metrics(ReaperSettings(metrics_port=0)) is None
+    assert serve_metrics(reaper_settings(metrics_port=0)) is None
 
 
 class BrokenScan:

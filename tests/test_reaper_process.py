@@ -20,7 +20,7 @@ from srm.errors import LimitReached
 from srm.model import EndReason, NewSession, Policy
 from srm.store import SessionStore, wall_clock_ms
 from tests import invariants
-from tests.conftest import auth
+from tests.helpers import auth
 from tests.keyspace import mentioned_ids
 from tests.processes import srm_env, srm_serve, start_srm
 from tests.redis_servers import RedisProcess, free_port, redis_process

@@ -15,8 +15,7 @@ from srm.model import EndReason, NewSession, Policy, State
 from srm.rules import Rule
 from srm.store import SessionStore
 from tests import invariants
-from tests.conftest import Clock
-from tests.test_reaper import reaper_for, sample
+from tests.helpers import Clock, reaper_for, sample
 
 RULES = (
     Rule("uhd", 1, qualities=("UHD",)),

@@ -9,11 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import auth
-from tests.processes import pids_of, srm_env, srm_serve, start_srm
+from tests.helpers import SETUP, auth
+from tests.processes import pids_of, srm_serve
 from tests.redis_servers import RedisProcess
-
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 
 pytestmark = pytest.mark.slow
 
@@ -53,30 +51,6 @@ def test_embedded_default_starts_and_stops_its_own_redis(tmp_path: Path) -> None
     assert not (data / "redis.sock").exists()
     # redis-server shows its socket, not its arguments, in its command line
     assert not pids_of(f"unixsocket:{data}/"), "the embedded redis-server outlived srm serve"
-
-
-@pytest.mark.parametrize(
-    ("variables", "named"),
-    [
-        ({"SRM_PORT": "eighty"}, "server.port"),
-        ({"SRM_PORT": "0"}, "server.port"),
-        ({"SRM_SESSION_TIMEOUT": "-1"}, "sessions.timeout"),
-        ({"SRM_MAX_SESSIONS": "3.5"}, "sessions.max_sessions"),
-        ({"SRM_REAPER_INTERVAL": "nan"}, "reaper.interval"),
-        ({"SRM_REDIS_URL": "http://x"}, "redis.url"),
-        ({"SRM_AUTH_SECRET": ""}, "auth.secret"),
-        ({"SRM_AUTH_JWKS_URL": "http://id.example.com/certs"}, "auth.jwks_url"),
-        ({"SRM_CONFIG": "/nonexistent.toml"}, "SRM_CONFIG"),
-    ],
-)
-def test_bad_settings_fail_at_start_naming_the_setting(
-    tmp_path: Path, variables: dict[str, str], named: str
-) -> None:
-    base = {"SRM_AUTH_SECRET": "x" * 40, "SRM_REDIS_URL": "redis://127.0.0.1:1"}
-    env = srm_env(**{**base, **variables})
-    proc = start_srm(["serve"], env, tmp_path / "log")
-    assert proc.wait(30) == 2
-    assert named in (tmp_path / "log").read_text()
 
 
 def test_unknown_srm_variables_are_ignored(real_redis: RedisProcess, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The store's atomic steps, on a real redis-server and on fakeredis."""
+"""The store's atomic steps on every topology (standalone, Sentinel, Cluster), on the other
+Redis major version when one is installed, and on fakeredis."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 
 from srm import keys as k
 from srm.errors import InternalError, LimitReached, SessionNotFound
-from srm.model import EndReason, NewSession, Policy, State
+from srm.model import EndReason, Policy, State
 from srm.store import EndOutcome, SessionStore
-from tests.conftest import OTHER_BUILDS, TOPOLOGIES, Clock, open_backend
+from tests.helpers import OTHER_BUILDS, TOPOLOGIES, Clock, new, open_backend
 
 
 @pytest.fixture(params=[*TOPOLOGIES, *OTHER_BUILDS, "fakeredis"])
@@ -22,16 +23,6 @@ async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """The store's scripts on every topology, and on both Redis 6.2 and 7.x when available."""
     async with open_backend(request, request.param) as client:
         yield client
-
-
-def new(account: str = "acct-1", device: str = "dev-1", sid: str | None = None) -> NewSession:
-    return NewSession(
-        session_id=sid or str(uuid.uuid4()),
-        account_id=account,
-        device_id=device,
-        content_id="100001V3D",
-        content_type="COD",
-    )
 
 
 async def active_ids(store: SessionStore, account: str) -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import SECRET
+from tests.helpers import SECRET
 from tests.processes import (
     SrmProcess,
     kill_group,

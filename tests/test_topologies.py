@@ -21,13 +21,13 @@ from prometheus_client import CollectorRegistry
 from redis.crc import key_slot
 
 from srm import keys as k
-from srm.config import RedisSettings
 from srm.connection import connect, warm_up
 from srm.errors import LimitReached, StoreUnavailable
 from srm.model import EndReason, NewSession, Policy, State
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
-from tests.conftest import Clock, auth
+from tests.helpers import SETUP, Clock, auth, reaper_for, redis_settings, sample
+from tests.players import SHARDS, run_load, verify
 from tests.processes import srm_serve
 from tests.redis_servers import (
     RedisCluster,
@@ -36,8 +36,6 @@ from tests.redis_servers import (
     redis_cluster,
     sentinel_group,
 )
-from tests.test_faults import SETUP, SHARDS, run_load, verify
-from tests.test_reaper import reaper_for, sample
 
 # a generous "did not hang" bound for a failover to be over, never a timing assertion
 RECOVERY_BOUND = 30.0
@@ -127,7 +125,7 @@ async def cluster_store(
     cluster_servers: RedisCluster, keyspace: k.Keys, policy: Policy, clock: Clock
 ) -> Any:
     """A store on the session's Redis Cluster, emptied; the invariants must hold after."""
-    client = connect(RedisSettings(url=cluster_servers.url))
+    client = connect(redis_settings(url=cluster_servers.url))
     await client.flushall()
     yield SessionStore(client, keyspace, policy, clock=clock, max_in_flight=64)
     await invariants.check(client, keyspace)
@@ -237,7 +235,7 @@ async def test_cluster_bursts_wait_at_the_gate_instead_of_overflowing_a_node(
     cluster_servers: RedisCluster, keyspace: k.Keys, policy: Policy, clock: Clock, gated: bool
 ) -> None:
     # two connections per node and a burst of 60 calls on one account (one node)
-    client = connect(RedisSettings(url=cluster_servers.url, pool_size=2))
+    client = connect(redis_settings(url=cluster_servers.url, pool_size=2))
     try:
         await client.flushall()
         store = SessionStore(
@@ -275,7 +273,7 @@ def own_cluster() -> Iterator[RedisCluster]:
 async def test_cluster_master_lost_answers_srm_0008_then_recovers(
     own_cluster: RedisCluster, keyspace: k.Keys, policy: Policy
 ) -> None:
-    settings = RedisSettings(url=own_cluster.url, request_deadline=1.0)
+    settings = redis_settings(url=own_cluster.url, request_deadline=1.0)
     client = connect(settings)
     await warm_up(client, settings)  # as srm serve does: the first burst must not fail
     store = SessionStore(client, keyspace, policy, deadline=1.0, max_in_flight=64)

@@ -22,11 +22,10 @@ from srm.connection import connect
 from srm.errors import LimitReached, StoreUnavailable, StoreUnreached
 from srm.model import PROVISIONAL_MS, EndReason, NewSession, Policy, State
 from srm.store import SessionStore
-from tests.conftest import OPERATOR, Clock, auth
+from tests.helpers import OPERATOR, SETUP, Clock, auth, redis_settings
 from tests.lossy_proxy import LossyProxy, lossy_proxy
 from tests.redis_servers import RedisProcess, free_port
 
-SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 DID_NOT_HANG = 20.0
 
 
@@ -41,7 +40,7 @@ def aborts(outcome: str) -> float:
 def client_settings(url: str, **changes: Any) -> RedisSettings:
     """A production client with short bounds: a lost reply fails within about a second."""
     options = {"socket_timeout": 0.3, "request_deadline": 1.0, "pool_timeout": 0.2}
-    return RedisSettings(url=url, **{**options, **changes})
+    return redis_settings(url=url, **{**options, **changes})
 
 
 @pytest.fixture
@@ -53,7 +52,7 @@ async def proxy(real_redis: RedisProcess) -> AsyncIterator[LossyProxy]:
 @pytest.fixture
 async def direct(real_redis: RedisProcess) -> AsyncIterator[Any]:
     """A client straight to the server, to look at what really happened."""
-    client = connect(RedisSettings(url=real_redis.url))
+    client = connect(redis_settings(url=real_redis.url))
     yield client
     await client.aclose()
 

@@ -26,7 +26,10 @@ from srm.errors import (
 
 log = logging.getLogger("srm.api")
 
-_STATUS = {
+# The HTTP status of each SRM code, the one table of it: openapi.py derives the document's
+# statuses from it. SRM-0005 answers the configured sessions.deny_status; SRM-0009 answers
+# HEADERS_TOO_LARGE instead when the request line or headers are over the limit.
+STATUS = {
     "SRM-0001": 500,
     "SRM-0002": 400,
     "SRM-0003": 401,
@@ -37,6 +40,7 @@ _STATUS = {
     "SRM-0009": 413,
     "SRM-0010": 404,
 }
+HEADERS_TOO_LARGE = 431
 DETAIL_HEADER = "X-SRM-Error-Detail"
 
 
@@ -44,8 +48,8 @@ def http_status(error: SrmError, deny_status: int = 200) -> int:
     if isinstance(error, LimitReached):
         return deny_status
     if isinstance(error, TooLarge) and error.headers:
-        return 431
-    return _STATUS[error.code]
+        return HEADERS_TOO_LARGE
+    return STATUS[error.code]
 
 
 def error_body(error: SrmError, status: int) -> bytes:

@@ -1,7 +1,9 @@
 """The OpenAPI 3 document of the HTTP contract (API.md), served at /srm/openapi.json.
 
-It is built from the settings it describes (content types, the status of a denial), once
-per application. Every client and operator path exists under both prefixes.
+It is built once per application from what it describes: the settings (content types, the
+keep-alive period, the status of a denial), the HTTP status of each SRM code
+(``srm.api.errors.STATUS``), the error classes and the request limits of ``bodies``.
+Every client and operator path exists under both prefixes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import orjson
 
 from srm import __version__, listing
 from srm.api import bodies, console
+from srm.api.errors import HEADERS_TOO_LARGE, STATUS, http_status
 from srm.config import Settings
 from srm.errors import (
     InternalError,
@@ -28,20 +31,29 @@ from srm.errors import (
 )
 
 JSON = "application/json"
-ERRORS: tuple[type[SrmError], ...] = (
-    InternalError,
-    MalformedRequest,
-    Unauthenticated,
-    SessionNotFound,
-    LimitReached,
-    NotOperator,
-    MethodNotAllowed,
-    StoreUnavailable,
-    TooLarge,
-    NoSuchPath,
-)
 
 Json = dict[str, Any]
+
+# The error answers (components/responses) and an error each stands for: its status is
+# http_status(error), so the document says what the error middleware sends.
+_ERROR_ANSWERS: dict[str, SrmError] = {
+    "Malformed": MalformedRequest(),
+    "Unauthenticated": Unauthenticated(),
+    "NotOperator": NotOperator(),
+    "NotFound": SessionNotFound(),  # and NoSuchPath, the same status
+    "MethodNotAllowed": MethodNotAllowed(),
+    "BodyTooLarge": TooLarge(),
+    "HeadersTooLarge": TooLarge(headers=True),
+    "Internal": InternalError(),
+    "Unavailable": StoreUnavailable(),
+}
+
+
+def _error(name: str) -> tuple[str, str]:
+    """(HTTP status, response name) of the error answer *name*."""
+    return str(http_status(_ERROR_ANSWERS[name])), name
+
+
 PAGE = ("Limit", "Cursor")  # the query parameters of a listing
 
 
@@ -102,10 +114,9 @@ def _schemas(settings: Settings) -> Json:
     time = _nullable({"type": "string", "format": "date-time"})
     qualities = list(settings.sessions.qualities)
     reasons = ["TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", "REPLACED"]
+    statuses = {str(s) for s in (*STATUS.values(), HEADERS_TOO_LARGE)} | {deny}
     generic = _error_schema(
-        [e.code for e in ERRORS],
-        sorted({"400", "401", "403", "404", "405", "413", "431", "500", "503", deny}),
-        ["ERROR", "DENIED"],
+        sorted({*STATUS, LimitReached.code}), sorted(statuses), ["ERROR", "DENIED"]
     )
     generic["properties"]["ended"] = _ref("schemas", "HowEnded")
     generic["properties"]["denial"] = _ref("schemas", "Denial")
@@ -185,7 +196,8 @@ def _schemas(settings: Settings) -> Json:
                         "contentType": {
                             "type": "string",
                             "enum": list(settings.sessions.content_types),
-                            "description": "Defaults to the first configured type.",
+                            "description": "One of the configured content types "
+                            "(sessions.content_types).",
                         },
                     },
                 },
@@ -203,27 +215,7 @@ def _schemas(settings: Settings) -> Json:
                 },
             },
         },
-        "SetupSuccess": {
-            "type": "object",
-            "required": ["successResponse"],
-            "additionalProperties": False,
-            "properties": {
-                "successResponse": {
-                    "type": "object",
-                    "required": ["sessionId"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "sessionId": {"type": "string", "format": "uuid"},
-                        "timeout": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "description": "Keep-alive period in seconds; absent when "
-                            "keep-alive is disabled.",
-                        },
-                    },
-                }
-            },
-        },
+        "SetupSuccess": _setup_success(settings.sessions.timeout),
         "Session": session,
         "SessionList": {
             "type": "object",
@@ -301,6 +293,31 @@ def _schemas(settings: Settings) -> Json:
     }
 
 
+def _setup_success(timeout: int) -> Json:
+    """successResponse: the sessionId, and the keep-alive period unless keep-alive is off."""
+    answer: Json = {"sessionId": {"type": "string", "format": "uuid"}}
+    if timeout > 0:
+        answer["timeout"] = {
+            "type": "integer",
+            "enum": [timeout],
+            "description": "Keep-alive period in seconds (sessions.timeout); absent when "
+            "keep-alive is disabled (timeout 0).",
+        }
+    return {
+        "type": "object",
+        "required": ["successResponse"],
+        "additionalProperties": False,
+        "properties": {
+            "successResponse": {
+                "type": "object",
+                "required": sorted(answer),
+                "additionalProperties": False,
+                "properties": answer,
+            }
+        },
+    }
+
+
 _REQUEST_ID_HEADER = {"X-Request-ID": _ref("headers", "X-Request-ID")}
 _ERROR_HEADERS = {**_REQUEST_ID_HEADER, "X-SRM-Error-Detail": _ref("headers", "X-SRM-Error-Detail")}
 
@@ -366,7 +383,7 @@ def _operation(
         "service": [],
         "console": [],
     }[tag]
-    standard = [("431", "HeadersTooLarge"), ("500", "Internal")]
+    standard = [_error("HeadersTooLarge"), _error("Internal")]
     op: Json = {
         "operationId": op_id,
         "summary": summary,
@@ -404,8 +421,8 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
             "200": _ok("Created", success),
             str(deny): _ok("DENIED (SRM-0005): the account is at its limit", denied),
         }
-    auth = [("401", "Unauthenticated"), ("503", "Unavailable")]
-    by_id = [("400", "Malformed"), ("404", "NotFound"), *auth]
+    auth = [_error("Unauthenticated"), _error("Unavailable")]
+    by_id = [_error("Malformed"), _error("NotFound"), *auth]
     sid = ("SessionId",)
     return {
         f"{prefix}/sessions": {
@@ -414,7 +431,7 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
                 "Session setup: create a session unless the account is at its limit",
                 "client",
                 setup_answers,
-                [("400", "Malformed"), ("413", "BodyTooLarge"), *auth],
+                [_error("Malformed"), _error("BodyTooLarge"), *auth],
                 body="SetupRequest",
             ),
             "get": _operation(
@@ -422,7 +439,7 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
                 "The caller's account's sessions, one page at a time (extension)",
                 "client",
                 {"200": _ok("A page of the account's sessions", _ref("schemas", "SessionList"))},
-                [("400", "Malformed"), *auth],
+                [_error("Malformed"), *auth],
                 query_params=PAGE,
             ),
         },
@@ -456,7 +473,7 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
 
 
 def _operator_paths(prefix: str, suffix: str) -> Json:
-    errors = [("400", "Malformed"), ("403", "NotOperator"), ("503", "Unavailable")]
+    errors = [_error("Malformed"), _error("NotOperator"), _error("Unavailable")]
     acct = ("AccountId",)
     limit = _ref("schemas", "Limit")
     return {
@@ -495,7 +512,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
                 "End one session of the account (endReason OPERATOR), idempotently",
                 "operator",
                 {"200": _ok("Ended (empty body)")},
-                [*errors, ("404", "NotFound")],
+                [*errors, _error("NotFound")],
                 path_params=("AccountId", "SessionId"),
             ),
         },
@@ -513,7 +530,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
                 "Set per-account overrides of the limit and of limit rules (0 allows none)",
                 "operator",
                 {"200": _ok("The new limit", limit)},
-                [*errors, ("413", "BodyTooLarge")],
+                [*errors, _error("BodyTooLarge")],
                 path_params=acct,
                 body="LimitRequest",
             ),
@@ -554,7 +571,7 @@ def _service_paths(prefixes: list[tuple[str, str]]) -> Json:
                 "the signal that the service can take traffic",
                 "service",
                 {"200": _ok("Ready", status)},
-                [("503", "Unavailable")],
+                [_error("Unavailable")],
             )
         },
         "/metrics": {

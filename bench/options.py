@@ -1,0 +1,38 @@
+"""The options of `bench/run`, kept free of third-party imports so that `bench/run --help`
+answers at once, before anything is installed (`python -m bench.options --help`)."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = (
+    "Measure every performance target of SRM in one run: starts its own redis-server, "
+    "`srm serve` and a bare-aiohttp ceiling on free ports, drives them with wrk, measures the "
+    "store directly, prints each figure and a Markdown table of targets, and stops "
+    "everything it started."
+)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run", description=DESCRIPTION)
+    p.add_argument("--seconds", type=float, default=5, help="length of each wrk round")
+    p.add_argument("--rounds", type=int, default=5, help="alternating ceiling/srm rounds")
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--workers", default="1,2", help="worker counts to compare")
+    p.add_argument("--accounts", type=int, default=1000, help="accounts (tokens) wrk uses")
+    p.add_argument("--memory-sessions", type=int, default=100_000)
+    p.add_argument("--large", type=int, default=1_000_000, help="stored sessions, large case")
+    p.add_argument("--small", type=int, default=1_000, help="stored sessions, small case")
+    p.add_argument("--samples", type=int, default=3000, help="latency samples per case")
+    p.add_argument("--backlog", type=int, default=100_000, help="reaper backlog")
+    p.add_argument("--reap-batch", type=int, default=500, help="sessions per sweep/purge call")
+    p.add_argument("--reap-parallel", type=int, default=4, help="shards reaped at once")
+    p.add_argument("--rules-sessions", type=int, default=30_000, help="sessions, rules cost")
+    p.add_argument(
+        "--only", default="", help="comma list: http,commands,memory,latency,reaper,rules"
+    )
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse()

@@ -1,0 +1,169 @@
+"""Helpers that tests import: credentials, the test clock, store backends, settings, sessions,
+answers and the reaper.
+
+Fixtures live in conftest.py; anything a test module imports lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fakeredis
+import pytest
+from prometheus_client import CollectorRegistry
+
+from srm.auth import mint
+from srm.config import ReaperSettings, RedisSettings, defaults
+from srm.connection import connect
+from srm.errors import SrmError
+from srm.model import NewSession
+from srm.reaper.core import Reaper, ReaperMetrics
+from srm.store import SessionStore
+from tests.redis_servers import RedisCluster, RedisProcess, SentinelGroup, other_redis_build
+
+T0 = 1_800_000_000_000  # the tests' epoch, in ms
+
+
+class Clock:
+    """A test clock in epoch ms, moved by hand."""
+
+    def __init__(self, now: int = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds * 1000)
+
+
+TOPOLOGIES = ("standalone", "sentinel", "cluster")
+# The store's own tests also run on the other Redis build when there is one (6.2 vs 7.x).
+OTHER_BUILDS = ("standalone-other-build",) if other_redis_build() else ()
+
+
+def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
+    """The SRM_REDIS_URL of a real topology, started on first use."""
+    if topology == "standalone":
+        server: RedisProcess = request.getfixturevalue("redis_server")
+        return server.url
+    if topology == "standalone-other-build":
+        other: RedisProcess = request.getfixturevalue("other_build_server")
+        return other.url
+    if topology == "sentinel":
+        group: SentinelGroup = request.getfixturevalue("sentinel_servers")
+        return group.url
+    cluster: RedisCluster = request.getfixturevalue("cluster_servers")
+    return cluster.url
+
+
+@contextlib.asynccontextmanager
+async def open_backend(request: pytest.FixtureRequest, name: str) -> AsyncIterator[Any]:
+    """An emptied client of backend *name*: a real topology, or fakeredis."""
+    if name == "fakeredis":
+        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+    else:
+        client = connect(redis_settings(url=topology_url(request, name)))
+    await client.flushall()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+SECRET = "test-secret-" + "0123456789abcdef" * 4
+OPERATOR_KEY = "test-operator-key-0123456789"
+
+
+def token(account: str = "acct-1", device: str = "dev-1", **claims: Any) -> str:
+    return mint(SECRET, account, device, **claims)
+
+
+def auth(account: str = "acct-1", device: str = "dev-1") -> dict[str, str]:
+    return {"Client-Token": token(account, device)}
+
+
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+
+
+def redis_settings(**changes: Any) -> RedisSettings:
+    """The default ``[redis]`` settings with *changes*."""
+    return dataclasses.replace(defaults().redis, **changes)
+
+
+def reaper_settings(**changes: Any) -> ReaperSettings:
+    """The default ``[reaper]`` settings with *changes*."""
+    return dataclasses.replace(defaults().reaper, **changes)
+
+
+def every_error_class(cls: type[SrmError] = SrmError) -> set[type[SrmError]]:
+    """Every subclass of *cls*, however deep."""
+    found: set[type[SrmError]] = set()
+    for sub in cls.__subclasses__():
+        found |= {sub, *every_error_class(sub)}
+    return found
+
+
+# -- sessions and answers ---------------------------------------------------------------
+
+SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+
+
+def assert_error(body: dict[str, Any], status: int, code: str, word: str = "ERROR") -> None:
+    # the contract's two extensions sit beside errorResponse: denial (SRM-0005), ended (SRM-0004)
+    extension = {"SRM-0005": {"denial"}, "SRM-0004": {"ended"}}.get(code, set())
+    assert "errorResponse" in body and set(body) - {"errorResponse"} <= extension
+    err = body["errorResponse"]
+    assert set(err) == {"code", "status", "errorCode", "errorMessage"}
+    assert all(isinstance(v, str) for v in err.values())
+    assert (err["code"], err["status"], err["errorCode"]) == (str(status), word, code)
+
+
+async def expect_error(resp: Any, status: int, code: str, word: str = "ERROR") -> None:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    assert_error(await resp.json(), status, code, word)
+
+
+async def setup_session(client: Any, prefix: str = "/srm", **kw: Any) -> str:
+    resp = await client.post(f"{prefix}/sessions", json=SETUP, headers=auth(**kw))
+    assert resp.status == 200
+    body = await resp.json()
+    assert set(body) == {"successResponse"}, body
+    return str(body["successResponse"]["sessionId"])
+
+
+def new(account: str = "acct-1", device: str = "dev-1", sid: str | None = None) -> NewSession:
+    return NewSession(
+        session_id=sid or str(uuid.uuid4()),
+        account_id=account,
+        device_id=device,
+        content_id="100001V3D",
+        content_type="COD",
+    )
+
+
+# -- the reaper ---------------------------------------------------------------------------
+
+
+def reaper_for(
+    store: SessionStore, registry: CollectorRegistry | None = None, **settings: Any
+) -> Reaper:
+    options: dict[str, Any] = {"interval": 0.05, "batch_size": 50, "metrics_port": 0}
+    options.update(settings)
+    return Reaper(
+        store,
+        reaper_settings(**options),
+        ReaperMetrics(registry or CollectorRegistry()),
+        rng=random.Random(7),
+        backoff=(0.01, 0.05),
+    )
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
