@@ -15,7 +15,14 @@ keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective
 | ``srm:{s7}:acct:<accountId>:ended`` | hash | sessionId -> ``REASON|endedAtMs`` until removal |
 | ``srm:{s7}:deadlines`` | zset | ``<accountId>/<sessionId>`` -> deadline, for the sweep |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
+| ``srm:{s7}:acct:<accountId>:usage`` | hash | UTC day (days since the epoch) -> packed usage |
+| ``srm:{s7}:events`` | stream | the shard's session events, trimmed approximately |
+| ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
+
+Scripts receive every key in KEYS. The one name a script completes itself is a session record
+of a session it finds on its own (lapsed, evicted, ended in bulk): it appends the sessionId to
+the shard's ``srm:{s7}:sess:`` prefix, which also arrives in KEYS, so the slot is declared.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ class AccountKeys:
     ended: str
     deadlines: str
     reap: str
+    usage: str
+    events: str
+    sessions: str  # the shard's session record prefix: sessions + sessionId is a record key
 
 
 class Keys:
@@ -82,6 +92,9 @@ class Keys:
             ended=base + "ended",
             deadlines=f"{tag}:deadlines",
             reap=f"{tag}:reap",
+            usage=base + "usage",
+            events=f"{tag}:events",
+            sessions=f"{tag}:sess:",
         )
 
     def session(self, account_id: str, session_id: str) -> str:
@@ -92,6 +105,16 @@ class Keys:
 
     def reap(self, shard: int) -> str:
         return f"{self.tag(shard)}:reap"
+
+    def events(self, shard: int) -> str:
+        return f"{self.tag(shard)}:events"
+
+    def session_prefix(self, shard: int) -> str:
+        return f"{self.tag(shard)}:sess:"
+
+    def denials(self, shard: int, day: int) -> str:
+        """The shard's denial ranking of UTC *day* (days since the epoch)."""
+        return f"{self.tag(shard)}:denials:{day}"
 
     def heartbeat(self, reaper_id: str) -> str:
         return f"{self.prefix}:reaper:heartbeat:{reaper_id}"

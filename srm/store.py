@@ -35,9 +35,13 @@ from srm.errors import (
     StoreUnavailable,
 )
 from srm.model import (
+    DAY_MS,
     NO_TIMEOUT_MS,
+    USAGE_REASONS,
     AccountSessions,
+    DayUsage,
     EndReason,
+    EventPolicy,
     Limit,
     NewSession,
     Policy,
@@ -49,6 +53,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Clock = Callable[[], int]
+# A setup passes the denial rankings of the days this far before and after its estimate of
+# the server's now: the script picks the one of its own day.
+DAY_EDGE_MS = 2_000
+EVENTS_ON = EventPolicy()
 
 # Redis answers that mean "not now" rather than "never": the call may succeed on retry.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -124,8 +132,11 @@ def load_script_source(name: str) -> str:
     """A script's Lua text, with the shared fragments it uses prepended."""
     lua = resources.files("srm").joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
-    if "end_session(" in body or "end_lapsed(" in body:
+    ends = "end_session(" in body or "end_lapsed(" in body
+    if ends:
         body = lua.joinpath("_end.lua").read_text() + "\n" + body
+    if ends or "emit(" in body:
+        body = lua.joinpath("_events.lua").read_text() + "\n" + body
     if "server_time(" in body:
         body = lua.joinpath("_time.lua").read_text() + "\n" + body
     return body
@@ -157,7 +168,18 @@ class SessionStore:
     its value reaches every script as the clock override.
     """
 
-    SCRIPTS = ("setup", "keepalive", "end", "abort", "end_all", "sweep", "purge", "audit")
+    SCRIPTS = (
+        "setup",
+        "keepalive",
+        "end",
+        "abort",
+        "end_all",
+        "sweep",
+        "purge",
+        "audit",
+        "limit",
+        "events_read",
+    )
 
     def __init__(
         self,
@@ -166,6 +188,7 @@ class SessionStore:
         policy: Policy,
         *,
         clock: Clock | None = None,
+        events: EventPolicy = EVENTS_ON,
         deadline: float = 2.0,
         max_in_flight: int = 0,
         in_flight_wait: float = 0.5,
@@ -182,6 +205,7 @@ class SessionStore:
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
         self._policy_name = "evict" if policy.evict else "deny"
+        self._events = events.argument
         # At most max_in_flight calls use the client at once; a call waits in_flight_wait for
         # its turn, then fails with SRM-0008. Each call holds at most one connection per node,
         # so no node's pool can overflow: the blocking-pool behaviour redis-py's cluster
@@ -297,6 +321,10 @@ class SessionStore:
         Raises LimitReached at the limit (deny policy). Safe to retry with the same sessionId.
         """
         ak = self.keys.account(new.account_id)
+        # the denial ranking's key depends on the day; the script picks between the days
+        # around our estimate of the server's now by its own clock
+        now = await self.now()
+        days = ((now - DAY_EDGE_MS) // DAY_MS, (now + DAY_EDGE_MS) // DAY_MS)
         status, active, limit = await self._run(
             "setup",
             [
@@ -307,6 +335,11 @@ class SessionStore:
                 ak.ended,
                 ak.deadlines,
                 ak.reap,
+                ak.usage,
+                ak.events,
+                ak.sessions,
+                self.keys.denials(ak.shard, days[0]),
+                self.keys.denials(ak.shard, days[1]),
             ],
             [
                 self._clock_override(),
@@ -319,6 +352,8 @@ class SessionStore:
                 self.policy.max_sessions,
                 self.policy.retention_ms,
                 self._policy_name,
+                self._events,
+                f"{days[0]},{days[1]}",
             ],
         )
         if status in (1, 2):
@@ -344,13 +379,14 @@ class SessionStore:
         ak = self.keys.account(account_id)
         status = await self._run(
             "end",
-            [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
+            [*self._ending_keys(ak)],
             [
                 self._clock_override(),
                 session_id,
                 account_id,
                 reason.value,
                 self.policy.retention_ms,
+                self._events,
             ],
         )
         if status == 0:
@@ -363,15 +399,14 @@ class SessionStore:
         return int(
             await self._run(
                 "abort",
+                [self.keys.session(account_id, session_id), *self._ending_keys(ak)],
                 [
-                    self.keys.session(account_id, session_id),
-                    ak.active,
-                    ak.count,
-                    ak.ended,
-                    ak.deadlines,
-                    ak.reap,
+                    self._clock_override(),
+                    session_id,
+                    account_id,
+                    self.policy.retention_ms,
+                    self._events,
                 ],
-                [self._clock_override(), session_id, account_id, self.policy.retention_ms],
             )
         )
 
@@ -382,12 +417,33 @@ class SessionStore:
         while True:
             ended, _lapsed, remaining = await self._run(
                 "end_all",
-                [ak.active, ak.count, ak.ended, ak.deadlines, ak.reap],
-                [self._clock_override(), account_id, reason.value, batch, self.policy.retention_ms],
+                [*self._ending_keys(ak)],
+                [
+                    self._clock_override(),
+                    account_id,
+                    reason.value,
+                    batch,
+                    self.policy.retention_ms,
+                    self._events,
+                ],
             )
             total += int(ended)
             if int(remaining) == 0:
                 return total
+
+    @staticmethod
+    def _ending_keys(ak: k.AccountKeys) -> tuple[str, ...]:
+        """The keys of a script that ends sessions of one account (end, abort, end_all)."""
+        return (
+            ak.active,
+            ak.count,
+            ak.ended,
+            ak.deadlines,
+            ak.reap,
+            ak.usage,
+            ak.events,
+            ak.sessions,
+        )
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -441,14 +497,103 @@ class SessionStore:
         return Limit(max_sessions=int(value), override=True)
 
     async def set_limit(self, account_id: str, max_sessions: int) -> Limit:
-        await self._guard(
-            "set_limit", self.redis.set(self.keys.account(account_id).limit, max_sessions)
-        )
+        await self._change_limit(account_id, str(max_sessions))
         return Limit(max_sessions=max_sessions, override=True)
 
     async def clear_limit(self, account_id: str) -> Limit:
-        await self._guard("clear_limit", self.redis.delete(self.keys.account(account_id).limit))
+        await self._change_limit(account_id, "")
         return Limit(max_sessions=self.policy.max_sessions, override=False)
+
+    async def _change_limit(self, account_id: str, value: str) -> bool:
+        """Set (or with "" remove) the override and write its event; whether it changed."""
+        ak = self.keys.account(account_id)
+        changed = await self._run(
+            "limit",
+            [ak.limit, ak.events],
+            [self._clock_override(), account_id, value, self._events],
+        )
+        return bool(changed)
+
+    # -- usage and denials -------------------------------------------------------------------
+
+    async def usage(self, account_id: str) -> dict[int, DayUsage]:
+        """The account's usage per UTC day (days since the epoch), for the days kept."""
+        raw = await self._guard("usage", self.redis.hgetall(self.keys.account(account_id).usage))
+        return {int(day): _day_usage(int(day), packed) for day, packed in raw.items()}
+
+    async def denials(self, day: int, top: int) -> list[tuple[str, int]]:
+        """The *top* accounts most often denied on UTC *day*, most denied first.
+
+        Each shard keeps its own ranking; the top *top* of every shard are merged, so the work
+        is bounded by shards x top whatever the number of accounts.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.zrevrange(self.keys.denials(shard, day), 0, top - 1, withscores=True)
+        per_shard = await self._guard("denials", pipe.execute())
+        merged = [(account, int(score)) for ranking in per_shard for account, score in ranking]
+        merged.sort(key=lambda item: (-item[1], item[0]))
+        return merged[:top]
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def read_events(
+        self, shard: int, group: str, consumer: str, count: int
+    ) -> tuple[int, list[tuple[str, dict[str, str]]]]:
+        """(events lost to trimming before the group read them, new events for *consumer*)
+        of one shard's stream; creates the group at the oldest event kept if it is new."""
+        lost, entries = await self._run(
+            "events_read", [self.keys.events(shard)], ["", group, consumer, count]
+        )
+        return int(lost), _entries(entries)
+
+    async def claim_events(
+        self, shard: int, group: str, consumer: str, idle_ms: int, count: int
+    ) -> tuple[list[tuple[str, dict[str, str]]], int]:
+        """Events of the group pending for longer than *idle_ms* (a consumer died with them),
+        now *consumer*'s, and how many of those were trimmed away before being claimed."""
+        reply = await self._guard(
+            "events_claim",
+            self.redis.xautoclaim(
+                self.keys.events(shard), group, consumer, idle_ms, "0-0", count=count
+            ),
+        )
+        # Redis 7 lists the trimmed ones apart; 6.2 returns them with no fields
+        claimed = _entries(reply[1])
+        kept = [(entry_id, fields) for entry_id, fields in claimed if fields]
+        deleted = (len(reply[2]) if len(reply) > 2 else 0) + len(claimed) - len(kept)
+        return kept, deleted
+
+    async def ack_events(self, shard: int, group: str, ids: Sequence[str]) -> None:
+        if ids:
+            await self._guard("events_ack", self.redis.xack(self.keys.events(shard), group, *ids))
+
+    async def events_backlog(self, shard: int, group: str) -> tuple[int, int | None]:
+        """(events delivered to the group but not acknowledged, age in ms of the oldest event
+        not yet delivered, None when there is none) of one shard's stream."""
+        stream = self.keys.events(shard)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xinfo_groups(stream)
+        pipe.xinfo_stream(stream)
+        try:
+            groups, info = await self._guard("events_backlog", pipe.execute())
+        except InternalError:  # no stream yet (a shard with no event)
+            return 0, None
+        found = [g for g in groups if _field(g, "name") == group]
+        if not found:
+            return 0, None
+        last = str(_field(found[0], "last-delivered-id"))
+        newest = _field(info, "last-entry")
+        pending = int(_field(found[0], "pending") or 0)
+        if not newest or _id_key(str(newest[0])) <= _id_key(last):
+            return pending, None
+        # the oldest event not yet delivered is the first one after the group's position
+        first = await self._guard(
+            "events_backlog", self.redis.xrange(stream, "(" + last, "+", count=1)
+        )
+        if not first:
+            return pending, None
+        return pending, max(0, await self.now() - _id_key(first[0][0])[0])
 
     # -- reaper ------------------------------------------------------------------------------
 
@@ -465,12 +610,19 @@ class SessionStore:
         )
         if not due:
             return SweepResult(0, 0, 0)
-        script_keys = [deadlines, self.keys.reap(shard)]
+        script_keys = [
+            deadlines,
+            self.keys.reap(shard),
+            self.keys.events(shard),
+            self.keys.session_prefix(shard),
+        ]
         for mbr in due:
             ak = self.keys.account(k.parse_member(mbr)[0])
-            script_keys += [ak.active, ak.count, ak.ended]
+            script_keys += [ak.active, ak.count, ak.ended, ak.usage]
         ended, stale, moved = await self._run(
-            "sweep", script_keys, [self._clock_override(), self.policy.retention_ms, *due]
+            "sweep",
+            script_keys,
+            [self._clock_override(), self.policy.retention_ms, self._events, *due],
         )
         return SweepResult(int(ended), int(stale), int(moved))
 
@@ -566,6 +718,49 @@ def _ms(value: Any) -> int:
     return int(float(value))
 
 
+def _day_usage(day: int, packed: str) -> DayUsage:
+    v = [int(part) for part in packed.split(",")]
+    reasons = len(USAGE_REASONS)
+    return DayUsage(
+        day=day,
+        started=v[0],
+        denied=v[1],
+        ended=tuple(v[2 : 2 + reasons]),
+        watched_ms=v[2 + reasons],
+        peak_active=v[3 + reasons],
+    )
+
+
+def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
+    """Stream entries as (id, fields); an entry trimmed while pending has no fields."""
+    entries = []
+    for entry_id, flat in raw or []:
+        if not flat:
+            fields: dict[str, str] = {}
+        elif isinstance(flat, dict):
+            fields = flat
+        else:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        entries.append((str(entry_id), fields))
+    return entries
+
+
+def _field(reply: Any, name: str) -> Any:
+    """A field of an XINFO reply (a dict, or a flat list of names and values)."""
+    if isinstance(reply, dict):
+        return reply.get(name)
+    items = list(reply)
+    for i in range(0, len(items) - 1, 2):
+        if items[i] == name:
+            return items[i + 1]
+    return None
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _session(
     session_id: str,
     record: dict[str, str],
@@ -574,7 +769,7 @@ def _session(
     now: int,
 ) -> Session | None:
     """The session as callers see it, derived from its record and the account's sets."""
-    if not record or "tomb" in record:
+    if not record or "tomb" in record or "denied" in record:
         return None
     ka = _ms(record["ka"])
     state, reason, ended_at, expires_at = State.ACTIVE, None, None, None

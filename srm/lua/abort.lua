@@ -9,8 +9,11 @@
 -- KEYS[4] ended      srm:{sK}:acct:<a>:ended    hash
 -- KEYS[5] deadlines  srm:{sK}:deadlines         zset
 -- KEYS[6] reap       srm:{sK}:reap              zset
+-- KEYS[7] usage      srm:{sK}:acct:<a>:usage    hash   (usage of the day it ends)
+-- KEYS[8] events     srm:{sK}:events            stream (session.ended)
+-- KEYS[9] sessions   srm:{sK}:sess:             the shard's record prefix
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
--- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)
+-- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)  ARGV[5] events (_events.lua)
 -- Returns 1 ended, 2 already ended, 3 tombstone written, -2 sessionId of another account.
 local now = server_time(ARGV[1])
 local sid, account = ARGV[2], ARGV[3]
@@ -25,7 +28,8 @@ if not owner then
   redis.call('ZADD', KEYS[6], purge_at, mbr)
   return 3
 end
-if end_session(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], sid, mbr, 'TEARDOWN', now, purge_at) == 1 then
+local ev = event_context(KEYS[8], ARGV[5], KEYS[7], KEYS[9], account)
+if end_session(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], sid, mbr, 'TEARDOWN', now, purge_at, ev) == 1 then
   return 1
 end
 return 2
