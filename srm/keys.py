@@ -20,9 +20,10 @@ keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective
 | ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
 
-Scripts receive every key in KEYS. The one name a script completes itself is a session record
-of a session it finds on its own (lapsed, evicted, ended in bulk): it appends the sessionId to
-the shard's ``srm:{s7}:sess:`` prefix, which also arrives in KEYS, so the slot is declared.
+Scripts receive every key in KEYS. Two names a script completes itself, from a prefix that
+arrives in KEYS (so the slot is declared): the record of a session it finds on its own
+(lapsed, evicted, ended in bulk), the sessionId appended to the shard's ``srm:{s7}:sess:``;
+and the denial ranking of the day of its own clock, the day appended to ``srm:{s7}:denials:``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class AccountKeys:
     usage: str
     events: str
     sessions: str  # the shard's session record prefix: sessions + sessionId is a record key
+    denials: str  # the shard's denial ranking prefix: denials + day is a ranking key
 
 
 class Keys:
@@ -95,6 +97,7 @@ class Keys:
             usage=base + "usage",
             events=f"{tag}:events",
             sessions=f"{tag}:sess:",
+            denials=f"{tag}:denials:",
         )
 
     def session(self, account_id: str, session_id: str) -> str:

@@ -35,7 +35,6 @@ from srm.errors import (
     StoreUnavailable,
 )
 from srm.model import (
-    DAY_MS,
     NO_TIMEOUT_MS,
     USAGE_REASONS,
     AccountSessions,
@@ -53,9 +52,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Clock = Callable[[], int]
-# A setup passes the denial rankings of the days this far before and after its estimate of
-# the server's now: the script picks the one of its own day.
-DAY_EDGE_MS = 2_000
 EVENTS_ON = EventPolicy()
 
 # Redis answers that mean "not now" rather than "never": the call may succeed on retry.
@@ -321,10 +317,6 @@ class SessionStore:
         Raises LimitReached at the limit (deny policy). Safe to retry with the same sessionId.
         """
         ak = self.keys.account(new.account_id)
-        # the denial ranking's key depends on the day; the script picks between the days
-        # around our estimate of the server's now by its own clock
-        now = await self.now()
-        days = ((now - DAY_EDGE_MS) // DAY_MS, (now + DAY_EDGE_MS) // DAY_MS)
         status, active, limit = await self._run(
             "setup",
             [
@@ -338,8 +330,7 @@ class SessionStore:
                 ak.usage,
                 ak.events,
                 ak.sessions,
-                self.keys.denials(ak.shard, days[0]),
-                self.keys.denials(ak.shard, days[1]),
+                ak.denials,
             ],
             [
                 self._clock_override(),
@@ -353,7 +344,6 @@ class SessionStore:
                 self.policy.retention_ms,
                 self._policy_name,
                 self._events,
-                f"{days[0]},{days[1]}",
             ],
         )
         if status in (1, 2):

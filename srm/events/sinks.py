@@ -89,7 +89,8 @@ class WebhookSink:
 
     async def deliver(self, events: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(events), self.chunk):
-            await self._post(orjson.dumps(list(events[start : start + self.chunk])), len(events))
+            chunk = list(events[start : start + self.chunk])
+            await self._post(orjson.dumps(chunk), len(chunk))
 
     async def _post(self, body: bytes, count: int) -> None:
         failures = 0

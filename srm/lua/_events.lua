@@ -68,16 +68,11 @@ local function usage_add(key, at, what, watched, active)
   redis.call('HSET', key, day, string.format('%d,%d,%d,%d,%d,%d,%d,%d,%d', unpack(v)))
 end
 
--- Per-shard denial ranking of one UTC day: the caller passes the keys of the days just
--- before and after its estimate of now (ARGV "<day a>,<day b>"), and the day of `now` picks
--- one; the zset lives a day longer than the usage it sums up.
-local function denial_add(key_a, key_b, days, now, account)
-  local day = math.floor(tonumber(now) / DAY_MS)
-  local comma = string.find(days, ',', 1, true)
-  local key = key_b
-  if tonumber(string.sub(days, 1, comma - 1)) == day then
-    key = key_a
-  end
+-- Per-shard denial ranking of one UTC day: `prefix` is the shard's "srm:{sK}:denials:"
+-- (in KEYS), completed with the day of `now`; the zset lives a day longer than the usage
+-- it sums up.
+local function denial_add(prefix, now, account)
+  local key = prefix .. math.floor(tonumber(now) / DAY_MS)
   if tonumber(redis.call('ZINCRBY', key, 1, account)) == 1 then
     redis.call('PEXPIRE', key, (USAGE_DAYS + 1) * DAY_MS)
   end

@@ -31,41 +31,44 @@ local function before(a, b)
 end
 
 local lost = 0
+local fresh = false
 if redis.call('EXISTS', stream) == 0 then
   redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  fresh = true
+end
+local info = fields(redis.call('XINFO', 'STREAM', stream))
+local g
+for _, raw in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local t = fields(raw)
+  if t['name'] == group then
+    g = t
+    break
+  end
+end
+local trimmed  -- events ever added that are no longer in the stream (Redis 7)
+if info['entries-added'] then
+  trimmed = tonumber(info['entries-added']) - tonumber(info['length'])
+end
+if not g then
+  redis.call('XGROUP', 'CREATE', stream, group, '0')
+  fresh = true
+end
+if fresh then
+  if trimmed then  -- positioned before the oldest event kept: nothing lost to this group
+    redis.call('XGROUP', 'SETID', stream, group, '0', 'ENTRIESREAD', trimmed)
+  end
 else
-  local info = fields(redis.call('XINFO', 'STREAM', stream))
-  local g
-  for _, raw in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local t = fields(raw)
-    if t['name'] == group then
-      g = t
-      break
-    end
-  end
-  local trimmed  -- events ever added that are no longer in the stream (Redis 7)
-  if info['entries-added'] then
-    trimmed = tonumber(info['entries-added']) - tonumber(info['length'])
-  end
-  if not g then
-    if trimmed then
-      redis.call('XGROUP', 'CREATE', stream, group, '0', 'ENTRIESREAD', trimmed)
-    else
-      redis.call('XGROUP', 'CREATE', stream, group, '0')
-    end
-  else
-    local first = info['first-entry']
-    local last = g['last-delivered-id']
-    if first and before(last, first[1]) then
-      local read = tonumber(g['entries-read'])
-      if trimmed and read then
-        if read < trimmed then
-          lost = trimmed - read
-          redis.call('XGROUP', 'SETID', stream, group, last, 'ENTRIESREAD', trimmed)
-        end
-      elseif last ~= '0-0' then
-        lost = -1
+  local first = info['first-entry']
+  local last = g['last-delivered-id']
+  if first and before(last, first[1]) then
+    local read = tonumber(g['entries-read'])
+    if trimmed and read then
+      if read < trimmed then
+        lost = trimmed - read
+        redis.call('XGROUP', 'SETID', stream, group, last, 'ENTRIESREAD', trimmed)
       end
+    elseif last ~= '0-0' then
+      lost = -1
     end
   end
 end

@@ -11,12 +11,11 @@
 -- KEYS[8] usage      srm:{sK}:acct:<a>:usage           hash   usage per UTC day
 -- KEYS[9] events     srm:{sK}:events                   stream session.started/ended/denied
 -- KEYS[10] sessions  srm:{sK}:sess:                    the shard's record prefix
--- KEYS[11], KEYS[12] denials  srm:{sK}:denials:<day>   zset   the days of ARGV[12]
+-- KEYS[11] denials  srm:{sK}:denials:                the shard's prefix of the day's ranking
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId
 -- ARGV[5] contentID  ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] default limit
 -- ARGV[9] retention (ms)  ARGV[10] policy: 'deny' | 'evict'  ARGV[11] events (_events.lua)
--- ARGV[12] "<day a>,<day b>": the UTC days of KEYS[11] and KEYS[12] (around the caller's now)
 -- Returns {status, active, limit}: status 1 created, 2 created by an earlier try of this
 -- call, 0 denied (limit reached), -1 the service gave up on this sessionId (tombstone),
 -- -2 the sessionId belongs to another account of this shard (UUID collision).
@@ -52,7 +51,7 @@ if live >= limit then
     redis.call('PEXPIRE', KEYS[1], 60000)
     emit(KEYS[9], ARGV[11], 'D', now, account, '', ARGV[4], '', ARGV[5], ARGV[6], '', 'account', '')
     usage_add(KEYS[8], now, 'denied', 0, live)
-    denial_add(KEYS[11], KEYS[12], ARGV[12], now, account)
+    denial_add(KEYS[11], now, account)
     return {0, live, limit}
   end
   -- evict the sessions with the oldest keep-alive (the earliest deadline) to make room
