@@ -20,6 +20,9 @@ from srm.config import HMAC_ALGORITHMS, AuthSettings
 from srm.errors import NotOperator, Unauthenticated
 
 MAX_ID_LENGTH = 256
+MAX_DEVICE_TYPE_LENGTH = 64
+MAX_SESSIONS_CLAIM = 1_000_000
+DEFAULT_DEVICE_TYPE = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,8 @@ class Principal:
     device_id: str
     tenant_id: str | None
     expires_at: float
+    device_type: str = DEFAULT_DEVICE_TYPE
+    max_sessions: int | None = None  # the maxSessions claim (honoured if auth.limit_claims)
 
 
 class TokenVerifier:
@@ -92,7 +97,22 @@ class TokenVerifier:
             raise Unauthenticated("Client-Token exp must be a number")
         nbf = claims.get("nbf", 0)
         not_before = float(nbf) - self._leeway if isinstance(nbf, int | float) else 0.0
-        return Principal(account, device, tenant, float(exp)), not_before
+        device_type = claims.get("deviceType", DEFAULT_DEVICE_TYPE)
+        if (
+            not isinstance(device_type, str)
+            or not 1 <= len(device_type) <= MAX_DEVICE_TYPE_LENGTH
+            or not device_type.strip()
+        ):
+            raise Unauthenticated("Client-Token deviceType must be a string of 1 to 64 characters")
+        max_sessions = claims.get("maxSessions")
+        if max_sessions is not None and (
+            isinstance(max_sessions, bool)
+            or not isinstance(max_sessions, int)
+            or not 0 <= max_sessions <= MAX_SESSIONS_CLAIM
+        ):
+            raise Unauthenticated("Client-Token maxSessions must be an integer 0..1000000")
+        principal = Principal(account, device, tenant, float(exp), device_type, max_sessions)
+        return principal, not_before
 
 
 def _identifier(value: Any, claim: str) -> str:

@@ -9,6 +9,7 @@ are aliases kept in :data:`ENV_ALIASES`. A bad value fails at start with a
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tomllib
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from srm import rules as limit_rules
+from srm.rules import Rule
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SRM_MAX_SESSIONS": ("sessions", "max_sessions"),
     "SRM_ENDED_RETENTION": ("sessions", "ended_retention"),
     "SRM_REAPER_INTERVAL": ("reaper", "interval"),
+    "SRM_AUTH_LIMIT_CLAIMS": ("auth", "limit_claims"),
 }
 # Variables that are not settings but are read elsewhere (not warned about).
 ENV_OTHER = frozenset({"SRM_CONFIG"})
@@ -87,6 +92,7 @@ class AuthSettings:
     audience: str = ""
     issuer: str = ""
     token_cache_size: int = 10000
+    limit_claims: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class SessionSettings:
     content_types: tuple[str, ...] = ("COD", "LIVE", "TSTV", "NPVR")
     limit_policy: str = "deny"
     deny_status: int = 200
+    qualities: tuple[str, ...] = ("SD", "HD", "UHD")
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,7 +203,28 @@ def load(env: Mapping[str, str] | None = None, extra_file: str | Path | None = N
         }
     )
     _validate(settings)
-    return settings
+    return settings.replace(
+        "sessions",
+        rules=_rules(raw["sessions"]["rules"], settings, sources.get(("sessions", "rules"))),
+    )
+
+
+def _rules(value: Any, settings: Settings, where: str | None) -> tuple[Rule, ...]:
+    """The limit rules of ``[[sessions.rules]]`` (or SRM_SESSIONS_RULES as a JSON list)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise ConfigError(f"sessions.rules (from {where}): not a JSON list") from None
+    try:
+        return limit_rules.parse(
+            value,
+            qualities=settings.sessions.qualities,
+            content_types=settings.sessions.content_types,
+            policy=settings.sessions.limit_policy,
+        )
+    except limit_rules.RuleError as exc:
+        raise ConfigError(f"{exc} (from {where or 'config'})") from None
 
 
 def _read_toml(text: str, where: str) -> dict[str, dict[str, Any]]:
@@ -219,6 +248,8 @@ def _build(
 ) -> Any:
     kwargs = {}
     for f in dataclasses.fields(cls):
+        if f.type == "tuple[Rule, ...]":
+            continue  # parsed once the rest is valid (_rules)
         where = sources.get((section, f.name), "config")
         name = f"{section}.{f.name}"
         kwargs[f.name] = _coerce(values[f.name], f.type, f"{name} (from {where})")
@@ -318,6 +349,12 @@ def _validate(s: Settings) -> None:
         f"got {s.sessions.ended_retention}",
     )
     _check(bool(s.sessions.content_types), "sessions.content_types: at least one type")
+    _check(
+        bool(s.sessions.qualities)
+        and all(0 < len(q) <= 32 for q in s.sessions.qualities)
+        and len(set(s.sessions.qualities)) == len(s.sessions.qualities),
+        f"sessions.qualities: 1..32 characters each, no duplicates, got {s.sessions.qualities}",
+    )
     _check(
         s.sessions.limit_policy in {"deny", "evict"},
         f"sessions.limit_policy: deny or evict, got {s.sessions.limit_policy!r}",

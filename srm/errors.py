@@ -15,6 +15,9 @@ SrmError
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class SrmError(Exception):
     """Base of every error SRM reports to a caller."""
@@ -54,17 +57,25 @@ class SessionNotFound(SrmError):
     code = "SRM-0004"
     message = "Session not found"
 
+    def __init__(self, detail: str | None = None, ended: Any = None) -> None:
+        super().__init__(detail)
+        self.ended = ended  # srm.model.Ended while an ended session is not removed yet
+
 
 class LimitReached(SrmError):
-    """Raised when the account already has its maximum number of active sessions."""
+    """Raised when a setup would exceed the account's limit or a limit rule's."""
 
     code = "SRM-0005"
     message = "Maximum number of concurrent sessions reached for this account"
 
-    def __init__(self, active: int, limit: int) -> None:
+    def __init__(
+        self, active: int, limit: int, rule: str = "account", sessions: Sequence[Any] = ()
+    ) -> None:
         super().__init__(self.message)
-        self.active = active
+        self.active = active  # the ACTIVE sessions counted against the refusing limit
         self.limit = limit
+        self.rule = rule
+        self.sessions = list(sessions)  # srm.model.Session of those, for the denial body
 
 
 class NotOperator(SrmError):

@@ -8,11 +8,13 @@ keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective
 
 | key | type | holds |
 |---|---|---|
-| ``srm:{s7}:sess:<sessionId>`` | hash | the session record: acct, dev, cid, ctype, created, ka |
+| ``srm:{s7}:sess:<sessionId>`` | hash | record: acct, dev, dt, cid, ctype, q, created, ka |
 | ``srm:{s7}:acct:<accountId>:active`` | zset | sessionId -> keep-alive deadline (ms): the truth |
 | ``srm:{s7}:acct:<accountId>:count`` | string | active counter, always ZCARD of ``active`` |
 | ``srm:{s7}:acct:<accountId>:limit`` | string | optional per-account limit override |
-| ``srm:{s7}:acct:<accountId>:ended`` | hash | sessionId -> ``REASON|endedAtMs`` until removal |
+| ``srm:{s7}:acct:<accountId>:ended`` | hash | sessionId -> ``REASON|endedAt[|byDevice]`` |
+| ``srm:{s7}:acct:<accountId>:rules`` | hash | ``<rule>:<group>`` -> ACTIVE count; sid -> groups |
+| ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
 | ``srm:{s7}:deadlines`` | zset | ``<accountId>/<sessionId>`` -> deadline, for the sweep |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
 | ``srm:{s7}:acct:<accountId>:usage`` | hash | UTC day (days since the epoch) -> packed usage |
@@ -45,12 +47,31 @@ class AccountKeys:
     count: str
     limit: str
     ended: str
+    rules: str
+    rule_limits: str
     deadlines: str
     reap: str
     usage: str
     events: str
     sessions: str  # the shard's session record prefix: sessions + sessionId is a record key
     denials: str  # the shard's denial ranking prefix: denials + day is a ranking key
+
+    def lifecycle(self) -> list[str]:
+        """The keys that ending a session touches (its event and usage included), in the
+        order ``_end.lua`` reads them (``account_keys``): one list, so a new kind of key is
+        added in two places only."""
+        return [
+            self.active,
+            self.count,
+            self.ended,
+            self.rules,
+            self.deadlines,
+            self.reap,
+            self.usage,
+            self.events,
+            self.sessions,
+            self.denials,
+        ]
 
 
 class Keys:
@@ -92,6 +113,8 @@ class Keys:
             count=base + "count",
             limit=base + "limit",
             ended=base + "ended",
+            rules=base + "rules",
+            rule_limits=base + "rlimit",
             deadlines=f"{tag}:deadlines",
             reap=f"{tag}:reap",
             usage=base + "usage",

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from srm.rules import Rule
+
+DEFAULT_DEVICE_TYPE = "unknown"
+
 # With keep-alive disabled a session's deadline is this far after its last keep-alive: it
 # never lapses, yet deadlines still order sessions by last keep-alive (for eviction).
 NO_TIMEOUT_MS = 100 * 365 * 86400 * 1000
@@ -20,6 +24,7 @@ class EndReason(StrEnum):
     TIMEOUT = "TIMEOUT"
     OPERATOR = "OPERATOR"
     EVICTED = "EVICTED"
+    REPLACED = "REPLACED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,10 @@ class NewSession:
     device_id: str
     content_id: str
     content_type: str
+    device_type: str = DEFAULT_DEVICE_TYPE
+    quality: str | None = None
+    replaces: str | None = None  # the sessionId this setup ends (REPLACED) if it succeeds
+    max_sessions: int | None = None  # the token's limit claim, when honoured
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +55,23 @@ class Session:
     expires_at: int | None
     ended_at: int | None
     end_reason: EndReason | None
+    device_type: str = DEFAULT_DEVICE_TYPE
+    quality: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How a session that is not removed yet ended (told to its player's keep-alive)."""
+
+    reason: EndReason
+    ended_at: int
+    by_device_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleLimit:
+    max: int
+    override: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +85,7 @@ class AccountSessions:
 class Limit:
     max_sessions: int
     override: bool
+    rules: dict[str, RuleLimit] | None = None
 
 
 # The end reasons a usage report counts, in the order of the packed usage value (_events.lua).
@@ -101,6 +128,7 @@ class Policy:
     max_sessions: int
     retention_ms: int
     evict: bool
+    rules: tuple[Rule, ...] = ()
 
     @property
     def period_ms(self) -> int:

@@ -27,6 +27,7 @@ def policy(settings: Settings) -> Policy:
         max_sessions=s.max_sessions,
         retention_ms=s.ended_retention * 1000,
         evict=s.limit_policy == "evict",
+        rules=s.rules,
     )
 
 

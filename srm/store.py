@@ -35,18 +35,22 @@ from srm.errors import (
     StoreUnavailable,
 )
 from srm.model import (
+    DEFAULT_DEVICE_TYPE,
     NO_TIMEOUT_MS,
     USAGE_REASONS,
     AccountSessions,
     DayUsage,
+    Ended,
     EndReason,
     EventPolicy,
     Limit,
     NewSession,
     Policy,
+    RuleLimit,
     Session,
     State,
 )
+from srm.rules import encode_groups
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,7 @@ def load_script_source(name: str) -> str:
     """A script's Lua text, with the shared fragments it uses prepended."""
     lua = resources.files("srm").joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
-    ends = "end_session(" in body or "end_lapsed(" in body
+    ends = "account_keys(" in body or "rule_groups(" in body
     if ends:
         body = lua.joinpath("_end.lua").read_text() + "\n" + body
     if ends or "emit(" in body:
@@ -155,6 +159,12 @@ class Repair:
     account_id: str
     counter: int
     truth: int
+    rules: int = 0  # rule counters (and stale group records) repaired
+
+    @property
+    def count(self) -> int:
+        """How many counters this repair fixed."""
+        return int(self.counter != self.truth) + self.rules
 
 
 class SessionStore:
@@ -173,7 +183,7 @@ class SessionStore:
         "sweep",
         "purge",
         "audit",
-        "limit",
+        "limits",
         "events_read",
     )
 
@@ -200,7 +210,6 @@ class SessionStore:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
-        self._policy_name = "evict" if policy.evict else "deny"
         self._events = events.argument
         # At most max_in_flight calls use the client at once; a call waits in_flight_wait for
         # its turn, then fails with SRM-0008. Each call holds at most one connection per node,
@@ -312,25 +321,29 @@ class SessionStore:
     # -- client operations -------------------------------------------------------------------
 
     async def setup(self, new: NewSession) -> int:
-        """Create the session unless the account is at its limit; the active count after it.
+        """Create the session unless a limit refuses it; the account's active count after it.
 
-        Raises LimitReached at the limit (deny policy). Safe to retry with the same sessionId.
+        Raises LimitReached, naming the refusing limit and the sessions counted against it,
+        when the account limit or a limit rule is reached (and evicting cannot make room).
+        Safe to retry with the same sessionId.
         """
         ak = self.keys.account(new.account_id)
-        status, active, limit = await self._run(
+        matched = [
+            r
+            for r in self.policy.rules
+            if r.matches(new.quality, new.device_type, new.content_type)
+        ]
+        groups = [r.group(new.device_id, new.content_id) for r in matched]
+        rule_args: list[Any] = []
+        for rule, group in zip(matched, groups, strict=True):
+            rule_args += [rule.name, group, rule.max, rule.policy]
+        answer = await self._run(
             "setup",
             [
                 self.keys.session(new.account_id, new.session_id),
-                ak.active,
-                ak.count,
                 ak.limit,
-                ak.ended,
-                ak.deadlines,
-                ak.reap,
-                ak.usage,
-                ak.events,
-                ak.sessions,
-                ak.denials,
+                ak.rule_limits,
+                *ak.lifecycle(),
             ],
             [
                 self._clock_override(),
@@ -340,48 +353,101 @@ class SessionStore:
                 new.content_id,
                 new.content_type,
                 self.policy.period_ms,
-                self.policy.max_sessions,
+                self.policy.max_sessions if new.max_sessions is None else new.max_sessions,
                 self.policy.retention_ms,
-                self._policy_name,
+                "evict" if self.policy.evict else "deny",
+                new.device_type,
+                new.quality or "",
+                new.replaces or "",
+                encode_groups(groups),
                 self._events,
+                *rule_args,
             ],
         )
+        status = answer[0]
         if status in (1, 2):
-            return int(active)
+            return int(answer[1])
         if status == 0:
-            raise LimitReached(int(active), int(limit))
+            counted = await self._sessions(new.account_id, list(answer[4:]))
+            raise LimitReached(int(answer[1]), int(answer[2]), str(answer[3]), counted)
         # -1: abandoned by an earlier try of this very call; -2: a UUID4 collision
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
+
+    async def _sessions(self, account_id: str, ids: list[str]) -> list[Session]:
+        """The sessions *ids* of the account as they are now (those still there)."""
+        if not ids:
+            return []
+        ak = self.keys.account(account_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hgetall(self.keys.session(account_id, sid))
+            pipe.zscore(ak.active, sid)
+            pipe.hget(ak.ended, sid)
+        replies = await self._guard("denial_sessions", pipe.execute())
+        now = await self.now()
+        found = []
+        for i, sid in enumerate(ids):
+            record, deadline, ended = replies[3 * i : 3 * i + 3]
+            session = _session(sid, record, deadline, ended, now)
+            if session is not None and session.account_id == account_id:
+                found.append(session)
+        return found
 
     async def keep_alive(self, account_id: str, session_id: str) -> None:
         """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown."""
         ak = self.keys.account(account_id)
         moved = await self._run(
             "keepalive",
-            [self.keys.session(account_id, session_id), ak.active, ak.deadlines],
+            [self.keys.session(account_id, session_id), ak.active, ak.deadlines, ak.ended],
             [self._clock_override(), session_id, account_id, self.policy.period_ms],
         )
-        if moved != 1:
-            raise SessionNotFound()
+        if moved == 1:
+            return
+        if isinstance(moved, str | bytes) and moved:
+            raise SessionNotFound(ended=_ended(moved if isinstance(moved, str) else moved.decode()))
+        raise SessionNotFound()
 
     async def end(self, account_id: str, session_id: str, reason: EndReason) -> EndOutcome:
         """End one session exactly once; ALREADY_ENDED on repeats, SessionNotFound if unknown."""
-        ak = self.keys.account(account_id)
-        status = await self._run(
-            "end",
-            [*self._ending_keys(ak)],
-            [
-                self._clock_override(),
-                session_id,
-                account_id,
-                reason.value,
-                self.policy.retention_ms,
-                self._events,
-            ],
-        )
+        status = await self._end(account_id, session_id, reason)
         if status == 0:
             raise SessionNotFound()
-        return EndOutcome(status)
+        return EndOutcome.ALREADY_ENDED if status == 2 else EndOutcome.ENDED
+
+    async def _end(self, account_id: str, session_id: str, reason: EndReason) -> int:
+        """end.lua's status: 1 ended with *reason*, 3 ended as TIMEOUT, 2 already, 0 unknown."""
+        return int(
+            await self._run(
+                "end",
+                self.keys.account(account_id).lifecycle(),
+                [
+                    self._clock_override(),
+                    session_id,
+                    account_id,
+                    reason.value,
+                    self.policy.retention_ms,
+                    self._events,
+                ],
+            )
+        )
+
+    async def end_device(self, account_id: str, device_id: str, reason: EndReason) -> int:
+        """End every ACTIVE session of one device of the account; how many *reason* ended.
+
+        The device's sessions are read first, then each is ended through end.lua (exactly
+        once, as any teardown); a session set up on the device after the read is not ended.
+        """
+        ak = self.keys.account(account_id)
+        ids = await self._guard("device_sessions", self.redis.zrange(ak.active, 0, -1))
+        if not ids:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.hget(self.keys.session(account_id, sid), "dev")
+        devices = await self._guard("device_sessions", pipe.execute())
+        mine = [sid for sid, dev in zip(ids, devices, strict=True) if dev == device_id]
+        statuses = await asyncio.gather(*(self._end(account_id, sid, reason) for sid in mine))
+        return sum(1 for status in statuses if status == 1)
 
     async def abort_setup(self, account_id: str, session_id: str) -> int:
         """Undo a setup whose outcome is unknown (see abort.lua); returns the script status."""
@@ -389,7 +455,7 @@ class SessionStore:
         return int(
             await self._run(
                 "abort",
-                [self.keys.session(account_id, session_id), *self._ending_keys(ak)],
+                [self.keys.session(account_id, session_id), *ak.lifecycle()],
                 [
                     self._clock_override(),
                     session_id,
@@ -407,7 +473,7 @@ class SessionStore:
         while True:
             ended, _lapsed, remaining = await self._run(
                 "end_all",
-                [*self._ending_keys(ak)],
+                ak.lifecycle(),
                 [
                     self._clock_override(),
                     account_id,
@@ -420,20 +486,6 @@ class SessionStore:
             total += int(ended)
             if int(remaining) == 0:
                 return total
-
-    @staticmethod
-    def _ending_keys(ak: k.AccountKeys) -> tuple[str, ...]:
-        """The keys of a script that ends sessions of one account (end, abort, end_all)."""
-        return (
-            ak.active,
-            ak.count,
-            ak.ended,
-            ak.deadlines,
-            ak.reap,
-            ak.usage,
-            ak.events,
-            ak.sessions,
-        )
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -481,28 +533,66 @@ class SessionStore:
     # -- limits ------------------------------------------------------------------------------
 
     async def get_limit(self, account_id: str) -> Limit:
-        value = await self._guard("get_limit", self.redis.get(self.keys.account(account_id).limit))
+        """The account limit and every configured rule's max, with whether each is overridden."""
+        ak = self.keys.account(account_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(ak.limit)
+        pipe.hgetall(ak.rule_limits)
+        value, overrides = await self._guard("get_limit", pipe.execute())
+        rules = {
+            r.name: RuleLimit(int(overrides[r.name]), True)
+            if r.name in overrides
+            else RuleLimit(r.max, False)
+            for r in self.policy.rules
+        }
         if value is None:
-            return Limit(max_sessions=self.policy.max_sessions, override=False)
-        return Limit(max_sessions=int(value), override=True)
+            return Limit(max_sessions=self.policy.max_sessions, override=False, rules=rules)
+        return Limit(max_sessions=int(value), override=True, rules=rules)
 
-    async def set_limit(self, account_id: str, max_sessions: int) -> Limit:
-        await self._change_limit(account_id, str(max_sessions))
-        return Limit(max_sessions=max_sessions, override=True)
+    async def set_limit(
+        self,
+        account_id: str,
+        max_sessions: int | None,
+        rules: dict[str, int | None] | None = None,
+    ) -> Limit:
+        """Set the account limit override (None: unchanged) and rule overrides (a value of
+        None removes that rule's override), in one step. Rule names must be configured."""
+        await self._limits(account_id, "" if max_sessions is None else max_sessions, rules or {})
+        return await self.get_limit(account_id)
 
     async def clear_limit(self, account_id: str) -> Limit:
-        await self._change_limit(account_id, "")
-        return Limit(max_sessions=self.policy.max_sessions, override=False)
+        """Remove every override of the account: the configured limits apply again."""
+        await self._limits(account_id, "-", {}, clear_rules=True)
+        return await self.get_limit(account_id)
 
-    async def _change_limit(self, account_id: str, value: str) -> bool:
-        """Set (or with "" remove) the override and write its event; whether it changed."""
+    async def _limits(
+        self,
+        account_id: str,
+        account_limit: int | str,
+        rules: dict[str, int | None],
+        *,
+        clear_rules: bool = False,
+    ) -> None:
+        known = {r.name for r in self.policy.rules}
+        unknown = sorted(set(rules) - known)
+        if unknown:
+            raise ValueError(f"unknown rule {unknown[0]!r}")
         ak = self.keys.account(account_id)
-        changed = await self._run(
-            "limit",
-            [ak.limit, ak.events],
-            [self._clock_override(), account_id, value, self._events],
+        pairs: list[Any] = []
+        for name, value in sorted(rules.items()):
+            pairs += [name, "" if value is None else value]
+        await self._run(
+            "limits",
+            [ak.limit, ak.rule_limits, ak.events],
+            [
+                self._clock_override(),
+                account_limit,
+                "1" if clear_rules else "",
+                self._events,
+                account_id,
+                *pairs,
+            ],
         )
-        return bool(changed)
 
     # -- usage and denials -------------------------------------------------------------------
 
@@ -600,15 +690,9 @@ class SessionStore:
         )
         if not due:
             return SweepResult(0, 0, 0)
-        script_keys = [
-            deadlines,
-            self.keys.reap(shard),
-            self.keys.events(shard),
-            self.keys.session_prefix(shard),
-        ]
+        script_keys = [deadlines, self.keys.reap(shard)]
         for mbr in due:
-            ak = self.keys.account(k.parse_member(mbr)[0])
-            script_keys += [ak.active, ak.count, ak.ended, ak.usage]
+            script_keys += self.keys.account(k.parse_member(mbr)[0]).lifecycle()
         ended, stale, moved = await self._run(
             "sweep",
             script_keys,
@@ -652,11 +736,11 @@ class SessionStore:
             ak = self.keys.account(account_id)
             if ak.shard != shard:
                 raise ValueError(f"account {account_id!r} is not in shard {shard}")
-            script_keys += [ak.active, ak.count]
+            script_keys += [ak.active, ak.count, ak.rules]
         flat = await self._run("audit", script_keys, [])
         return [
-            Repair(accounts[int(flat[i]) - 1], int(flat[i + 1]), int(flat[i + 2]))
-            for i in range(0, len(flat), 3)
+            Repair(accounts[int(flat[i]) - 1], int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3]))
+            for i in range(0, len(flat), 4)
         ]
 
     async def scan_accounts(self, count: int = 1000) -> AsyncGenerator[tuple[int, str], None]:
@@ -675,7 +759,7 @@ class SessionStore:
                 except StopAsyncIteration:
                     return
                 parsed = self.keys.parse_account_key(key)
-                if parsed is None or parsed[1] not in ("active", "count"):
+                if parsed is None or parsed[1] not in ("active", "count", "rules"):
                     continue
                 shard = self.keys.shard_of(parsed[0])
                 if key.startswith(self.keys.tag(shard) + ":"):
@@ -764,8 +848,8 @@ def _session(
     ka = _ms(record["ka"])
     state, reason, ended_at, expires_at = State.ACTIVE, None, None, None
     if ended is not None:
-        reason_text, _, at = ended.partition("|")
-        state, reason, ended_at = State.ENDED, EndReason(reason_text), _ms(at)
+        how = _ended(ended)
+        state, reason, ended_at = State.ENDED, how.reason, how.ended_at
     elif deadline is None:
         return None
     elif deadline <= now:
@@ -784,4 +868,13 @@ def _session(
         expires_at=expires_at,
         ended_at=ended_at,
         end_reason=reason,
+        device_type=record.get("dt", DEFAULT_DEVICE_TYPE),
+        quality=record.get("q"),
     )
+
+
+def _ended(value: str) -> Ended:
+    """An entry of the account's ended hash: ``REASON|endedAtMs[|byDeviceId]``."""
+    reason, _, rest = value.partition("|")
+    at, sep, by = rest.partition("|")
+    return Ended(EndReason(reason), _ms(at), by if sep else None)

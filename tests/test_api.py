@@ -9,6 +9,7 @@ from typing import Any
 import jwt
 import pytest
 
+from srm.api.bodies import SESSION_FIELDS
 from tests.conftest import OPERATOR, SECRET, Clock, auth, token
 
 SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
@@ -16,7 +17,9 @@ MALFORMED = "Malformed request or mandatory parameters missing from request"
 
 
 def assert_error(body: dict[str, Any], status: int, code: str, word: str = "ERROR") -> None:
-    assert set(body) == {"errorResponse"}
+    # the contract's two extensions sit beside errorResponse: denial (SRM-0005), ended (SRM-0004)
+    extension = {"SRM-0005": {"denial"}, "SRM-0004": {"ended"}}.get(code, set())
+    assert "errorResponse" in body and set(body) - {"errorResponse"} <= extension
     err = body["errorResponse"]
     assert set(err) == {"code", "status", "errorCode", "errorMessage"}
     assert all(isinstance(v, str) for v in err.values())
@@ -56,6 +59,9 @@ async def test_lifecycle_on_both_prefixes(client: Any, prefix: str) -> None:
     assert resp.status == 200  # idempotent until removed
     resp = await client.put(f"{prefix}/sessions/{sid}", headers=auth())
     await expect_error(resp, 404, "SRM-0004")
+    ended = (await resp.json())["ended"]
+    assert (ended["endReason"], ended["byDeviceId"]) == ("TEARDOWN", None)
+    assert ended["endedAt"].endswith("Z")
 
 
 async def test_bearer_alias_is_accepted(client: Any) -> None:
@@ -86,20 +92,9 @@ async def test_listing(client: Any, clock: Clock) -> None:
     assert set(by_id) == {sid, other}
     assert by_id[other]["state"] == "ENDED" and by_id[other]["endReason"] == "TEARDOWN"
     s = by_id[sid]
-    assert set(s) == {
-        "sessionId",
-        "accountId",
-        "deviceId",
-        "contentID",
-        "contentType",
-        "state",
-        "createdAt",
-        "lastKeepAliveAt",
-        "expiresAt",
-        "endedAt",
-        "endReason",
-    }
+    assert set(s) == set(SESSION_FIELDS)
     assert s["accountId"] == "acct-1" and s["deviceId"] == "dev-1"
+    assert (s["deviceType"], s["quality"]) == ("unknown", None)
     assert s["createdAt"].endswith("Z") and s["endedAt"] is None and s["endReason"] is None
     clock.advance(121)
     body = await (await client.get("/srm/sessions", headers=auth())).json()
@@ -261,7 +256,7 @@ async def test_operator_endpoints(client: Any) -> None:
     resp = await client.put(
         "/srm/v1/accounts/acct-1/limit", json={"maxSessions": 1}, headers=OPERATOR
     )
-    assert await resp.json() == {"maxSessions": 1, "override": True}
+    assert await resp.json() == {"maxSessions": 1, "override": True, "rules": {}}
     await setup_session(client)
     resp = await client.post("/srm/sessions", json=SETUP, headers=auth())
     await expect_error(resp, 200, "SRM-0005", "DENIED")
@@ -269,9 +264,9 @@ async def test_operator_endpoints(client: Any) -> None:
         resp = await client.put("/srm/v1/accounts/acct-1/limit", json=bad, headers=OPERATOR)
         await expect_error(resp, 400, "SRM-0002")
     resp = await client.delete("/srm/v1/accounts/acct-1/limit", headers=OPERATOR)
-    assert await resp.json() == {"maxSessions": 3, "override": False}
+    assert await resp.json() == {"maxSessions": 3, "override": False, "rules": {}}
     resp = await client.get("/srm/v1/accounts/acct-1/limit", headers=OPERATOR)
-    assert await resp.json() == {"maxSessions": 3, "override": False}
+    assert await resp.json() == {"maxSessions": 3, "override": False, "rules": {}}
 
 
 async def test_health_and_ready(client: Any) -> None:

@@ -1,5 +1,6 @@
 """Model-based test: random interleavings of every store operation against a real redis-server,
-checked after each step against a plain-Python model of the SRM."""
+checked after each step against a plain-Python model of the SRM (limit rules and replaces
+included)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from hypothesis.stateful import (
 from srm import keys as k
 from srm.errors import LimitReached, SessionNotFound
 from srm.model import EndReason, NewSession, Policy, State
+from srm.rules import Rule
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
 from tests.redis_servers import RedisProcess
@@ -34,6 +36,13 @@ TIMEOUT_MS = 30_000
 RETENTION_MS = 20_000
 DEFAULT_LIMIT = 2
 T0 = 1_800_000_000_000
+RULES = (
+    Rule("uhd", 1, qualities=("UHD",)),
+    Rule("tv", 1, device_types=("tv",), per="device", policy="evict"),
+    Rule("title", 1, content_types=("LIVE",), per="content"),
+)
+DEVICES = {"tv1": "tv", "tv2": "tv", "ph": "phone"}
+CONTENTS = [("c1", "COD"), ("c1", "LIVE"), ("c2", "LIVE")]
 
 
 @dataclass
@@ -43,9 +52,13 @@ class ModelSession:
     created: int
     ka: int
     deadline: int
+    device: str = "dev"
+    groups: tuple[str, ...] = ()
+    quality: str | None = None
     reason: EndReason | None = None
     ended_at: int | None = None
     purge_at: int | None = None
+    by: str | None = None
 
     def lapsed(self, now: int) -> bool:
         return self.reason is None and self.deadline <= now
@@ -70,12 +83,13 @@ class SrmModel(RuleBasedStateMachine):
         self.store = SessionStore(
             self.redis,
             self.keys,
-            Policy(TIMEOUT_MS, DEFAULT_LIMIT, RETENTION_MS, evict=self.evict),
+            Policy(TIMEOUT_MS, DEFAULT_LIMIT, RETENTION_MS, evict=self.evict, rules=RULES),
             clock=lambda: self.now,
         )
         self.run(self.redis.flushall())
         self.sessions: dict[str, ModelSession] = {}
         self.limits: dict[str, int] = {}
+        self.rule_limits: dict[tuple[str, str], int] = {}
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -86,8 +100,8 @@ class SrmModel(RuleBasedStateMachine):
 
     # -- the model's own transitions -----------------------------------------------------
 
-    def end(self, s: ModelSession, reason: EndReason, at: int) -> None:
-        s.reason, s.ended_at, s.purge_at = reason, at, self.now + RETENTION_MS
+    def end(self, s: ModelSession, reason: EndReason, at: int, by: str | None = None) -> None:
+        s.reason, s.ended_at, s.purge_at, s.by = reason, at, self.now + RETENTION_MS, by
 
     def end_lapsed(self, account: str) -> None:
         for s in self.sessions.values():
@@ -102,24 +116,90 @@ class SrmModel(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------------
 
-    @rule(target=sessions_bundle, account=st.sampled_from(ACCOUNTS))
-    def setup(self, account: str) -> str:
+    def checks(self, account: str, new: NewSession) -> list[tuple[str, str | None, int, str]]:
+        """(name, group field or None for the account, max, policy) of each limit to fit."""
+        checks: list[tuple[str, str | None, int, str]] = [
+            ("account", None, self.limit(account), "evict" if self.evict else "deny")
+        ]
+        for r in RULES:
+            if r.matches(new.quality, new.device_type, new.content_type):
+                field = r.group(new.device_id, new.content_id)
+                checks.append(
+                    (r.name, field, self.rule_limits.get((account, r.name), r.max), r.policy)
+                )
+        return checks
+
+    @rule(
+        target=sessions_bundle,
+        account=st.sampled_from(ACCOUNTS),
+        device=st.sampled_from(sorted(DEVICES)),
+        quality=st.sampled_from([None, "SD", "UHD"]),
+        content=st.sampled_from(CONTENTS),
+        replaces=st.one_of(st.none(), sessions_bundle),
+    )
+    def setup(
+        self,
+        account: str,
+        device: str,
+        quality: str | None,
+        content: tuple[str, str],
+        replaces: str | None,
+    ) -> str:
         sid = str(uuid.uuid4())
+        new = NewSession(
+            sid,
+            account,
+            device,
+            *content,
+            device_type=DEVICES[device],
+            quality=quality,
+            replaces=replaces,
+        )
         self.end_lapsed(account)
-        live = self.live(account)
-        limit = self.limit(account)
-        expect_denied = len(live) >= limit and not (self.evict and limit > 0)
+        live = sorted(self.live(account), key=lambda s: (s.deadline, s.sid))
+        checks = self.checks(account, new)
+
+        def counts(field: str | None, s: ModelSession) -> bool:
+            return field is None or field in s.groups
+
+        gone: list[ModelSession] = [s for s in live if s.sid == replaces]
+        victims: list[ModelSession] = []
+
+        def remaining(field: str | None) -> int:
+            return sum(1 for s in live if counts(field, s) and s not in gone)
+
+        for _name, field, limit, policy in checks:
+            if policy == "evict" and limit > 0:
+                need = remaining(field) + 1 - limit
+                for s in live:
+                    if need <= 0:
+                        break
+                    if counts(field, s) and s not in gone:
+                        gone.append(s)
+                        victims.append(s)
+                        need -= 1
+        refusing = next((c for c in checks if remaining(c[1]) + 1 > c[2]), None)
         try:
-            active = self.run(self.store.setup(NewSession(sid, account, "dev", "c", "COD")))
-        except LimitReached as denied:
-            assert expect_denied, f"denied with {len(live)} live of {limit}"
-            assert (denied.active, denied.limit) == (len(live), limit)  # noqa: PT017
+            active = self.run(self.store.setup(new))
+        except LimitReached as exc:
+            denied = exc
+        else:
+            denied = None
+        if denied is not None:
+            assert refusing is not None, f"denied by {denied.rule}, expected to fit"
+            name, field, limit, _policy = refusing
+            counted = [s.sid for s in live if counts(field, s)]
+            assert (denied.rule, denied.limit, denied.active) == (name, limit, len(counted))
+            assert [x.session_id for x in denied.sessions] == counted
             return sid
-        assert not expect_denied, f"created with {len(live)} live of {limit}"
-        if len(live) >= limit:  # evict policy: the oldest keep-alive goes first
-            for victim in sorted(live, key=lambda s: (s.deadline, s.sid))[: len(live) - limit + 1]:
-                self.end(victim, EndReason.EVICTED, self.now)
-        self.sessions[sid] = ModelSession(sid, account, self.now, self.now, self.now + TIMEOUT_MS)
+        assert refusing is None, f"created, expected a denial by {refusing}"
+        for s in gone:
+            reason = EndReason.REPLACED if s.sid == replaces else EndReason.EVICTED
+            self.end(s, reason, self.now, device)
+        groups = tuple(c[1] for c in checks if c[1] is not None)
+        self.sessions[sid] = ModelSession(
+            sid, account, self.now, self.now, self.now + TIMEOUT_MS, device, groups, quality
+        )
         assert active == len(self.live(account))
         return sid
 
@@ -128,7 +208,7 @@ class SrmModel(RuleBasedStateMachine):
         s = self.sessions.get(sid)
         if s is None:
             return  # a denied or removed setup: a retry would be a new attempt
-        self.run(self.store.setup(NewSession(sid, s.account, "dev", "c", "COD")))
+        self.run(self.store.setup(NewSession(sid, s.account, "dev", "c", "COD", quality="UHD")))
 
     @rule(sid=sessions_bundle, same_account=st.booleans())
     def keep_alive(self, sid: str, same_account: bool) -> None:
@@ -137,8 +217,25 @@ class SrmModel(RuleBasedStateMachine):
         ok = s is not None and s.account == account and s.active(self.now)
         try:
             self.run(self.store.keep_alive(account, sid))
-        except SessionNotFound:
+        except SessionNotFound as gone:
             assert not ok
+            told = gone.ended
+            if s is None or s.account != account:
+                assert told is None
+            elif s.reason is None:  # lapsed, not processed yet
+                assert told is not None
+                assert (told.reason, told.ended_at, told.by_device_id) == (
+                    EndReason.TIMEOUT,
+                    s.deadline,
+                    None,
+                )
+            else:
+                assert told is not None
+                assert (told.reason, told.ended_at, told.by_device_id) == (
+                    s.reason,
+                    s.ended_at,
+                    s.by,
+                )
             return
         assert ok and s is not None
         s.ka, s.deadline = self.now, self.now + TIMEOUT_MS
@@ -179,10 +276,37 @@ class SrmModel(RuleBasedStateMachine):
         self.run(self.store.set_limit(account, value))
         self.limits[account] = value
 
+    @rule(
+        account=st.sampled_from(ACCOUNTS),
+        name=st.sampled_from([r.name for r in RULES]),
+        value=st.one_of(st.none(), st.integers(0, 2)),
+    )
+    def set_rule_limit(self, account: str, name: str, value: int | None) -> None:
+        self.run(self.store.set_limit(account, None, {name: value}))
+        if value is None:
+            self.rule_limits.pop((account, name), None)
+        else:
+            self.rule_limits[(account, name)] = value
+
     @rule(account=st.sampled_from(ACCOUNTS))
     def clear_limit(self, account: str) -> None:
         self.run(self.store.clear_limit(account))
         self.limits.pop(account, None)
+        for key in [key for key in self.rule_limits if key[0] == account]:
+            del self.rule_limits[key]
+
+    @rule(account=st.sampled_from(ACCOUNTS), device=st.sampled_from(sorted(DEVICES)))
+    def end_device(self, account: str, device: str) -> None:
+        self.end_lapsed_of(account, device)
+        live = [s for s in self.live(account) if s.device == device]
+        for s in live:
+            self.end(s, EndReason.OPERATOR, self.now)
+        assert self.run(self.store.end_device(account, device, EndReason.OPERATOR)) == len(live)
+
+    def end_lapsed_of(self, account: str, device: str) -> None:
+        for s in self.sessions.values():
+            if s.account == account and s.device == device and s.lapsed(self.now):
+                self.end(s, EndReason.TIMEOUT, s.deadline)
 
     @rule(seconds=st.sampled_from([0.001, 1, 10, 19.999, 20, 29.999, 30, 45, 120]))
     def advance(self, seconds: float) -> None:
@@ -237,6 +361,7 @@ class SrmModel(RuleBasedStateMachine):
             for sid, m in expected.items():
                 g = got[sid]
                 assert g.last_keep_alive_at == m.ka and g.created_at == m.created
+                assert (g.device_id, g.quality) == (m.device, m.quality)
                 if m.active(self.now):
                     assert (g.state, g.expires_at, g.end_reason) == (
                         State.ACTIVE,

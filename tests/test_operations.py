@@ -81,7 +81,7 @@ async def test_a_zero_limit_allows_no_session(client: Any) -> None:
     resp = await client.put(
         "/srm/v1/accounts/acct-1/limit", json={"maxSessions": 0}, headers=OPERATOR
     )
-    assert await resp.json() == {"maxSessions": 0, "override": True}
+    assert await resp.json() == {"maxSessions": 0, "override": True, "rules": {}}
     await expect_error(
         await client.post("/srm/sessions", json=SETUP, headers=auth()), 200, "SRM-0005", "DENIED"
     )
@@ -104,7 +104,7 @@ async def test_bad_limit_bodies_are_400_and_change_nothing(client: Any, body: by
     resp = await client.put("/srm/v1/accounts/acct-1/limit", data=body, headers=OPERATOR)
     await expect_error(resp, 400, "SRM-0002")
     resp = await client.get("/srm/v1/accounts/acct-1/limit", headers=OPERATOR)
-    assert await resp.json() == {"maxSessions": 3, "override": False}
+    assert await resp.json() == {"maxSessions": 3, "override": False, "rules": {}}
 
 
 async def test_an_overlong_account_id_is_400(client: Any) -> None:

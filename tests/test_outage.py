@@ -118,7 +118,7 @@ async def assert_service_works(client: Any, account: str) -> None:
         resp = await client.put(
             f"/srm/v1/accounts/{account}/limit", json={"maxSessions": 7}, headers=OPERATOR
         )
-        assert await resp.json() == {"maxSessions": 7, "override": True}
+        assert await resp.json() == {"maxSessions": 7, "override": True, "rules": {}}
         resp = await client.delete(f"/srm/v1/accounts/{account}/sessions", headers=OPERATOR)
         assert await resp.json() == {"ended": 2}
 

@@ -23,6 +23,7 @@ PREFIXES = ("/srm", "/srm/v1")
 # which account ids may contain (keys.py keeps them harmless).
 SID = "{sessionId:[^/]+}"
 ACCT = "{accountId:[^/]+}"
+DEV = "{deviceId:[^/]+}"
 
 
 def routes() -> Iterable[web.RouteDef]:
@@ -35,6 +36,7 @@ def routes() -> Iterable[web.RouteDef]:
         yield web.get(f"{p}/accounts/{ACCT}/sessions", h.list_account, allow_head=False)
         yield web.delete(f"{p}/accounts/{ACCT}/sessions", h.end_account_sessions)
         yield web.delete(f"{p}/accounts/{ACCT}/sessions/{SID}", h.end_account_session)
+        yield web.delete(f"{p}/accounts/{ACCT}/devices/{DEV}/sessions", h.end_device_sessions)
         yield web.get(f"{p}/accounts/{ACCT}/limit", h.get_limit, allow_head=False)
         yield web.put(f"{p}/accounts/{ACCT}/limit", h.put_limit)
         yield web.delete(f"{p}/accounts/{ACCT}/limit", h.delete_limit)
@@ -89,6 +91,9 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         content_types=settings.sessions.content_types,
         body_timeout=settings.server.body_timeout,
         openapi=openapi.document_bytes(settings, PREFIXES),
+        qualities=settings.sessions.qualities,
+        rule_names=frozenset(r.name for r in settings.sessions.rules),
+        limit_claims=settings.auth.limit_claims,
     )
     app[DEPS] = service
     app.add_routes(list(routes()))

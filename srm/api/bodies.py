@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from srm.errors import MalformedRequest
-from srm.model import USAGE_DAYS, USAGE_REASONS, AccountSessions, DayUsage, Limit, Session
+from srm.model import (
+    USAGE_DAYS,
+    USAGE_REASONS,
+    AccountSessions,
+    DayUsage,
+    Ended,
+    Limit,
+    Session,
+    State,
+)
 
 MAX_CONTENT_ID_LENGTH = 256
 MAX_ACCOUNT_ID_LENGTH = 256
@@ -35,6 +46,12 @@ def account_id(raw: str) -> str:
     return raw
 
 
+def device_id(raw: str) -> str:
+    if not raw or len(raw) > MAX_ACCOUNT_ID_LENGTH:
+        raise MalformedRequest("deviceId must be 1 to 256 characters")
+    return raw
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     if not body:
         raise MalformedRequest("request body is empty")
@@ -47,9 +64,21 @@ def json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
-def setup_request(body: bytes, content_types: tuple[str, ...]) -> tuple[str, str]:
-    """(contentID, contentType) of a setup body; both are mandatory, as in the SRM."""
-    content = json_object(body).get("content")
+@dataclass(frozen=True, slots=True)
+class SetupRequest:
+    content_id: str
+    content_type: str
+    quality: str | None
+    replaces: str | None
+
+
+def setup_request(
+    body: bytes, content_types: tuple[str, ...], qualities: tuple[str, ...]
+) -> SetupRequest:
+    """A setup body: contentID and contentType are mandatory, as in the SRM; quality and
+    replaces are optional extensions."""
+    request = json_object(body)
+    content = request.get("content")
     if not isinstance(content, dict):
         raise MalformedRequest("content must be an object")
     content_id = content.get("contentID")
@@ -60,13 +89,20 @@ def setup_request(body: bytes, content_types: tuple[str, ...]) -> tuple[str, str
     content_type = content.get("contentType")
     if not isinstance(content_type, str) or content_type not in content_types:
         raise MalformedRequest(f"content.contentType must be one of {', '.join(content_types)}")
-    return content_id, content_type
+    quality = request.get("quality")
+    if quality is not None and (not isinstance(quality, str) or quality not in qualities):
+        raise MalformedRequest(f"quality must be one of {', '.join(qualities)}")
+    replaces = request.get("replaces")
+    if replaces is not None:
+        if not isinstance(replaces, str) or len(replaces) != 36 or not _UUID.fullmatch(replaces):
+            raise MalformedRequest("replaces is not a sessionId (UUID)")
+        replaces = replaces.lower()
+    return SetupRequest(content_id, content_type, quality, replaces)
 
 
-def limit_request(body: bytes) -> int:
-    value = json_object(body).get("maxSessions")
+def _limit_value(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
-        raise MalformedRequest(f"maxSessions must be an integer from 0 to {MAX_LIMIT}")
+        raise MalformedRequest(f"{what} must be an integer from 0 to {MAX_LIMIT}")
     return value
 
 
@@ -130,6 +166,28 @@ def denial_report(day: int, ranking: list[tuple[str, int]]) -> bytes:
     )
 
 
+def limit_request(
+    body: bytes, rule_names: Collection[str]
+) -> tuple[int | None, dict[str, int | None]]:
+    """(maxSessions or None, {rule: max or None}) of a limit body; at least one is given,
+    every rule name is configured."""
+    request = json_object(body)
+    if "maxSessions" not in request and "rules" not in request:
+        raise MalformedRequest("maxSessions or rules is required")
+    max_sessions = None
+    if "maxSessions" in request:
+        max_sessions = _limit_value(request["maxSessions"], "maxSessions")
+    raw = request.get("rules", {})
+    if not isinstance(raw, dict):
+        raise MalformedRequest("rules must be an object of rule name -> max or null")
+    rules: dict[str, int | None] = {}
+    for name, value in raw.items():
+        if name not in rule_names:
+            raise MalformedRequest(f"no limit rule named {name[:64]!r}")
+        rules[name] = None if value is None else _limit_value(value, f"rules.{name}")
+    return max_sessions, rules
+
+
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
@@ -149,6 +207,57 @@ def session(s: Session) -> dict[str, Any]:
         "expiresAt": iso(s.expires_at),
         "endedAt": iso(s.ended_at),
         "endReason": s.end_reason.value if s.end_reason else None,
+        "deviceType": s.device_type,
+        "quality": s.quality,
+    }
+
+
+SESSION_FIELDS = (
+    "sessionId",
+    "accountId",
+    "deviceId",
+    "contentID",
+    "contentType",
+    "state",
+    "createdAt",
+    "lastKeepAliveAt",
+    "expiresAt",
+    "endedAt",
+    "endReason",
+    "deviceType",
+    "quality",
+)
+DENIED_SESSION_FIELDS = (
+    "sessionId",
+    "deviceId",
+    "deviceType",
+    "contentID",
+    "contentType",
+    "quality",
+    "createdAt",
+    "lastKeepAliveAt",
+)
+
+
+def denied_session(s: Session) -> dict[str, Any]:
+    """A session counted against the limit that refused a setup (``denial.sessions``)."""
+    full = session(s)
+    return {name: full[name] for name in DENIED_SESSION_FIELDS}
+
+
+def denial(rule: str, limit: int, sessions: list[Session]) -> dict[str, Any]:
+    return {
+        "rule": rule,
+        "max": limit,
+        "sessions": [denied_session(s) for s in sessions if s.state is State.ACTIVE],
+    }
+
+
+def ended(how: Ended) -> dict[str, Any]:
+    return {
+        "endReason": how.reason.value,
+        "endedAt": iso(how.ended_at),
+        "byDeviceId": how.by_device_id,
     }
 
 
@@ -170,4 +279,11 @@ def setup_success(sid: str, timeout: int) -> bytes:
 
 
 def limit(value: Limit) -> bytes:
-    return orjson.dumps({"maxSessions": value.max_sessions, "override": value.override})
+    rules = value.rules or {}
+    return orjson.dumps(
+        {
+            "maxSessions": value.max_sessions,
+            "override": value.override,
+            "rules": {name: {"max": r.max, "override": r.override} for name, r in rules.items()},
+        }
+    )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from srm.api import bodies
 from srm.api.observability import ERROR_CODE
 from srm.errors import (
     InternalError,
@@ -16,6 +18,7 @@ from srm.errors import (
     MalformedRequest,
     MethodNotAllowed,
     NoSuchPath,
+    SessionNotFound,
     SrmError,
     TooLarge,
 )
@@ -45,16 +48,20 @@ def http_status(error: SrmError, deny_status: int = 200) -> int:
 
 
 def error_body(error: SrmError, status: int) -> bytes:
-    return orjson.dumps(
-        {
-            "errorResponse": {
-                "code": str(status),
-                "status": "DENIED" if isinstance(error, LimitReached) else "ERROR",
-                "errorCode": error.code,
-                "errorMessage": error.message,
-            }
+    body: dict[str, Any] = {
+        "errorResponse": {
+            "code": str(status),
+            "status": "DENIED" if isinstance(error, LimitReached) else "ERROR",
+            "errorCode": error.code,
+            "errorMessage": error.message,
         }
-    )
+    }
+    # the two extensions of API.md, beside the unchanged errorResponse
+    if isinstance(error, LimitReached):
+        body["denial"] = bodies.denial(error.rule, error.limit, error.sessions)
+    elif isinstance(error, SessionNotFound) and error.ended is not None:
+        body["ended"] = bodies.ended(error.ended)
+    return orjson.dumps(body)
 
 
 def error_response(error: SrmError, deny_status: int = 200) -> web.Response:

@@ -34,6 +34,9 @@ class Deps:
     content_types: tuple[str, ...]
     body_timeout: float
     openapi: bytes
+    qualities: tuple[str, ...] = ("SD", "HD", "UHD")
+    rule_names: frozenset[str] = frozenset()
+    limit_claims: bool = False  # honour the token's maxSessions claim
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def client(self, request: web.Request) -> Principal:
@@ -101,9 +104,19 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 async def setup(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     principal = deps.client(request)
-    content_id, content_type = bodies.setup_request(await deps.body(request), deps.content_types)
+    wanted = bodies.setup_request(await deps.body(request), deps.content_types, deps.qualities)
     sid = str(uuid.uuid4())
-    new = NewSession(sid, principal.account_id, principal.device_id, content_id, content_type)
+    new = NewSession(
+        sid,
+        principal.account_id,
+        principal.device_id,
+        wanted.content_id,
+        wanted.content_type,
+        device_type=principal.device_type,
+        quality=wanted.quality,
+        replaces=wanted.replaces,
+        max_sessions=principal.max_sessions if deps.limit_claims else None,
+    )
     try:
         await deps.store.setup(new)
     except StoreUnavailable:
@@ -169,6 +182,15 @@ async def end_account_sessions(request: web.Request) -> web.Response:
     return _json(orjson.dumps({"ended": ended}))
 
 
+async def end_device_sessions(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    device = bodies.device_id(request.match_info["deviceId"])
+    ended = await deps.store.end_device(account, device, EndReason.OPERATOR)
+    return _json(orjson.dumps({"ended": ended}))
+
+
 async def get_limit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
@@ -180,8 +202,8 @@ async def put_limit(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
     account = bodies.account_id(request.match_info["accountId"])
-    value = bodies.limit_request(await deps.body(request))
-    return _json(bodies.limit(await deps.store.set_limit(account, value)))
+    value, rules = bodies.limit_request(await deps.body(request), deps.rule_names)
+    return _json(bodies.limit(await deps.store.set_limit(account, value, rules)))
 
 
 async def delete_limit(request: web.Request) -> web.Response:

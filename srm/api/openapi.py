@@ -53,12 +53,15 @@ def _nullable(schema: Json) -> Json:
     return {**schema, "nullable": True}
 
 
-def _error_schema(codes: list[str], statuses: list[str], words: list[str]) -> Json:
+def _error_schema(
+    codes: list[str], statuses: list[str], words: list[str], extensions: Json | None = None
+) -> Json:
     return {
         "type": "object",
-        "required": ["errorResponse"],
+        "required": ["errorResponse", *(extensions or {})],
         "additionalProperties": False,
         "properties": {
+            **(extensions or {}),
             "errorResponse": {
                 "type": "object",
                 "required": ["code", "status", "errorCode", "errorMessage"],
@@ -69,8 +72,28 @@ def _error_schema(codes: list[str], statuses: list[str], words: list[str]) -> Js
                     "errorCode": {"type": "string", "enum": codes},
                     "errorMessage": {"type": "string"},
                 },
-            }
+            },
         },
+    }
+
+
+def _id_parameter(name: str) -> Json:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": bodies.MAX_ACCOUNT_ID_LENGTH},
+    }
+
+
+def _subset(schema: Json, names: tuple[str, ...]) -> Json:
+    """An object schema with only the properties *names* of *schema*, all required."""
+    props = schema["properties"]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(names),
+        "properties": {name: props[name] for name in names},
     }
 
 
@@ -78,17 +101,74 @@ def _schemas(settings: Settings) -> Json:
     deny = str(settings.sessions.deny_status)
     time = _nullable({"type": "string", "format": "date-time"})
     count = {"type": "integer", "minimum": 0}
+    qualities = list(settings.sessions.qualities)
+    reasons = ["TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", "REPLACED"]
+    generic = _error_schema(
+        [e.code for e in ERRORS],
+        sorted({"400", "401", "403", "404", "405", "413", "431", "500", "503", deny}),
+        ["ERROR", "DENIED"],
+    )
+    generic["properties"]["ended"] = _ref("schemas", "HowEnded")
+    generic["properties"]["denial"] = _ref("schemas", "Denial")
+    session: Json = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(bodies.SESSION_FIELDS),
+        "properties": {
+            "sessionId": {"type": "string", "format": "uuid"},
+            "accountId": {"type": "string"},
+            "deviceId": {"type": "string"},
+            "contentID": {"type": "string"},
+            "contentType": {"type": "string"},
+            "state": {"type": "string", "enum": ["ACTIVE", "ENDED"]},
+            "createdAt": time,
+            "lastKeepAliveAt": time,
+            "expiresAt": time,
+            "endedAt": time,
+            "endReason": _nullable({"type": "string", "enum": [*reasons, None]}),
+            "deviceType": {"type": "string"},
+            "quality": _nullable({"type": "string"}),
+        },
+    }
     return {
         "ErrorResponse": {
-            **_error_schema(
-                [e.code for e in ERRORS],
-                sorted({"400", "401", "403", "404", "405", "413", "431", "500", "503", deny}),
-                ["ERROR", "DENIED"],
-            ),
+            **generic,
             "description": "Every error on every path; `code` is the HTTP status sent, "
-            "`status` is DENIED for SRM-0005 and ERROR otherwise.",
+            "`status` is DENIED for SRM-0005 and ERROR otherwise. Beside errorResponse: "
+            "`denial` on SRM-0005, `ended` on SRM-0004 for an ended session not yet removed.",
         },
-        "Denied": _error_schema([LimitReached.code], [deny], ["DENIED"]),
+        "Denied": _error_schema(
+            [LimitReached.code], [deny], ["DENIED"], {"denial": _ref("schemas", "Denial")}
+        ),
+        "Denial": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["rule", "max", "sessions"],
+            "description": "The limit that refused the setup (`account`, or a limit rule's "
+            "name) and the ACTIVE sessions counted against it (at most 100, oldest "
+            "keep-alive first): stop one of these by setting up again with `replaces`.",
+            "properties": {
+                "rule": {"type": "string"},
+                "max": {"type": "integer", "minimum": 0},
+                "sessions": {
+                    "type": "array",
+                    "maxItems": 100,
+                    "items": _subset(session, bodies.DENIED_SESSION_FIELDS),
+                },
+            },
+        },
+        "HowEnded": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["endReason", "endedAt", "byDeviceId"],
+            "description": "How the session ended (keep-alive of an ended session that is "
+            "not removed yet); byDeviceId: the device whose setup evicted or replaced it.",
+            "properties": {
+                "endReason": {"type": "string", "enum": reasons},
+                "endedAt": {"type": "string", "format": "date-time"},
+                "byDeviceId": _nullable({"type": "string"}),
+            },
+        },
         "SetupRequest": {
             "type": "object",
             "required": ["content"],
@@ -109,7 +189,19 @@ def _schemas(settings: Settings) -> Json:
                             "description": "Defaults to the first configured type.",
                         },
                     },
-                }
+                },
+                "quality": {
+                    "type": "string",
+                    "enum": qualities,
+                    "description": "Extension: the stream's quality, for limit rules; "
+                    "absent: none, which matches no quality rule.",
+                },
+                "replaces": {
+                    "type": "string",
+                    "format": "uuid",
+                    "description": "Extension: a sessionId of the caller's account to end "
+                    "(REPLACED) in the same step, only if this setup then succeeds.",
+                },
             },
         },
         "SetupSuccess": {
@@ -133,38 +225,7 @@ def _schemas(settings: Settings) -> Json:
                 }
             },
         },
-        "Session": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": [
-                "sessionId",
-                "accountId",
-                "deviceId",
-                "contentID",
-                "contentType",
-                "state",
-                "createdAt",
-                "lastKeepAliveAt",
-                "expiresAt",
-                "endedAt",
-                "endReason",
-            ],
-            "properties": {
-                "sessionId": {"type": "string", "format": "uuid"},
-                "accountId": {"type": "string"},
-                "deviceId": {"type": "string"},
-                "contentID": {"type": "string"},
-                "contentType": {"type": "string"},
-                "state": {"type": "string", "enum": ["ACTIVE", "ENDED"]},
-                "createdAt": time,
-                "lastKeepAliveAt": time,
-                "expiresAt": time,
-                "endedAt": time,
-                "endReason": _nullable(
-                    {"type": "string", "enum": ["TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", None]}
-                ),
-            },
-        },
+        "Session": session,
         "SessionList": {
             "type": "object",
             "additionalProperties": False,
@@ -177,18 +238,40 @@ def _schemas(settings: Settings) -> Json:
         },
         "LimitRequest": {
             "type": "object",
-            "required": ["maxSessions"],
+            "description": "maxSessions, rules, or both; a rule name that is not configured "
+            "is SRM-0002 and changes nothing.",
+            "minProperties": 1,
             "properties": {
-                "maxSessions": {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT}
+                "maxSessions": {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT},
+                "rules": {
+                    "type": "object",
+                    "description": "Rule name -> per-account max (null removes the override)",
+                    "additionalProperties": _nullable(
+                        {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT}
+                    ),
+                },
             },
         },
         "Limit": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["maxSessions", "override"],
+            "required": ["maxSessions", "override", "rules"],
             "properties": {
                 "maxSessions": {"type": "integer", "minimum": 0},
                 "override": {"type": "boolean"},
+                "rules": {
+                    "type": "object",
+                    "description": "Every configured limit rule: its max for this account",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["max", "override"],
+                        "properties": {
+                            "max": {"type": "integer", "minimum": 0},
+                            "override": {"type": "boolean"},
+                        },
+                    },
+                },
             },
         },
         "Usage": {
@@ -434,6 +517,16 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
                 path_params=acct,
             ),
         },
+        f"{prefix}/accounts/{{accountId}}/devices/{{deviceId}}/sessions": {
+            "delete": _operation(
+                f"endDeviceSessions{suffix}",
+                "End every active session of one device of the account (endReason OPERATOR)",
+                "operator",
+                {"200": _ok("How many sessions this call ended", _ref("schemas", "Ended"))},
+                errors,
+                path_params=("AccountId", "DeviceId"),
+            ),
+        },
         f"{prefix}/accounts/{{accountId}}/sessions/{{sessionId}}": {
             "delete": _operation(
                 f"endAccountSession{suffix}",
@@ -477,7 +570,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
             ),
             "put": _operation(
                 f"setLimit{suffix}",
-                "Set a per-account limit override (0 allows no session)",
+                "Set per-account overrides of the limit and of limit rules (0 allows none)",
                 "operator",
                 {"200": _ok("The new limit", limit)},
                 [*errors, ("413", "BodyTooLarge")],
@@ -486,7 +579,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
             ),
             "delete": _operation(
                 f"clearLimit{suffix}",
-                "Remove the override: the default limit applies again",
+                "Remove every override: the configured limits apply again",
                 "operator",
                 {"200": _ok("The default limit", limit)},
                 errors,
@@ -593,16 +686,8 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                         "[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
                     },
                 },
-                "AccountId": {
-                    "name": "accountId",
-                    "in": "path",
-                    "required": True,
-                    "schema": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": bodies.MAX_ACCOUNT_ID_LENGTH,
-                    },
-                },
+                "AccountId": _id_parameter("accountId"),
+                "DeviceId": _id_parameter("deviceId"),
                 "Days": {
                     "name": "days",
                     "in": "query",

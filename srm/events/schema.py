@@ -43,6 +43,6 @@ def event(shard: int, entry_id: str, f: dict[str, str]) -> dict[str, Any]:
     elif kind == "session.denied":
         body["rule"] = f.get("x")
     elif kind == "limit.changed":
-        body["rule"] = "account"
-        body["maxSessions"] = int(f["x"]) if f.get("x") else None
+        body["rule"] = f.get("x")
+        body["maxSessions"] = int(f["n"]) if f.get("n") else None
     return body

@@ -1,21 +1,28 @@
 -- Shared fragment, prepended to every script that changes sessions or limits (the loader
 -- does this): the event of each change and the usage it counts, written by the same script.
 --
--- emit: appends one event to the shard's stream, unless events are off (cfg '').
---   cfg: the events ARGV, "<maxlen>,<max age ms>" (0: no such bound), or '' (no XADD at all)
---   Every event has the same fields, '' where one does not apply, so Redis stores the field
---   names once per stream node:
+-- A script first calls events_config(ARGV[k]) with its events ARGV: "<maxlen>,<max age ms>"
+-- (0: no such bound), or '' when events are off (then no XADD happens at all).
+-- emit appends one event to the shard's stream. Every event has the same fields, '' where
+-- one does not apply, so Redis stores the field names once per stream node:
 --   t type (S started, E ended, D denied, L limit changed), at ms, a accountId, s sessionId,
 --   d deviceId, dt deviceType, c contentID, ct contentType, q quality,
---   x endReason | refusing rule | new limit ('' when cleared), n duration ms
---   The stream is trimmed approximately (whole nodes) by length and by age; the age is on
---   the server's own clock, which also makes the entry ids.
-local function emit(stream, cfg, t, at, a, s, d, dt, c, ct, q, x, n)
-  if cfg == '' then
+--   x endReason (E) | rule name (D, L), n duration ms (E) | new max, '' if removed (L)
+-- The stream is trimmed approximately (whole nodes) by length and by age; the age is on the
+-- server's own clock, which also makes the entry ids.
+local EVENTS = ''
+
+local function events_config(arg)
+  EVENTS = arg or ''
+end
+
+local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n)
+  if EVENTS == '' then
     return
   end
-  local comma = string.find(cfg, ',', 1, true)
-  local maxlen, max_age = tonumber(string.sub(cfg, 1, comma - 1)), tonumber(string.sub(cfg, comma + 1))
+  local comma = string.find(EVENTS, ',', 1, true)
+  local maxlen = tonumber(string.sub(EVENTS, 1, comma - 1))
+  local max_age = tonumber(string.sub(EVENTS, comma + 1))
   local fields = {'t', t, 'at', at, 'a', a, 's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct, 'q', q,
     'x', x, 'n', n}
   if maxlen > 0 then
@@ -78,18 +85,30 @@ local function denial_add(prefix, now, account)
   end
 end
 
--- The event context of one account, for end_session: where its events and usage go and
--- where its session records are (the shard's record prefix; sessionId completes the key).
-local function event_context(stream, cfg, usage, sessions, account)
-  return {stream = stream, cfg = cfg, usage = usage, sessions = sessions, account = account}
+-- The events of one account (acct: account_keys(...) of _end.lua), each with its usage.
+-- `active`: the sessions the account has just before an end, or just after a start.
+
+local function session_started(acct, sid, at, d, dt, c, ct, q, active)
+  emit(acct.events, 'S', at, acct.id, sid, d, dt, c, ct, q, '', '')
+  usage_add(acct.usage, at, 'started', 0, active)
 end
 
--- session_ended: the event and usage of one session that has just ended (called by end_session).
--- `active` is the number of sessions the account had just before.
-local function session_ended(ev, sid, reason, ended_at, active)
-  local r = redis.call('HMGET', ev.sessions .. sid, 'dev', 'dt', 'cid', 'ctype', 'q', 'created')
+-- session_ended: called by end_session for every session it ends.
+local function session_ended(acct, sid, reason, ended_at, active)
+  local r = redis.call('HMGET', acct.sessions .. sid, 'dev', 'dt', 'cid', 'ctype', 'q', 'created')
   local duration = math.max(0, tonumber(ended_at) - (tonumber(r[6]) or tonumber(ended_at)))
-  emit(ev.stream, ev.cfg, 'E', ended_at, ev.account, sid, r[1] or '', r[2] or '', r[3] or '',
-    r[4] or '', r[5] or '', reason, duration)
-  usage_add(ev.usage, ended_at, reason, duration, active)
+  emit(acct.events, 'E', ended_at, acct.id, sid, r[1] or '', r[2] or '', r[3] or '', r[4] or '',
+    r[5] or '', reason, duration)
+  usage_add(acct.usage, ended_at, reason, duration, active)
+end
+
+-- session_denied: the setup of sessionId `sess` (its record key) was refused by `rule`
+-- (max `max`). A short-lived record (acct, denied, max) lets a retry of the same call answer
+-- the same denial without a second event or count.
+local function session_denied(sess, acct, rule, max, at, d, dt, c, ct, q, active)
+  redis.call('HSET', sess, 'acct', acct.id, 'denied', rule, 'max', max)
+  redis.call('PEXPIRE', sess, 60000)
+  emit(acct.events, 'D', at, acct.id, '', d, dt, c, ct, q, rule, '')
+  usage_add(acct.usage, at, 'denied', 0, active)
+  denial_add(acct.denials, at, acct.id)
 end

@@ -3,14 +3,19 @@
 -- KEYS[1] sess       srm:{sK}:sess:<sid>        hash  (ka updated)
 -- KEYS[2] active     srm:{sK}:acct:<a>:active   zset  sid -> deadline
 -- KEYS[3] deadlines  srm:{sK}:deadlines         zset  member -> deadline
+-- KEYS[4] ended      srm:{sK}:acct:<a>:ended    hash  (read)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] keep-alive period (ms)
--- Returns 1 when the deadline moved, 0 when the session is unknown, ended or lapsed.
+-- Returns 1 when the deadline moved, 0 when the session is unknown, or how it ended while it
+-- is not removed yet: "REASON|endedAtMs[|byDeviceId]" (a lapsed one: "TIMEOUT|deadline").
 -- A lapsed session is left for the sweep (or the account's next setup) to end.
 local now = server_time(ARGV[1])
 local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
-if not score or tonumber(score) <= now then
-  return 0
+if not score then
+  return redis.call('HGET', KEYS[4], ARGV[2]) or 0
+end
+if tonumber(score) <= now then
+  return 'TIMEOUT|' .. score
 end
 local deadline = now + tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], deadline, ARGV[2])

@@ -76,7 +76,7 @@ class ReaperMetrics:
         )
         self.drift_repairs = Counter(
             "srm_reaper_drift_repairs",
-            "Account counters the audit found out of step with their active set and repaired",
+            "Account and rule counters the audit found out of step with what they count, repaired",
             registry=registry,
         )
         self.errors = Counter(
@@ -225,14 +225,21 @@ class Reaper:
             repairs = await self.store.audit(shard, sorted(accounts))
         for r in repairs:
             log.warning(
-                "audit repaired the counter of account %r: %d, active %d",
+                "audit repaired account %r: counter %d, active %d, rule counters %d",
                 r.account_id,
                 r.counter,
                 r.truth,
-                extra={"account": r.account_id, "counter": r.counter, "truth": r.truth},
+                r.rules,
+                extra={
+                    "account": r.account_id,
+                    "counter": r.counter,
+                    "truth": r.truth,
+                    "rule_repairs": r.rules,
+                },
             )
-        self.metrics.drift_repairs.inc(len(repairs))
-        return len(repairs)
+        fixed = sum(r.count for r in repairs)
+        self.metrics.drift_repairs.inc(fixed)
+        return fixed
 
     async def _beat(self) -> None:
         ttl = self.settings.heartbeat_ttl
