@@ -1,6 +1,6 @@
 """The Redis client for a deployment, built from ``redis.url``: standalone, Sentinel or Cluster.
 
-URL forms (documented in the README, "Scaling out"):
+URL forms (documented in docs/configuration.md, "Redis URLs"):
 
 - standalone: ``redis://[[user]:pw@]host:port/db``, ``rediss://...``, ``unix:///path.sock``
   (redis-py's own URL syntax);

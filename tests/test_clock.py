@@ -8,12 +8,14 @@ with the monotonic clock left alone) give exactly the answers of a host with the
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -95,16 +97,17 @@ def skewed_srm(tmp: Path, offset: str, *command: str, **settings: str) -> Iterat
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # faketime forks: signal the group, srm is in it
         )
     try:
         yield SrmProcess(proc, int(settings.get("SRM_PORT", "0")), log)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 

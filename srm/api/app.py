@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from srm.api import console, openapi
 from srm.api import handlers as h
-from srm.api import openapi
 from srm.api.errors import make_error_middleware
 from srm.api.handlers import DEPS, Deps
 from srm.api.observability import observe
@@ -46,6 +46,7 @@ def routes() -> Iterable[web.RouteDef]:
     yield web.get("/health", h.health, allow_head=False)
     yield web.get("/ready", h.ready, allow_head=False)
     yield web.get("/metrics", h.metrics, allow_head=False)
+    yield from console.routes()
 
 
 def header_limit(max_bytes: int, max_body_bytes: int) -> Middleware:
@@ -96,6 +97,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         limit_claims=settings.auth.limit_claims,
     )
     app[DEPS] = service
+    app[console.CONSOLE] = console.load(bool(settings.operator.keys))
     app.add_routes(list(routes()))
     app.on_shutdown.append(_finish_background)
     return app

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from srm import __version__
-from srm.api import bodies
+from srm.api import bodies, console
 from srm.config import Settings
 from srm.errors import (
     InternalError,
@@ -405,6 +405,7 @@ def _operation(
         "client": [{"ClientToken": []}, {"ClientBearer": []}],
         "operator": [{"OperatorKey": []}],
         "service": [],
+        "console": [],
     }[tag]
     standard = [("431", "HeadersTooLarge"), ("500", "Internal")]
     op: Json = {
@@ -629,6 +630,47 @@ def _service_paths(prefixes: list[tuple[str, str]]) -> Json:
     return paths
 
 
+def _console_paths() -> Json:
+    headers = {
+        **_REQUEST_ID_HEADER,
+        **{name: _ref("headers", name) for name in console.HEADERS},
+    }
+    files = (
+        (console.PATH, "consolePage", "The operator console (a web page)", "text/html"),
+        (console.STYLESHEET, "consoleStylesheet", "The console's stylesheet", "text/css"),
+        (console.SCRIPT, "consoleScript", "The console's script", "text/javascript"),
+    )
+    return {
+        path: {
+            "get": _operation(
+                op_id,
+                summary,
+                "console",
+                {
+                    "200": {
+                        "description": summary,
+                        "headers": headers,
+                        "content": {media: {"schema": {"type": "string"}}},
+                    }
+                },
+                [],
+            )
+        }
+        for path, op_id, summary, media in files
+    }
+
+
+def _console_headers() -> Json:
+    return {
+        name: {
+            "description": "Served with every file of the console",
+            "required": True,
+            "schema": {"type": "string", "enum": [value]},
+        }
+        for name, value in console.HEADERS.items()
+    }
+
+
 def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
     """The OpenAPI 3.0 document of SRM as configured by *settings*, served on *prefixes*."""
     # operationIds must be unique: /srm/v1/... gets the suffix V1, the latest prefix none
@@ -638,6 +680,7 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
         paths.update(_client_paths(prefix, suffix, settings))
         paths.update(_operator_paths(prefix, suffix))
     paths.update(_service_paths(named))
+    paths.update(_console_paths())
     return {
         "openapi": "3.0.3",
         "info": {
@@ -652,6 +695,11 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
             {"name": "client", "description": "OpenTV SRM client calls (Client-Token)"},
             {"name": "operator", "description": "Operator calls (extension)"},
             {"name": "service", "description": "Health, readiness, metrics (extension)"},
+            {
+                "name": "console",
+                "description": "The operator console: a page calling the operator endpoints "
+                "(extension)",
+            },
         ],
         "paths": paths,
         "components": {
@@ -741,6 +789,7 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "description": "A short, non-secret explanation of an error (extension)",
                     "schema": {"type": "string"},
                 },
+                **_console_headers(),
             },
             "responses": _responses(),
             "schemas": _schemas(settings),

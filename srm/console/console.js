@@ -1,0 +1,955 @@
+// SRM operator console. Talks only to the operator endpoints of its own origin, with the key in
+// the Authorization header. Everything that comes from the API is put into the page as text
+// (textContent, text nodes, attribute values): nothing is ever parsed as HTML.
+(function () {
+  'use strict';
+
+  var API = '/srm/v1';
+  var KEY_STORE = 'srm.console.operatorKey';
+  var UNAVAILABLE = 'SRM-0010';
+  var SVG_NS = 'http://www.w3.org/2000/svg';
+
+  var query = new URLSearchParams(window.location.search);
+  // ?refresh=<seconds> and ?pageSize=<n> exist so that tests (and big screens) can tune them
+  var REFRESH_MS = Math.round(clamp(Number(query.get('refresh')) || 5, 0.2, 300) * 1000);
+  var PAGE_SIZE = Math.round(clamp(Number(query.get('pageSize')) || 50, 1, 1000));
+  var DENIALS_TOP = 20;
+  var MAX_ACCOUNT_ID = 256;
+
+  var state = {
+    key: null,
+    account: null,
+    // bumped on every sign-in, sign-out and lookup (account) or sign-in and sign-out (key):
+    // answers that arrive after such a change are dropped
+    generation: 0,
+    keyGeneration: 0,
+    pages: [null], // the cursor of every page walked so far; the last one is shown
+    timer: null,
+    limit: null,
+    activeCount: 0
+  };
+
+  function $(id) {
+    return document.getElementById(id);
+  }
+
+  function clamp(value, low, high) {
+    return Math.min(high, Math.max(low, value));
+  }
+
+  // -- DOM helpers: text only ------------------------------------------------------------
+
+  function el(tag, attributes) {
+    var node = document.createElement(tag);
+    setAttributes(node, attributes);
+    for (var i = 2; i < arguments.length; i++) {
+      append(node, arguments[i]);
+    }
+    return node;
+  }
+
+  function svg(tag, attributes) {
+    var node = document.createElementNS(SVG_NS, tag);
+    setAttributes(node, attributes);
+    for (var i = 2; i < arguments.length; i++) {
+      append(node, arguments[i]);
+    }
+    return node;
+  }
+
+  function setAttributes(node, attributes) {
+    if (!attributes) return;
+    Object.keys(attributes).forEach(function (name) {
+      var value = attributes[name];
+      if (value !== null && value !== undefined && value !== false) {
+        node.setAttribute(name, value === true ? '' : String(value));
+      }
+    });
+  }
+
+  function append(node, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) {
+      child.forEach(function (c) { append(node, c); });
+    } else if (typeof child === 'string' || typeof child === 'number') {
+      node.appendChild(document.createTextNode(String(child)));
+    } else {
+      node.appendChild(child);
+    }
+  }
+
+  function show(node, visible) {
+    node.hidden = !visible;
+  }
+
+  function say(node, text, kind) {
+    node.textContent = text || '';
+    node.classList.toggle('error', kind === 'error');
+    node.classList.toggle('ok', kind === 'ok');
+    show(node, Boolean(text));
+  }
+
+  function notify(text, kind) {
+    say($('message'), text, kind);
+  }
+
+  // -- the API ---------------------------------------------------------------------------
+
+  function ApiError(status, code, message) {
+    this.status = status;
+    this.code = code;
+    this.message = message;
+  }
+
+  function api(method, path, body) {
+    var headers = { Accept: 'application/json', Authorization: 'Bearer ' + state.key };
+    var init = {
+      method: method,
+      headers: headers,
+      cache: 'no-store',
+      credentials: 'omit',
+      referrerPolicy: 'no-referrer'
+    };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    return fetch(API + path, init).then(
+      function (response) {
+        return response.text().then(function (text) {
+          var data = null;
+          try {
+            data = text ? JSON.parse(text) : null;
+          } catch (e) {
+            data = null;
+          }
+          if (response.ok) return data;
+          var error = data && data.errorResponse ? data.errorResponse : {};
+          throw new ApiError(response.status, error.errorCode || '',
+            error.errorMessage || response.statusText || '');
+        });
+      },
+      function () {
+        throw new ApiError(0, '', '');
+      }
+    );
+  }
+
+  function segment(value) {
+    return encodeURIComponent(value);
+  }
+
+  function accountPath(account) {
+    return '/accounts/' + segment(account);
+  }
+
+  function isUnavailable(error) {
+    return error instanceof ApiError && error.status === 404 && error.code === UNAVAILABLE;
+  }
+
+  // A sentence for the operator; *what* names the feature, for "not available" answers.
+  function describe(error, what) {
+    if (!(error instanceof ApiError)) {
+      return 'Something went wrong in the console: ' + String(error && error.message || error);
+    }
+    if (error.status === 0) {
+      return 'The SRM server cannot be reached (network error). Check the connection and try again.';
+    }
+    if (error.status === 403) {
+      return 'The operator key was refused (403 SRM-0006). Sign in with a valid key.';
+    }
+    if (error.status === 503) {
+      return 'The session store is unavailable right now (503 SRM-0008). Try again in a moment.';
+    }
+    if (isUnavailable(error)) {
+      return (what || 'This function') + ' is not available on this server (404 SRM-0010).';
+    }
+    if (error.status === 404 && error.code === 'SRM-0004') {
+      return 'That session no longer exists: it was already removed (404 SRM-0004).';
+    }
+    if (error.status === 400) {
+      return 'The server refused the request (400 ' + error.code + '): ' + error.message;
+    }
+    return 'Unexpected answer from the server: HTTP ' + error.status +
+      (error.code ? ' ' + error.code : '') + (error.message ? ': ' + error.message : '') + '.';
+  }
+
+  // A refused key ends the sign-in wherever it is noticed.
+  function handle(error, what, place) {
+    if (error instanceof ApiError && error.status === 403) {
+      signOut(describe(error));
+      return;
+    }
+    if (place) {
+      say(place, describe(error, what), 'error');
+    } else {
+      notify(describe(error, what), 'error');
+    }
+  }
+
+  // -- sign-in ---------------------------------------------------------------------------
+
+  function storedKey() {
+    try {
+      return window.sessionStorage.getItem(KEY_STORE);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function storeKey(key) {
+    try {
+      if (key) {
+        window.sessionStorage.setItem(KEY_STORE, key);
+      } else {
+        window.sessionStorage.removeItem(KEY_STORE);
+      }
+    } catch (e) {
+      // no sessionStorage (private mode): the key lives in memory only
+    }
+  }
+
+  // Any operator call proves a key. The denials report is wanted anyway; a server without
+  // it is asked for a limit, which every version has.
+  function checkKey() {
+    return loadDenials().catch(function (error) {
+      if (!isUnavailable(error)) throw error;
+      return api('GET', accountPath('console-key-check') + '/limit');
+    });
+  }
+
+  function signIn(event) {
+    event.preventDefault();
+    var input = $('key-input');
+    var key = input.value.trim();
+    if (!key) {
+      notify('Type an operator key to sign in.', 'error');
+      input.focus();
+      return;
+    }
+    state.key = key;
+    state.generation++;
+    var generation = ++state.keyGeneration;
+    $('sign-in').disabled = true;
+    notify('Checking the key…');
+    checkKey().then(
+      function () {
+        if (generation !== state.keyGeneration) return;
+        storeKey(key);
+        input.value = '';
+        notify('');
+        enterWorkspace();
+      },
+      function (error) {
+        if (generation !== state.keyGeneration) return;
+        state.key = null;
+        var text = error instanceof ApiError && error.status === 403
+          ? 'That operator key was not accepted (403 SRM-0006). Check it and try again.'
+          : describe(error);
+        notify(text, 'error');
+        input.focus();
+        input.select();
+      }
+    ).then(function () {
+      $('sign-in').disabled = false;
+    });
+  }
+
+  function signOut(text) {
+    state.key = null;
+    state.generation++;
+    state.keyGeneration++;
+    storeKey(null);
+    stopRefresh();
+    closeAccount();
+    $('key-input').value = '';
+    $('account-input').value = '';
+    $('denials-report').replaceChildren();
+    if (window.location.hash) {
+      window.history.replaceState(null, '', window.location.pathname + window.location.search);
+    }
+    show($('workspace'), false);
+    show($('session-bar'), false);
+    show($('sign-in-view'), true);
+    notify(text || 'Signed out.', text ? 'error' : 'ok');
+    $('key-input').focus();
+  }
+
+  function enterWorkspace() {
+    show($('sign-in-view'), false);
+    show($('workspace'), true);
+    show($('session-bar'), true);
+    var account = hashAccount();
+    if (account) {
+      lookUp(account);
+    } else {
+      $('account-input').focus();
+    }
+  }
+
+  // -- account lookup --------------------------------------------------------------------
+
+  function hashAccount() {
+    var match = /^#account=(.*)$/.exec(window.location.hash);
+    if (!match) return null;
+    try {
+      return decodeURIComponent(match[1]) || null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function accountHash(account) {
+    return '#account=' + encodeURIComponent(account);
+  }
+
+  function search(event) {
+    event.preventDefault();
+    var account = $('account-input').value.trim();
+    if (!account || account.length > MAX_ACCOUNT_ID) {
+      notify(account ? 'An account id has at most ' + MAX_ACCOUNT_ID + ' characters.'
+        : 'Type an account id to look it up.', 'error');
+      $('account-input').focus();
+      return;
+    }
+    if (hashAccount() === account) {
+      lookUp(account);
+    } else {
+      window.location.hash = accountHash(account); // hashchange looks it up
+    }
+  }
+
+  function onHashChange() {
+    var account = hashAccount();
+    if (state.key && account) lookUp(account);
+  }
+
+  function lookUp(account) {
+    state.account = account;
+    state.generation++;
+    state.pages = [null];
+    state.limit = null;
+    $('account-input').value = account;
+    $('account-name').textContent = account;
+    $('account-summary').textContent = 'Loading…';
+    $('sessions').replaceChildren();
+    show($('sessions-empty'), false);
+    say($('sessions-error'), '');
+    say($('limits-error'), '');
+    show($('end-all-box'), false);
+    show($('account-view'), true);
+    show($('limits'), true);
+    show($('usage'), true);
+    notify('');
+    refreshSessions();
+    loadLimit();
+    loadUsage();
+  }
+
+  function closeAccount() {
+    state.account = null;
+    state.generation++;
+    show($('account-view'), false);
+    show($('limits'), false);
+    show($('usage'), false);
+    $('sessions').replaceChildren();
+    $('rules-body').replaceChildren();
+    $('usage-chart').replaceChildren();
+  }
+
+  // -- sessions --------------------------------------------------------------------------
+
+  function stopRefresh() {
+    if (state.timer !== null) {
+      window.clearTimeout(state.timer);
+      state.timer = null;
+    }
+  }
+
+  function scheduleRefresh() {
+    stopRefresh();
+    state.timer = window.setTimeout(refreshSessions, REFRESH_MS);
+  }
+
+  function refreshSessions() {
+    stopRefresh();
+    if (!state.key || !state.account) return;
+    if (document.hidden) {
+      scheduleRefresh();
+      return;
+    }
+    var generation = state.generation;
+    var account = state.account;
+    var cursor = state.pages[state.pages.length - 1];
+    var path = accountPath(account) + '/sessions?limit=' + PAGE_SIZE +
+      (cursor ? '&cursor=' + encodeURIComponent(cursor) : '');
+    api('GET', path).then(
+      function (listing) {
+        if (generation !== state.generation) return;
+        say($('sessions-error'), '');
+        renderSessions(listing || {});
+        scheduleRefresh();
+      },
+      function (error) {
+        if (generation !== state.generation) return;
+        if (error instanceof ApiError && error.status === 400 && state.pages.length > 1) {
+          // a cursor the server no longer takes: start the walk again
+          state.pages = [null];
+          notify('The list changed while you were paging; back to the first page.', 'ok');
+          refreshSessions();
+          return;
+        }
+        handle(error, 'The session list', $('sessions-error'));
+        if (state.key) scheduleRefresh();
+      }
+    );
+  }
+
+  function byActiveThenNewest(a, b) {
+    var active = (b.state === 'ACTIVE') - (a.state === 'ACTIVE');
+    if (active) return active;
+    return String(b.createdAt || '').localeCompare(String(a.createdAt || ''));
+  }
+
+  function renderSessions(listing) {
+    var sessions = Array.isArray(listing.sessions) ? listing.sessions.slice() : [];
+    sessions.sort(byActiveThenNewest);
+    state.activeCount = Number(listing.activeCount) || 0;
+    var max = listing.maxSessions;
+    $('account-summary').textContent = state.activeCount + ' active of ' +
+      (max === undefined || max === null ? '?' : max) + ' allowed';
+
+    // keep the keyboard focus on the same control of the same session across a refresh
+    var focused = document.activeElement;
+    var keep = null;
+    if (focused && focused.dataset && focused.dataset.sessionAction) {
+      keep = { id: focused.dataset.sessionRef, action: focused.dataset.sessionAction };
+    }
+
+    var rows = sessions.map(sessionRow);
+    $('sessions').replaceChildren.apply($('sessions'), rows);
+    show($('sessions-empty'), rows.length === 0 && state.pages.length === 1);
+    $('end-all').disabled = state.activeCount === 0;
+
+    if (keep) {
+      var again = $('sessions').querySelector(
+        '[data-session-action="' + keep.action + '"][data-session-ref="' + cssEscape(keep.id) + '"]');
+      if (again) again.focus();
+    }
+
+    var next = listing.next;
+    var hasNext = typeof next === 'string' && next !== '';
+    var page = state.pages.length;
+    $('next-page').disabled = !hasNext;
+    $('next-page').dataset.cursor = hasNext ? next : '';
+    $('previous-page').disabled = page === 1;
+    $('first-page').disabled = page === 1;
+    show($('first-page').parentNode, hasNext || page > 1);
+    $('page-info').textContent = 'Page ' + page;
+    $('refresh-status').textContent = 'Updated ' + clock(new Date()) + ', every ' +
+      (REFRESH_MS / 1000) + ' s';
+  }
+
+  function cssEscape(value) {
+    return window.CSS && CSS.escape ? CSS.escape(value) : String(value).replace(/["\\]/g, '\\$&');
+  }
+
+  function cell(label, content, className) {
+    return el('td', { 'data-label': label, class: className || null }, content);
+  }
+
+  function sessionRow(s) {
+    var active = s.state === 'ACTIVE';
+    var actions = [];
+    if (active) {
+      actions.push(el('button', {
+        type: 'button',
+        class: 'danger small',
+        'data-testid': 'end-session',
+        'data-session-action': 'end-session',
+        'data-session-ref': s.sessionId,
+        'aria-label': 'End session on device ' + text(s.deviceId)
+      }, 'End'));
+      actions.push(el('button', {
+        type: 'button',
+        class: 'secondary small',
+        'data-testid': 'end-device',
+        'data-session-action': 'end-device',
+        'data-session-ref': s.sessionId,
+        'aria-label': 'End every session of device ' + text(s.deviceId)
+      }, 'End device'));
+    }
+    var row = el('tr', {
+      'data-testid': 'session-row',
+      'data-session-id': s.sessionId,
+      'data-state': s.state,
+      class: active ? 'active' : 'ended'
+    },
+    cell('Device', text(s.deviceId), 'mono'),
+    cell('Device type', text(s.deviceType)),
+    cell('Content', [el('span', { class: 'mono' }, text(s.contentID)),
+      s.contentType ? el('span', { class: 'muted' }, ' ' + s.contentType) : null]),
+    cell('Quality', text(s.quality)),
+    cell('State', el('span', { class: 'badge ' + (active ? 'badge-active' : 'badge-ended'),
+      'data-testid': 'session-state' }, text(s.state))),
+    cell('Created', time(s.createdAt)),
+    cell('Last keep-alive', time(s.lastKeepAliveAt)),
+    cell(active ? 'Expires' : 'Ended', active ? time(s.expiresAt, 'never') : time(s.endedAt)),
+    cell('End reason', text(s.endReason)),
+    cell('Actions', actions, 'actions'));
+    row.querySelectorAll('button').forEach(function (button) {
+      button.addEventListener('click', function () {
+        if (button.dataset.sessionAction === 'end-session') {
+          endSession(s, button);
+        } else {
+          endDevice(s, button);
+        }
+      });
+    });
+    return row;
+  }
+
+  function text(value) {
+    return value === null || value === undefined || value === '' ? '—' : String(value);
+  }
+
+  function pad(n) {
+    return n < 10 ? '0' + n : String(n);
+  }
+
+  function clock(date) {
+    return pad(date.getUTCHours()) + ':' + pad(date.getUTCMinutes()) + ':' +
+      pad(date.getUTCSeconds()) + ' UTC';
+  }
+
+  // UTC, the clock of the server and of the reports; the full value in the tooltip.
+  function time(iso, none) {
+    if (!iso) return none || '—';
+    var date = new Date(iso);
+    if (isNaN(date.getTime())) return String(iso);
+    var today = new Date();
+    var sameDay = date.toISOString().slice(0, 10) === today.toISOString().slice(0, 10);
+    var shown = sameDay ? clock(date) : date.toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+    return el('time', { datetime: iso, title: iso }, shown);
+  }
+
+  function afterChange(generation, text) {
+    if (generation !== state.generation) return;
+    notify(text, 'ok');
+    refreshSessions();
+  }
+
+  function endSession(s, button) {
+    var generation = state.generation;
+    button.disabled = true;
+    api('DELETE', accountPath(state.account) + '/sessions/' + segment(s.sessionId)).then(
+      function () {
+        afterChange(generation, 'Session on device ' + text(s.deviceId) + ' ended.');
+      },
+      function (error) {
+        button.disabled = false;
+        if (generation === state.generation) handle(error, 'Ending a session');
+      }
+    );
+  }
+
+  function endDevice(s, button) {
+    var generation = state.generation;
+    button.disabled = true;
+    var path = accountPath(state.account) + '/devices/' + segment(s.deviceId) + '/sessions';
+    api('DELETE', path).then(
+      function (answer) {
+        var n = answer && typeof answer.ended === 'number' ? answer.ended : 0;
+        afterChange(generation, 'Ended ' + n + ' session' + (n === 1 ? '' : 's') +
+          ' of device ' + text(s.deviceId) + '.');
+      },
+      function (error) {
+        button.disabled = false;
+        if (generation === state.generation) handle(error, 'Ending one device\'s sessions');
+      }
+    );
+  }
+
+  function askEndAll() {
+    $('end-all-question').textContent = 'End all ' + state.activeCount + ' active session' +
+      (state.activeCount === 1 ? '' : 's') + ' of account ' + state.account + '? ' +
+      'Their players stop at their next keep-alive.';
+    show($('end-all-box'), true);
+    $('end-all-cancel').focus();
+  }
+
+  function cancelEndAll() {
+    show($('end-all-box'), false);
+    $('end-all').focus();
+  }
+
+  function endAll() {
+    var generation = state.generation;
+    show($('end-all-box'), false);
+    $('end-all').disabled = true;
+    api('DELETE', accountPath(state.account) + '/sessions').then(
+      function (answer) {
+        var n = answer && typeof answer.ended === 'number' ? answer.ended : 0;
+        afterChange(generation, 'Ended ' + n + ' session' + (n === 1 ? '' : 's') + '.');
+        $('end-all').focus();
+      },
+      function (error) {
+        $('end-all').disabled = false;
+        if (generation === state.generation) handle(error, 'Ending all sessions');
+      }
+    );
+  }
+
+  function nextPage() {
+    var cursor = $('next-page').dataset.cursor;
+    if (!cursor) return;
+    state.pages.push(cursor);
+    refreshSessions();
+  }
+
+  function previousPage() {
+    if (state.pages.length > 1) state.pages.pop();
+    refreshSessions();
+  }
+
+  function firstPage() {
+    state.pages = [null];
+    refreshSessions();
+  }
+
+  // -- limits ----------------------------------------------------------------------------
+
+  function loadLimit() {
+    var generation = state.generation;
+    api('GET', accountPath(state.account) + '/limit').then(
+      function (limit) {
+        if (generation === state.generation) renderLimit(limit || {});
+      },
+      function (error) {
+        if (generation === state.generation) handle(error, 'The limit', $('limits-error'));
+      }
+    );
+  }
+
+  function renderLimit(limit) {
+    var previous = state.limit;
+    state.limit = limit;
+    say($('limits-error'), '');
+    $('limit-state').textContent = 'Account limit: ' + text(limit.maxSessions) +
+      (limit.override ? ' (override for this account)' : ' (default)');
+    var input = $('limit-input');
+    var changedElsewhere = !previous || previous.maxSessions !== limit.maxSessions;
+    if (document.activeElement !== input && (changedElsewhere || input.value === '')) {
+      input.value = limit.maxSessions === undefined ? '' : String(limit.maxSessions);
+    }
+    $('limit-remove').disabled = !limit.override;
+    var rules = limit.rules && typeof limit.rules === 'object' ? Object.keys(limit.rules) : [];
+    $('rules-body').replaceChildren.apply($('rules-body'), rules.sort().map(function (name) {
+      return ruleRow(name, limit.rules[name] || {});
+    }));
+    show($('rules'), rules.length > 0);
+  }
+
+  function ruleRow(name, rule) {
+    var id = 'rule-' + name.replace(/[^a-z0-9-]/gi, '_');
+    var input = el('input', {
+      id: id,
+      type: 'number',
+      min: 0,
+      max: 1000000,
+      step: 1,
+      inputmode: 'numeric',
+      value: rule.max,
+      'data-testid': 'rule-input',
+      'data-rule': name
+    });
+    var save = el('button', { type: 'button', class: 'small', 'data-testid': 'rule-save',
+      'data-rule': name }, 'Set');
+    var remove = el('button', { type: 'button', class: 'secondary small',
+      'data-testid': 'rule-remove', 'data-rule': name, disabled: !rule.override }, 'Remove');
+    save.addEventListener('click', function () {
+      var value = parseLimit(input.value);
+      if (value === null) {
+        say($('limits-error'), 'The limit of rule ' + name +
+          ' must be a whole number from 0 to 1,000,000.', 'error');
+        input.focus();
+        return;
+      }
+      var rules = {};
+      rules[name] = value;
+      putLimit({ rules: rules }, 'Rule ' + name + ' set to ' + value + ' for this account.');
+    });
+    remove.addEventListener('click', function () {
+      var rules = {};
+      rules[name] = null;
+      putLimit({ rules: rules }, 'Override of rule ' + name + ' removed.');
+    });
+    return el('tr', { 'data-testid': 'rule-row', 'data-rule': name },
+      el('th', { scope: 'row', class: 'mono' }, name),
+      el('td', { 'data-testid': 'rule-state' }, text(rule.max),
+        el('span', { class: 'muted' }, rule.override ? ' (override)' : ' (default)')),
+      el('td', { class: 'actions' },
+        el('label', { for: id, class: 'visually-hidden' }, 'New max of rule ' + name),
+        input, save, remove));
+  }
+
+  function parseLimit(raw) {
+    var value = String(raw).trim();
+    if (!/^\d{1,7}$/.test(value)) return null;
+    var n = Number(value);
+    return n <= 1000000 ? n : null;
+  }
+
+  function putLimit(body, done) {
+    var generation = state.generation;
+    api('PUT', accountPath(state.account) + '/limit', body).then(
+      function (limit) {
+        if (generation !== state.generation) return;
+        renderLimit(limit || {});
+        notify(done, 'ok');
+      },
+      function (error) {
+        if (generation !== state.generation) return;
+        handle(error, body.rules ? 'Setting a rule override' : 'Setting the limit override',
+          $('limits-error'));
+      }
+    );
+  }
+
+  function saveLimit(event) {
+    event.preventDefault();
+    var value = parseLimit($('limit-input').value);
+    if (value === null) {
+      say($('limits-error'), 'The account limit must be a whole number from 0 to 1,000,000.',
+        'error');
+      $('limit-input').focus();
+      return;
+    }
+    putLimit({ maxSessions: value }, 'Limit override set to ' + value + ' for this account.');
+  }
+
+  function removeLimit() {
+    var generation = state.generation;
+    api('DELETE', accountPath(state.account) + '/limit').then(
+      function (limit) {
+        if (generation !== state.generation) return;
+        state.limit = null;
+        renderLimit(limit || {});
+        notify('Override removed: the default limit of ' + text(limit && limit.maxSessions) +
+          ' applies.', 'ok');
+      },
+      function (error) {
+        if (generation === state.generation) {
+          handle(error, 'Removing the limit override', $('limits-error'));
+        }
+      }
+    );
+  }
+
+  // -- usage chart -----------------------------------------------------------------------
+
+  function loadUsage() {
+    var generation = state.generation;
+    var days = $('usage-days').value;
+    var chart = $('usage-chart');
+    chart.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
+    api('GET', accountPath(state.account) + '/usage?days=' + segment(days)).then(
+      function (usage) {
+        if (generation !== state.generation) return;
+        var list = usage && Array.isArray(usage.days) ? usage.days : [];
+        chart.replaceChildren.apply(chart, usageChart(list.slice().reverse()));
+      },
+      function (error) {
+        if (generation !== state.generation) return;
+        chart.replaceChildren();
+        handle(error, 'Usage', chart.appendChild(el('p', { class: 'message error' })));
+      }
+    );
+  }
+
+  function niceMax(value) {
+    if (value <= 0) return 1;
+    var power = Math.pow(10, Math.floor(Math.log10(value)));
+    var steps = [1, 2, 2.5, 5, 10];
+    for (var i = 0; i < steps.length; i++) {
+      if (steps[i] * power >= value) return steps[i] * power;
+    }
+    return 10 * power;
+  }
+
+  function hours(seconds) {
+    var h = (Number(seconds) || 0) / 3600;
+    return Math.round(h * 10) / 10;
+  }
+
+  // Days oldest first: bars of sessions started and denied (left axis), a line of watched
+  // hours (right axis). The same figures follow as a table for screen readers and copying.
+  function usageChart(days) {
+    var W = 520, H = 230, left = 34, right = 46, top = 14, bottom = 34;
+    var plotW = W - left - right, plotH = H - top - bottom;
+    var countMax = niceMax(Math.max.apply(null, [0].concat(days.map(function (d) {
+      return Math.max(Number(d.started) || 0, Number(d.denied) || 0);
+    }))));
+    var hourMax = niceMax(Math.max.apply(null, [0].concat(days.map(function (d) {
+      return hours(d.watchedSeconds);
+    }))));
+    var slot = plotW / Math.max(days.length, 1);
+    var bar = Math.max(1, Math.min(18, slot * 0.36));
+    var y = function (v, max) { return top + plotH - (v / max) * plotH; };
+
+    var chart = svg('svg', {
+      viewBox: '0 0 ' + W + ' ' + H,
+      role: 'img',
+      'aria-labelledby': 'usage-title',
+      class: 'usage-svg',
+      'data-testid': 'usage-svg'
+    }, svg('title', { id: 'usage-title' }, 'Sessions started and denied, and hours watched, ' +
+      'per UTC day over the last ' + days.length + ' days'));
+
+    [0, 0.5, 1].forEach(function (f) {
+      var yy = y(countMax * f, countMax);
+      chart.appendChild(svg('line', { x1: left, x2: W - right, y1: yy, y2: yy, class: 'grid' }));
+      chart.appendChild(svg('text', { x: left - 6, y: yy + 4, class: 'axis', 'text-anchor': 'end' },
+        String(Math.round(countMax * f * 10) / 10)));
+      chart.appendChild(svg('text', { x: W - right + 6, y: yy + 4, class: 'axis axis-hours' },
+        String(Math.round(hourMax * f * 10) / 10) + ' h'));
+    });
+
+    var every = Math.ceil(days.length / 6);
+    var points = [];
+    days.forEach(function (d, i) {
+      var x = left + slot * i + slot / 2;
+      var started = Number(d.started) || 0, denied = Number(d.denied) || 0;
+      var watched = hours(d.watchedSeconds);
+      chart.appendChild(svg('rect', { x: x - bar, y: y(started, countMax), width: bar,
+        height: top + plotH - y(started, countMax), class: 'bar-started' },
+        svg('title', null, text(d.date) + ': ' + started + ' started')));
+      chart.appendChild(svg('rect', { x: x, y: y(denied, countMax), width: bar,
+        height: top + plotH - y(denied, countMax), class: 'bar-denied' },
+        svg('title', null, text(d.date) + ': ' + denied + ' denied')));
+      points.push([x, y(watched, hourMax), d.date, watched]);
+      if ((days.length - 1 - i) % every === 0) {
+        chart.appendChild(svg('text', { x: x, y: H - bottom + 16, class: 'axis',
+          'text-anchor': 'middle' }, String(d.date || '').slice(5)));
+      }
+    });
+    chart.appendChild(svg('line', { x1: left, x2: W - right, y1: top + plotH, y2: top + plotH,
+      class: 'baseline' }));
+    if (points.length) {
+      chart.appendChild(svg('polyline', { class: 'line-hours', points: points.map(function (p) {
+        return p[0].toFixed(1) + ',' + p[1].toFixed(1);
+      }).join(' ') }));
+      points.forEach(function (p) {
+        chart.appendChild(svg('circle', { cx: p[0], cy: p[1], r: 3, class: 'dot-hours' },
+          svg('title', null, text(p[2]) + ': ' + p[3] + ' h watched')));
+      });
+    }
+
+    var legend = el('ul', { class: 'legend' },
+      el('li', null, el('span', { class: 'swatch swatch-started', 'aria-hidden': 'true' }), 'started'),
+      el('li', null, el('span', { class: 'swatch swatch-denied', 'aria-hidden': 'true' }), 'denied'),
+      el('li', null, el('span', { class: 'swatch swatch-hours', 'aria-hidden': 'true' }),
+        'hours watched (right axis)'));
+
+    var quiet = days.every(function (d) {
+      return !Number(d.started) && !Number(d.denied) && !Number(d.watchedSeconds);
+    });
+    var table = el('table', { class: 'usage-table' },
+      el('thead', null, el('tr', null, el('th', { scope: 'col' }, 'Day (UTC)'),
+        el('th', { scope: 'col' }, 'Started'), el('th', { scope: 'col' }, 'Denied'),
+        el('th', { scope: 'col' }, 'Hours watched'), el('th', { scope: 'col' }, 'Peak active'))),
+      el('tbody', null, days.slice().reverse().map(function (d) {
+        return el('tr', null, el('td', null, text(d.date)), el('td', null, text(d.started)),
+          el('td', null, text(d.denied)), el('td', null, String(hours(d.watchedSeconds))),
+          el('td', null, text(d.peakActive)));
+      })));
+    return [
+      chart,
+      legend,
+      quiet ? el('p', { class: 'muted' }, 'No activity in these days.') : null,
+      el('details', null, el('summary', null, 'Figures as a table'), table)
+    ].filter(Boolean);
+  }
+
+  // -- denials report --------------------------------------------------------------------
+
+  function loadDenials() {
+    var generation = state.keyGeneration;
+    var report = $('denials-report');
+    return api('GET', '/reports/denials?top=' + DENIALS_TOP).then(function (answer) {
+      if (generation === state.keyGeneration) renderDenials(answer || {});
+      return answer;
+    }, function (error) {
+      if (generation === state.keyGeneration) {
+        report.replaceChildren(el('p', { class: 'message error' },
+          describe(error, 'The denials report')));
+      }
+      throw error;
+    });
+  }
+
+  function refreshDenials() {
+    loadDenials().catch(function (error) {
+      if (error instanceof ApiError && error.status === 403) handle(error);
+    });
+  }
+
+  function renderDenials(answer) {
+    var accounts = Array.isArray(answer.accounts) ? answer.accounts : [];
+    var report = $('denials-report');
+    var heading = el('p', { class: 'muted' }, 'Accounts turned away at their limit on ' +
+      text(answer.date) + ' (UTC), most first.');
+    if (!accounts.length) {
+      report.replaceChildren(heading, el('p', null, 'No denials so far today.'));
+      return;
+    }
+    report.replaceChildren(heading, el('ol', { class: 'denials' }, accounts.map(function (a) {
+      var link = el('a', { href: accountHash(String(a.accountId)), class: 'mono',
+        'data-testid': 'denials-account' }, text(a.accountId));
+      return el('li', null, link, el('span', { class: 'count' },
+        text(a.denied) + ' denied'));
+    })));
+  }
+
+  // -- start -----------------------------------------------------------------------------
+
+  function start() {
+    $('sign-in-form').addEventListener('submit', signIn);
+    $('sign-out').addEventListener('click', function () { signOut(); });
+    $('search-form').addEventListener('submit', search);
+    $('end-all').addEventListener('click', askEndAll);
+    $('end-all-confirm').addEventListener('click', endAll);
+    $('end-all-cancel').addEventListener('click', cancelEndAll);
+    $('end-all-box').addEventListener('keydown', function (event) {
+      if (event.key === 'Escape') cancelEndAll();
+    });
+    $('next-page').addEventListener('click', nextPage);
+    $('previous-page').addEventListener('click', previousPage);
+    $('first-page').addEventListener('click', firstPage);
+    $('limit-form').addEventListener('submit', saveLimit);
+    $('limit-remove').addEventListener('click', removeLimit);
+    $('usage-days').addEventListener('change', function () {
+      if (state.account) loadUsage();
+    });
+    $('denials-refresh').addEventListener('click', refreshDenials);
+    window.addEventListener('hashchange', onHashChange);
+    document.addEventListener('visibilitychange', function () {
+      if (!document.hidden && state.account && state.key) refreshSessions();
+    });
+
+    if (document.body.dataset.operatorKeys === 'none') {
+      show($('no-keys'), true);
+      return;
+    }
+    state.key = storedKey();
+    if (state.key) {
+      enterWorkspace();
+      refreshDenials();
+    } else {
+      show($('sign-in-view'), true);
+      $('key-input').focus();
+    }
+  }
+
+  start();
+})();
