@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from bench import load, procs, storage
+from bench import events, load, procs, storage
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,7 +37,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backlog", type=int, default=100_000, help="reaper backlog")
     p.add_argument("--reap-batch", type=int, default=500, help="sessions per sweep/purge call")
     p.add_argument("--reap-parallel", type=int, default=4, help="shards reaped at once")
-    p.add_argument("--only", default="", help="comma list: http,commands,memory,latency,reaper")
+    p.add_argument("--event-lifecycles", type=int, default=20_000, help="events: memory sample")
+    p.add_argument(
+        "--only", default="", help="comma list: http,commands,memory,latency,reaper,events"
+    )
     return p.parse_args(argv)
 
 
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    only = set(a.only.split(",")) if a.only else {"http", "commands", "memory", "latency", "reaper"}
+    parts = {"http", "commands", "memory", "latency", "reaper", "events"}
+    only = set(a.only.split(",")) if a.only else parts
     rows: list[Row] = []
     say(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="srm-bench-") as tmp:
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 latency_rows(a, redis_url, work, rows)
             if "reaper" in only:
                 reaper_rows(a, redis_url, rows)
+            if "events" in only:
+                event_rows(a, redis_url, tokens, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
@@ -238,6 +244,58 @@ def latency_rows(a: argparse.Namespace, redis_url: str, work: Path, rows: list[R
         "(context)",
         f"{large.redis_us_per_call:.1f} vs {small.redis_us_per_call:.1f} us per EVALSHA",
         "",
+    ))  # fmt: skip
+    redis.Redis.from_url(redis_url).flushall()
+
+
+def event_rows(a: argparse.Namespace, redis_url: str, tokens: Path, rows: list[Row]) -> None:
+    m = asyncio.run(events.event_memory(redis_url, a.event_lifecycles))
+    say(
+        f"events: {m.events} events -> {m.bytes_per_event:.1f} bytes/event (MEMORY USAGE of "
+        f"the streams); usage {m.bytes_per_account_day:.1f} bytes per account-day over 35 days "
+        f"({m.first_day_bytes} bytes for an account's first day); default retention "
+        f"(events.maxlen per shard stream) at most {m.default_retention_bytes / 2**20:.0f} MiB"
+    )
+    rows.append((
+        "memory per event (stream entry)",
+        "(context)",
+        f"{m.bytes_per_event:.0f} bytes; default retention at most "
+        f"{m.default_retention_bytes / 2**20:.0f} MiB (events.maxlen x 256 shards)",
+        "",
+    ))  # fmt: skip
+    rows.append((
+        "memory per account-day of usage",
+        "compact",
+        f"{m.bytes_per_account_day:.0f} bytes (35 days in one hash; "
+        f"{m.first_day_bytes} bytes with one day)",
+        "",
+    ))  # fmt: skip
+    costs = asyncio.run(events.script_cost(redis_url, 3000))
+    by = {c.events: c for c in costs}
+    say(
+        f"events: Redis time per setup script {by[True].setup_us:.1f} us on, "
+        f"{by[False].setup_us:.1f} us off; per teardown {by[True].end_us:.1f} us on, "
+        f"{by[False].end_us:.1f} us off"
+    )
+    rows.append((
+        "Redis time per script, events on vs off",
+        "(context)",
+        f"setup {by[True].setup_us:.1f} vs {by[False].setup_us:.1f} us; teardown "
+        f"{by[True].end_us:.1f} vs {by[False].end_us:.1f} us",
+        "",
+    ))  # fmt: skip
+    redis.Redis.from_url(redis_url).flushall()
+    h = events.http_cost(redis_url, tokens, a.connections, a.seconds, a.rounds)
+    say(
+        f"events: srm serve {h.on_rps:.0f} req/s with events, {h.off_rps:.0f} without; "
+        f"ratio per round {[round(r, 2) for r in h.rounds]}"
+    )
+    rows.append((
+        "lifecycle throughput, events on vs off (1 worker)",
+        ">= 0.9",
+        f"{h.on_rps:.0f} vs {h.off_rps:.0f} req/s: ratio **{h.ratio:.2f}** (median of "
+        f"{a.rounds} alternating rounds)",
+        "yes" if h.ratio >= 0.9 else "no",
     ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()
 

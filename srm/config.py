@@ -127,7 +127,7 @@ class ReaperSettings:
 @dataclass(frozen=True)
 class EventsSettings:
     enabled: bool = True
-    maxlen: int = 2000
+    maxlen: int = 1000
     max_age: int = 86400
     claim_idle: float = 30.0
     batch_size: int = 100

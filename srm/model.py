@@ -111,7 +111,7 @@ class EventPolicy:
     """Whether the scripts write events, and how the streams are trimmed."""
 
     enabled: bool = True
-    maxlen: int = 2000
+    maxlen: int = 1000
     max_age_ms: int = 86_400_000
 
     @property
