@@ -185,6 +185,7 @@ class SessionStore:
         "audit",
         "limits",
         "events_read",
+        "events_prune",
     )
 
     def __init__(
@@ -643,6 +644,14 @@ class SessionStore:
         kept = [(entry_id, fields) for entry_id, fields in claimed if fields]
         deleted = (len(reply[2]) if len(reply) > 2 else 0) + len(claimed) - len(kept)
         return kept, deleted
+
+    async def prune_consumers(self, shard: int, group: str, idle_ms: int, own: str = "") -> int:
+        """Remove the group's consumers that hold no event and are idle longer than *idle_ms*
+        (and *own*, if it holds none); how many were removed."""
+        removed = await self._run(
+            "events_prune", [self.keys.events(shard)], ["", group, idle_ms, own]
+        )
+        return int(removed)
 
     async def ack_events(self, shard: int, group: str, ids: Sequence[str]) -> None:
         if ids:

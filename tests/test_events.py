@@ -305,13 +305,15 @@ async def test_usage_keeps_35_days(store: SessionStore, clock: Clock) -> None:
 # -- the consumer group ----------------------------------------------------------------------
 
 
-async def make_changes(store: SessionStore, accounts: int, per_account: int = 2) -> int:
+async def make_changes(
+    store: SessionStore, accounts: int, per_account: int = 2, tag: str = "acct"
+) -> int:
     """Setups and teardowns over many accounts (so over every shard); the number of events."""
     for i in range(accounts):
-        sessions = [new(f"acct-{i}", f"d{j}") for j in range(per_account)]
+        sessions = [new(f"{tag}-{i}", f"d{j}") for j in range(per_account)]
         for s in sessions:
             await store.setup(s)
-        await store.end(f"acct-{i}", sessions[0].session_id, EndReason.TEARDOWN)
+        await store.end(f"{tag}-{i}", sessions[0].session_id, EndReason.TEARDOWN)
     return accounts * (per_account + 1)
 
 
@@ -322,7 +324,7 @@ async def test_two_consumers_of_one_group_share_the_events(store: SessionStore) 
     first = consumer(store, one, name="one", settings=small)
     second = consumer(store, two, name="two", settings=small)
     await first.step()  # creates the groups
-    total += await make_changes(store, 30)
+    total += await make_changes(store, 30, tag="more")
     while await first.step() + await second.step():
         pass
     assert one.events and two.events
@@ -454,3 +456,43 @@ async def test_an_eviction_is_the_evicted_sessions_end_then_the_new_start(
     (day,) = (await store.usage("acct-1")).values()
     assert day.ended[3] == 1 and day.peak_active == 2
     await invariants.check(redis_client, keyspace)
+
+
+async def consumer_names(store: SessionStore, group: str) -> set[str]:
+    names = set()
+    for shard in range(store.keys.shards):
+        for c in await store.redis.xinfo_consumers(store.keys.events(shard), group):
+            names.add(c["name"])
+    return names
+
+
+async def test_consumers_that_hold_nothing_leave_the_group(store: SessionStore) -> None:
+    await make_changes(store, 30)
+    holding = Keep()
+    holding.failing = True
+    with pytest.raises(ConnectionError):
+        await consumer(store, holding, name="holding").step()
+    await make_changes(store, 5, tag="more")
+    assert await consumer(store, Keep(), name="idle").step() == 15  # delivered, acknowledged
+    stop = asyncio.Event()
+    patient = EventsSettings(claim_idle=60, poll_interval=0.01, metrics_port=0)  # claims nothing
+    leaving = Consumer(
+        store,
+        patient,
+        Keep(),
+        EventsMetrics(CollectorRegistry()),
+        group="g",
+        name="leaving",
+        stop=stop,
+    )
+    task = asyncio.create_task(leaving.run())
+    await make_changes(store, 5, tag="late")
+    await asyncio.sleep(0.3)
+    assert "leaving" in await consumer_names(store, "g")
+    stop.set()
+    await task  # a clean stop: it leaves the group
+    assert await consumer_names(store, "g") == {"holding", "idle"}
+    removed = sum([await store.prune_consumers(s, "g", 0) for s in range(store.keys.shards)])
+    assert removed > 0
+    # the one holding events stays, so that another consumer can claim them
+    assert await consumer_names(store, "g") == {"holding"}

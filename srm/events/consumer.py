@@ -39,6 +39,8 @@ T = TypeVar("T")
 BACKOFF_BASE = 0.1  # seconds before retrying a failed store call
 BACKOFF_CAP = 5.0
 GAUGE_EVERY = 5.0  # seconds between two updates of the pending and lag gauges
+PRUNE_EVERY = 600.0  # seconds between two removals of dead consumers that hold nothing
+DEAD_AFTER_MS = 3_600_000  # a consumer that has not read for an hour is dead
 
 Batch = list[tuple[int, str, dict[str, str]]]  # (shard, entry id, fields)
 
@@ -110,6 +112,7 @@ class Consumer:
         self.shards = range(store.keys.shards)
         self._next_claim = 0.0
         self._next_gauges = 0.0
+        self._next_prune = time.monotonic() + PRUNE_EVERY
 
     async def run(self) -> None:
         """Deliver until the stop event is set; the batch in flight is finished first."""
@@ -118,6 +121,11 @@ class Consumer:
             delivered = await self._retrying(self.step)
             if not delivered:
                 await self._wait(self.settings.poll_interval)
+        try:  # leave the group, unless this consumer still holds events (another claims them)
+            async with asyncio.timeout(2.0):
+                await self.prune(own=True)
+        except (SrmError, TimeoutError) as exc:
+            log.warning("events consumer %s could not leave its group: %s", self.name, exc)
         log.info("events consumer %s stopped", self.name)
 
     async def step(self) -> int:
@@ -131,6 +139,9 @@ class Consumer:
         if now >= self._next_gauges:
             self._next_gauges = now + GAUGE_EVERY
             await self.update_gauges()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY
+            await self.prune()
         if not batch:
             return 0
         await self.sink.deliver([event(shard, entry_id, f) for shard, entry_id, f in batch])
@@ -179,6 +190,14 @@ class Consumer:
             return
         log.error("%d events of shard %d were lost: %s", lost, shard, why)
         self.metrics.lost.inc(lost)
+
+    async def prune(self, *, own: bool = False) -> int:
+        """Remove the group's dead consumers that hold nothing (and this one when *own*)."""
+        name = self.name if own else ""
+        removed = await asyncio.gather(
+            *(self.store.prune_consumers(s, self.group, DEAD_AFTER_MS, name) for s in self.shards)
+        )
+        return sum(removed)
 
     async def update_gauges(self) -> None:
         replies = await asyncio.gather(
