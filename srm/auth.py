@@ -1,8 +1,13 @@
 """Who is calling: Client-Token JWTs for clients, bearer keys for operators.
 
-Only the configured algorithm is accepted (so ``alg: none`` and HS/RS confusion are refused),
-``exp`` is required, and the account and device come from the token alone. Verified tokens
-are cached until they expire (a bounded map), which takes signature checks off the hot path.
+Client tokens are checked with one kind of key per deployment: HS* secrets (``auth.secret``
+and ``auth.secrets``, tried in turn, each compared in constant time by PyJWT), a configured
+public key, or the keys of a JWKS document chosen by the token's ``kid`` (srm/jwks.py). Only
+the configured algorithms are accepted (so ``alg: none`` and HS/RS confusion are refused), a
+JWKS key only for the algorithms its type fits, ``exp`` is required, ``iss`` and ``aud`` must
+match when configured, and the account and device come from the token alone. Verified tokens
+are cached until they expire (a bounded map), which takes signature checks off the hot path;
+an entry made before a JWKS key was removed or changed is not used again.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any
 import jwt
 
 from srm.config import HMAC_ALGORITHMS, AuthSettings
-from srm.errors import NotOperator, Unauthenticated
+from srm.errors import KeysUnavailable, NotOperator, Unauthenticated
+from srm.jwks import JwksKeys
 
 MAX_ID_LENGTH = 256
 MAX_DEVICE_TYPE_LENGTH = 64
@@ -37,33 +43,60 @@ class Principal:
     max_sessions: int | None = None  # the maxSessions claim (honoured if auth.limit_claims)
 
 
+class UnknownKey(Unauthenticated):
+    """Raised when a token names a kid the cached JWKS lacks (a refetch may find it)."""
+
+
 class TokenVerifier:
-    """Verifies Client-Tokens; raises Unauthenticated (SRM-0003) for anything not valid."""
+    """Verifies Client-Tokens; raises Unauthenticated (SRM-0003) for anything not valid, and
+    KeysUnavailable (SRM-0008) while a JWKS deployment has no document yet."""
 
     def __init__(self, settings: AuthSettings) -> None:
-        self.algorithm = settings.algorithm
-        if settings.algorithm in HMAC_ALGORITHMS:
-            self._key: Any = settings.secret
-        else:
-            self._key = _public_key(settings.public_key)
+        self.algorithms = list(settings.algorithms)
+        self.jwks = JwksKeys(settings) if settings.jwks_url else None
+        self._secrets: tuple[str, ...] = ()
+        self._key: Any = None
+        if self.jwks is None:
+            if self.algorithms[0] in HMAC_ALGORITHMS:
+                self._secrets = settings.hmac_secrets
+            else:
+                self._key = _public_key(settings.public_key)
         self._leeway = settings.leeway
         self._audience = settings.audience or None
         self._issuer = settings.issuer or None
         self._cache_size = settings.token_cache_size
-        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[Principal, float, int]] = OrderedDict()
         self._options: Any = {"require": ["exp"], "verify_aud": self._audience is not None}
+
+    @property
+    def ready(self) -> bool:
+        """False while tokens cannot be checked (a JWKS deployment before its first document)."""
+        return self.jwks is None or self.jwks.ready
+
+    async def authenticate(self, token: str) -> Principal:
+        """:meth:`verify`, and for an unknown kid one JWKS refetch (shared, rate-limited)."""
+        try:
+            return self.verify(token)
+        except UnknownKey:
+            if self.jwks is None or not await self.jwks.refetch():
+                raise
+        return self.verify(token)
 
     def verify(self, token: str) -> Principal:
         now = time.time()
+        generation = self.jwks.generation if self.jwks is not None else 0
         cached = self._cache.get(token)
         if cached is not None:
-            principal, not_before = cached
-            if not_before <= now < principal.expires_at + self._leeway:
+            principal, not_before, verified_in = cached
+            if (
+                verified_in == generation
+                and not_before <= now < principal.expires_at + self._leeway
+            ):
                 return principal
             del self._cache[token]
         principal, not_before = self._decode(token)
         if self._cache_size:
-            self._cache[token] = (principal, not_before)
+            self._cache[token] = (principal, not_before, generation)
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return principal
@@ -72,20 +105,12 @@ class TokenVerifier:
         if not token.isascii():  # a JWT is base64url and dots; raw header bytes may be anything
             raise Unauthenticated("Client-Token invalid")
         try:
-            claims = jwt.decode(
-                token,
-                self._key,
-                algorithms=[self.algorithm],
-                options=self._options,
-                leeway=self._leeway,
-                audience=self._audience,
-                issuer=self._issuer,
-            )
+            claims = self._claims(token)
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("Client-Token expired") from None
         except jwt.ImmatureSignatureError:
             raise Unauthenticated("Client-Token not yet valid") from None
-        except jwt.InvalidTokenError:
+        except jwt.PyJWTError:
             raise Unauthenticated("Client-Token invalid") from None
         account = _identifier(claims.get("accountId"), "accountId")
         device = _identifier(claims.get("deviceId"), "deviceId")
@@ -113,6 +138,47 @@ class TokenVerifier:
             raise Unauthenticated("Client-Token maxSessions must be an integer 0..1000000")
         principal = Principal(account, device, tenant, float(exp), device_type, max_sessions)
         return principal, not_before
+
+    def _claims(self, token: str) -> dict[str, Any]:
+        if self.jwks is not None:
+            key, algorithm = self._jwks_key(self.jwks, token)
+            return self._checked(token, key, [algorithm])
+        for secret in self._secrets[:-1]:
+            try:
+                return self._checked(token, secret, self.algorithms)
+            except jwt.InvalidSignatureError:
+                continue  # rotation: the next secret may have signed it
+        return self._checked(
+            token, self._secrets[-1] if self._secrets else self._key, self.algorithms
+        )
+
+    def _jwks_key(self, jwks: JwksKeys, token: str) -> tuple[Any, str]:
+        if not jwks.ready:
+            raise KeysUnavailable()
+        header = jwt.get_unverified_header(token)
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if algorithm not in self.algorithms:
+            raise Unauthenticated("Client-Token algorithm not accepted")
+        if not isinstance(kid, str):
+            raise Unauthenticated("Client-Token has no kid")
+        key = jwks.get(kid)
+        if key is None:
+            raise UnknownKey("Client-Token signed with an unknown key")
+        if algorithm not in key.algorithms:
+            raise Unauthenticated("Client-Token algorithm does not fit its key")
+        return key.key, algorithm
+
+    def _checked(self, token: str, key: Any, algorithms: list[str]) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            options=self._options,
+            leeway=self._leeway,
+            audience=self._audience,
+            issuer=self._issuer,
+        )
+        return claims
 
 
 def _identifier(value: Any, claim: str) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 
 import orjson
 
 from srm import __version__, logs
-from srm.config import ConfigError, Settings, load
+from srm.config import ConfigError, Settings, load, masked
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         default="srm-events",
         help="consumer group: its consumers share the events (default srm-events)",
     )
-    token = sub.add_parser("token", help="mint a Client-Token with the configured HS secret")
+    token = sub.add_parser(
+        "token", help="mint a Client-Token with the (first) configured HS secret"
+    )
     token.add_argument("--account", required=True)
     token.add_argument("--device", required=True)
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
@@ -74,7 +75,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "token":
         return _token(args, settings)
     if args.command == "config":
-        print(orjson.dumps(_masked(settings), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
         return 0
     print(f"srm: {args.command} is not available in this build", file=sys.stderr)
     return 2
@@ -84,28 +85,17 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     from srm.auth import mint
     from srm.config import HMAC_ALGORITHMS
 
-    if settings.auth.algorithm not in HMAC_ALGORITHMS or not settings.auth.secret:
+    algorithm = settings.auth.algorithms[0]
+    secrets = settings.auth.hmac_secrets
+    if settings.auth.jwks_url or algorithm not in HMAC_ALGORITHMS or not secrets:
         print(
-            "srm: token needs an HS* algorithm and auth.secret (SRM_AUTH_SECRET)", file=sys.stderr
+            "srm: token needs an HS* algorithm, auth.secret (SRM_AUTH_SECRET) or auth.secrets "
+            "(SRM_AUTH_SECRETS), and no auth.jwks_url",
+            file=sys.stderr,
         )
         return 2
-    print(
-        mint(
-            settings.auth.secret,
-            args.account,
-            args.device,
-            ttl=args.ttl,
-            algorithm=settings.auth.algorithm,
-        )
-    )
+    print(mint(secrets[0], args.account, args.device, ttl=args.ttl, algorithm=algorithm))
     return 0
-
-
-def _masked(settings: Settings) -> dict[str, object]:
-    data = dataclasses.asdict(settings)
-    data["auth"]["secret"] = "***" if settings.auth.secret else ""
-    data["operator"]["keys"] = ["***"] * len(settings.operator.keys)
-    return data
 
 
 if __name__ == "__main__":

@@ -9,20 +9,27 @@ are aliases kept in :data:`ENV_ALIASES`. A bad value fails at start with a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from srm import rules as limit_rules
 from srm.rules import Rule
 
 log = logging.getLogger(__name__)
+
+MASK = "***"
+# Query parameters of a URL setting whose values are secrets (sentinel_password, ...)
+_SECRET_QUERY_WORDS = ("password", "secret", "token")
 
 ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SRM_REDIS_URL": ("redis", "url"),
@@ -30,6 +37,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SRM_PORT": ("server", "port"),
     "SRM_WORKERS": ("server", "workers"),
     "SRM_AUTH_SECRET": ("auth", "secret"),
+    "SRM_AUTH_JWKS_URL": ("auth", "jwks_url"),
     "SRM_OPERATOR_KEYS": ("operator", "keys"),
     "SRM_SESSION_TIMEOUT": ("sessions", "timeout"),
     "SRM_MAX_SESSIONS": ("sessions", "max_sessions"),
@@ -50,6 +58,17 @@ class ConfigError(ValueError):
     """Raised when a setting is missing, malformed or out of range."""
 
 
+def secret_field(default: Any) -> Any:
+    """A setting that is a secret (a string or a tuple of them): left out of ``repr``,
+    masked by `srm config` and scrubbed from every log line (see :func:`secret_values`)."""
+    return field(default=default, repr=False, metadata={"secret": "value"})
+
+
+def secret_url_field(default: str) -> Any:
+    """A URL setting whose password and secret query values are secrets."""
+    return field(default=default, repr=False, metadata={"secret": "url"})
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "127.0.0.1"
@@ -65,7 +84,7 @@ class ServerSettings:
 
 @dataclass(frozen=True)
 class RedisSettings:
-    url: str = ""
+    url: str = secret_url_field("")
     shards: int = 256
     pool_size: int = 64
     pool_timeout: float = 0.5
@@ -86,18 +105,44 @@ class EmbeddedSettings:
 @dataclass(frozen=True)
 class AuthSettings:
     algorithm: str = "HS256"
-    secret: str = field(default="", repr=False)
-    public_key: str = field(default="", repr=False)
+    secret: str = secret_field("")
+    secrets: tuple[str, ...] = secret_field(())
+    public_key: str = secret_field("")
+    jwks_url: str = secret_url_field("")
+    jwks_cache_seconds: float = 300.0
+    jwks_min_refresh: float = 30.0
+    jwks_timeout: float = 5.0
+    jwks_max_bytes: int = 1048576
+    jwks_allow_http: bool = False
+    jwks_ca_file: str = ""
     leeway: int = 0
     audience: str = ""
     issuer: str = ""
     token_cache_size: int = 10000
     limit_claims: bool = False
 
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The algorithms a client token may use (``algorithm`` is a comma-separated list).
+
+        With a JWKS URL only asymmetric ones apply; when ``algorithm`` names none (the HS256
+        default), every asymmetric algorithm is accepted, each bound to its key's type.
+        """
+        names = tuple(a.strip() for a in self.algorithm.split(",") if a.strip())
+        if not self.jwks_url:
+            return names
+        asymmetric = tuple(a for a in names if a in KEY_ALGORITHMS)
+        return asymmetric or tuple(sorted(KEY_ALGORITHMS))
+
+    @property
+    def hmac_secrets(self) -> tuple[str, ...]:
+        """Every accepted HS secret, ``secret`` first; the first one mints `srm token`."""
+        return tuple(dict.fromkeys(s for s in (self.secret, *self.secrets) if s))
+
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    keys: tuple[str, ...] = field(default=(), repr=False)
+    keys: tuple[str, ...] = secret_field(())
 
 
 @dataclass(frozen=True)
@@ -163,6 +208,61 @@ class Settings:
 
 
 _DEFAULTS = Settings()
+
+
+def masked(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every setting by section, each secret masked (what `srm config` prints)."""
+    return {
+        section.name: {
+            f.name: _mask(f.metadata.get("secret"), getattr(values, f.name))
+            for f in dataclasses.fields(values)
+        }
+        for section in dataclasses.fields(Settings)
+        for values in (getattr(settings, section.name),)
+    }
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret in *settings*, as configured and URL-decoded (to scrub from logs)."""
+    found: list[str] = []
+    for section in dataclasses.fields(Settings):
+        values = getattr(settings, section.name)
+        for f in dataclasses.fields(values):
+            kind, value = f.metadata.get("secret"), getattr(values, f.name)
+            if kind == "value":
+                found += [value] if isinstance(value, str) else list(value)
+            elif kind == "url":
+                found += [form for raw in _url_secrets(value) for form in (raw, unquote(raw))]
+    return [s for s in dict.fromkeys(found) if s]
+
+
+def _mask(kind: str | None, value: Any) -> Any:
+    if kind == "value":
+        return (MASK if value else "") if isinstance(value, str) else [MASK] * len(value)
+    if kind == "url":
+        return mask_url(value)
+    return value
+
+
+def mask_url(url: str) -> str:
+    """*url* with its password and secret query values replaced by ``***``."""
+    for raw in _url_secrets(url):
+        url = url.replace(raw, MASK)
+    return url
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password (or a bare ``secret@host`` userinfo) and secret query values of *url*,
+    as written in it."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, sep, password = userinfo.partition(":")
+    found = [password if sep else user]
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if any(word in unquote(name).lower() for word in _SECRET_QUERY_WORDS):
+            found.append(value)
+    return [s for s in found if s]
 
 
 def load(env: Mapping[str, str] | None = None, extra_file: str | Path | None = None) -> Settings:
@@ -324,13 +424,7 @@ def _validate(s: Settings) -> None:
     )
     for name in ("pool_timeout", "socket_timeout", "connect_timeout", "request_deadline"):
         _check(getattr(s.redis, name) > 0, f"redis.{name}: must be positive")
-    alg = s.auth.algorithm
-    _check(
-        alg in HMAC_ALGORITHMS | KEY_ALGORITHMS,
-        f"auth.algorithm: one of {sorted(HMAC_ALGORITHMS | KEY_ALGORITHMS)}, got {alg!r}",
-    )
-    _check(s.auth.leeway >= 0, "auth.leeway: must not be negative")
-    _check(s.auth.token_cache_size >= 0, "auth.token_cache_size: must not be negative")
+    _validate_auth(s.auth)
     _check(all(s.operator.keys), "operator.keys (SRM_OPERATOR_KEYS): empty key")
     if any(len(k) < 16 for k in s.operator.keys):
         # weak but valid: deployments (and test rigs) choose their keys; warn, do not refuse
@@ -403,18 +497,95 @@ def _validate(s: Settings) -> None:
     )
 
 
+def _validate_auth(a: AuthSettings) -> None:
+    names = [n.strip() for n in a.algorithm.split(",") if n.strip()]
+    known = HMAC_ALGORITHMS | KEY_ALGORITHMS
+    _check(
+        bool(names) and all(n in known for n in names),
+        f"auth.algorithm (SRM_AUTH_ALGORITHM): one or more of {sorted(known)}, "
+        f"comma-separated, got {a.algorithm!r}",
+    )
+    if not a.jwks_url:
+        # one key kind per deployment: a secret next to a public key invites alg confusion
+        _check(
+            all(n in HMAC_ALGORITHMS for n in names) or all(n in KEY_ALGORITHMS for n in names),
+            f"auth.algorithm (SRM_AUTH_ALGORITHM): HS* and asymmetric algorithms cannot be "
+            f"mixed, got {a.algorithm!r}",
+        )
+    elif any(n in KEY_ALGORITHMS for n in names):
+        _check(
+            not any(n in HMAC_ALGORITHMS for n in names),
+            f"auth.algorithm (SRM_AUTH_ALGORITHM): HS* algorithms never apply to a JWKS, "
+            f"got {a.algorithm!r}",
+        )
+    _check(all(a.secrets), "auth.secrets (SRM_AUTH_SECRETS): empty secret")
+    if any(len(x.encode()) < 32 for x in a.hmac_secrets):
+        log.warning("auth.secret/auth.secrets: a secret shorter than 32 bytes is weak for HS256")
+    _check(a.leeway >= 0, "auth.leeway: must not be negative")
+    _check(a.token_cache_size >= 0, "auth.token_cache_size: must not be negative")
+    if a.jwks_url:
+        _check_jwks_url(a.jwks_url, a.jwks_allow_http)
+        _check(
+            not a.public_key,
+            "auth.public_key (SRM_AUTH_PUBLIC_KEY): cannot be combined with auth.jwks_url",
+        )
+    if a.jwks_ca_file:
+        try:
+            ssl.create_default_context(cafile=os.path.expanduser(a.jwks_ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"auth.jwks_ca_file: cannot load {a.jwks_ca_file!r}: {exc}") from None
+    _check(a.jwks_cache_seconds > 0, "auth.jwks_cache_seconds: must be positive")
+    _check(a.jwks_min_refresh > 0, "auth.jwks_min_refresh: must be positive")
+    _check(0 < a.jwks_timeout <= 60, f"auth.jwks_timeout: 0 < seconds <= 60, got {a.jwks_timeout}")
+    _check(
+        1024 <= a.jwks_max_bytes <= 16 * 1048576,
+        f"auth.jwks_max_bytes: 1024..16777216, got {a.jwks_max_bytes}",
+    )
+
+
+def _check_jwks_url(url: str, allow_http: bool) -> None:
+    name = "auth.jwks_url (SRM_AUTH_JWKS_URL)"
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name}: not a valid URL: {url!r}") from None
+    _check(
+        parts.scheme in {"http", "https"} and bool(host),
+        f"{name}: an https:// (or loopback http://) URL with a host, got {url!r}",
+    )
+    _check(
+        parts.scheme == "https" or allow_http or _is_loopback(host or ""),
+        f"{name}: http:// only for a loopback host unless auth.jwks_allow_http is true "
+        f"(use https), got {url!r}",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def require_auth_key(s: Settings) -> None:
     """Fail unless the configured algorithm has its secret or public key (needed to serve)."""
-    if s.auth.algorithm in HMAC_ALGORITHMS:
+    if s.auth.jwks_url:
+        return
+    if s.auth.algorithms[0] in HMAC_ALGORITHMS:
         _check(
-            bool(s.auth.secret),
+            bool(s.auth.hmac_secrets),
             f"auth.secret (SRM_AUTH_SECRET): required for {s.auth.algorithm}; "
             "the production config has none (use config/dev.toml for local runs)",
         )
     else:
         _check(
             bool(s.auth.public_key),
-            f"auth.public_key (SRM_AUTH_PUBLIC_KEY): required for {s.auth.algorithm}",
+            f"auth.public_key (SRM_AUTH_PUBLIC_KEY) or auth.jwks_url (SRM_AUTH_JWKS_URL): "
+            f"required for {s.auth.algorithm}",
         )
 
 

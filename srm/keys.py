@@ -30,12 +30,16 @@ and the denial ranking of the day of its own clock, the day appended to ``srm:{s
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass
 
 PREFIX = "srm"
 SESSION_ID_LENGTH = 36  # canonical UUID text; members end with it
-ACCOUNT_CACHE_SIZE = 65536  # accounts whose key names are kept built (the request path reuses them)
+# Memory for the key names of recent accounts, kept built for their next calls: about 30,000
+# accounts with 36-character ids, 8,000 with 256-character ones.
+ACCOUNT_CACHE_BYTES = 16 * 1024 * 1024
+_DICT_ENTRY_BYTES = 104  # a dict's hash slot and entry per item, growth slack included
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +87,17 @@ class Keys:
         self.shards = shards
         self.prefix = prefix
         self._tags = [f"{prefix}:{{s{shard}}}" for shard in range(shards)]
+        self._deadlines = [f"{tag}:deadlines" for tag in self._tags]
+        self._reaps = [f"{tag}:reap" for tag in self._tags]
+        self._events = [f"{tag}:events" for tag in self._tags]
+        self._session_prefixes = [f"{tag}:sess:" for tag in self._tags]
+        self._denial_prefixes = [f"{tag}:denials:" for tag in self._tags]
         # An account's keys are built once and reused by its following calls (keep-alives,
-        # teardown); the map is emptied when full, which bounds it at no bookkeeping cost.
+        # teardown); the map is emptied when it would pass ACCOUNT_CACHE_BYTES, which bounds
+        # it at no bookkeeping cost. Bytes, not entries: an id can be 256 characters of
+        # 4-byte code points, and it is in the map key and in seven key names.
         self._accounts: dict[str, AccountKeys] = {}
+        self._accounts_bytes = 0
 
     def shard_of(self, account_id: str) -> int:
         return zlib.crc32(account_id.encode("utf-8")) % self.shards
@@ -98,9 +110,23 @@ class Keys:
     def account(self, account_id: str) -> AccountKeys:
         keys = self._accounts.get(account_id)
         if keys is None:
-            if len(self._accounts) >= ACCOUNT_CACHE_SIZE:
+            keys = self._account(account_id)
+            strings = (
+                account_id,
+                keys.active,
+                keys.count,
+                keys.limit,
+                keys.ended,
+                keys.rules,
+                keys.rule_limits,
+                keys.usage,
+            )
+            size = _DICT_ENTRY_BYTES + sys.getsizeof(keys) + sum(map(sys.getsizeof, strings))
+            if self._accounts_bytes + size > ACCOUNT_CACHE_BYTES:
                 self._accounts.clear()
-            keys = self._accounts[account_id] = self._account(account_id)
+                self._accounts_bytes = 0
+            self._accounts[account_id] = keys
+            self._accounts_bytes += size
         return keys
 
     def _account(self, account_id: str) -> AccountKeys:
@@ -115,12 +141,12 @@ class Keys:
             ended=base + "ended",
             rules=base + "rules",
             rule_limits=base + "rlimit",
-            deadlines=f"{tag}:deadlines",
-            reap=f"{tag}:reap",
+            deadlines=self._deadlines[shard],
+            reap=self._reaps[shard],
             usage=base + "usage",
-            events=f"{tag}:events",
-            sessions=f"{tag}:sess:",
-            denials=f"{tag}:denials:",
+            events=self._events[shard],
+            sessions=self._session_prefixes[shard],
+            denials=self._denial_prefixes[shard],
         )
 
     def session(self, account_id: str, session_id: str) -> str:
@@ -133,10 +159,12 @@ class Keys:
         return f"{self.tag(shard)}:reap"
 
     def events(self, shard: int) -> str:
-        return f"{self.tag(shard)}:events"
+        self.tag(shard)  # checks the range
+        return self._events[shard]
 
     def session_prefix(self, shard: int) -> str:
-        return f"{self.tag(shard)}:sess:"
+        self.tag(shard)
+        return self._session_prefixes[shard]
 
     def denials(self, shard: int, day: int) -> str:
         """The shard's denial ranking of UTC *day* (days since the epoch)."""

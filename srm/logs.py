@@ -71,4 +71,6 @@ def setup(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
 
 def secrets_of(settings: Settings) -> list[str]:
     """The configured values that must never reach a log line."""
-    return [settings.auth.secret, *settings.operator.keys]
+    from srm.config import secret_values
+
+    return secret_values(settings)

@@ -3,6 +3,8 @@
 With several workers, ``srm serve`` points PROMETHEUS_MULTIPROC_DIR at a fresh directory
 before it spawns them (prometheus-client picks its value store when it is first imported),
 so each worker writes its samples to files there and a scrape of any worker sums them all.
+When a worker exits, its counts are added to the ``<kind>_exited.db`` files and its own
+files are removed, so restarts do not pile up files that every scrape reads.
 With one process the default in-memory registry is served as is.
 
 Recording is on the hot path: label children are looked up once and cached, and label
@@ -16,6 +18,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -29,6 +32,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.mmap_dict import MmapedDict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format: what every Prometheus version and scraper parses.
@@ -94,6 +98,28 @@ STORE_ERRORS = Counter(
     ["operation", "error_code"],
 )
 
+JWKS_FETCHES = Counter(
+    "srm_jwks_fetches_total",
+    "JWKS document fetches by result: ok, or why the document was refused and the cached "
+    "keys kept (unreachable, http_status, too_large, not_json, no_usable_keys, error)",
+    ["result"],
+)
+JWKS_KEYS = Gauge(
+    "srm_jwks_keys",
+    "Signing keys usable from the last good JWKS document (the lowest of the workers)",
+    multiprocess_mode="livemin",
+)
+JWKS_LAST_SUCCESS = Gauge(
+    "srm_jwks_last_success_timestamp_seconds",
+    "When the last good JWKS document was fetched (the oldest of the workers)",
+    multiprocess_mode="livemin",
+)
+JWKS_UNKNOWN_KID = Counter(
+    "srm_jwks_unknown_kid_total",
+    "Client tokens whose kid the cached JWKS lacked, by whether this one could refetch",
+    ["refetch"],
+)
+
 
 def _cached(metric: Any) -> Callable[..., Any]:
     """``metric.labels(*values)``, memoised: the lookup takes a lock and builds a key."""
@@ -113,6 +139,8 @@ _http_seconds = _cached(HTTP_SECONDS)
 _errors = _cached(ERRORS)
 _store_seconds = _cached(STORE_SECONDS)
 _store_errors = _cached(STORE_ERRORS)
+_jwks_fetches = _cached(JWKS_FETCHES)
+_jwks_unknown_kid = _cached(JWKS_UNKNOWN_KID)
 
 
 def http_request(route: str, method: str, status: int, error_code: str, seconds: float) -> None:
@@ -140,13 +168,37 @@ def store_error(operation: str, error_code: str) -> None:
     _store_errors(operation, error_code).inc()
 
 
+def jwks_fetch(result: str, keys: int | None = None, at: float | None = None) -> None:
+    """Count one JWKS fetch by *result*; after a good one, its key count and wall time."""
+    _jwks_fetches(result).inc()
+    if keys is not None:
+        JWKS_KEYS.set(keys)
+    if at is not None:
+        JWKS_LAST_SUCCESS.set(at)
+
+
+def jwks_unknown_kid(refetch: str) -> None:
+    """Count a token with an unknown kid: *refetch* is "fetched", "shared" or "rate_limited"."""
+    _jwks_unknown_kid(refetch).inc()
+
+
 def exposition() -> bytes:
     """The text format of every metric: of all workers when they share a directory."""
-    if os.environ.get(MULTIPROC_ENV):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    if not os.environ.get(MULTIPROC_ENV):
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    for _ in range(2):
+        try:
+            return generate_latest(registry)
+        except FileNotFoundError:
+            pass  # an exited worker's file, folded and removed between listing and reading
+    return generate_latest(registry)
+
+
+# Metric kinds whose values add up across processes: kept when a process exits. Gauges
+# describe a live process and go with it.
+_SUMMED_KINDS = ("counter", "histogram", "summary")
 
 
 class SharedMetricsDir:
@@ -162,7 +214,15 @@ class SharedMetricsDir:
         os.environ[MULTIPROC_ENV] = self.path  # inherited by every process spawned from here
 
     def process_exited(self, pid: int) -> None:
-        multiprocess.mark_process_dead(pid, self.path)  # type: ignore[no-untyped-call]
+        """Fold the counts of exited process *pid* into the ``_exited`` files, drop its files."""
+        directory = Path(self.path)
+        for kind in _SUMMED_KINDS:
+            own = directory / f"{kind}_{pid}.db"
+            if own.exists():
+                _add_into(directory / f"{kind}_exited.db", own)
+                own.unlink()
+        for gauge in directory.glob(f"gauge_*_{pid}.db"):
+            gauge.unlink(missing_ok=True)
 
     def remove(self) -> None:
         if self._previous is None:
@@ -170,3 +230,19 @@ class SharedMetricsDir:
         else:
             os.environ[MULTIPROC_ENV] = self._previous
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _add_into(total: Path, source: Path) -> None:
+    """Add every sample of the multiprocess file *source* into the file *total*."""
+    if not total.exists():
+        # made complete under another name first: a scrape never reads it half-made
+        partial = total.with_suffix(".tmp")
+        MmapedDict(str(partial)).close()  # type: ignore[no-untyped-call]
+        partial.replace(total)
+    into = MmapedDict(str(total))  # type: ignore[no-untyped-call]
+    try:
+        for key, value, timestamp, _pos in MmapedDict.read_all_values_from_file(str(source)):  # type: ignore[no-untyped-call]
+            current, _ = into.read_value(key)  # type: ignore[no-untyped-call]
+            into.write_value(key, current + value, timestamp)  # type: ignore[no-untyped-call]
+    finally:
+        into.close()  # type: ignore[no-untyped-call]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
 from collections.abc import Coroutine
 from typing import Any
@@ -74,6 +77,36 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
             async with asyncio.timeout(seconds):
                 await stop.wait()
     return not stop.is_set()
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: no parent-death signal
+
+
+_prctl = _load_prctl()
+
+
+def can_die_with_parent() -> bool:
+    return _prctl is not None
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> bool:
+    """Have the kernel send *sig* to this process when *parent* (its parent) exits.
+
+    Linux only (False elsewhere). If the parent has already gone, *sig* is sent at once.
+    Safe between fork and exec: it only calls prctl, getppid and kill.
+    """
+    if _prctl is None or _prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the parent died before prctl: no signal would come
+        os.kill(os.getpid(), sig)
+    return True
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:

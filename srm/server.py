@@ -2,6 +2,14 @@
 
 SIGTERM/SIGINT stop accepting, let requests in flight finish (``server.shutdown_timeout``),
 and exit 0. With ``redis.url`` unset, the embedded redis-server is started first.
+
+With several workers a supervisor process starts them (and, in embedded mode, the reaper
+as a process of its own) and keeps each running. A child that exits by itself (not killed
+by a signal) before it is first ready (a worker has bound its port, the reaper has its
+store) is a start failure: `srm serve` stops the others and exits 1. A child that exits
+later is restarted after a delay that doubles with each exit in a row (:data:`RESTART_DELAY`
+up to :data:`RESTART_DELAY_MAX`) and starts over once the child has run for
+:data:`RESTART_STABLE`. Every child gets SIGTERM when the supervisor dies, however it dies.
 """
 
 from __future__ import annotations
@@ -9,8 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -23,10 +35,14 @@ from srm.config import Settings, require_auth_key
 from srm.connection import connect, warm_up
 from srm.embedded import EmbeddedRedis
 from srm.metrics import SharedMetricsDir
-from srm.process import install_stop_handlers, make_store, run_loop
+from srm.process import die_with_parent, install_stop_handlers, make_store, run_loop
 from srm.reaper.sidecar import Companion, run_companion
 
 log = logging.getLogger("srm.server")
+
+RESTART_DELAY = 0.5  # seconds before restarting a child that exited after it was ready
+RESTART_DELAY_MAX = 30.0
+RESTART_STABLE = 60.0  # seconds a child must run for its next exit to count as the first
 
 
 async def serve_api(
@@ -35,6 +51,7 @@ async def serve_api(
     reuse_port: bool = False,
     companion: Companion | None = None,
     stop: asyncio.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or *stop*), then drain and close."""
     stop = stop or asyncio.Event()
@@ -57,6 +74,8 @@ async def serve_api(
         backlog=2048,
     )
     await site.start()
+    if on_ready is not None:
+        on_ready()
     log.info("listening on %s:%d", settings.server.host, settings.server.port)
     extra: asyncio.Task[None] | None = (
         asyncio.create_task(companion(settings, store, stop)) if companion else None
@@ -73,9 +92,15 @@ async def serve_api(
         log.info("stopped")
 
 
-def _worker(settings: Settings) -> None:
+def _worker(settings: Settings, parent: int, ready: Any) -> None:
+    die_with_parent(parent)
     logs.setup(settings.logging.level, logs.secrets_of(settings))
-    run_loop(serve_api(settings, reuse_port=True))
+    run_loop(serve_api(settings, reuse_port=True, on_ready=ready.set))
+
+
+def _reaper(settings: Settings, companion: Companion, parent: int, ready: Any) -> None:
+    die_with_parent(parent)
+    run_companion(settings, companion, on_ready=ready.set)
 
 
 def serve(settings: Settings, companion: Companion | None = None) -> int:
@@ -95,54 +120,95 @@ def serve(settings: Settings, companion: Companion | None = None) -> int:
             embedded.stop()
 
 
-def _supervise(settings: Settings, companion: Companion | None) -> int:
-    """Keep N workers running until SIGTERM/SIGINT; restart a worker that dies.
+@dataclass
+class _Child:
+    """One supervised process: a worker or the reaper, and when to restart it."""
 
-    The workers (and the companion) share their metrics through a directory made here
-    before any of them starts and removed after all of them have exited.
+    name: str
+    target: Callable[..., None]
+    args: tuple[Any, ...]
+    proc: Any = None
+    ready: Any = None  # a multiprocessing Event the child sets once it serves
+    ready_at: float | None = None
+    served: bool = False  # it was ready once: a later start failure is just an exit
+    exits: int = 0  # exits in a row, each after less than RESTART_STABLE of running
+    restart_at: float = 0.0
+
+    def start(self, ctx: Any) -> None:
+        self.ready = ctx.Event()
+        self.ready_at = None
+        self.proc = ctx.Process(
+            target=self.target, args=(*self.args, os.getpid(), self.ready), daemon=False
+        )
+        self.proc.start()
+
+    def restart_delay(self, now: float) -> float:
+        """After an exit (once ready): the delay before the next start, counting the exit."""
+        if self.ready_at is not None and now - self.ready_at >= RESTART_STABLE:
+            self.exits = 0
+        self.exits = min(self.exits + 1, 64)  # 2.0 ** n overflows a float past n = 1023
+        return min(RESTART_DELAY_MAX, RESTART_DELAY * 2.0 ** (self.exits - 1))
+
+
+def _supervise(settings: Settings, companion: Companion | None) -> int:
+    """Keep N workers (and the reaper) running until SIGTERM/SIGINT; 1 if one cannot start.
+
+    The children share their metrics through a directory made here before any of them
+    starts and removed after all of them have exited.
     """
     ctx = multiprocessing.get_context("spawn")
-    stopping = False
+    stopping = threading.Event()
     shared_metrics = SharedMetricsDir()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    workers: list[Any] = []
-    side: Any = None
+    children = [
+        _Child(f"worker {i + 1}", _worker, (settings,)) for i in range(settings.server.workers)
+    ]
+    if companion is not None:
+        children.append(_Child("reaper", _reaper, (settings, companion)))
     try:
-        for _ in range(settings.server.workers):
-            workers.append(_start(ctx, settings))
-        if companion is not None:
-            side = ctx.Process(target=run_companion, args=(settings, companion), daemon=False)
-            side.start()
-        while not stopping:
-            time.sleep(0.2)
-            for i, proc in enumerate(workers):
-                if not proc.is_alive() and not stopping:
-                    log.error("worker %d exited with %s; restarting", proc.pid, proc.exitcode)
-                    shared_metrics.process_exited(proc.pid)
-                    workers[i] = _start(ctx, settings)
+        for child in children:
+            child.start(ctx)
+        while not stopping.wait(0.1):
+            now = time.monotonic()
+            for child in children:
+                if stopping.is_set():
+                    break
+                if child.proc is None:
+                    if now >= child.restart_at:
+                        child.start(ctx)
+                    continue
+                if child.ready_at is None and child.ready.is_set():
+                    child.ready_at, child.served = now, True
+                if child.proc.is_alive():
+                    continue
+                pid, code = child.proc.pid, child.proc.exitcode
+                child.proc.join()
+                child.proc = None
+                shared_metrics.process_exited(pid)
+                if not child.served and not child.ready.is_set() and code >= 0:
+                    log.error("%s (pid %d) failed to start (exit code %s)", child.name, pid, code)
+                    return 1
+                delay = child.restart_delay(now)
+                child.restart_at = now + delay
+                log.error(
+                    "%s (pid %d) exited with %s; restarting in %.3g s", child.name, pid, code, delay
+                )
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        everyone = [*workers, *([side] if side is not None else [])]
-        for proc in everyone:
+        running = [c.proc for c in children if c.proc is not None]
+        for proc in running:
             if proc.is_alive():
                 proc.terminate()
         deadline = time.monotonic() + settings.server.shutdown_timeout + 5
-        for proc in everyone:
+        for proc in running:
             proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
                 proc.join()
         shared_metrics.remove()
     return 0
-
-
-def _start(ctx: Any, settings: Settings) -> Any:
-    proc = ctx.Process(target=_worker, args=(settings,), daemon=False)
-    proc.start()
-    return proc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -72,7 +73,17 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     TimeoutError,
     OSError,
 )
-_UNAVAILABLE_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+# ... and Redis error prefixes that mean the same, with what SRM says of each (see below)
+_UNAVAILABLE_BY_PREFIX = {
+    "BUSY": "store busy running a script",
+    "LOADING": "store loading its data",
+    "MASTERDOWN": "store primary down",
+    "CLUSTERDOWN": "store cluster down",
+    "TRYAGAIN": "store resharding",
+    "READONLY": "store read-only (failover)",
+}
+# redis-py prefixes the error of a command in a pipeline with that command
+_PIPELINE_ERROR = re.compile(r"of pipeline caused error: \(?['\"]?")
 # AttributeError and TypeError: redis-py leaks these from a connection whose transport
 # closed under it (see _domain_error); the others are Redis failures proper.
 _REDIS_FAILURES: tuple[type[BaseException], ...] = (
@@ -88,18 +99,69 @@ def _failed(operation: str, error: SrmError) -> SrmError:
     return error
 
 
+# What an SRM-0008 answer says in X-SRM-Error-Detail: SRM's own words, never Redis's text
+# (which is logged instead). Checked in order: subclasses before their bases.
+_UNAVAILABLE_BY_TYPE: tuple[tuple[type[BaseException], str], ...] = (
+    (rx.BusyLoadingError, "store loading its data"),
+    (rx.MaxConnectionsError, "no store connection free"),
+    (rx.ReadOnlyError, "store read-only (failover)"),
+    (rx.MasterDownError, "store primary down"),
+    (rx.ClusterDownError, "store cluster down"),
+    (rx.TryAgainError, "store resharding"),
+    (rx.ClusterError, "store cluster unavailable"),
+    (rx.TimeoutError, "store timed out"),
+    (TimeoutError, "store timed out"),
+    (rx.ConnectionError, "store unreachable"),
+    (OSError, "store unreachable"),
+)
+CLOSED_CONNECTION = "store connection closed"
+UNAVAILABLE_DETAILS = frozenset(
+    {text for _, text in _UNAVAILABLE_BY_TYPE}
+    | set(_UNAVAILABLE_BY_PREFIX.values())
+    | {CLOSED_CONNECTION, "store unavailable"}
+)
+_LOG_UNAVAILABLE_EVERY = 10.0  # seconds between two log lines of one kind of failure
+_unavailable_logged: dict[str, float] = {}
+
+
+def _unavailable(operation: str, exc: BaseException, detail: str) -> SrmError:
+    """SRM-0008 with SRM's *detail*; Redis's own text goes to the log, once per kind and
+    :data:`_LOG_UNAVAILABLE_EVERY` (an outage fails every call)."""
+    now = time.monotonic()
+    if now - _unavailable_logged.get(detail, -_LOG_UNAVAILABLE_EVERY) >= _LOG_UNAVAILABLE_EVERY:
+        _unavailable_logged[detail] = now
+        log.warning(
+            "store unavailable (%s) on %s: %s: %s", detail, operation, type(exc).__name__, exc
+        )
+    return _failed(operation, StoreUnavailable(detail))
+
+
+def _redis_error_code(exc: BaseException) -> str:
+    """The first word of Redis's error text (BUSY, LOADING...), in a pipeline's error too."""
+    text = str(exc)
+    annotated = _PIPELINE_ERROR.search(text)
+    return text[annotated.end() if annotated else 0 :].partition(" ")[0]
+
+
+def _unavailable_detail(exc: BaseException) -> str:
+    for kind, text in _UNAVAILABLE_BY_TYPE:
+        if isinstance(exc, kind):
+            return text
+    return _UNAVAILABLE_BY_PREFIX.get(_redis_error_code(exc), "store unavailable")
+
+
 def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     """The domain error for a failed Redis call, counted under *operation*: unavailable
     (retry later) or a bug; None when *exc* is not a Redis failure (re-raise it)."""
     if isinstance(exc, rx.ResponseError):
         # redis-py strips the prefix of the errors it types (ClusterDownError is "The
         # cluster is down"; TryAgainError, MasterDownError...): check the type as well
-        if isinstance(exc, _UNAVAILABLE) or str(exc).startswith(_UNAVAILABLE_PREFIXES):
-            return _failed(operation, StoreUnavailable(str(exc)))
+        if isinstance(exc, _UNAVAILABLE) or _redis_error_code(exc) in _UNAVAILABLE_BY_PREFIX:
+            return _unavailable(operation, exc, _unavailable_detail(exc))
         log.error("redis rejected a call: %s", exc)
         return _failed(operation, InternalError(str(exc)))
     if isinstance(exc, _UNAVAILABLE):
-        return _failed(operation, StoreUnavailable(type(exc).__name__))
+        return _unavailable(operation, exc, _unavailable_detail(exc))
     if isinstance(exc, rx.RedisError):
         log.error("redis error: %r", exc)
         return _failed(operation, InternalError(repr(exc)))
@@ -108,8 +170,7 @@ def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     # redis/redis-py#4287): a connection error, not a bug of ours. Raised elsewhere: a bug.
     if not _raised_in_client(exc):
         return None
-    log.warning("redis client failed on a closed connection: %r", exc)
-    return _failed(operation, StoreUnavailable(type(exc).__name__))
+    return _unavailable(operation, exc, CLOSED_CONNECTION)
 
 
 def _raised_in_client(exc: BaseException) -> bool:

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +55,7 @@ class SrmProcess:
 def start_srm(
     args: list[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    """An srm process leading its own process group (see :func:`kill_group`)."""
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "srm.cli", *args],
@@ -62,7 +63,71 @@ def start_srm(
             cwd=cwd or ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL whatever is left of the process group *proc* leads (its workers, say)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+
+
+def pids_of(pattern: str) -> list[int]:
+    """The processes whose command line contains *pattern* (pgrep -f)."""
+    found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def kill_matching(pattern: str) -> None:
+    """SIGKILL every process whose command line contains *pattern* (a test's strays)."""
+    for pid in pids_of(pattern):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def workers_of(pid: int) -> list[int]:
+    """The processes *pid* spawned with multiprocessing (not its resource tracker)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []  # exited
+    return [int(c) for c in children if b"spawn_main" in _cmdline(int(c))]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""  # exited meanwhile
+
+
+def metrics_dir_of(pid: int) -> Path:
+    """The PROMETHEUS_MULTIPROC_DIR of process *pid*."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    for entry in environ:
+        if entry.startswith(b"PROMETHEUS_MULTIPROC_DIR="):
+            return Path(entry.split(b"=", 1)[1].decode())
+    raise AssertionError(f"process {pid} has no PROMETHEUS_MULTIPROC_DIR")
+
+
+def alive(pid: int) -> bool:
+    """Whether *pid* runs (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not met within {timeout} s: {what}")
+        time.sleep(0.1)
 
 
 def wait_ready(proc: SrmProcess, timeout: float = 30) -> None:
@@ -93,3 +158,4 @@ def srm_serve(tmp: Path, cwd: Path | None = None, **env: str) -> Iterator[SrmPro
     finally:
         if proc.proc.poll() is None:
             proc.stop()
+        kill_group(proc.proc)

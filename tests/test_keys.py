@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import tracemalloc
+
 import pytest
 
 from srm import keys as k
@@ -15,3 +18,24 @@ def test_cached_account_keys_match_freshly_built_ones() -> None:
     assert keys.session("acct-1", "s") == f"{keys.tag(first.shard)}:sess:s"
     with pytest.raises(ValueError, match="shard"):
         keys.tag(16)
+
+
+@pytest.mark.parametrize("alphabet", ["ab", "é\U0001f600"])  # 1- and 4-byte code points
+def test_the_account_key_cache_is_bounded_in_bytes(alphabet: str) -> None:
+    """Longest ids (256 characters): the cache of one process stays within its bytes."""
+    keys = k.Keys(256)
+    written = peak = n = 0
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        while written < 1.5 * k.ACCOUNT_CACHE_BYTES:  # the id is in the map and 4 key names
+            account_id = f"{n:08d}" + alphabet[n % 2] * 248
+            keys.account(account_id)
+            written += 5 * sys.getsizeof(account_id)
+            n += 1
+            if n % 256 == 0:
+                peak = max(peak, tracemalloc.get_traced_memory()[0] - before)
+    finally:
+        tracemalloc.stop()
+    assert peak <= k.ACCOUNT_CACHE_BYTES * 1.1
+    assert keys.account(account_id).active.endswith(":active")

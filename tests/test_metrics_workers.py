@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import SrmProcess, srm_serve
+from tests.processes import SrmProcess, metrics_dir_of, srm_serve, wait_until, workers_of
 from tests.redis_servers import RedisProcess
 
 pytestmark = pytest.mark.slow
@@ -35,34 +34,6 @@ def health_count(srm: SrmProcess) -> float:
     return total
 
 
-def workers_of(pid: int) -> list[int]:
-    """The worker processes of the supervisor *pid* (not multiprocessing's resource tracker)."""
-    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    return [c for c in children if b"spawn_main" in _cmdline(c)]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return b""  # exited meanwhile
-
-
-def metrics_dir_of(pid: int) -> Path:
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    for entry in environ:
-        if entry.startswith(b"PROMETHEUS_MULTIPROC_DIR="):
-            return Path(entry.split(b"=", 1)[1].decode())
-    raise AssertionError(f"worker {pid} has no PROMETHEUS_MULTIPROC_DIR")
-
-
-def wait_for(condition: object, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def test_two_workers_share_their_metrics(real_redis: RedisProcess, tmp_path: Path) -> None:
     with srm_serve(tmp_path, SRM_REDIS_URL=real_redis.url, SRM_WORKERS="2") as srm:
         workers = workers_of(srm.proc.pid)
@@ -76,14 +47,15 @@ def test_two_workers_share_their_metrics(real_redis: RedisProcess, tmp_path: Pat
         # every scrape, whichever worker answers it, sees all 40
         assert [health_count(srm) for _ in range(6)] == [40.0] * 6
 
-        # a worker that dies is replaced; its counts stay, its live gauge goes
+        # a worker that dies is replaced; its counts stay (folded into the *_exited files),
+        # its own files go
         victim = workers[0]
         os.kill(victim, signal.SIGKILL)
-        wait_for(
+        wait_until(
             lambda: len(workers_of(srm.proc.pid)) == 2 and victim not in workers_of(srm.proc.pid)
         )
-        wait_for(lambda: not list(shared.glob(f"gauge_livesum_{victim}.db")))
-        assert list(shared.glob(f"counter_{victim}.db"))
+        wait_until(lambda: not list(shared.glob(f"*_{victim}.db")))
+        assert (shared / "counter_exited.db").is_file()
         for _ in range(5):
             get(srm.base + "/health")
         assert health_count(srm) == 45.0

@@ -25,8 +25,10 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 
 from srm.api.app import create_app
+from srm.api.errors import DETAIL_HEADER
 from srm.connection import connect
 from srm.process import make_store
+from srm.store import UNAVAILABLE_DETAILS
 from tests.conftest import OPERATOR, SECRET, auth
 from tests.processes import SrmProcess, srm_env, start_srm, wait_ready
 from tests.redis_servers import RedisProcess, debug_command_args, free_port, redis_process
@@ -90,6 +92,8 @@ async def assert_all_unavailable(client: Any) -> None:
         assert answer.status == 503, (answer.url, body)
         assert body["errorResponse"]["errorCode"] == "SRM-0008"
         assert answer.headers["X-Request-ID"]
+        # SRM's own words only, never Redis's error text
+        assert answer.headers.get(DETAIL_HEADER) in {None, *UNAVAILABLE_DETAILS}
     async with asyncio.timeout(DID_NOT_HANG):
         assert (await client.get("/health")).status == 200  # the process itself is fine
 
@@ -170,6 +174,41 @@ async def test_redis_stuck_then_back(settings: Any, own_redis: RedisProcess, kin
             await asyncio.to_thread(stuck.join, DID_NOT_HANG)
         await wait_store(client)
         await assert_service_works(client, f"after-{kind}")
+
+
+async def test_a_busy_redis_keeps_its_error_text_to_the_log(
+    settings: Any, own_redis: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """BUSY (a script running too long) answers SRM-0008 with SRM's own detail, on /ready
+    too; Redis's "BUSY Redis is busy running a script..." is logged, never sent."""
+    with own_redis.client() as c:
+        c.config_set("lua-time-limit", 50)  # answer BUSY once a script has run 50 ms
+
+    def run_forever() -> None:
+        with own_redis.client() as c, contextlib.suppress(redis.ResponseError):
+            c.eval("while true do end", 0)  # until SCRIPT KILL
+
+    busy = threading.Thread(target=run_forever, daemon=True)
+    async with api(settings, own_redis) as client:
+        busy.start()
+        try:
+            with own_redis.client() as c:
+                while True:
+                    with contextlib.suppress(redis.ResponseError):
+                        c.ping()
+                        await asyncio.sleep(0.05)
+                        continue
+                    break
+            await assert_all_unavailable(client)
+            ready = await client.get("/ready")
+            assert ready.status == 503
+            assert ready.headers[DETAIL_HEADER] == "store busy running a script"
+        finally:
+            with own_redis.client() as c:
+                c.script_kill()
+            await asyncio.to_thread(busy.join, DID_NOT_HANG)
+        await wait_store(client)
+    assert "BUSY Redis is busy running a script" in caplog.text
 
 
 def _get(url: str) -> tuple[int, dict[str, Any]]:

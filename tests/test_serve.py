@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.conftest import auth
-from tests.processes import srm_env, srm_serve, start_srm
+from tests.processes import pids_of, srm_env, srm_serve, start_srm
 from tests.redis_servers import RedisProcess
 
 SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
@@ -52,8 +51,8 @@ def test_embedded_default_starts_and_stops_its_own_redis(tmp_path: Path) -> None
         assert (data / "appendonlydir").is_dir()  # persistence is on
         assert srm.stop(signal.SIGINT) == 0
     assert not (data / "redis.sock").exists()
-    leftover = subprocess.run(["pgrep", "-f", f"--dir {data}"], capture_output=True, check=False)
-    assert leftover.stdout == b"", "the embedded redis-server outlived srm serve"
+    # redis-server shows its socket, not its arguments, in its command line
+    assert not pids_of(f"unixsocket:{data}/"), "the embedded redis-server outlived srm serve"
 
 
 @pytest.mark.parametrize(
@@ -66,6 +65,7 @@ def test_embedded_default_starts_and_stops_its_own_redis(tmp_path: Path) -> None
         ({"SRM_REAPER_INTERVAL": "nan"}, "reaper.interval"),
         ({"SRM_REDIS_URL": "http://x"}, "redis.url"),
         ({"SRM_AUTH_SECRET": ""}, "auth.secret"),
+        ({"SRM_AUTH_JWKS_URL": "http://id.example.com/certs"}, "auth.jwks_url"),
         ({"SRM_CONFIG": "/nonexistent.toml"}, "SRM_CONFIG"),
     ],
 )

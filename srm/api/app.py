@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -99,8 +99,21 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))
     app.add_routes(list(routes()))
+    if service.verifier.jwks is not None:
+        app.cleanup_ctx.append(_jwks_refresh)
     app.on_shutdown.append(_finish_background)
     return app
+
+
+async def _jwks_refresh(app: web.Application) -> AsyncIterator[None]:
+    """The JWKS keys of this process, fetched in the background while the app runs."""
+    jwks = app[DEPS].verifier.jwks
+    assert jwks is not None
+    await jwks.start()
+    try:
+        yield
+    finally:
+        await jwks.close()
 
 
 async def _finish_background(app: web.Application) -> None:

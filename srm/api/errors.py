@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -83,7 +84,7 @@ def from_http_exception(exc: web.HTTPException) -> SrmError:
     if exc.status == 431:
         return TooLarge("request headers too large", headers=True)
     if 400 <= exc.status < 500:
-        return MalformedRequest(exc.reason)
+        return MalformedRequest(HTTPStatus(exc.status).phrase)  # not exc.reason: any text
     return InternalError()
 
 

@@ -13,7 +13,13 @@ from aiohttp import web
 from srm import metrics as srm_metrics
 from srm.api import bodies
 from srm.auth import OperatorKeys, Principal, TokenVerifier
-from srm.errors import MalformedRequest, SrmError, StoreUnavailable, Unauthenticated
+from srm.errors import (
+    KeysUnavailable,
+    MalformedRequest,
+    SrmError,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from srm.model import DAY_MS, EndReason, NewSession
 from srm.store import SessionStore
 
@@ -39,13 +45,13 @@ class Deps:
     limit_claims: bool = False  # honour the token's maxSessions claim
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def client(self, request: web.Request) -> Principal:
+    async def client(self, request: web.Request) -> Principal:
         token = request.headers.get("Client-Token")
         if token is None:
             token = _bearer(request)
         if not token:
             raise Unauthenticated("Client-Token missing")
-        return self.verifier.verify(token.strip())
+        return await self.verifier.authenticate(token.strip())
 
     def operator(self, request: web.Request) -> None:
         self.operators.check(_bearer(request))
@@ -103,7 +109,7 @@ def _json(body: bytes, status: int = 200) -> web.Response:
 
 async def setup(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     wanted = bodies.setup_request(await deps.body(request), deps.content_types, deps.qualities)
     sid = str(uuid.uuid4())
     new = NewSession(
@@ -127,7 +133,7 @@ async def setup(request: web.Request) -> web.Response:
 
 async def keep_alive(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     await deps.store.keep_alive(principal.account_id, sid)
     return web.Response()
@@ -135,7 +141,7 @@ async def keep_alive(request: web.Request) -> web.Response:
 
 async def teardown(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     await deps.store.end(principal.account_id, sid, EndReason.TEARDOWN)
     return web.Response()
@@ -143,13 +149,13 @@ async def teardown(request: web.Request) -> web.Response:
 
 async def list_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     return _json(bodies.session_list(await deps.store.account_sessions(principal.account_id)))
 
 
 async def get_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    principal = deps.client(request)
+    principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     session = await deps.store.get(principal.account_id, sid)
     return _json(orjson.dumps(bodies.session(session)))
@@ -250,6 +256,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
+    if not deps.verifier.ready:
+        raise KeysUnavailable()
     try:
         async with asyncio.timeout(min(1.0, deps.store.deadline)):
             await deps.store.ping()

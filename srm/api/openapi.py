@@ -376,7 +376,8 @@ def _responses() -> Json:
         "Internal": _error_response(f"{InternalError.code}: unexpected internal error"),
         "Unavailable": _error_response(
             f"{StoreUnavailable.code}: the session store is unreachable or did not answer "
-            "in time; keep-alive and teardown are safe to retry"
+            "in time, or (with a JWKS URL) no signing keys could be fetched yet; keep-alive "
+            "and teardown are safe to retry"
         ),
     }
 
@@ -611,7 +612,8 @@ def _service_paths(prefixes: list[tuple[str, str]]) -> Json:
         "/ready": {
             "get": _operation(
                 "ready",
-                "200 when the store answers: the signal that the service can take traffic",
+                "200 when the store answers (and, with a JWKS URL, signing keys were fetched): "
+                "the signal that the service can take traffic",
                 "service",
                 {"200": _ok("Ready", status)},
                 [("503", "Unavailable")],

@@ -75,8 +75,11 @@ def serve_metrics(settings: ReaperSettings) -> WSGIServer | None:
     return serve_prometheus(settings.metrics_host, settings.metrics_port, "reaper")
 
 
-def run_companion(settings: Settings, companion: Companion) -> None:
-    """Run *companion* alone in this process (its own Redis client) until SIGTERM/SIGINT."""
+def run_companion(
+    settings: Settings, companion: Companion, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run *companion* alone in this process (its own Redis client) until SIGTERM/SIGINT;
+    *on_ready* is called once it has its store."""
     logs.setup(settings.logging.level, logs.secrets_of(settings))
 
     async def main() -> None:
@@ -84,6 +87,8 @@ def run_companion(settings: Settings, companion: Companion) -> None:
         install_stop_handlers(stop)
         redis = connect(settings.redis)
         await warm_up(redis, settings.redis)
+        if on_ready is not None:
+            on_ready()
         try:
             await companion(settings, make_store(settings, redis), stop)
         finally:
