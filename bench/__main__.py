@@ -37,9 +37,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backlog", type=int, default=100_000, help="reaper backlog")
     p.add_argument("--reap-batch", type=int, default=500, help="sessions per sweep/purge call")
     p.add_argument("--reap-parallel", type=int, default=4, help="shards reaped at once")
+    p.add_argument("--rules-sessions", type=int, default=30_000, help="sessions, rules cost")
     p.add_argument("--event-lifecycles", type=int, default=20_000, help="events: memory sample")
     p.add_argument(
-        "--only", default="", help="comma list: http,commands,memory,latency,reaper,events"
+        "--only",
+        default="",
+        help="comma list: http,commands,memory,latency,reaper,rules,events",
     )
     return p.parse_args(argv)
 
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    parts = {"http", "commands", "memory", "latency", "reaper", "events"}
+    parts = {"http", "commands", "memory", "latency", "reaper", "rules", "events"}
     only = set(a.only.split(",")) if a.only else parts
     rows: list[Row] = []
     say(f"machine: {machine()}")
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 latency_rows(a, redis_url, work, rows)
             if "reaper" in only:
                 reaper_rows(a, redis_url, rows)
+            if "rules" in only:
+                rules_rows(a, redis_url, rows)
             if "events" in only:
                 event_rows(a, redis_url, tokens, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
@@ -296,6 +301,22 @@ def event_rows(a: argparse.Namespace, redis_url: str, tokens: Path, rows: list[R
         f"{h.on_rps:.0f} vs {h.off_rps:.0f} req/s: ratio **{h.ratio:.2f}** (median of "
         f"{a.rounds} alternating rounds)",
         "yes" if h.ratio >= 0.9 else "no",
+    ))  # fmt: skip
+
+
+def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
+    none, three = asyncio.run(storage.rules_cost(redis_url, a.rules_sessions, a.samples))
+    for c in (none, three):
+        say(
+            f"rules: {c.rules} configured -> {c.bytes_per_session:.0f} bytes/session, "
+            f"Redis {c.redis_us_per_setup:.1f} us per setup"
+        )
+    rows.append((
+        "setup with three limit rules vs none",
+        "(cost)",
+        f"Redis {three.redis_us_per_setup:.1f} vs {none.redis_us_per_setup:.1f} us per setup; "
+        f"{three.bytes_per_session:.0f} vs {none.bytes_per_session:.0f} bytes per session",
+        "",
     ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()
 

@@ -29,7 +29,7 @@ def settings(redis_url: str, **env: str) -> Settings:
     return load(env={"SRM_REDIS_URL": redis_url, "SRM_AUTH_SECRET": "x" * 32, **env})
 
 
-def new_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]:
+def new_sessions(count: int, per_account: int, tag: str, **extra: Any) -> Iterable[NewSession]:
     """*count* sessions, *per_account* to an account, with realistic field sizes."""
     for i in range(count):
         yield NewSession(
@@ -38,6 +38,7 @@ def new_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]
             f"device-{i % per_account}",
             "100001V3D",
             "COD",
+            **extra,
         )
 
 
@@ -304,3 +305,60 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+# Three limit rules that every bench session matches (none refuses: the cost is counting).
+THREE_RULES = (
+    '[{"name": "uhd", "max": 3, "qualities": ["UHD"]},'
+    ' {"name": "mobile", "max": 3, "device_types": ["phone", "tablet"]},'
+    ' {"name": "one-per-device", "max": 1, "per": "device"}]'
+)
+
+
+@dataclass(frozen=True)
+class RulesCost:
+    rules: int
+    bytes_per_session: float
+    redis_us_per_setup: float
+
+
+def rule_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]:
+    """Like new_sessions, on phones in UHD: each session matches all of THREE_RULES."""
+    return new_sessions(count, per_account, tag, device_type="phone", quality="UHD")
+
+
+async def rules_cost(redis_url: str, count: int, samples: int, rounds: int = 3) -> list[RulesCost]:
+    """Memory per active session and Redis time per setup (EVALSHA usec_per_call in INFO
+    commandstats), without rules and with THREE_RULES, 3 sessions per account. The setup
+    timings alternate between the two in *rounds*, so other load falls on both alike."""
+    stores = []
+    try:
+        for rules in ("[]", THREE_RULES):
+            s = settings(redis_url, SRM_SESSIONS_RULES=rules)
+            stores.append(make_store(s, connect(s.redis)))
+        memory = []
+        for i, store in enumerate(stores):
+            redis = store.redis
+            await redis.flushall()
+            await fill(store, rule_sessions(200, 3, "warm"))
+            await redis.flushall()
+            before = (await redis.info("memory"))["used_memory"]
+            await fill(store, rule_sessions(count, 3, f"mem{i}"))
+            memory.append(((await settled_memory(redis)) - before) / count)
+        await stores[0].redis.flushall()
+        usec: list[list[float]] = [[], []]
+        for r in range(rounds):
+            for i, store in enumerate(stores):
+                probes = list(rule_sessions(samples, 3, f"time{r}-{i}"))
+                await store.redis.config_resetstat()
+                for new in probes:
+                    await store.setup(new)
+                cs = await store.redis.info("commandstats")
+                usec[i].append(float(cs["cmdstat_evalsha"]["usec_per_call"]))
+        return [
+            RulesCost(len(store.policy.rules), memory[i], statistics.median(usec[i]))
+            for i, store in enumerate(stores)
+        ]
+    finally:
+        for store in stores:
+            await store.redis.aclose()

@@ -126,7 +126,7 @@ class TokenVerifier:
         if (
             not isinstance(device_type, str)
             or not 1 <= len(device_type) <= MAX_DEVICE_TYPE_LENGTH
-            or not device_type.strip()
+            or not _is_text(device_type)
         ):
             raise Unauthenticated("Client-Token deviceType must be a string of 1 to 64 characters")
         max_sessions = claims.get("maxSessions")
@@ -186,11 +186,18 @@ def _identifier(value: Any, claim: str) -> str:
         raise Unauthenticated(f"Client-Token has no {claim}")
     if len(value) > MAX_ID_LENGTH:
         raise Unauthenticated(f"Client-Token {claim} longer than {MAX_ID_LENGTH}")
+    if not _is_text(value):
+        raise Unauthenticated(f"Client-Token {claim} is not valid text")
+    return value
+
+
+def _is_text(value: str) -> bool:
+    """Whether *value* can be stored (no lone surrogates, which JSON may carry)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise Unauthenticated(f"Client-Token {claim} is not valid text") from None
-    return value
+        return False
+    return True
 
 
 def _public_key(text: str) -> str:

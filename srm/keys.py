@@ -111,16 +111,7 @@ class Keys:
         keys = self._accounts.get(account_id)
         if keys is None:
             keys = self._account(account_id)
-            strings = (
-                account_id,
-                keys.active,
-                keys.count,
-                keys.limit,
-                keys.ended,
-                keys.rules,
-                keys.rule_limits,
-                keys.usage,
-            )
+            strings = (account_id, keys.limit, keys.rule_limits, keys.usage, *keys.lifecycle()[:4])
             size = _DICT_ENTRY_BYTES + sys.getsizeof(keys) + sum(map(sys.getsizeof, strings))
             if self._accounts_bytes + size > ACCOUNT_CACHE_BYTES:
                 self._accounts.clear()

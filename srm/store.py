@@ -418,7 +418,7 @@ class SessionStore:
                 self.policy.max_sessions if new.max_sessions is None else new.max_sessions,
                 self.policy.retention_ms,
                 "evict" if self.policy.evict else "deny",
-                new.device_type,
+                "" if new.device_type == DEFAULT_DEVICE_TYPE else new.device_type,
                 new.quality or "",
                 new.replaces or "",
                 encode_groups(groups),

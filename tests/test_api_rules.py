@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,7 @@ async def test_bad_setup_extensions_are_srm_0002_and_store_nothing(
         {"deviceType": 7},
         {"deviceType": ""},
         {"deviceType": "x" * 65},
+        {"deviceType": "\ud800"},
         {"maxSessions": -1},
         {"maxSessions": 1_000_001},
         {"maxSessions": "2"},
@@ -169,11 +171,15 @@ async def test_max_sessions_claim_below_an_operator_override(client: Any) -> Non
     assert "successResponse" in await start(client, "a", claims=one)
     denied = await start(client, "b", claims=one)
     assert (denied["denial"]["rule"], denied["denial"]["max"]) == ("account", 1)
+    own = await client.get("/srm/sessions", headers=headers("a", maxSessions=1))
+    assert (await own.json())["maxSessions"] == 1
     resp = await client.put(
         "/srm/v1/accounts/acct-1/limit", json={"maxSessions": 2}, headers=OPERATOR
     )
     assert resp.status == 200
     assert "successResponse" in await start(client, "b", claims=one)
+    own = await client.get("/srm/sessions", headers=headers("a", maxSessions=1))
+    assert (await own.json())["maxSessions"] == 2
 
 
 async def test_rule_overrides_through_the_limit_endpoint(client: Any) -> None:
@@ -225,3 +231,27 @@ async def test_operator_ends_one_devices_sessions(client: Any) -> None:
         "OPERATOR",
         "OPERATOR",
     ]
+
+
+async def test_sixty_concurrent_uhd_setups_over_http_yield_one(client: Any) -> None:
+    answers = await asyncio.gather(
+        *(
+            client.post("/srm/sessions", json=body(quality="UHD"), headers=headers(f"d{i}"))
+            for i in range(60)
+        )
+    )
+    replies = [await a.json() for a in answers]
+    assert sum("successResponse" in r for r in replies) == 1
+    assert [r["denial"]["rule"] for r in replies if "denial" in r] == ["uhd"] * 59
+
+
+async def test_sixty_concurrent_zaps_on_one_tv_leave_one_stream(client: Any) -> None:
+    tv = headers("tv-1", deviceType="tv")
+    answers = await asyncio.gather(
+        *(client.post("/srm/sessions", json=body(content=f"ch{i}"), headers=tv) for i in range(60))
+    )
+    replies = [await a.json() for a in answers]
+    assert all("successResponse" in r for r in replies)  # each zap evicts the previous one
+    listed = await listing(client)
+    assert listed["activeCount"] == 1
+    assert sum(s["endReason"] == "EVICTED" for s in listed["sessions"]) == 59

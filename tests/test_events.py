@@ -30,6 +30,7 @@ from tests import invariants
 from tests.conftest import OPERATOR, Clock, auth, open_backend
 from tests.test_api import SETUP, expect_error, setup_session
 from tests.test_reaper import reaper_for
+from tests.test_reaper_process import until
 
 FAST = EventsSettings(claim_idle=0.2, batch_size=50, poll_interval=0.01, metrics_port=0)
 
@@ -341,9 +342,10 @@ async def test_a_dead_consumers_events_go_to_another_after_claim_idle(store: Ses
     with pytest.raises(ConnectionError):
         await dead.step()  # read, never acknowledged
     alive_sink = Keep()
-    alive = consumer(store, alive_sink, name="alive")
+    second = EventsSettings(claim_idle=1.0, batch_size=50, poll_interval=0.01, metrics_port=0)
+    alive = consumer(store, alive_sink, name="alive", settings=second)
     assert await alive.step() == 0  # the dead one's events are not idle long enough yet
-    await asyncio.sleep(FAST.claim_idle * 2)
+    await asyncio.sleep(second.claim_idle * 1.5)
     alive._next_claim = 0.0
     await drain(alive)
     assert len({e["id"] for e in alive_sink.events}) == total
@@ -472,10 +474,11 @@ async def test_consumers_that_hold_nothing_leave_the_group(store: SessionStore) 
     holding.failing = True
     with pytest.raises(ConnectionError):
         await consumer(store, holding, name="holding").step()
-    await make_changes(store, 5, tag="more")
-    assert await consumer(store, Keep(), name="idle").step() == 15  # delivered, acknowledged
-    stop = asyncio.Event()
     patient = EventsSettings(claim_idle=60, poll_interval=0.01, metrics_port=0)  # claims nothing
+    await make_changes(store, 5, tag="more")
+    idle = consumer(store, Keep(), name="idle", settings=patient)
+    assert await idle.step() == 15  # delivered and acknowledged
+    stop = asyncio.Event()
     leaving = Consumer(
         store,
         patient,
@@ -487,8 +490,11 @@ async def test_consumers_that_hold_nothing_leave_the_group(store: SessionStore) 
     )
     task = asyncio.create_task(leaving.run())
     await make_changes(store, 5, tag="late")
-    await asyncio.sleep(0.3)
-    assert "leaving" in await consumer_names(store, "g")
+
+    async def joined() -> bool:
+        return "leaving" in await consumer_names(store, "g")
+
+    await until(joined, what="the consumer to read")
     stop.set()
     await task  # a clean stop: it leaves the group
     assert await consumer_names(store, "g") == {"holding", "idle"}

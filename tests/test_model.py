@@ -111,15 +111,21 @@ class SrmModel(RuleBasedStateMachine):
     def live(self, account: str) -> list[ModelSession]:
         return [s for s in self.sessions.values() if s.account == account and s.active(self.now)]
 
-    def limit(self, account: str) -> int:
-        return self.limits.get(account, DEFAULT_LIMIT)
+    def limit(self, account: str, claim: int | None = None) -> int:
+        """The operator's override, else the token's claim, else the default."""
+        return self.limits.get(account, DEFAULT_LIMIT if claim is None else claim)
 
     # -- rules ---------------------------------------------------------------------------
 
     def checks(self, account: str, new: NewSession) -> list[tuple[str, str | None, int, str]]:
         """(name, group field or None for the account, max, policy) of each limit to fit."""
         checks: list[tuple[str, str | None, int, str]] = [
-            ("account", None, self.limit(account), "evict" if self.evict else "deny")
+            (
+                "account",
+                None,
+                self.limit(account, new.max_sessions),
+                "evict" if self.evict else "deny",
+            )
         ]
         for r in RULES:
             if r.matches(new.quality, new.device_type, new.content_type):
@@ -136,6 +142,7 @@ class SrmModel(RuleBasedStateMachine):
         quality=st.sampled_from([None, "SD", "UHD"]),
         content=st.sampled_from(CONTENTS),
         replaces=st.one_of(st.none(), sessions_bundle),
+        claim=st.one_of(st.none(), st.integers(0, 3)),
     )
     def setup(
         self,
@@ -144,6 +151,7 @@ class SrmModel(RuleBasedStateMachine):
         quality: str | None,
         content: tuple[str, str],
         replaces: str | None,
+        claim: int | None,
     ) -> str:
         sid = str(uuid.uuid4())
         new = NewSession(
@@ -154,6 +162,7 @@ class SrmModel(RuleBasedStateMachine):
             device_type=DEVICES[device],
             quality=quality,
             replaces=replaces,
+            max_sessions=claim,
         )
         self.end_lapsed(account)
         live = sorted(self.live(account), key=lambda s: (s.deadline, s.sid))

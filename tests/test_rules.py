@@ -291,3 +291,16 @@ async def test_audit_repairs_rule_counters_and_counts_them(store: SessionStore) 
     await invariants.check(store.redis, store.keys)
     await store.end("acct-1", s.session_id, EndReason.TEARDOWN)
     assert await store.redis.hgetall(rules) == {}
+
+
+@pytest.mark.parametrize("device", ["tv-é{s1}:|/", "5:x:", "📺" * 40])
+async def test_any_device_id_is_safe_in_a_group(store: SessionStore, device: str) -> None:
+    store.policy = dataclasses.replace(store.policy, rules=(Rule("dev", 1, per="device"),))
+    first = new(device=device)
+    await store.setup(first)
+    with pytest.raises(LimitReached) as denied:
+        await store.setup(new(device=device))
+    assert [s.session_id for s in denied.value.sessions] == [first.session_id]
+    await store.setup(new(device=device + "x"))
+    await store.end("acct-1", first.session_id, EndReason.TEARDOWN)
+    await store.setup(new(device=device))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -150,7 +151,15 @@ async def teardown(request: web.Request) -> web.Response:
 async def list_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     principal = await deps.client(request)
-    return _json(bodies.session_list(await deps.store.account_sessions(principal.account_id)))
+    listing = await deps.store.account_sessions(principal.account_id)
+    # the token's limit applies to this caller unless an operator override wins
+    if (
+        deps.limit_claims
+        and principal.max_sessions is not None
+        and not (await deps.store.get_limit(principal.account_id)).override
+    ):
+        listing = dataclasses.replace(listing, max_sessions=principal.max_sessions)
+    return _json(bodies.session_list(listing))
 
 
 async def get_own(request: web.Request) -> web.Response:

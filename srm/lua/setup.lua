@@ -11,7 +11,8 @@
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
--- ARGV[9] retention (ms)  ARGV[10] account policy: 'deny' | 'evict'  ARGV[11] deviceType
+-- ARGV[9] retention (ms)  ARGV[10] account policy: 'deny' | 'evict'
+-- ARGV[11] deviceType ('' for the default, unknown: not stored)
 -- ARGV[12] quality ('' none)  ARGV[13] sessionId this setup replaces ('' none)
 -- ARGV[14] the rule groups of the new session, encoded as rule_groups reads them ('' none)
 -- ARGV[15] events (_events.lua)
@@ -154,8 +155,11 @@ for _, victim in ipairs(victims) do
   end_session(acct, victim, 'EVICTED', now, purge_at, device)
 end
 local deadline = now + tonumber(ARGV[7])
-redis.call('HSET', KEYS[1], 'acct', account, 'dev', device, 'dt', ARGV[11], 'cid', ARGV[5],
-  'ctype', ARGV[6], 'created', now, 'ka', now)
+redis.call('HSET', KEYS[1], 'acct', account, 'dev', device, 'cid', ARGV[5], 'ctype', ARGV[6],
+  'created', now, 'ka', now)
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[1], 'dt', ARGV[11])
+end
 if ARGV[12] ~= '' then
   redis.call('HSET', KEYS[1], 'q', ARGV[12])
 end
@@ -168,6 +172,10 @@ if ARGV[14] ~= '' then
     redis.call('HINCRBY', acct.rules, checks[i].field, 1)
   end
 end
-local active = redis.call('ZCOUNT', acct.active, '(' .. now, '+inf')
+local ended = #victims
+if replaced ~= '' then
+  ended = ended + 1
+end
+local active = live - ended + 1
 session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active)
 return {1, active, checks[1].max}
