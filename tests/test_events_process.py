@@ -21,8 +21,8 @@ from srm.events.schema import event_id
 from srm.model import EndReason, NewSession, Policy
 from srm.store import SessionStore
 from tests.processes import srm_env
-from tests.redis_servers import RedisProcess, redis_process
-from tests.test_reaper_process import until
+from tests.redis_servers import RedisProcess, free_port, redis_process
+from tests.test_reaper_process import metrics, until
 
 pytestmark = pytest.mark.slow
 
@@ -38,11 +38,13 @@ class EventsProcess:
         self.out = tmp / f"events-{n}.out"
         self.err = tmp / f"events-{n}.err"
         env = srm_env(
-            SRM_REDIS_URL=url,
-            SRM_REDIS_SHARDS=str(SHARDS),
-            SRM_EVENTS_METRICS_PORT="0",
-            SRM_EVENTS_POLL_INTERVAL="0.05",
-            **settings,
+            **{
+                "SRM_REDIS_URL": url,
+                "SRM_REDIS_SHARDS": str(SHARDS),
+                "SRM_EVENTS_METRICS_PORT": "0",
+                "SRM_EVENTS_POLL_INTERVAL": "0.05",
+                **settings,
+            }
         )
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
@@ -195,3 +197,56 @@ def test_bad_arguments_exit_2_at_start(args: tuple[str, ...]) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert b"srm events" in result.stderr
+
+
+async def test_webhook_down_then_up_sigterm_mid_retry_and_metrics(
+    real_redis: RedisProcess, redis: Any, consumers: Callable[..., EventsProcess]
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    received: list[dict[str, Any]] = []
+    attempts = [0]
+    up = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        attempts[0] += 1
+        if not up.is_set():
+            return web.Response(status=503)
+        received.extend(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    keyspace = k.Keys(SHARDS)
+    await changes(SessionStore(redis, keyspace, POLICY), 40, "hook")
+    expected = await written(redis, keyspace)
+    async with TestServer(app) as server:
+        url = str(server.make_url("/hook"))
+        fast = {"SRM_EVENTS_CLAIM_IDLE": "1", "SRM_EVENTS_RETRY_CAP": "0.2"}
+        first = consumers(real_redis.url, "--webhook", url, **fast)
+        await until(lambda: attempts[0] >= 3, what="the webhook to be retried")
+        assert first.stop() == 0  # SIGTERM while retrying: exits 0, nothing acknowledged
+        assert received == []
+        up.set()
+        port = free_port()
+        second = consumers(
+            real_redis.url, "--webhook", url, SRM_EVENTS_METRICS_PORT=str(port), **fast
+        )
+
+        def delivered() -> set[str]:
+            return {e["id"] for e in received}
+
+        await until(lambda: delivered() >= expected, timeout=60, what="every event delivered")
+        assert delivered() == expected
+        text = await metrics(port)
+        for name in (
+            "srm_events_delivered_total",
+            "srm_events_claimed_total",
+            "srm_events_lost_total",
+            "srm_events_pending",
+            "srm_events_lag_seconds",
+        ):
+            assert name in text
+        assert "srm_events_claimed_total 120.0" in text  # the first consumer's, after claim_idle
+        assert second.stop() == 0
