@@ -164,6 +164,7 @@ async def test_every_lifecycle_over_http_is_one_event_per_change(
     start = events[0]
     assert start["deviceId"] == "tv" and start["contentID"] == "100001V3D"
     assert start["contentType"] == "COD" and start["sessionId"] == torn
+    assert start["deviceType"] == "unknown" and start["quality"] is None
     timeout = next(e for e in events if e.get("endReason") == "TIMEOUT")
     assert timeout["deviceId"] == "stb" and timeout["durationSeconds"] == 120.0
     denied = events[7]
@@ -437,7 +438,8 @@ def test_event_ids_name_the_shard_and_the_entry() -> None:
     e = event(7, "1800000000000-3", {"t": "S", "at": "1800000000000", "a": "x", "s": "y"})
     assert e["id"] == "s7-1800000000000-3"
     assert e["at"] == "2027-01-15T08:00:00.000Z"
-    assert Counter(e.values())[None] == 5  # deviceId, deviceType, contentID/Type, quality
+    assert e["deviceType"] == "unknown"  # the default, for a token without one
+    assert Counter(e.values())[None] == 4  # deviceId, contentID, contentType, quality
 
 
 async def test_an_eviction_is_the_evicted_sessions_end_then_the_new_start(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from srm.api.bodies import iso
+from srm.model import DEFAULT_DEVICE_TYPE
 
 TYPES = {
     "S": "session.started",
@@ -31,7 +32,10 @@ def event(shard: int, entry_id: str, f: dict[str, str]) -> dict[str, Any]:
         "at": iso(int(f["at"])) if f.get("at") else None,
         "accountId": _text(f.get("a")),
         "deviceId": _text(f.get("d")),
-        "deviceType": _text(f.get("dt")),
+        # a session without a device type in its token has the default one
+        "deviceType": (f.get("dt") or DEFAULT_DEVICE_TYPE)
+        if f.get("t") in ("S", "E", "D")
+        else None,
         "sessionId": _text(f.get("s")),
         "contentID": _text(f.get("c")),
         "contentType": _text(f.get("ct")),
