@@ -12,6 +12,10 @@ or the batch outliving *deadline*, fails every call of the batch (the waiters th
 once instead of each running its own timer). A NOSCRIPT answer (Redis restarted, failed over
 or had its scripts flushed) loads the script and resends only the calls that got it; a call
 that got NOSCRIPT did not run, so resending it is safe.
+
+A batch that fails before any of it was written to a socket (no connection to be had: refused,
+pool or gate timeout) fails its calls with :class:`NeverSent`: their scripts did not run, so
+there is nothing to undo. A call cancelled while still queued is never sent.
 """
 
 from __future__ import annotations
@@ -28,6 +32,18 @@ from redis.commands.core import AsyncScript
 
 MAX_BATCH = 1000  # calls per pipeline: bounds one write and one read loop
 NOSCRIPT_RESENDS = 1
+
+
+class NeverSent(rx.ConnectionError):
+    """Raised when a call failed before it was written to Redis: its script did not run."""
+
+
+class _Batch:
+    __slots__ = ("calls", "sent")
+
+    def __init__(self, calls: list[_Call]) -> None:
+        self.calls = calls
+        self.sent = False  # set just before the first write: from then on it may have run
 
 
 class _Call:
@@ -73,30 +89,35 @@ class AutoPipeline:
         return future
 
     def _flush(self) -> None:
-        queue, self._queue = self._queue, []
+        # a call whose caller went away (cancelled) before this turn ended is not sent
+        queue = [call for call in self._queue if not call.future.done()]
+        self._queue = []
         loop = asyncio.get_running_loop()
         for start in range(0, len(queue), self._max_batch):
-            task = loop.create_task(self._send(queue[start : start + self._max_batch]))
+            task = loop.create_task(self._send(_Batch(queue[start : start + self._max_batch])))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _send(self, batch: _Batch) -> None:
         failure: BaseException = rx.ConnectionError("the pipeline was abandoned")
         try:
             async with asyncio.timeout(self._deadline):
                 await self._execute(batch)
         except Exception as exc:
             failure = exc
+            if not batch.sent:
+                failure = NeverSent(f"not sent: {exc!r}")
+                failure.__cause__ = exc
         finally:
             # whatever happened, no caller is left waiting (also on cancellation)
-            for call in batch:
+            for call in batch.calls:
                 if not call.future.done():
                     call.future.set_exception(failure)
 
-    async def _execute(self, batch: list[_Call]) -> None:
-        pending = batch
+    async def _execute(self, batch: _Batch) -> None:
+        pending = batch.calls
         for resend in range(NOSCRIPT_RESENDS + 1):
-            replies = await self._roundtrip([call.args for call in pending])
+            replies = await self._roundtrip([call.args for call in pending], batch)
             missing: list[_Call] = []
             for call, reply in zip(pending, replies, strict=True):
                 if call.future.done():  # its caller went away (cancelled)
@@ -113,7 +134,7 @@ class AutoPipeline:
                 await self._redis.script_load(script.script)
             pending = missing
 
-    async def _client_roundtrip(self, commands: list[list[Any]]) -> list[Any]:
+    async def _client_roundtrip(self, commands: list[list[Any]], batch: _Batch) -> list[Any]:
         """The EVALSHAs through the client's own pipeline; their replies, in order.
 
         A batch passes the store's gate as one call (it holds at most one connection per
@@ -121,10 +142,13 @@ class AutoPipeline:
         block; they refuse).
         """
         if self._gate is None:
+            batch.sent = True
             return await self._client_pipeline(commands)
         async with asyncio.timeout(self._gate_wait):
             await self._gate.acquire()
         try:
+            # the cluster client connects and writes inside: from here the batch may have run
+            batch.sent = True
             return await self._client_pipeline(commands)
         finally:
             self._gate.release()
@@ -135,7 +159,7 @@ class AutoPipeline:
             pipe.execute_command("EVALSHA", *command)
         return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
-    async def _pooled_roundtrip(self, commands: list[list[Any]]) -> list[Any]:
+    async def _pooled_roundtrip(self, commands: list[list[Any]], batch: _Batch) -> list[Any]:
         """Send the EVALSHAs in one write on one pooled connection; their replies, in order.
 
         Connection failures are retried on a fresh connection by the client's retry policy
@@ -145,18 +169,19 @@ class AutoPipeline:
         conn = await pool.get_connection()
         try:
             return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
-                lambda: self._exchange(conn, commands), conn.disconnect
+                lambda: self._exchange(conn, commands, batch), conn.disconnect
             )
         finally:
             await pool.release(conn)
 
     @staticmethod
-    async def _exchange(conn: Any, commands: list[list[Any]]) -> list[Any]:
+    async def _exchange(conn: Any, commands: list[list[Any]], batch: _Batch) -> list[Any]:
         # packed in C by hiredis: redis-py's pure-Python packer was the largest share of its
         # CPU per call (and of the reaper's, whose calls carry thousands of keys)
         payload = [pack_command(("EVALSHA", *c)) for c in commands]
         replies: list[Any] = []
         try:
+            batch.sent = True
             await conn.send_packed_command(payload)
             # Only the first reply waits on the socket timeout; the rest of the batch follows
             # it, and the batch as a whole is bounded by the deadline.

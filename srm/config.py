@@ -93,6 +93,7 @@ class RedisSettings:
     request_deadline: float = 2.0
     replica_acks: int = 0
     replica_ack_timeout: float = 0.5
+    allow_eviction: bool = False
 
 
 @dataclass(frozen=True)

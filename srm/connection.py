@@ -118,6 +118,60 @@ async def warm_up(client: Any, settings: RedisSettings) -> None:
             await client.aclose()  # whatever half-initialized state it has, not kept
 
 
+async def check_store(settings: RedisSettings) -> None:
+    """The checks of the store made once at the start of a command (ConfigError: exit 2)."""
+    client = connect(settings)
+    try:
+        await check_eviction(client, settings)
+    finally:
+        await client.aclose()
+
+
+async def check_eviction(client: Any, settings: RedisSettings) -> None:
+    """Refuse a Redis that may evict SRM's keys (ConfigError) unless ``redis.allow_eviction``.
+
+    An evicted session record, counter or index breaks the counts SRM guarantees, so
+    ``maxmemory-policy`` must be ``noeviction`` (on every master of a cluster). Where CONFIG
+    is not allowed (managed Redis) or Redis is not reachable yet, this only warns.
+    """
+    try:
+        async with asyncio.timeout(settings.request_deadline):
+            policies = await _eviction_policies(client)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "could not check Redis's maxmemory-policy (%s); it must be noeviction",
+            type(exc).__name__,
+        )
+        return
+    evicting = sorted(set(policies) - {"noeviction"})
+    if not policies:
+        log.warning("could not check Redis's maxmemory-policy; it must be noeviction")
+    elif not evicting:
+        return
+    elif settings.allow_eviction:
+        log.warning(
+            "REDIS MAY EVICT SRM'S KEYS: maxmemory-policy is %s, allowed by redis.allow_eviction; "
+            "sessions and counts may be lost when Redis runs out of memory",
+            ", ".join(evicting),
+        )
+    else:
+        raise ConfigError(
+            f"Redis maxmemory-policy is {', '.join(evicting)}: Redis may evict SRM's keys. "
+            "Set it to noeviction, or set redis.allow_eviction (SRM_REDIS_ALLOW_EVICTION=true) "
+            "to start anyway"
+        )
+
+
+async def _eviction_policies(client: Any) -> list[str]:
+    """maxmemory-policy of the server, or of every master of a cluster."""
+    if isinstance(client, RedisCluster):
+        replies = await client.config_get("maxmemory-policy", target_nodes=RedisCluster.PRIMARIES)
+        answers = list(replies.values()) if "maxmemory-policy" not in replies else [replies]
+    else:
+        answers = [await client.config_get("maxmemory-policy")]
+    return [str(a["maxmemory-policy"]) for a in answers if isinstance(a, dict) and a]
+
+
 def parse_url(url: str) -> Target:
     """The Sentinel or Cluster target of *url*; ConfigError naming what is wrong."""
     where = "redis.url (SRM_REDIS_URL)"

@@ -9,6 +9,7 @@ SrmError
 ├── NotOperator          SRM-0006
 ├── MethodNotAllowed     SRM-0007
 ├── StoreUnavailable     SRM-0008
+│   └── StoreUnreached   SRM-0008 (the call never reached Redis: nothing to undo)
 ├── KeysUnavailable      SRM-0008
 ├── TooLarge             SRM-0009
 └── NoSuchPath           SRM-0010
@@ -98,6 +99,10 @@ class StoreUnavailable(SrmError):
 
     code = "SRM-0008"
     message = "Session store unavailable, retry later"
+
+
+class StoreUnreached(StoreUnavailable):
+    """Raised when a store call failed before it was sent to Redis, so it changed nothing."""
 
 
 class KeysUnavailable(SrmError):

@@ -20,6 +20,7 @@ keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective
 | ``srm:{s7}:acct:<accountId>:usage`` | hash | UTC day (days since the epoch) -> packed usage |
 | ``srm:{s7}:events`` | stream | the shard's session events, trimmed approximately |
 | ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
+| ``srm:{s7}:endall:<callId>`` | string | sessions one end-all call has ended so far (TTL'd) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
 
 Scripts receive every key in KEYS. Two names a script completes itself, from a prefix that
@@ -160,6 +161,10 @@ class Keys:
     def denials(self, shard: int, day: int) -> str:
         """The shard's denial ranking of UTC *day* (days since the epoch)."""
         return f"{self.tag(shard)}:denials:{day}"
+
+    def end_all_marker(self, account_id: str, call_id: str) -> str:
+        """The count of one end-all call, in its account's shard (retries of a batch read it)."""
+        return f"{self._tags[self.account(account_id).shard]}:endall:{call_id}"
 
     def heartbeat(self, reaper_id: str) -> str:
         return f"{self.prefix}:reaper:heartbeat:{reaper_id}"

@@ -98,6 +98,12 @@ STORE_ERRORS = Counter(
     ["operation", "error_code"],
 )
 
+SETUP_ABORTS = Counter(
+    "srm_setup_aborts_total",
+    "Background aborts of setups whose outcome is unknown, by outcome: queued, done, "
+    "gave_up (every attempt failed), dropped (the queue was full)",
+    ["outcome"],
+)
 JWKS_FETCHES = Counter(
     "srm_jwks_fetches_total",
     "JWKS document fetches by result: ok, or why the document was refused and the cached "
@@ -139,6 +145,7 @@ _http_seconds = _cached(HTTP_SECONDS)
 _errors = _cached(ERRORS)
 _store_seconds = _cached(STORE_SECONDS)
 _store_errors = _cached(STORE_ERRORS)
+_setup_aborts = _cached(SETUP_ABORTS)
 _jwks_fetches = _cached(JWKS_FETCHES)
 _jwks_unknown_kid = _cached(JWKS_UNKNOWN_KID)
 
@@ -166,6 +173,10 @@ def store_call(operation: str, seconds: float) -> None:
 
 def store_error(operation: str, error_code: str) -> None:
     _store_errors(operation, error_code).inc()
+
+
+def setup_abort(outcome: str) -> None:
+    _setup_aborts(outcome).inc()
 
 
 def jwks_fetch(result: str, keys: int | None = None, at: float | None = None) -> None:

@@ -12,6 +12,9 @@ DEFAULT_DEVICE_TYPE = "unknown"
 # With keep-alive disabled a session's deadline is this far after its last keep-alive: it
 # never lapses, yet deadlines still order sessions by last keep-alive (for eviction).
 NO_TIMEOUT_MS = 100 * 365 * 86400 * 1000
+# With keep-alive disabled a setup first gets this deadline, cleared (moved to NO_TIMEOUT_MS)
+# once its success is known; a setup whose outcome stays unknown lapses after it.
+PROVISIONAL_MS = 60_000
 
 
 class State(StrEnum):
@@ -50,7 +53,7 @@ class Session:
     content_id: str
     content_type: str
     state: State
-    created_at: int
+    created_at: int | None
     last_keep_alive_at: int | None
     expires_at: int | None
     ended_at: int | None
@@ -76,9 +79,12 @@ class RuleLimit:
 
 @dataclass(frozen=True, slots=True)
 class AccountSessions:
+    """One page of an account's sessions; *next* is the cursor of the following page."""
+
     sessions: list[Session]
     active_count: int
     max_sessions: int
+    next: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,5 +138,10 @@ class Policy:
 
     @property
     def period_ms(self) -> int:
-        """How far past a setup or keep-alive the session's deadline lies."""
+        """How far past a keep-alive the session's deadline lies."""
         return self.timeout_ms if self.timeout_ms > 0 else NO_TIMEOUT_MS
+
+    @property
+    def setup_period_ms(self) -> int:
+        """How far past a setup its deadline lies: provisional when keep-alive is disabled."""
+        return self.timeout_ms if self.timeout_ms > 0 else PROVISIONAL_MS

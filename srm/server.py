@@ -32,7 +32,7 @@ from srm.api.app import create_app
 from srm.api.observability import runner_options
 from srm.api.protocol import SrmAppRunner
 from srm.config import Settings, require_auth_key
-from srm.connection import connect, warm_up
+from srm.connection import check_store, connect, warm_up
 from srm.embedded import EmbeddedRedis
 from srm.metrics import SharedMetricsDir
 from srm.process import die_with_parent, install_stop_handlers, make_store, run_loop
@@ -111,6 +111,7 @@ def serve(settings: Settings, companion: Companion | None = None) -> int:
         embedded = EmbeddedRedis(settings.embedded)
         settings = settings.replace("redis", url=embedded.start())
     try:
+        run_loop(check_store(settings.redis))  # once, before any worker starts
         if settings.server.workers == 1:
             run_loop(serve_api(settings, companion=companion))
             return 0

@@ -9,10 +9,12 @@ slow, loading or failing over raises :class:`StoreUnavailable` (SRM-0008) within
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from redis.commands.core import AsyncScript
 
 from srm import keys as k
 from srm import metrics
-from srm.autopipeline import AutoPipeline
+from srm.autopipeline import AutoPipeline, NeverSent
 from srm.clock import ServerClock
 from srm.errors import (
     InternalError,
@@ -34,7 +36,9 @@ from srm.errors import (
     SessionNotFound,
     SrmError,
     StoreUnavailable,
+    StoreUnreached,
 )
+from srm.listing import PHASES, Cursor
 from srm.model import (
     DEFAULT_DEVICE_TYPE,
     NO_TIMEOUT_MS,
@@ -58,6 +62,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Clock = Callable[[], int]
 EVENTS_ON = EventPolicy()
+
+# How long the count of an end-all call is kept: far longer than any call with its retries.
+END_ALL_MARKER_MS = 600_000
+# HSCAN steps one page of a listing may take (a step can come back empty), and the least
+# COUNT of a step.
+LIST_SCAN_STEPS = 4
+LIST_SCAN_COUNT = 10
 
 # Redis answers that mean "not now" rather than "never": the call may succeed on retry.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -124,16 +135,21 @@ _LOG_UNAVAILABLE_EVERY = 10.0  # seconds between two log lines of one kind of fa
 _unavailable_logged: dict[str, float] = {}
 
 
-def _unavailable(operation: str, exc: BaseException, detail: str) -> SrmError:
-    """SRM-0008 with SRM's *detail*; Redis's own text goes to the log, once per kind and
-    :data:`_LOG_UNAVAILABLE_EVERY` (an outage fails every call)."""
+def _unavailable(
+    operation: str,
+    exc: BaseException,
+    detail: str,
+    error: type[StoreUnavailable] = StoreUnavailable,
+) -> SrmError:
+    """SRM-0008 (*error*) with SRM's *detail*; Redis's own text goes to the log, once per
+    kind and :data:`_LOG_UNAVAILABLE_EVERY` (an outage fails every call)."""
     now = time.monotonic()
     if now - _unavailable_logged.get(detail, -_LOG_UNAVAILABLE_EVERY) >= _LOG_UNAVAILABLE_EVERY:
         _unavailable_logged[detail] = now
         log.warning(
             "store unavailable (%s) on %s: %s: %s", detail, operation, type(exc).__name__, exc
         )
-    return _failed(operation, StoreUnavailable(detail))
+    return _failed(operation, error(detail))
 
 
 def _redis_error_code(exc: BaseException) -> str:
@@ -153,6 +169,9 @@ def _unavailable_detail(exc: BaseException) -> str:
 def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     """The domain error for a failed Redis call, counted under *operation*: unavailable
     (retry later) or a bug; None when *exc* is not a Redis failure (re-raise it)."""
+    if isinstance(exc, NeverSent):  # failed before it was sent: the cause says why
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        return _unavailable(operation, cause, _unavailable_detail(cause), StoreUnreached)
     if isinstance(exc, rx.ResponseError):
         # redis-py strips the prefix of the errors it types (ClusterDownError is "The
         # cluster is down"; TryAgainError, MasterDownError...): check the type as well
@@ -311,8 +330,11 @@ class SessionStore:
                 async with asyncio.timeout(self.deadline):
                     if self._gate is None:
                         return await call
-                    async with asyncio.timeout(self._gate_wait):
-                        await self._gate.acquire()
+                    try:
+                        async with asyncio.timeout(self._gate_wait):
+                            await self._gate.acquire()
+                    except TimeoutError as exc:
+                        raise NeverSent("no turn at the in-flight gate") from exc
                     try:
                         return await call
                     finally:
@@ -414,7 +436,7 @@ class SessionStore:
                 new.device_id,
                 new.content_id,
                 new.content_type,
-                self.policy.period_ms,
+                self.policy.setup_period_ms,
                 self.policy.max_sessions if new.max_sessions is None else new.max_sessions,
                 self.policy.retention_ms,
                 "evict" if self.policy.evict else "deny",
@@ -428,12 +450,27 @@ class SessionStore:
         )
         status = answer[0]
         if status in (1, 2):
+            if self.policy.timeout_ms == 0:
+                await self._confirm(new.account_id, new.session_id)
             return int(answer[1])
         if status == 0:
             counted = await self._sessions(new.account_id, list(answer[4:]))
             raise LimitReached(int(answer[1]), int(answer[2]), str(answer[3]), counted)
         # -1: abandoned by an earlier try of this very call; -2: a UUID4 collision
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
+
+    async def _confirm(self, account_id: str, session_id: str) -> None:
+        """Keep-alive disabled: replace the provisional deadline of a setup known to have run.
+
+        Until then the session lapses after PROVISIONAL_MS, so a setup whose reply was lost
+        and whose abort failed holds its slot for that long, not for ever.
+        """
+        try:
+            await self.keep_alive(account_id, session_id)
+        except SessionNotFound:
+            pass  # ended meanwhile (evicted, ended by an operator): it holds no slot
+        except StoreUnreached as exc:
+            raise StoreUnavailable(str(exc)) from exc  # the setup itself did run
 
     async def _sessions(self, account_id: str, ids: list[str]) -> list[Session]:
         """The sessions *ids* of the account as they are now (those still there)."""
@@ -450,8 +487,8 @@ class SessionStore:
         found = []
         for i, sid in enumerate(ids):
             record, deadline, ended = replies[3 * i : 3 * i + 3]
-            session = _session(sid, record, deadline, ended, now)
-            if session is not None and session.account_id == account_id:
+            session = _session(sid, record, deadline, ended, now, account_id)
+            if session is not None:
                 found.append(session)
         return found
 
@@ -529,25 +566,32 @@ class SessionStore:
         )
 
     async def end_all(self, account_id: str, reason: EndReason, batch: int = 1000) -> int:
-        """End every ACTIVE session of the account (bounded batches); how many *reason* ended."""
+        """End every ACTIVE session of the account (bounded batches); how many *reason* ended.
+
+        The batches share a marker key counting what this call ended, so a batch run twice
+        (its reply lost, then retried) still reports the sessions its first run ended.
+        """
         ak = self.keys.account(account_id)
-        total = 0
+        marker = self.keys.end_all_marker(account_id, str(uuid.uuid4()))
         while True:
-            ended, _lapsed, remaining = await self._run(
+            _ended, _lapsed, remaining, total = await self._run(
                 "end_all",
-                ak.lifecycle(),
+                [*ak.lifecycle(), marker],
                 [
                     self._clock_override(),
                     account_id,
                     reason.value,
                     batch,
                     self.policy.retention_ms,
+                    END_ALL_MARKER_MS,
                     self._events,
                 ],
             )
-            total += int(ended)
             if int(remaining) == 0:
-                return total
+                break
+        with contextlib.suppress(SrmError):  # else it expires by itself
+            await self._guard("end_all_marker", self.redis.delete(marker))
+        return int(total)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -559,38 +603,126 @@ class SessionStore:
         pipe.zscore(ak.active, session_id)
         pipe.hget(ak.ended, session_id)
         record, deadline, ended = await self._guard("get", pipe.execute())
-        session = _session(session_id, record, deadline, ended, await self.now())
-        if session is None or session.account_id != account_id:
+        session = _session(session_id, record, deadline, ended, await self.now(), account_id)
+        if session is None:
             raise SessionNotFound()
         return session
 
-    async def account_sessions(self, account_id: str) -> AccountSessions:
-        """Every session of the account not yet removed, oldest first, with count and limit."""
+    async def account_sessions(
+        self, account_id: str, limit: int = 100, cursor: str | None = None
+    ) -> AccountSessions:
+        """One page of the account's sessions not yet removed, ACTIVE ones first, with the
+        account's active count and limit (see srm/listing.py for the walk).
+
+        At most *limit* sessions and a bounded number of round trips: one for the counts and
+        the active set (with the start of the later phases when the page starts a phase), one
+        for the lapsed part of it, at most LIST_SCAN_STEPS HSCAN steps of the ended hash, one
+        for the records. MalformedRequest for a foreign *cursor*.
+        """
+        at = Cursor.decode(cursor) if cursor else Cursor()
         ak = self.keys.account(account_id)
+        now = await self.now()
+        if at.phase == "a" and at.score is not None and at.score <= now:
+            at = Cursor()  # all up to now has lapsed since: phase l lists it
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(ak.active, 0, -1, withscores=True)
-        pipe.hgetall(ak.ended)
+        pipe.zcount(ak.active, f"({now}", "+inf")
         pipe.get(ak.limit)
-        active, ended, override = await self._guard("list", pipe.execute())
-        deadlines = dict(active)
-        ids = list(deadlines) + [sid for sid in ended if sid not in deadlines]
+        # A page that starts a phase also reads, in this first trip, the start of every
+        # later phase: a small account's page then costs this trip and the records'.
+        later = PHASES[PHASES.index(at.phase) + 1 :] if at == Cursor(at.phase) else ()
+        reads = [c for c in (at, *map(Cursor, later)) if c.phase != "e" or c == Cursor("e")]
+        for read in reads:
+            if read.phase == "e":
+                pipe.hscan(ak.ended, 0, count=max(limit, LIST_SCAN_COUNT))
+            else:
+                self._window(pipe, ak.active, read, now, limit)
+        live, override, *replies = await self._guard("list", pipe.execute())
+        ahead: dict[str, list[Any]] = {}
+        for read in reads:
+            width = 1 if read.score is None else 2
+            ahead[read.phase], replies = replies[:width], replies[width:]
+        picked: list[tuple[str, float | None, str | None]] = []  # sessionId, deadline, ended
+        following: Cursor | None = at
+        while following is not None and len(picked) < limit:
+            room = limit - len(picked)
+            window = ahead.pop(following.phase, [])
+            if following.phase == "e":
+                first = (window[0], max(limit, LIST_SCAN_COUNT)) if window else None
+                following = await self._ended_page(ak.ended, following, room, picked, first)
+                break
+            if not window:
+                pipe = self.redis.pipeline(transaction=False)
+                self._window(pipe, ak.active, following, now, room)
+                window = await self._guard("list", pipe.execute())
+            following = _window_page(following, window, now, room, picked)
         records: list[dict[str, str]] = []
-        if ids:
+        if picked:
             pipe = self.redis.pipeline(transaction=False)
-            for sid in ids:
+            for sid, _deadline, _ended in picked:
                 pipe.hgetall(self.keys.session(account_id, sid))
             records = await self._guard("list_records", pipe.execute())
-        now = await self.now()
         sessions = [
-            s
-            for sid, record in zip(ids, records, strict=True)
-            if (s := _session(sid, record, deadlines.get(sid), ended.get(sid), now)) is not None
-            and s.account_id == account_id
+            session
+            for (sid, deadline, ended), record in zip(picked, records, strict=True)
+            if (session := _session(sid, record, deadline, ended, now, account_id)) is not None
         ]
-        sessions.sort(key=lambda s: (s.created_at, s.session_id))
-        limit = int(override) if override is not None else self.policy.max_sessions
-        live = sum(1 for s in sessions if s.state is State.ACTIVE)
-        return AccountSessions(sessions=sessions, active_count=live, max_sessions=limit)
+        return AccountSessions(
+            sessions=sessions,
+            active_count=int(live),
+            max_sessions=int(override) if override is not None else self.policy.max_sessions,
+            next=following.encode() if following is not None else None,
+        )
+
+    @staticmethod
+    def _window(pipe: Any, active: str, at: Cursor, now: int, room: int) -> None:
+        """Queue the reads of the next *room* members of phase a (deadline > now) or l
+        (deadline <= now) after *at*: the rest of its deadline's ties, then the members
+        above it. Ties come in sessionId order, so (deadline, sessionId) orders the walk."""
+        top = "+inf" if at.phase == "a" else now
+        if at.score is None:
+            pipe.zrangebyscore(
+                active,
+                f"({now}" if at.phase == "a" else "-inf",
+                top,
+                start=0,
+                num=room,
+                withscores=True,
+            )
+            return
+        pipe.zrangebyscore(active, at.score, at.score, withscores=True)
+        pipe.zrangebyscore(active, f"({at.score}", top, start=0, num=room, withscores=True)
+
+    async def _ended_page(
+        self,
+        ended: str,
+        at: Cursor,
+        room: int,
+        picked: list[tuple[str, float | None, str | None]],
+        first: tuple[Any, int] | None = None,
+    ) -> Cursor | None:
+        """Add up to *room* entries of the ended hash from *at* to *picked*; where to go on
+        (None: the walk is over). *first*: the first step's reply and COUNT, read already."""
+        scan, count, after = at.scan, at.count or max(room, LIST_SCAN_COUNT), at.sid
+        for _ in range(LIST_SCAN_STEPS):
+            if first is not None:
+                (following, entries), count = first
+                first = None
+            else:
+                following, entries = await self._guard(
+                    "list_ended", self.redis.hscan(ended, scan, count=count)
+                )
+            fresh = sorted((sid, value) for sid, value in entries.items() if sid > after)
+            if len(fresh) > room:  # the rest of this step goes on the next page
+                picked += [(sid, None, value) for sid, value in fresh[:room]]
+                return Cursor("e", sid=fresh[room - 1][0], scan=scan, count=count)
+            picked += [(sid, None, value) for sid, value in fresh]
+            room -= len(fresh)
+            scan, count, after = int(following), max(room, LIST_SCAN_COUNT), ""
+            if scan == 0:
+                return None
+            if room == 0:
+                break
+        return Cursor("e", scan=scan)
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -858,6 +990,29 @@ class SessionStore:
         await self._guard("ping", self.redis.ping())
 
 
+def _window_page(
+    at: Cursor,
+    window: list[Any],
+    now: int,
+    room: int,
+    picked: list[tuple[str, float | None, str | None]],
+) -> Cursor:
+    """Add the members of a window read by SessionStore._window to *picked*; the cursor
+    after them (the same phase if more may follow, else the start of the next phase)."""
+    if at.score is None:
+        members = list(window[0])
+    else:
+        members = [(sid, score) for sid, score in window[0] if sid > at.sid] + list(window[1])
+    taken = members[:room]
+    for sid, score in taken:
+        if (score > now) == (at.phase == "a"):  # lapsed since the read began: in phase l
+            picked.append((sid, score, None))
+    if len(members) > room or len(window[-1]) >= room:
+        sid, score = taken[-1]
+        return Cursor(at.phase, score=_ms(score), sid=sid)
+    return Cursor("l") if at.phase == "a" else Cursor("e")
+
+
 def _ms(value: Any) -> int:
     return int(float(value))
 
@@ -905,35 +1060,59 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def _time(value: str | None) -> int | None:
+    """A time field of a session record; None when missing or unreadable (a partial record)."""
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _reason(text: str) -> EndReason | None:
+    try:
+        return EndReason(text)
+    except ValueError:
+        return None
+
+
 def _session(
     session_id: str,
     record: dict[str, str],
     deadline: float | None,
     ended: str | None,
     now: int,
+    account_id: str,
 ) -> Session | None:
-    """The session as callers see it, derived from its record and the account's sets."""
+    """The session as callers see it, derived from its record and the account's sets.
+
+    The account's sets say whether it exists and its state; the record adds the details.
+    A record missing fields (Redis evicted or lost part of it) still gives a session, with
+    empty texts and null times where fields are missing, never an error.
+    """
     if not record or "tomb" in record or "denied" in record:
         return None
-    ka = _ms(record["ka"])
+    if record.get("acct", account_id) != account_id:
+        return None
+    created = _time(record.get("created"))
+    ka = _time(record.get("ka"))
     state, reason, ended_at, expires_at = State.ACTIVE, None, None, None
     if ended is not None:
-        how = _ended(ended)
-        state, reason, ended_at = State.ENDED, how.reason, how.ended_at
+        reason_text, _, rest = ended.partition("|")
+        state, reason, ended_at = State.ENDED, _reason(reason_text), _time(rest.partition("|")[0])
     elif deadline is None:
         return None
     elif deadline <= now:
         state, reason, ended_at = State.ENDED, EndReason.TIMEOUT, _ms(deadline)
-    elif deadline - ka < NO_TIMEOUT_MS:
+    elif deadline - (ka if ka is not None else now) < NO_TIMEOUT_MS:
         expires_at = _ms(deadline)
     return Session(
         session_id=session_id,
-        account_id=record["acct"],
-        device_id=record["dev"],
-        content_id=record["cid"],
-        content_type=record["ctype"],
+        account_id=account_id,
+        device_id=record.get("dev", ""),
+        content_id=record.get("cid", ""),
+        content_type=record.get("ctype", ""),
         state=state,
-        created_at=_ms(record["created"]),
+        created_at=created,
         last_keep_alive_at=ka,
         expires_at=expires_at,
         ended_at=ended_at,

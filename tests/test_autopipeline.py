@@ -28,9 +28,9 @@ def count_roundtrips(monkeypatch: pytest.MonkeyPatch, store: SessionStore) -> li
     pipeline = store._pipeline
     roundtrip = pipeline._roundtrip
 
-    async def counted(commands: list[list[Any]]) -> list[Any]:
+    async def counted(commands: list[list[Any]], batch: Any) -> list[Any]:
         sizes.append(len(commands))
-        return await roundtrip(commands)
+        return await roundtrip(commands, batch)
 
     monkeypatch.setattr(pipeline, "_roundtrip", counted)
     return sizes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
@@ -101,7 +100,9 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
     app.add_routes(list(routes()))
     if service.verifier.jwks is not None:
         app.cleanup_ctx.append(_jwks_refresh)
-    app.on_shutdown.append(_finish_background)
+    # on cleanup, not on shutdown: aiohttp runs cleanup after the requests in flight have
+    # finished or been cancelled, so the aborts they queued are run too
+    app.on_cleanup.append(_finish_aborts)
     return app
 
 
@@ -116,7 +117,5 @@ async def _jwks_refresh(app: web.Application) -> AsyncIterator[None]:
         await jwks.close()
 
 
-async def _finish_background(app: web.Application) -> None:
-    pending = list(app[DEPS].background)
-    if pending:
-        await asyncio.wait(pending, timeout=5)
+async def _finish_aborts(app: web.Application) -> None:
+    await app[DEPS].aborts.drain()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from srm.errors import MalformedRequest
+from srm.listing import DEFAULT_LIMIT, MAX_PAGE
 from srm.model import (
     USAGE_DAYS,
     USAGE_REASONS,
@@ -188,6 +189,22 @@ def limit_request(
     return max_sessions, rules
 
 
+def page_query(query: Mapping[str, str]) -> tuple[int, str | None]:
+    """(limit, cursor) of a listing's query: limit 1..1000 (default 100), cursor opaque."""
+    raw = query.get("limit")
+    limit = DEFAULT_LIMIT
+    if raw is not None:
+        if not (
+            0 < len(raw) <= 4 and raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_PAGE
+        ):
+            raise MalformedRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
+        limit = int(raw)
+    cursor = query.get("cursor")
+    if cursor is not None and not cursor:
+        raise MalformedRequest("cursor is empty")
+    return limit, cursor
+
+
 def iso(ms: int | None) -> str | None:
     if ms is None:
         return None
@@ -267,6 +284,7 @@ def session_list(listing: AccountSessions) -> bytes:
             "sessions": [session(s) for s in listing.sessions],
             "activeCount": listing.active_count,
             "maxSessions": listing.max_sessions,
+            "next": listing.next,
         }
     )
 

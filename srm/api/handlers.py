@@ -12,22 +12,22 @@ import orjson
 from aiohttp import web
 
 from srm import metrics as srm_metrics
+from srm.aborts import Aborter
 from srm.api import bodies
 from srm.auth import OperatorKeys, Principal, TokenVerifier
 from srm.errors import (
     KeysUnavailable,
     MalformedRequest,
-    SrmError,
     StoreUnavailable,
+    StoreUnreached,
     Unauthenticated,
 )
-from srm.model import DAY_MS, EndReason, NewSession
+from srm.model import DAY_MS, AccountSessions, EndReason, NewSession
 from srm.store import SessionStore
 
 log = logging.getLogger("srm.api")
 
 JSON = "application/json"
-ABORT_ATTEMPTS = 5
 
 
 @dataclass
@@ -44,7 +44,10 @@ class Deps:
     qualities: tuple[str, ...] = ("SD", "HD", "UHD")
     rule_names: frozenset[str] = frozenset()
     limit_claims: bool = False  # honour the token's maxSessions claim
-    background: set[asyncio.Task[None]] = field(default_factory=set)
+    aborts: Aborter = field(init=False)  # undoes setups whose outcome is unknown
+
+    def __post_init__(self) -> None:
+        self.aborts = Aborter(self.store)
 
     async def client(self, request: web.Request) -> Principal:
         token = request.headers.get("Client-Token")
@@ -69,23 +72,6 @@ class Deps:
                 return await request.read()
         except TimeoutError:
             raise MalformedRequest("request body not received in time") from None
-
-    def abort_later(self, account_id: str, session_id: str) -> None:
-        """Undo, in the background, a setup whose outcome is unknown."""
-        task = asyncio.get_running_loop().create_task(self._abort(account_id, session_id))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-    async def _abort(self, account_id: str, session_id: str) -> None:
-        delay = 0.05
-        for _ in range(ABORT_ATTEMPTS):
-            try:
-                await self.store.abort_setup(account_id, session_id)
-                return
-            except SrmError:
-                await asyncio.sleep(delay)
-                delay *= 4
-        log.warning("could not undo setup %s; it lapses with its keep-alive", session_id)
 
 
 DEPS = web.AppKey("service", Deps)
@@ -126,8 +112,11 @@ async def setup(request: web.Request) -> web.Response:
     )
     try:
         await deps.store.setup(new)
-    except StoreUnavailable:
-        deps.abort_later(principal.account_id, sid)
+    except StoreUnreached:
+        raise  # never sent: nothing to undo
+    except (StoreUnavailable, asyncio.CancelledError):
+        # sent, or maybe sent (cancelled while queued or in flight): it may have run
+        deps.aborts.submit(principal.account_id, sid)
         raise
     return _json(bodies.setup_success(sid, deps.timeout))
 
@@ -151,7 +140,7 @@ async def teardown(request: web.Request) -> web.Response:
 async def list_own(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     principal = await deps.client(request)
-    listing = await deps.store.account_sessions(principal.account_id)
+    listing = await _page(deps, request, principal.account_id)
     # the token's limit applies to this caller unless an operator override wins
     if (
         deps.limit_claims
@@ -160,6 +149,11 @@ async def list_own(request: web.Request) -> web.Response:
     ):
         listing = dataclasses.replace(listing, max_sessions=principal.max_sessions)
     return _json(bodies.session_list(listing))
+
+
+async def _page(deps: Deps, request: web.Request, account_id: str) -> AccountSessions:
+    limit, cursor = bodies.page_query(request.query)
+    return await deps.store.account_sessions(account_id, limit, cursor)
 
 
 async def get_own(request: web.Request) -> web.Response:
@@ -177,7 +171,7 @@ async def list_account(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
     account = bodies.account_id(request.match_info["accountId"])
-    return _json(bodies.session_list(await deps.store.account_sessions(account)))
+    return _json(bodies.session_list(await _page(deps, request, account)))
 
 
 async def end_account_session(request: web.Request) -> web.Response:

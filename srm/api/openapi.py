@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from srm import __version__
+from srm import __version__, listing
 from srm.api import bodies, console
 from srm.config import Settings
 from srm.errors import (
@@ -43,6 +43,7 @@ ERRORS: tuple[type[SrmError], ...] = (
 )
 
 Json = dict[str, Any]
+PAGE = ("Limit", "Cursor")  # the query parameters of a listing
 
 
 def _ref(kind: str, name: str) -> Json:
@@ -229,11 +230,24 @@ def _schemas(settings: Settings) -> Json:
         "SessionList": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["sessions", "activeCount", "maxSessions"],
+            "required": ["sessions", "activeCount", "maxSessions", "next"],
+            "description": "One page of the account's sessions, ACTIVE ones first; "
+            "activeCount and maxSessions are the account's.",
             "properties": {
-                "sessions": {"type": "array", "items": _ref("schemas", "Session")},
+                "sessions": {
+                    "type": "array",
+                    "maxItems": listing.MAX_PAGE,
+                    "items": _ref("schemas", "Session"),
+                },
                 "activeCount": {"type": "integer", "minimum": 0},
                 "maxSessions": {"type": "integer", "minimum": 0},
+                "next": _nullable(
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "Pass as ?cursor= for the next page; null on the last",
+                    }
+                ),
             },
         },
         "LimitRequest": {
@@ -397,11 +411,12 @@ def _operation(
     errors: list[tuple[str, str]],
     *,
     path_params: tuple[str, ...] = (),
-    query: tuple[str, ...] = (),
+    query_params: tuple[str, ...] = (),
     body: str | None = None,
 ) -> Json:
-    params = [_ref("parameters", p) for p in (*path_params, *query)]
-    params.append(_ref("parameters", "RequestId"))
+    params = [_ref("parameters", p) for p in (*path_params, *query_params)] + [
+        _ref("parameters", "RequestId")
+    ]
     security: list[Json] = {
         "client": [{"ClientToken": []}, {"ClientBearer": []}],
         "operator": [{"OperatorKey": []}],
@@ -461,10 +476,11 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
             ),
             "get": _operation(
                 f"listOwnSessions{suffix}",
-                "The caller's account's sessions (extension)",
+                "The caller's account's sessions, one page at a time (extension)",
                 "client",
-                {"200": _ok("The account's sessions", _ref("schemas", "SessionList"))},
-                auth,
+                {"200": _ok("A page of the account's sessions", _ref("schemas", "SessionList"))},
+                [("400", "Malformed"), *auth],
+                query_params=PAGE,
             ),
         },
         f"{prefix}/sessions/{{sessionId}}": {
@@ -504,11 +520,12 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
         f"{prefix}/accounts/{{accountId}}/sessions": {
             "get": _operation(
                 f"listAccountSessions{suffix}",
-                "Any account's sessions",
+                "Any account's sessions, one page at a time",
                 "operator",
-                {"200": _ok("The account's sessions", _ref("schemas", "SessionList"))},
+                {"200": _ok("A page of the account's sessions", _ref("schemas", "SessionList"))},
                 errors,
                 path_params=acct,
+                query_params=PAGE,
             ),
             "delete": _operation(
                 f"endAccountSessions{suffix}",
@@ -548,7 +565,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
                 {"200": _ok("The usage report", _ref("schemas", "Usage"))},
                 errors,
                 path_params=acct,
-                query=("Days",),
+                query_params=("Days",),
             ),
         },
         f"{prefix}/reports/denials": {
@@ -558,7 +575,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
                 "operator",
                 {"200": _ok("The denial report", _ref("schemas", "DenialReport"))},
                 errors,
-                query=("Date", "Top"),
+                query_params=("Date", "Top"),
             ),
         },
         f"{prefix}/accounts/{{accountId}}/limit": {
@@ -767,6 +784,23 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                         "maximum": bodies.MAX_TOP,
                         "default": bodies.DEFAULT_TOP,
                     },
+                },
+                "Limit": {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "description": "Sessions per page (default "
+                    f"{listing.DEFAULT_LIMIT}); anything else than 1..{listing.MAX_PAGE} is "
+                    "SRM-0002",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": listing.MAX_PAGE},
+                },
+                "Cursor": {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "description": "The `next` of the previous page (opaque); one that this "
+                    "service did not make is SRM-0002",
+                    "schema": {"type": "string", "minLength": 1},
                 },
                 "RequestId": {
                     "name": "X-Request-ID",

@@ -6,7 +6,8 @@
 -- KEYS[4] ended      srm:{sK}:acct:<a>:ended    hash  (read)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] keep-alive period (ms)
--- Returns 1 when the deadline moved, 0 when the session is unknown, or how it ended while it
+-- Returns 1 when the deadline moved, 0 when the session is unknown or its record is gone
+-- (evicted by Redis: writing 'ka' would recreate a partial record), or how it ended while it
 -- is not removed yet: "REASON|endedAtMs[|byDeviceId]" (a lapsed one: "TIMEOUT|deadline").
 -- A lapsed session is left for the sweep (or the account's next setup) to end.
 local now = server_time(ARGV[1])
@@ -16,6 +17,9 @@ if not score then
 end
 if tonumber(score) <= now then
   return 'TIMEOUT|' .. score
+end
+if redis.call('HEXISTS', KEYS[1], 'acct') == 0 then
+  return 0
 end
 local deadline = now + tonumber(ARGV[4])
 redis.call('ZADD', KEYS[2], deadline, ARGV[2])

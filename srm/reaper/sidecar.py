@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from srm import logs
 from srm.config import ReaperSettings, Settings
-from srm.connection import connect, warm_up
+from srm.connection import check_store, connect, warm_up
 from srm.process import install_stop_handlers, make_store, run_loop, serve_prometheus
 from srm.reaper.core import Reaper, ReaperMetrics
 from srm.reaper.health import reaper_id, with_store_url
@@ -33,7 +33,9 @@ Companion = Callable[[Settings, SessionStore, asyncio.Event], Coroutine[Any, Any
 
 def run(settings: Settings) -> int:
     """Run `srm reaper` until SIGTERM/SIGINT; the process exit code."""
-    run_companion(with_store_url(settings), sidecar)
+    settings = with_store_url(settings)
+    run_loop(check_store(settings.redis))
+    run_companion(settings, sidecar)
     return 0
 
 
