@@ -504,3 +504,12 @@ async def test_consumers_that_hold_nothing_leave_the_group(store: SessionStore) 
     assert removed > 0
     # the one holding events stays, so that another consumer can claim them
     assert await consumer_names(store, "g") == {"holding"}
+
+
+async def test_the_webhook_log_shows_no_credentials() -> None:
+    url = webhook_url("https://user:secret@hooks.example.com/srm?token=abc#x")
+    sink = WebhookSink(url, chunk=1, timeout=1, retry_cap=1, stop=asyncio.Event())
+    try:
+        assert sink.shown == "https://hooks.example.com/srm"
+    finally:
+        await sink.close()

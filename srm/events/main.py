@@ -23,8 +23,6 @@ from srm.store import SessionStore
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "srm-events"
-
 
 def run(settings: Settings, webhook: str | None, group: str) -> int:
     """Run `srm events`; the exit code: 0 after SIGTERM, 2 for a bad webhook URL or group."""

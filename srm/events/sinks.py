@@ -80,6 +80,8 @@ class WebhookSink:
         rng: random.Random | None = None,
     ) -> None:
         self.url = url
+        # for the log: no credentials, no query (either may hold a secret)
+        self.shown = str(url.with_user(None).with_query(None).with_fragment(None))
         self.chunk = chunk
         self.retry_cap = retry_cap
         self.stop = stop
@@ -107,7 +109,7 @@ class WebhookSink:
             failures += 1
             self.on_retry(count)
             delay = min(self.retry_cap, RETRY_BASE * 2 ** (failures - 1))
-            log.warning("webhook %s failed (%s); retry %d", self.url, problem, failures)
+            log.warning("webhook %s failed (%s); retry %d", self.shown, problem, failures)
             if not await wait_or_stop(self.stop, self.rng.uniform(delay / 2, delay)):
                 raise Stopped()
 
