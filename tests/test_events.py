@@ -513,3 +513,33 @@ async def test_the_webhook_log_shows_no_credentials() -> None:
         assert sink.shown == "https://hooks.example.com/srm"
     finally:
         await sink.close()
+
+
+def test_the_events_variables_of_the_contract() -> None:
+    from srm.config import load
+    from srm.process import event_policy
+
+    s = load(env={"SRM_EVENTS_ENABLED": "false", "SRM_EVENTS_CLAIM_IDLE": "5"})
+    assert (s.events.enabled, s.events.claim_idle) == (False, 5.0)
+    assert event_policy(s).argument == ""  # the scripts write no event
+    default = load(env={})
+    assert event_policy(default).argument == "1000,86400000"
+    assert default.events.claim_idle == 30.0
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SRM_EVENTS_CLAIM_IDLE": "0"},
+        {"SRM_EVENTS_CLAIM_IDLE": "soon"},
+        {"SRM_EVENTS_ENABLED": "maybe"},
+        {"SRM_EVENTS_MAXLEN": "-1"},
+        {"SRM_EVENTS_MAXLEN": "0", "SRM_EVENTS_MAX_AGE": "0"},
+        {"SRM_EVENTS_BATCH_SIZE": "0"},
+    ],
+)
+def test_bad_events_settings_are_refused(env: dict[str, str]) -> None:
+    from srm.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match="events"):
+        load(env=env)
