@@ -279,6 +279,8 @@ async def test_usage_of_a_scripted_day_and_a_session_across_midnight(
         "/srm/v1/reports/denials?date=2027-1-5",
         "/srm/v1/reports/denials?date=1999-01-01",
         "/srm/v1/reports/denials?date=2999-01-01",
+        "/srm/v1/reports/denials?date=%D9%A2%D9%A0%D9%A2%D9%A6-01-01",  # Arabic-Indic digits
+        "/srm/v1/accounts/a/usage?days=%D9%A3",
     ],
 )
 async def test_bad_report_parameters_are_srm_0002(client: Any, query: str) -> None:

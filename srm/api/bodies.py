@@ -30,7 +30,7 @@ DEFAULT_USAGE_DAYS = 7
 DEFAULT_TOP = 50
 MAX_TOP = 1000
 _EPOCH = date(1970, 1, 1)
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
