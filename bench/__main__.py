@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from bench import load, procs, storage
+from bench import events, load, procs, storage
 from bench.options import parse
 
 Row = tuple[str, str, str, str]  # target, goal, measured, met
@@ -59,11 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    only = (
-        set(a.only.split(","))
-        if a.only
-        else {"http", "commands", "memory", "latency", "reaper", "rules"}
-    )
+    parts = {"http", "commands", "memory", "latency", "reaper", "rules", "events"}
+    only = set(a.only.split(",")) if a.only else parts
     rows: list[Row] = []
     say(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="srm-bench-") as tmp:
@@ -83,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 reaper_rows(a, redis_url, rows)
             if "rules" in only:
                 rules_rows(a, redis_url, rows)
+            if "events" in only:
+                event_rows(a, redis_url, tokens, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
@@ -229,6 +228,57 @@ def latency_rows(a: argparse.Namespace, redis_url: str, work: Path, rows: list[R
         "",
     ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()
+
+
+def event_rows(a: argparse.Namespace, redis_url: str, tokens: Path, rows: list[Row]) -> None:
+    m = asyncio.run(events.event_memory(redis_url, a.event_lifecycles))
+    say(
+        f"events: {m.events} events -> {m.bytes_per_event:.1f} bytes/event (MEMORY USAGE of "
+        f"the streams); usage {m.bytes_per_account_day:.1f} bytes per account-day over 35 days "
+        f"({m.first_day_bytes} bytes for an account's first day); default retention "
+        f"(events.maxlen per shard stream) at most {m.default_retention_bytes / 2**20:.0f} MiB"
+    )
+    rows.append((
+        "memory per event (stream entry)",
+        "(context)",
+        f"{m.bytes_per_event:.0f} bytes; default retention at most "
+        f"{m.default_retention_bytes / 2**20:.0f} MiB (events.maxlen x 256 shards)",
+        "",
+    ))  # fmt: skip
+    rows.append((
+        "memory per account-day of usage",
+        "compact",
+        f"{m.bytes_per_account_day:.0f} bytes (35 days in one hash; "
+        f"{m.first_day_bytes} bytes with one day)",
+        "",
+    ))  # fmt: skip
+    costs = asyncio.run(events.script_cost(redis_url, 3000))
+    by = {c.events: c for c in costs}
+    say(
+        f"events: Redis time per setup script {by[True].setup_us:.1f} us on, "
+        f"{by[False].setup_us:.1f} us off; per teardown {by[True].end_us:.1f} us on, "
+        f"{by[False].end_us:.1f} us off"
+    )
+    rows.append((
+        "Redis time per script, events on vs off",
+        "(context)",
+        f"setup {by[True].setup_us:.1f} vs {by[False].setup_us:.1f} us; teardown "
+        f"{by[True].end_us:.1f} vs {by[False].end_us:.1f} us",
+        "",
+    ))  # fmt: skip
+    redis.Redis.from_url(redis_url).flushall()
+    h = events.http_cost(redis_url, tokens, a.connections, a.seconds, a.rounds)
+    say(
+        f"events: srm serve {h.on_rps:.0f} req/s with events, {h.off_rps:.0f} without; "
+        f"ratio per round {[round(r, 2) for r in h.rounds]}"
+    )
+    rows.append((
+        "lifecycle throughput, events on vs off (1 worker)",
+        ">= 0.9",
+        f"{h.on_rps:.0f} vs {h.off_rps:.0f} req/s: ratio **{h.ratio:.2f}** (median of "
+        f"{a.rounds} alternating rounds)",
+        "yes" if h.ratio >= 0.9 else "no",
+    ))  # fmt: skip
 
 
 def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:

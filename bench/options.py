@@ -28,8 +28,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reap-batch", type=int, default=500, help="sessions per sweep/purge call")
     p.add_argument("--reap-parallel", type=int, default=4, help="shards reaped at once")
     p.add_argument("--rules-sessions", type=int, default=30_000, help="sessions, rules cost")
+    p.add_argument("--event-lifecycles", type=int, default=20_000, help="events: memory sample")
     p.add_argument(
-        "--only", default="", help="comma list: http,commands,memory,latency,reaper,rules"
+        "--only", default="", help="comma list: http,commands,memory,latency,reaper,rules,events"
     )
     return p.parse_args(argv)
 

@@ -79,7 +79,9 @@ class Memory:
 
 
 async def memory_per_session(redis_url: str, count: int, per_account: int) -> Memory:
-    s = settings(redis_url)
+    # the session state and its usage; the event streams are a bounded retention buffer,
+    # measured apart (bench/events.py)
+    s = settings(redis_url, SRM_EVENTS_ENABLED="false")
     redis = connect(s.redis)
     store = make_store(s, redis)
     try:
@@ -98,6 +100,7 @@ async def memory_per_session(redis_url: str, count: int, per_account: int) -> Me
             ),
             "account active zset": await redis.memory_usage(ak.active, samples=0),
             "account counter": await redis.memory_usage(ak.count, samples=0),
+            "account usage (one day)": await redis.memory_usage(ak.usage, samples=0),
             "shard deadlines zset / its sessions": round(
                 await redis.memory_usage(ak.deadlines, samples=0) / await redis.zcard(ak.deadlines)
             ),

@@ -1,4 +1,4 @@
-"""The `srm` command: serve, reaper, token, config."""
+"""The `srm` command: serve, reaper, events, token, config."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ def _parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="exit 0 if this reaper id (reaper.id) has a live heartbeat, else 1",
+    )
+    events = sub.add_parser("events", help="deliver the session events (stdout or a webhook)")
+    events.add_argument(
+        "--webhook", metavar="URL", help="POST JSON arrays of events to URL instead of stdout"
+    )
+    events.add_argument(
+        "--group",
+        default="srm-events",
+        help="consumer group: its consumers share the events (default srm-events)",
     )
     token = sub.add_parser(
         "token", help="mint a Client-Token with the (first) configured HS secret"
@@ -59,6 +68,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from srm.reaper.sidecar import run
 
         return run(settings)
+    if args.command == "events":
+        from srm.events.main import run as run_events
+
+        return run_events(settings, args.webhook, args.group)
     if args.command == "token":
         return _token(args, settings)
     if args.command == "config":

@@ -172,6 +172,20 @@ class ReaperSettings:
 
 
 @dataclass(frozen=True)
+class EventsSettings:
+    enabled: bool
+    maxlen: int
+    max_age: int
+    claim_idle: float
+    batch_size: int
+    poll_interval: float
+    metrics_port: int
+    metrics_host: str
+    webhook_timeout: float
+    retry_cap: float
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str
 
@@ -185,6 +199,7 @@ class Settings:
     operator: OperatorSettings
     sessions: SessionSettings
     reaper: ReaperSettings
+    events: EventsSettings
     logging: LoggingSettings
 
     def replace(self, section: str, **changes: Any) -> Settings:
@@ -489,6 +504,27 @@ def _validate(s: Settings) -> None:
         s.reaper.id == s.reaper.id.strip() and "*" not in s.reaper.id,
         f"reaper.id (SRM_REAPER_ID): no surrounding blanks or '*', got {s.reaper.id!r}",
     )
+    _check(
+        0 <= s.events.maxlen <= 10_000_000,
+        f"events.maxlen: 0..10000000 events per shard stream, got {s.events.maxlen}",
+    )
+    _check(
+        0 <= s.events.max_age <= 86400 * 365,
+        f"events.max_age: 0..31536000 seconds, got {s.events.max_age}",
+    )
+    _check(
+        s.events.maxlen > 0 or s.events.max_age > 0,
+        "events.maxlen and events.max_age: at least one must bound the streams",
+    )
+    _check(
+        0.1 <= s.events.claim_idle <= 86400,
+        f"events.claim_idle (SRM_EVENTS_CLAIM_IDLE): 0.1..86400, got {s.events.claim_idle}",
+    )
+    _check(1 <= s.events.batch_size <= 10000, "events.batch_size: 1..10000")
+    _check(0.01 <= s.events.poll_interval <= 60, "events.poll_interval: 0.01..60")
+    _check(0 <= s.events.metrics_port <= 65535, "events.metrics_port: 0..65535")
+    _check(s.events.webhook_timeout > 0, "events.webhook_timeout: must be positive")
+    _check(s.events.retry_cap >= 0.1, "events.retry_cap: at least 0.1")
     _check(
         s.logging.level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
         f"logging.level: DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.logging.level!r}",

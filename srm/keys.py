@@ -17,8 +17,16 @@ keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective
 | ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
 | ``srm:{s7}:deadlines`` | zset | ``<accountId>/<sessionId>`` -> deadline, for the sweep |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
+| ``srm:{s7}:acct:<accountId>:usage`` | hash | UTC day (days since the epoch) -> packed usage |
+| ``srm:{s7}:events`` | stream | the shard's session events, trimmed approximately |
+| ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
 | ``srm:{s7}:endall:<callId>`` | string | sessions one end-all call has ended so far (TTL'd) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
+
+Scripts receive every key in KEYS. Two names a script completes itself, from a prefix that
+arrives in KEYS (so the slot is declared): the record of a session it finds on its own
+(lapsed, evicted, ended in bulk), the sessionId appended to the shard's ``srm:{s7}:sess:``;
+and the denial ranking of the day of its own clock, the day appended to ``srm:{s7}:denials:``.
 """
 
 from __future__ import annotations
@@ -48,11 +56,27 @@ class AccountKeys:
     rule_limits: str
     deadlines: str
     reap: str
+    usage: str
+    events: str
+    sessions: str  # the shard's session record prefix: sessions + sessionId is a record key
+    denials: str  # the shard's denial ranking prefix: denials + day is a ranking key
 
     def lifecycle(self) -> list[str]:
-        """The keys that ending a session touches, in the order ``_end.lua`` reads them
-        (``account_keys``): one list, so a new kind of key is added in two places only."""
-        return [self.active, self.count, self.ended, self.rules, self.deadlines, self.reap]
+        """The keys that ending a session touches (its event and usage included), in the
+        order ``_end.lua`` reads them (``account_keys``): one list, so a new kind of key is
+        added in two places only."""
+        return [
+            self.active,
+            self.count,
+            self.ended,
+            self.rules,
+            self.deadlines,
+            self.reap,
+            self.usage,
+            self.events,
+            self.sessions,
+            self.denials,
+        ]
 
 
 class Keys:
@@ -66,10 +90,13 @@ class Keys:
         self._tags = [f"{prefix}:{{s{shard}}}" for shard in range(shards)]
         self._deadlines = [f"{tag}:deadlines" for tag in self._tags]
         self._reaps = [f"{tag}:reap" for tag in self._tags]
+        self._events = [f"{tag}:events" for tag in self._tags]
+        self._session_prefixes = [f"{tag}:sess:" for tag in self._tags]
+        self._denial_prefixes = [f"{tag}:denials:" for tag in self._tags]
         # An account's keys are built once and reused by its following calls (keep-alives,
         # teardown); the map is emptied when it would pass ACCOUNT_CACHE_BYTES, which bounds
         # it at no bookkeeping cost. Bytes, not entries: an id can be 256 characters of
-        # 4-byte code points, and it is in the map key and in four key names.
+        # 4-byte code points, and it is in the map key and in seven key names.
         self._accounts: dict[str, AccountKeys] = {}
         self._accounts_bytes = 0
 
@@ -85,7 +112,7 @@ class Keys:
         keys = self._accounts.get(account_id)
         if keys is None:
             keys = self._account(account_id)
-            strings = (account_id, keys.limit, keys.rule_limits, *keys.lifecycle()[:4])
+            strings = (account_id, keys.limit, keys.rule_limits, keys.usage, *keys.lifecycle()[:4])
             size = _DICT_ENTRY_BYTES + sys.getsizeof(keys) + sum(map(sys.getsizeof, strings))
             if self._accounts_bytes + size > ACCOUNT_CACHE_BYTES:
                 self._accounts.clear()
@@ -108,6 +135,10 @@ class Keys:
             rule_limits=base + "rlimit",
             deadlines=self._deadlines[shard],
             reap=self._reaps[shard],
+            usage=base + "usage",
+            events=self._events[shard],
+            sessions=self._session_prefixes[shard],
+            denials=self._denial_prefixes[shard],
         )
 
     def session(self, account_id: str, session_id: str) -> str:
@@ -118,6 +149,18 @@ class Keys:
 
     def reap(self, shard: int) -> str:
         return f"{self.tag(shard)}:reap"
+
+    def events(self, shard: int) -> str:
+        self.tag(shard)  # checks the range
+        return self._events[shard]
+
+    def session_prefix(self, shard: int) -> str:
+        self.tag(shard)
+        return self._session_prefixes[shard]
+
+    def denials(self, shard: int, day: int) -> str:
+        """The shard's denial ranking of UTC *day* (days since the epoch)."""
+        return f"{self.tag(shard)}:denials:{day}"
 
     def end_all_marker(self, account_id: str, call_id: str) -> str:
         """The count of one end-all call, in its account's shard (retries of a batch read it)."""

@@ -94,6 +94,38 @@ class Limit:
     rules: dict[str, RuleLimit] | None = None
 
 
+# The end reasons a usage report counts, in the order of the packed usage value (_events.lua).
+USAGE_REASONS = ("TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", "REPLACED")
+USAGE_DAYS = 35  # days of usage kept per account (also in _events.lua)
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class DayUsage:
+    """One account's usage on one UTC day (days since the epoch)."""
+
+    day: int
+    started: int = 0
+    denied: int = 0
+    ended: tuple[int, ...] = (0,) * len(USAGE_REASONS)
+    watched_ms: int = 0
+    peak_active: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventPolicy:
+    """Whether the scripts write events, and how the streams are trimmed."""
+
+    enabled: bool = True
+    maxlen: int = 1000
+    max_age_ms: int = 86_400_000
+
+    @property
+    def argument(self) -> str:
+        """The events ARGV of the scripts (see lua/_events.lua)."""
+        return f"{self.maxlen},{self.max_age_ms}" if self.enabled else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """The session rules the store applies (from the [sessions] settings)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import signal
 from collections.abc import Coroutine
@@ -12,10 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from srm.config import Settings
 from srm.keys import Keys
-from srm.model import Policy
+from srm.model import EventPolicy, Policy
 
 if TYPE_CHECKING:  # imported when used: srm.embedded (and so `srm reaper --check`) stays light
+    from wsgiref.simple_server import WSGIServer
+
     from srm.store import SessionStore
+
+log = logging.getLogger(__name__)
 
 
 def policy(settings: Settings) -> Policy:
@@ -29,6 +35,11 @@ def policy(settings: Settings) -> Policy:
     )
 
 
+def event_policy(settings: Settings) -> EventPolicy:
+    e = settings.events
+    return EventPolicy(enabled=e.enabled, maxlen=e.maxlen, max_age_ms=e.max_age * 1000)
+
+
 def make_store(settings: Settings, redis: Any) -> SessionStore:
     from srm.store import SessionStore
 
@@ -36,12 +47,41 @@ def make_store(settings: Settings, redis: Any) -> SessionStore:
         redis,
         Keys(settings.redis.shards),
         policy(settings),
+        events=event_policy(settings),
         deadline=settings.redis.request_deadline,
         max_in_flight=settings.redis.pool_size,
         in_flight_wait=settings.redis.pool_timeout,
         replica_acks=settings.redis.replica_acks,
         replica_ack_timeout=settings.redis.replica_ack_timeout,
     )
+
+
+def serve_prometheus(host: str, port: int, what: str) -> WSGIServer | None:
+    """The process's metrics endpoint on *host:port*; None if off (port 0) or taken.
+
+    A port already in use is logged, not fatal: the process's work matters more than its
+    metrics, and two of them on one host with the default port would otherwise not both run.
+    """
+    if port == 0:
+        return None
+    from prometheus_client import REGISTRY, start_http_server
+
+    try:
+        server, _thread = start_http_server(port, host, registry=REGISTRY)
+    except OSError as exc:
+        log.error("%s metrics not served on %s:%d: %s", what, host, port, exc)
+        return None
+    log.info("%s metrics on http://%s:%d/metrics", what, host, port)
+    return server
+
+
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait *seconds* unless *stop* is set first; False when stopped."""
+    if seconds > 0 and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+    return not stop.is_set()
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -42,9 +42,12 @@ from srm.listing import PHASES, Cursor
 from srm.model import (
     DEFAULT_DEVICE_TYPE,
     NO_TIMEOUT_MS,
+    USAGE_REASONS,
     AccountSessions,
+    DayUsage,
     Ended,
     EndReason,
+    EventPolicy,
     Limit,
     NewSession,
     Policy,
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Clock = Callable[[], int]
+EVENTS_ON = EventPolicy()
 
 # How long the count of an end-all call is kept: far longer than any call with its retries.
 END_ALL_MARKER_MS = 600_000
@@ -213,8 +217,11 @@ def load_script_source(name: str) -> str:
     """A script's Lua text, with the shared fragments it uses prepended."""
     lua = resources.files("srm").joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
-    if "account_keys(" in body or "rule_groups(" in body:
+    ends = "account_keys(" in body or "rule_groups(" in body
+    if ends:
         body = lua.joinpath("_end.lua").read_text() + "\n" + body
+    if ends or "emit(" in body:
+        body = lua.joinpath("_events.lua").read_text() + "\n" + body
     if "server_time(" in body:
         body = lua.joinpath("_time.lua").read_text() + "\n" + body
     return body
@@ -262,6 +269,8 @@ class SessionStore:
         "purge",
         "audit",
         "limits",
+        "events_read",
+        "events_prune",
     )
 
     def __init__(
@@ -271,6 +280,7 @@ class SessionStore:
         policy: Policy,
         *,
         clock: Clock | None = None,
+        events: EventPolicy = EVENTS_ON,
         deadline: float = 2.0,
         max_in_flight: int = 0,
         in_flight_wait: float = 0.5,
@@ -286,6 +296,7 @@ class SessionStore:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
+        self._events = events.argument
         self._gate = InFlightGate(max_in_flight, in_flight_wait)  # 0: no bound
         self.replica_acks = replica_acks
         self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
@@ -426,6 +437,7 @@ class SessionStore:
                 new.quality or "",
                 new.replaces or "",
                 encode_groups(groups),
+                self._events,
                 *rule_args,
             ],
         )
@@ -506,6 +518,7 @@ class SessionStore:
                     account_id,
                     reason.value,
                     self.policy.retention_ms,
+                    self._events,
                 ],
             )
         )
@@ -535,7 +548,13 @@ class SessionStore:
             await self._run(
                 "abort",
                 [self.keys.session(account_id, session_id), *ak.lifecycle()],
-                [self._clock_override(), session_id, account_id, self.policy.retention_ms],
+                [
+                    self._clock_override(),
+                    session_id,
+                    account_id,
+                    self.policy.retention_ms,
+                    self._events,
+                ],
             )
         )
 
@@ -558,6 +577,7 @@ class SessionStore:
                     batch,
                     self.policy.retention_ms,
                     END_ALL_MARKER_MS,
+                    self._events,
                 ],
             )
             if int(remaining) == 0:
@@ -750,9 +770,105 @@ class SessionStore:
             pairs += [name, "" if value is None else value]
         await self._run(
             "limits",
-            [ak.limit, ak.rule_limits],
-            [self._clock_override(), account_limit, "1" if clear_rules else "", *pairs],
+            [ak.limit, ak.rule_limits, ak.events],
+            [
+                self._clock_override(),
+                account_limit,
+                "1" if clear_rules else "",
+                self._events,
+                account_id,
+                *pairs,
+            ],
         )
+
+    # -- usage and denials -------------------------------------------------------------------
+
+    async def usage(self, account_id: str) -> dict[int, DayUsage]:
+        """The account's usage per UTC day (days since the epoch), for the days kept."""
+        raw = await self._guard("usage", self.redis.hgetall(self.keys.account(account_id).usage))
+        return {int(day): _day_usage(int(day), packed) for day, packed in raw.items()}
+
+    async def denials(self, day: int, top: int) -> list[tuple[str, int]]:
+        """The *top* accounts most often denied on UTC *day*, most denied first.
+
+        Each shard keeps its own ranking; the top *top* of every shard are merged, so the work
+        is bounded by shards x top whatever the number of accounts.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.zrevrange(self.keys.denials(shard, day), 0, top - 1, withscores=True)
+        per_shard = await self._guard("denials", pipe.execute())
+        merged = [(account, int(score)) for ranking in per_shard for account, score in ranking]
+        merged.sort(key=lambda item: (-item[1], item[0]))
+        return merged[:top]
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def read_events(
+        self, shard: int, group: str, consumer: str, count: int
+    ) -> tuple[int, list[tuple[str, dict[str, str]]]]:
+        """(events lost to trimming before the group read them, new events for *consumer*)
+        of one shard's stream; creates the group at the oldest event kept if it is new."""
+        lost, entries = await self._run(
+            "events_read", [self.keys.events(shard)], ["", group, consumer, count]
+        )
+        return int(lost), _entries(entries)
+
+    async def claim_events(
+        self, shard: int, group: str, consumer: str, idle_ms: int, count: int
+    ) -> tuple[list[tuple[str, dict[str, str]]], int]:
+        """Events of the group pending for longer than *idle_ms* (a consumer died with them),
+        now *consumer*'s, and how many of those were trimmed away before being claimed."""
+        reply = await self._guard(
+            "events_claim",
+            self.redis.xautoclaim(
+                self.keys.events(shard), group, consumer, idle_ms, "0-0", count=count
+            ),
+        )
+        # Redis 7 lists the trimmed ones apart; 6.2 returns them with no fields
+        claimed = _entries(reply[1])
+        kept = [(entry_id, fields) for entry_id, fields in claimed if fields]
+        deleted = (len(reply[2]) if len(reply) > 2 else 0) + len(claimed) - len(kept)
+        return kept, deleted
+
+    async def prune_consumers(self, shard: int, group: str, idle_ms: int, own: str = "") -> int:
+        """Remove the group's consumers that hold no event and are idle longer than *idle_ms*
+        (and *own*, if it holds none); how many were removed."""
+        removed = await self._run(
+            "events_prune", [self.keys.events(shard)], ["", group, idle_ms, own]
+        )
+        return int(removed)
+
+    async def ack_events(self, shard: int, group: str, ids: Sequence[str]) -> None:
+        if ids:
+            await self._guard("events_ack", self.redis.xack(self.keys.events(shard), group, *ids))
+
+    async def events_backlog(self, shard: int, group: str) -> tuple[int, int | None]:
+        """(events delivered to the group but not acknowledged, age in ms of the oldest event
+        not yet delivered, None when there is none) of one shard's stream."""
+        stream = self.keys.events(shard)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xinfo_groups(stream)
+        pipe.xinfo_stream(stream)
+        try:
+            groups, info = await self._guard("events_backlog", pipe.execute())
+        except InternalError:  # no stream yet (a shard with no event)
+            return 0, None
+        found = [g for g in groups if _field(g, "name") == group]
+        if not found:
+            return 0, None
+        last = str(_field(found[0], "last-delivered-id"))
+        newest = _field(info, "last-entry")
+        pending = int(_field(found[0], "pending") or 0)
+        if not newest or _id_key(str(newest[0])) <= _id_key(last):
+            return pending, None
+        # the oldest event not yet delivered is the first one after the group's position
+        first = await self._guard(
+            "events_backlog", self.redis.xrange(stream, "(" + last, "+", count=1)
+        )
+        if not first:
+            return pending, None
+        return pending, max(0, await self.now() - _id_key(first[0][0])[0])
 
     # -- reaper ------------------------------------------------------------------------------
 
@@ -773,7 +889,9 @@ class SessionStore:
         for mbr in due:
             script_keys += self.keys.account(k.parse_member(mbr)[0]).lifecycle()
         ended, stale, moved = await self._run(
-            "sweep", script_keys, [self._clock_override(), self.policy.retention_ms, *due]
+            "sweep",
+            script_keys,
+            [self._clock_override(), self.policy.retention_ms, self._events, *due],
         )
         return SweepResult(int(ended), int(stale), int(moved))
 
@@ -892,6 +1010,49 @@ def _ms(value: Any) -> int:
     return int(float(value))
 
 
+def _day_usage(day: int, packed: str) -> DayUsage:
+    v = [int(part) for part in packed.split(",")]
+    reasons = len(USAGE_REASONS)
+    return DayUsage(
+        day=day,
+        started=v[0],
+        denied=v[1],
+        ended=tuple(v[2 : 2 + reasons]),
+        watched_ms=v[2 + reasons],
+        peak_active=v[3 + reasons],
+    )
+
+
+def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
+    """Stream entries as (id, fields); an entry trimmed while pending has no fields."""
+    entries = []
+    for entry_id, flat in raw or []:
+        if not flat:
+            fields: dict[str, str] = {}
+        elif isinstance(flat, dict):
+            fields = flat
+        else:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        entries.append((str(entry_id), fields))
+    return entries
+
+
+def _field(reply: Any, name: str) -> Any:
+    """A field of an XINFO reply (a dict, or a flat list of names and values)."""
+    if isinstance(reply, dict):
+        return reply.get(name)
+    items = list(reply)
+    for i in range(0, len(items) - 1, 2):
+        if items[i] == name:
+            return items[i + 1]
+    return None
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _time(value: str | None) -> int | None:
     """A time field of a session record; None when missing or unreadable (a partial record)."""
     try:
@@ -921,7 +1082,9 @@ def _session(
     A record missing fields (Redis evicted or lost part of it) still gives a session, with
     empty texts and null times where fields are missing, never an error.
     """
-    if not record or "tomb" in record or record.get("acct", account_id) != account_id:
+    if not record or "tomb" in record or "denied" in record:
+        return None
+    if record.get("acct", account_id) != account_id:
         return None
     created = _time(record.get("created"))
     ka = _time(record.get("ka"))

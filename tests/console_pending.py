@@ -3,8 +3,6 @@
 The console already calls them; these tests wait for the endpoints:
 - one device's sessions ........ DELETE /srm/v1/accounts/{a}/devices/{d}/sessions (issue 12)
 - rule overrides ............... "rules" in GET/PUT /srm/v1/accounts/{a}/limit (issue 12)
-- usage chart .................. GET /srm/v1/accounts/{a}/usage (issue 13)
-- denials report ............... GET /srm/v1/reports/denials (issue 13)
 - paging ....................... ?limit=&cursor= and "next" on the listing (issue 11)
 
 To enable a group once its endpoint is merged, move its functions (and ``rules_srm`` for
@@ -19,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium.webdriver.support.ui import Select
 
 from tests import test_console
 from tests.helpers import OPERATOR, OPERATOR_KEY, token
 from tests.processes import SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess
-from tests.test_console import XSS, Console
+from tests.test_console import Console
 
 # the browser fixtures of test_console
 chrome = test_console.chrome
@@ -100,65 +97,6 @@ def test_a_rule_override_set_in_the_console_applies(chrome: Any, rules_srm: SrmP
     page.wait(lambda d: "1 (default)" in page.find("rule-state").text)
     assert "successResponse" in _uhd_setup(page, "acct-rule", "dev-1")
     assert page.errors() == []
-
-
-# -- usage chart -------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_the_usage_chart_shows_todays_sessions(page: Console) -> None:
-    sid = page.session("acct-usage", "dev-1")
-    page.session("acct-usage", "dev-2")
-    page.teardown("acct-usage", "dev-1", sid)
-    page.call("PUT", "/srm/v1/accounts/acct-usage/limit", {"maxSessions": 1}, OPERATOR)
-    assert page.setup("acct-usage", "dev-3")["errorResponse"]["errorCode"] == "SRM-0005"
-
-    page.signed_in()
-    page.look_up("acct-usage")
-    chart = page.visible("usage-chart")
-    page.wait(lambda d: len(chart.find_elements("css selector", "rect.bar-started")) == 14)
-    bars = chart.find_elements("css selector", "rect.bar-started title, rect.bar-denied title")
-    titles = [b.get_attribute("textContent") for b in bars]
-    assert any(t.endswith(": 2 started") for t in titles)
-    assert any(t.endswith(": 1 denied") for t in titles)
-
-    Select(page.find("usage-days")).select_by_value("7")
-    page.wait(lambda d: len(chart.find_elements("css selector", "rect.bar-started")) == 7)
-    page.screenshot("usage")
-    assert page.errors() == []
-
-
-# -- denials report ----------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_the_denials_report_links_each_account_to_its_view(page: Console) -> None:
-    for account in ("acct-denied", XSS):
-        page.call("PUT", f"/srm/v1/accounts/{_path(account)}/limit", {"maxSessions": 0}, OPERATOR)
-        assert page.setup(account, "dev-1")["errorResponse"]["errorCode"] == "SRM-0005"
-    assert page.setup("acct-denied", "dev-2")["errorResponse"]["errorCode"] == "SRM-0005"
-
-    page.signed_in()
-    report = page.visible("denials-report")
-    page.wait(lambda d: len(report.find_elements("css selector", "a")) >= 2)
-    links = report.find_elements("css selector", '[data-testid="denials-account"]')
-    assert links[0].text == "acct-denied"  # the most denied first
-    assert "2 denied" in report.text
-    shown = {link.text: link for link in links}
-    assert XSS in shown
-    assert report.find_elements("css selector", "img") == []
-    page.screenshot("denials")
-
-    shown[XSS].click()
-    page.wait(lambda d: d.find_element("id", "account-name").text == XSS)
-    assert page.find("account-input").get_attribute("value") == XSS
-    assert page.errors() == []
-
-
-def _path(account: str) -> str:
-    from urllib.parse import quote
-
-    return quote(account, safe="")
 
 
 # -- paging ------------------------------------------------------------------------------------

@@ -70,25 +70,26 @@ def test_the_file_is_valid_against_the_compose_spec() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_stack_is_redis_api_and_reaper(stack: dict[str, Any]) -> None:
+def test_the_stack_is_redis_api_reaper_and_events(stack: dict[str, Any]) -> None:
     services = stack["services"]
-    assert set(services) == {"redis", "api", "reaper"}
+    assert set(services) == {"redis", "api", "reaper", "events"}
     redis = services["redis"]
     assert re.fullmatch(r"redis:7(\.\d+)*(-[a-z0-9.]+)?", redis["image"])
     assert redis["command"][1:3] == ["--appendonly", "yes"]
     assert "redis-cli" in redis["healthcheck"]["test"]
-    for name in ("api", "reaper"):
+    for name in ("api", "reaper", "events"):
         assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
         assert services[name]["image"] == services["api"]["image"]  # one image
     assert services["api"]["command"] == ["srm", "serve"]
     assert services["reaper"]["command"] == ["srm", "reaper"]
     assert services["reaper"]["healthcheck"]["test"] == ["CMD", "srm", "reaper", "--check"]
     assert "/ready" in " ".join(services["api"]["healthcheck"]["test"])
+    assert services["events"]["command"][:2] == ["srm", "events"]
 
 
 def test_every_srm_command_exists_in_the_cli(stack: dict[str, Any]) -> None:
     commands = srm_commands(stack)
-    assert len(commands) == 3
+    assert len(commands) == 4
     for argv in commands:
         try:
             cli._parser().parse_args(argv[1:])

@@ -39,6 +39,8 @@ async def snapshot(redis: Any) -> dict[str, Any]:
             state[key] = await redis.hgetall(key)
         elif kind == "zset":
             state[key] = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "stream":
+            state[key] = await redis.xrange(key)
         else:
             state[key] = await redis.get(key)
     return state

@@ -39,6 +39,8 @@ def routes() -> Iterable[web.RouteDef]:
         yield web.get(f"{p}/accounts/{ACCT}/limit", h.get_limit, allow_head=False)
         yield web.put(f"{p}/accounts/{ACCT}/limit", h.put_limit)
         yield web.delete(f"{p}/accounts/{ACCT}/limit", h.delete_limit)
+        yield web.get(f"{p}/accounts/{ACCT}/usage", h.get_usage, allow_head=False)
+        yield web.get(f"{p}/reports/denials", h.get_denials, allow_head=False)
         yield web.get(f"{p}/openapi.json", h.openapi, allow_head=False)
     yield web.get("/health", h.health, allow_head=False)
     yield web.get("/ready", h.ready, allow_head=False)

@@ -5,18 +5,32 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from srm.errors import MalformedRequest
 from srm.listing import DEFAULT_LIMIT, MAX_PAGE
-from srm.model import AccountSessions, Ended, Limit, Session, State
+from srm.model import (
+    USAGE_DAYS,
+    USAGE_REASONS,
+    AccountSessions,
+    DayUsage,
+    Ended,
+    Limit,
+    Session,
+    State,
+)
 
 MAX_CONTENT_ID_LENGTH = 256
 MAX_ACCOUNT_ID_LENGTH = 256
 MAX_LIMIT = 1_000_000
+DEFAULT_USAGE_DAYS = 7
+DEFAULT_TOP = 50
+MAX_TOP = 1000
+_EPOCH = date(1970, 1, 1)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -91,6 +105,66 @@ def _limit_value(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT:
         raise MalformedRequest(f"{what} must be an integer from 0 to {MAX_LIMIT}")
     return value
+
+
+def _bounded_int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 7 or not low <= int(raw) <= high:
+        raise MalformedRequest(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def usage_days(raw: str | None) -> int:
+    """The ``days`` query parameter of a usage report: 1..35, default 7."""
+    return _bounded_int(raw, "days", DEFAULT_USAGE_DAYS, 1, USAGE_DAYS)
+
+
+def denials_query(raw_date: str | None, raw_top: str | None, today: int) -> tuple[int, int]:
+    """(UTC day, top) of a denials report: a date of the days kept (default today), 1..1000."""
+    top = _bounded_int(raw_top, "top", DEFAULT_TOP, 1, MAX_TOP)
+    if raw_date is None:
+        return today, top
+    try:
+        if not _DATE.fullmatch(raw_date):
+            raise ValueError(raw_date)
+        day = (date.fromisoformat(raw_date) - _EPOCH).days
+    except ValueError:
+        raise MalformedRequest("date must be YYYY-MM-DD") from None
+    if not today - USAGE_DAYS < day <= today:
+        raise MalformedRequest(f"date must be one of the last {USAGE_DAYS} days (UTC)")
+    return day, top
+
+
+def day_text(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).isoformat()
+
+
+def usage(account: str, kept: dict[int, DayUsage], today: int, days: int) -> bytes:
+    """The usage report: one entry per UTC day, newest first, days without activity too."""
+    entries = []
+    for day in range(today, today - days, -1):
+        u = kept.get(day) or DayUsage(day)
+        entries.append(
+            {
+                "date": day_text(day),
+                "started": u.started,
+                "denied": u.denied,
+                "ended": dict(zip(USAGE_REASONS, u.ended, strict=True)),
+                "watchedSeconds": u.watched_ms // 1000,
+                "peakActive": u.peak_active,
+            }
+        )
+    return orjson.dumps({"accountId": account, "days": entries})
+
+
+def denial_report(day: int, ranking: list[tuple[str, int]]) -> bytes:
+    return orjson.dumps(
+        {
+            "date": day_text(day),
+            "accounts": [{"accountId": a, "denied": n} for a, n in ranking],
+        }
+    )
 
 
 def limit_request(

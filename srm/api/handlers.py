@@ -22,7 +22,7 @@ from srm.errors import (
     StoreUnreached,
     Unauthenticated,
 )
-from srm.model import AccountSessions, EndReason, NewSession
+from srm.model import DAY_MS, AccountSessions, EndReason, NewSession
 from srm.store import SessionStore
 
 log = logging.getLogger("srm.api")
@@ -220,6 +220,24 @@ async def delete_limit(request: web.Request) -> web.Response:
     deps.operator(request)
     account = bodies.account_id(request.match_info["accountId"])
     return _json(bodies.limit(await deps.store.clear_limit(account)))
+
+
+async def get_usage(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    deps.operator(request)
+    account = bodies.account_id(request.match_info["accountId"])
+    days = bodies.usage_days(request.query.get("days"))
+    kept = await deps.store.usage(account)
+    today = await deps.store.now() // DAY_MS
+    return _json(bodies.usage(account, kept, today, days))
+
+
+async def get_denials(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    deps.operator(request)
+    today = await deps.store.now() // DAY_MS
+    day, top = bodies.denials_query(request.query.get("date"), request.query.get("top"), today)
+    return _json(bodies.denial_report(day, await deps.store.denials(day, top)))
 
 
 # -- service -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from srm.errors import (
     TooLarge,
     Unauthenticated,
 )
+from srm.model import USAGE_DAYS, USAGE_REASONS
 
 JSON = "application/json"
 
@@ -112,6 +113,7 @@ def _subset(schema: Json, names: tuple[str, ...]) -> Json:
 def _schemas(settings: Settings) -> Json:
     deny = str(settings.sessions.deny_status)
     time = _nullable({"type": "string", "format": "date-time"})
+    count = {"type": "integer", "minimum": 0}
     qualities = list(settings.sessions.qualities)
     reasons = ["TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", "REPLACED"]
     statuses = {str(s) for s in (*STATUS.values(), HEADERS_TOO_LARGE)} | {deny}
@@ -274,6 +276,61 @@ def _schemas(settings: Settings) -> Json:
                             "max": {"type": "integer", "minimum": 0},
                             "override": {"type": "boolean"},
                         },
+                    },
+                },
+            },
+        },
+        "Usage": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["accountId", "days"],
+            "properties": {
+                "accountId": {"type": "string"},
+                "days": {
+                    "type": "array",
+                    "description": "One entry per UTC day, newest first",
+                    "items": _ref("schemas", "DayUsage"),
+                },
+            },
+        },
+        "DayUsage": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["date", "started", "denied", "ended", "watchedSeconds", "peakActive"],
+            "properties": {
+                "date": {"type": "string", "format": "date"},
+                "started": count,
+                "denied": count,
+                "ended": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": list(USAGE_REASONS),
+                    "properties": {reason: count for reason in USAGE_REASONS},
+                },
+                "watchedSeconds": {
+                    **count,
+                    "description": "endedAt - createdAt of the sessions that ended that day",
+                },
+                "peakActive": {
+                    **count,
+                    "description": "The most sessions active at once seen by a change that day",
+                },
+            },
+        },
+        "DenialReport": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["date", "accounts"],
+            "properties": {
+                "date": {"type": "string", "format": "date"},
+                "accounts": {
+                    "type": "array",
+                    "description": "Most denied first",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["accountId", "denied"],
+                        "properties": {"accountId": {"type": "string"}, "denied": count},
                     },
                 },
             },
@@ -516,6 +573,28 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
                 path_params=("AccountId", "SessionId"),
             ),
         },
+        f"{prefix}/accounts/{{accountId}}/usage": {
+            "get": _operation(
+                f"getUsage{suffix}",
+                "The account's usage per UTC day: started, denied, ended by reason, watched "
+                "seconds, peak active",
+                "operator",
+                {"200": _ok("The usage report", _ref("schemas", "Usage"))},
+                errors,
+                path_params=acct,
+                query_params=("Days",),
+            ),
+        },
+        f"{prefix}/reports/denials": {
+            "get": _operation(
+                f"getDenials{suffix}",
+                "The accounts most often denied at their limit on one UTC day",
+                "operator",
+                {"200": _ok("The denial report", _ref("schemas", "DenialReport"))},
+                errors,
+                query_params=("Date", "Top"),
+            ),
+        },
         f"{prefix}/accounts/{{accountId}}/limit": {
             "get": _operation(
                 f"getLimit{suffix}",
@@ -693,6 +772,36 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                 },
                 "AccountId": _id_parameter("accountId"),
                 "DeviceId": _id_parameter("deviceId"),
+                "Days": {
+                    "name": "days",
+                    "in": "query",
+                    "required": False,
+                    "description": "How many UTC days, today included",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": USAGE_DAYS,
+                        "default": bodies.DEFAULT_USAGE_DAYS,
+                    },
+                },
+                "Date": {
+                    "name": "date",
+                    "in": "query",
+                    "required": False,
+                    "description": f"A UTC day of the last {USAGE_DAYS} (default today)",
+                    "schema": {"type": "string", "format": "date"},
+                },
+                "Top": {
+                    "name": "top",
+                    "in": "query",
+                    "required": False,
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": bodies.MAX_TOP,
+                        "default": bodies.DEFAULT_TOP,
+                    },
+                },
                 "Limit": {
                     "name": "limit",
                     "in": "query",

@@ -1,8 +1,11 @@
 -- Shared fragment, prepended to every script that ends sessions (the loader does this).
 --
--- An account is a table of its keys (and its id), read from six consecutive KEYS in the
+-- An account is a table of its keys (and its id), read from ten consecutive KEYS in the
 -- order of AccountKeys.lifecycle() (srm/keys.py): a new kind of key is one more field here.
-local LIFECYCLE = {'active', 'count', 'ended', 'rules', 'deadlines', 'reap'}
+-- usage, events: where its usage and events go (_events.lua); sessions, denials: the
+-- shard's prefixes of session records and of daily denial rankings.
+local LIFECYCLE = {'active', 'count', 'ended', 'rules', 'deadlines', 'reap', 'usage', 'events',
+  'sessions', 'denials'}
 
 -- account_keys: the account *id* whose lifecycle keys start at KEYS[first].
 local function account_keys(id, first)
@@ -38,9 +41,11 @@ local function end_session(acct, sid, reason, ended_at, purge_at, by)
   if redis.call('ZREM', acct.active, sid) == 0 then
     return 0
   end
-  if redis.call('DECR', acct.count) <= 0 then
+  local left = redis.call('DECR', acct.count)
+  if left <= 0 then
     redis.call('DEL', acct.count)
   end
+  session_ended(acct, sid, reason, ended_at, left + 1)
   local groups = redis.call('HGET', acct.rules, sid)
   if groups then
     for _, field in ipairs(rule_groups(groups)) do

@@ -4,13 +4,14 @@
 -- reaper removes the tombstone after the retention.
 --
 -- KEYS[1] sess       srm:{sK}:sess:<sid>        hash
--- KEYS[2..7] the account's lifecycle keys (AccountKeys.lifecycle, see end.lua)
+-- KEYS[2..11] the account's lifecycle keys (AccountKeys.lifecycle, see end.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
--- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)
+-- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)  ARGV[5] events (_events.lua)
 -- Returns 1 ended, 2 already ended, 3 tombstone written, -2 sessionId of another account.
 local now = server_time(ARGV[1])
 local sid, account = ARGV[2], ARGV[3]
 local acct = account_keys(account, 2)
+events_config(ARGV[5])
 local purge_at = now + tonumber(ARGV[4])
 local owner = redis.call('HGET', KEYS[1], 'acct')
 if owner and owner ~= account then

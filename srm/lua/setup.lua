@@ -5,8 +5,9 @@
 -- KEYS[1] sess       srm:{sK}:sess:<sid>          hash   (created)
 -- KEYS[2] limit      srm:{sK}:acct:<a>:limit      string account limit override (read)
 -- KEYS[3] rlimit     srm:{sK}:acct:<a>:rlimit     hash   rule -> max override (read)
--- KEYS[4..9] the account's lifecycle keys (AccountKeys.lifecycle): active, count, ended,
---            rules (counters "<rule>:<group>" and each session's groups), deadlines, reap
+-- KEYS[4..13] the account's lifecycle keys (AccountKeys.lifecycle): active, count, ended,
+--            rules (counters "<rule>:<group>" and each session's groups), deadlines, reap,
+--            usage, events, and the shard's prefixes of records and denial rankings
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
@@ -14,6 +15,7 @@
 -- ARGV[11] deviceType ('' for the default, unknown: not stored)
 -- ARGV[12] quality ('' none)  ARGV[13] sessionId this setup replaces ('' none)
 -- ARGV[14] the rule groups of the new session, encoded as rule_groups reads them ('' none)
+-- ARGV[15] events (_events.lua)
 -- then per matched rule, four ARGV: name, group field "<rule>:<group>", configured max, policy
 -- Returns {1 created | 2 created by an earlier try of this call, active after it, limit}, or
 -- {0, sessions counted against the refusing limit, its max, its name ('account' for the
@@ -22,9 +24,13 @@
 -- another account of this shard (UUID collision).
 -- Lapsed sessions of the account are ended first (TIMEOUT), so they never count. Then the
 -- replaced session and the evicted ones are chosen, but ended only if the setup fits.
+-- Events: session.ended for each replaced or evicted session, then session.started; or one
+-- session.denied, whose short-lived record makes a retry of the call answer the same
+-- denial (without the sessions) and count nothing more.
 local now = server_time(ARGV[1])
 local sid, account, device = ARGV[2], ARGV[3], ARGV[4]
 local acct = account_keys(account, 4)
+events_config(ARGV[15])
 local owner = redis.call('HGET', KEYS[1], 'acct')
 if owner then
   if owner ~= account then
@@ -32,6 +38,10 @@ if owner then
   end
   if redis.call('HEXISTS', KEYS[1], 'tomb') == 1 then
     return {-1, 0, 0}
+  end
+  local rule = redis.call('HMGET', KEYS[1], 'denied', 'max')
+  if rule[1] then
+    return {0, redis.call('ZCOUNT', acct.active, '(' .. now, '+inf'), tonumber(rule[2]), rule[1]}
   end
   return {2, redis.call('ZCOUNT', acct.active, '(' .. now, '+inf'), 0}
 end
@@ -42,7 +52,7 @@ end_lapsed(acct, now, purge_at, 1000)
 -- the limits the setup must fit: the account's first, then each rule it matches
 local checks = {{name = 'account', max = tonumber(redis.call('GET', KEYS[2]) or ARGV[8]),
   policy = ARGV[10]}}
-for i = 15, #ARGV, 4 do
+for i = 16, #ARGV, 4 do
   local max = redis.call('HGET', KEYS[3], ARGV[i]) or ARGV[i + 2]
   checks[#checks + 1] = {name = ARGV[i], field = ARGV[i + 1], max = tonumber(max),
     policy = ARGV[i + 3]}
@@ -125,6 +135,8 @@ for _, check in ipairs(checks) do
 end
 for _, check in ipairs(checks) do
   if remaining(check) + 1 > check.max then
+    session_denied(KEYS[1], acct, check.name, check.max, now, device, ARGV[11], ARGV[5], ARGV[6],
+      ARGV[12], live)
     local answer = {0, counted(check), check.max, check.name}
     for _, s in ipairs(members(check)) do
       if #answer >= 104 then
@@ -164,4 +176,6 @@ local ended = #victims
 if replaced ~= '' then
   ended = ended + 1
 end
-return {1, live - ended + 1, checks[1].max}
+local active = live - ended + 1
+session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active)
+return {1, active, checks[1].max}

@@ -6,19 +6,21 @@
 -- KEYS[1] deadlines  srm:{sK}:deadlines   zset member -> deadline
 -- KEYS[2] reap       srm:{sK}:reap        zset member -> removal time
 -- then for member i (i = 1..n), its account's lifecycle keys (AccountKeys.lifecycle, see
--- end.lua) at KEYS[6i-3] .. KEYS[6i+2]
+-- end.lua) at KEYS[10i-7] .. KEYS[10i+2]
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
--- ARGV[2] retention (ms)  ARGV[2+i] member "<accountId>/<sessionId>"
+-- ARGV[2] retention (ms)  ARGV[3] events (_events.lua)
+-- ARGV[3+i] member "<accountId>/<sessionId>"
 -- Returns {ended, stale index entries dropped, index entries moved to a later deadline}.
 local now = server_time(ARGV[1])
 local purge_at = now + tonumber(ARGV[2])
 local ended, stale, moved = 0, 0, 0
-for i = 1, #ARGV - 2 do
-  local mbr = ARGV[2 + i]
+events_config(ARGV[3])
+for i = 1, #ARGV - 3 do
+  local mbr = ARGV[3 + i]
   local due = redis.call('ZSCORE', KEYS[1], mbr)
   if due and tonumber(due) <= now then
     local sid = string.sub(mbr, -36)
-    local acct = account_keys(string.sub(mbr, 1, -38), 6 * i - 3)
+    local acct = account_keys(string.sub(mbr, 1, -38), 10 * i - 7)
     local score = redis.call('ZSCORE', acct.active, sid)
     if not score then
       redis.call('ZREM', KEYS[1], mbr)

@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from srm.config import ReaperSettings
 from srm.errors import StoreUnavailable
+from srm.process import wait_or_stop
 from srm.reaper.health import reaper_id
 from srm.store import SessionStore
 
@@ -264,11 +265,7 @@ class Reaper:
 
     async def _wait(self, seconds: float) -> bool:
         """Wait *seconds* unless stopped first; False when stopped."""
-        if seconds > 0 and not self.stop.is_set():
-            with suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await self.stop.wait()
-        return not self.stop.is_set()
+        return await wait_or_stop(self.stop, seconds)
 
     async def _retrying(self, what: str, step: Callable[..., Awaitable[T]], *args: int) -> T | None:
         """*step*, retried with capped exponential backoff until it succeeds or we stop."""

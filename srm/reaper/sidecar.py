@@ -14,12 +14,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 
 from srm import logs
 from srm.config import ReaperSettings, Settings
 from srm.connection import check_store, connect, warm_up
-from srm.process import install_stop_handlers, make_store, run_loop
+from srm.process import install_stop_handlers, make_store, run_loop, serve_prometheus
 from srm.reaper.core import Reaper, ReaperMetrics
 from srm.reaper.health import reaper_id, with_store_url
 from srm.store import SessionStore
@@ -73,27 +73,8 @@ def _process_metrics() -> ReaperMetrics:
 
 
 def serve_metrics(settings: ReaperSettings) -> WSGIServer | None:
-    """The metrics endpoint on ``reaper.metrics_host:metrics_port``; None if off or taken.
-
-    A port already in use is logged, not fatal: the reaper's work matters more than its
-    metrics, and two reapers on one host with the default port would otherwise not both run.
-    """
-    if settings.metrics_port == 0:
-        return None
-    try:
-        server, _thread = start_http_server(
-            settings.metrics_port, settings.metrics_host, registry=REGISTRY
-        )
-    except OSError as exc:
-        log.error(
-            "reaper metrics not served on %s:%d: %s",
-            settings.metrics_host,
-            settings.metrics_port,
-            exc,
-        )
-        return None
-    log.info("reaper metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-    return server
+    """The metrics endpoint on ``reaper.metrics_host:metrics_port``; None if off or taken."""
+    return serve_prometheus(settings.metrics_host, settings.metrics_port, "reaper")
 
 
 def run_companion(

@@ -1,0 +1,554 @@
+"""Session events, usage and the denial report, in-process on a real standalone and Cluster.
+
+Changes are made over real HTTP (aiohttp's test server) or through the store, and read back
+the way `srm events` reads them: a Consumer of a consumer group, here with a sink that
+keeps what it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+
+from srm import keys as k
+from srm.config import EventsSettings
+from srm.errors import LimitReached
+from srm.events.consumer import Consumer, EventsMetrics
+from srm.events.sinks import WebhookSink, webhook_url
+from srm.model import DAY_MS, EndReason, EventPolicy, NewSession, Policy
+from srm.store import SessionStore
+from tests import invariants
+from tests.helpers import (
+    OPERATOR,
+    SETUP,
+    Clock,
+    auth,
+    expect_error,
+    open_backend,
+    reaper_for,
+    setup_session,
+)
+from tests.test_reaper_process import until
+
+FAST = EventsSettings(claim_idle=0.2, batch_size=50, poll_interval=0.01, metrics_port=0)
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Events need real streams and consumer groups: a real standalone and a Cluster."""
+    async with open_backend(request, request.param) as client:
+        yield client
+
+
+class Keep:
+    """A sink that keeps every event it is given; it can be told to fail."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.failing = False
+
+    async def deliver(self, events: Sequence[dict[str, Any]]) -> None:
+        if self.failing:
+            raise ConnectionError("sink down")
+        self.events.extend(events)
+
+    async def close(self) -> None:
+        return None
+
+
+def consumer(
+    store: SessionStore,
+    sink: Any,
+    *,
+    group: str = "g",
+    name: str | None = None,
+    settings: EventsSettings = FAST,
+) -> Consumer:
+    return Consumer(
+        store, settings, sink, EventsMetrics(CollectorRegistry()), group=group, name=name
+    )
+
+
+async def drain(c: Consumer) -> None:
+    """Step until a pass delivers nothing."""
+    while await c.step():
+        pass
+
+
+async def events_of(store: SessionStore) -> list[dict[str, Any]]:
+    sink = Keep()
+    await drain(consumer(store, sink, group=f"g-{uuid.uuid4().hex}"))
+    return sink.events
+
+
+def types(events: list[dict[str, Any]], account: str | None = None) -> list[str]:
+    return [e["type"] for e in events if account is None or e["accountId"] == account]
+
+
+def ended(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(e["sessionId"], e["endReason"]) for e in events if e["type"] == "session.ended"]
+
+
+def new(account: str = "acct-1", device: str = "dev-1") -> NewSession:
+    return NewSession(str(uuid.uuid4()), account, device, "100001V3D", "COD")
+
+
+def iso_day(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, UTC).date().isoformat()
+
+
+# -- one event per change, over HTTP -------------------------------------------------------
+
+
+async def test_every_lifecycle_over_http_is_one_event_per_change(
+    client: Any, store: SessionStore, clock: Clock
+) -> None:
+    torn = await setup_session(client, device="tv")
+    await client.put(f"/srm/sessions/{torn}", headers=auth(device="tv"))  # keep-alive: no event
+    assert (await client.delete(f"/srm/sessions/{torn}", headers=auth())).status == 200
+    assert (await client.delete(f"/srm/sessions/{torn}", headers=auth())).status == 200  # repeat
+    by_operator = await setup_session(client, device="phone")
+    resp = await client.delete(f"/srm/v1/accounts/acct-1/sessions/{by_operator}", headers=OPERATOR)
+    assert resp.status == 200
+    lapsing = await setup_session(client, device="stb")
+    ids = [await setup_session(client, device=f"d{i}") for i in range(2)]
+    resp = await client.post("/srm/sessions", json=SETUP, headers=auth(device="over"))
+    assert (await resp.json())["errorResponse"]["errorCode"] == "SRM-0005"
+    clock.advance(60)
+    for sid in ids:  # kept alive; the stb session is not
+        await client.put(f"/srm/sessions/{sid}", headers=auth())
+    clock.advance(61)
+    reaper = reaper_for(store)
+    for shard in range(store.keys.shards):
+        await reaper.reap_shard(shard)
+    resp = await client.delete("/srm/v1/accounts/acct-1/sessions", headers=OPERATOR)
+    assert (await resp.json()) == {"ended": 2}
+    for value in (5, 5):  # the second PUT changes nothing: no event
+        await client.put(
+            "/srm/v1/accounts/acct-1/limit", json={"maxSessions": value}, headers=OPERATOR
+        )
+    for _ in range(2):
+        await client.delete("/srm/v1/accounts/acct-1/limit", headers=OPERATOR)
+
+    events = await events_of(store)
+    assert types(events) == [
+        "session.started",
+        "session.ended",
+        "session.started",
+        "session.ended",
+        "session.started",
+        "session.started",
+        "session.started",
+        "session.denied",
+        "session.ended",
+        "session.ended",
+        "session.ended",
+        "limit.changed",
+        "limit.changed",
+    ]
+    assert ended(events)[:3] == [
+        (torn, "TEARDOWN"),
+        (by_operator, "OPERATOR"),
+        (lapsing, "TIMEOUT"),
+    ]
+    assert sorted(ended(events)[3:]) == sorted((sid, "OPERATOR") for sid in ids)
+    assert len({e["id"] for e in events}) == len(events)
+    for e in events:
+        assert e["accountId"] == "acct-1"
+        assert set(e) >= {
+            "id", "type", "at", "deviceId", "deviceType", "sessionId", "contentID",
+            "contentType", "quality",
+        }  # fmt: skip
+    start = events[0]
+    assert start["deviceId"] == "tv" and start["contentID"] == "100001V3D"
+    assert start["contentType"] == "COD" and start["sessionId"] == torn
+    assert start["deviceType"] == "unknown" and start["quality"] is None
+    timeout = next(e for e in events if e.get("endReason") == "TIMEOUT")
+    assert timeout["deviceId"] == "stb" and timeout["durationSeconds"] == 120.0
+    denied = events[7]
+    assert denied["rule"] == "account" and denied["deviceId"] == "over"
+    assert denied["sessionId"] is None
+    assert [e["maxSessions"] for e in events[-2:]] == [5, None]
+
+
+async def test_a_retried_setup_adds_no_event(store: SessionStore) -> None:
+    s = new()
+    await store.setup(s)
+    await store.setup(s)  # the same call again (redis-py retries after a lost reply)
+    for i in range(2):
+        await store.setup(new(device=f"d{i}"))
+    refused = new(device="over")
+    for _ in range(2):
+        with pytest.raises(LimitReached):
+            await store.setup(refused)
+    assert types(await events_of(store)) == ["session.started"] * 3 + ["session.denied"]
+    usage = await store.usage("acct-1")
+    (day,) = usage.values()
+    assert (day.started, day.denied) == (3, 1)
+
+
+async def test_events_off_write_no_stream_but_usage_counts(
+    redis_client: Any, keyspace: k.Keys, policy: Policy, clock: Clock
+) -> None:
+    store = SessionStore(redis_client, keyspace, policy, clock=clock, events=EventPolicy(False))
+    s = new()
+    await store.setup(s)
+    await store.end("acct-1", s.session_id, EndReason.TEARDOWN)
+    await store.set_limit("acct-1", 1)
+    for shard in range(keyspace.shards):
+        assert await redis_client.exists(keyspace.events(shard)) == 0
+    (day,) = (await store.usage("acct-1")).values()
+    assert (day.started, day.ended[0]) == (1, 1)
+    await invariants.check(redis_client, keyspace)
+
+
+# -- usage and the denial report -------------------------------------------------------------
+
+
+async def test_usage_of_a_scripted_day_and_a_session_across_midnight(
+    client: Any, store: SessionStore, clock: Clock
+) -> None:
+    day = clock.now // DAY_MS + 1
+    clock.now = day * DAY_MS - 60_000  # 23:59 UTC the day before
+    night = await setup_session(client, account="fam", device="tv")
+    clock.advance(90)
+    assert (await client.put(f"/srm/sessions/{night}", headers=auth(account="fam"))).status == 200
+    clock.advance(30)  # 00:01: it ends on `day`, after 120 s
+    await client.delete(f"/srm/sessions/{night}", headers=auth(account="fam"))
+    a, b, _c = [await setup_session(client, account="fam", device=f"d{i}") for i in range(3)]
+    for _ in range(2):
+        resp = await client.post("/srm/sessions", json=SETUP, headers=auth(account="fam"))
+        assert (await resp.json())["errorResponse"]["errorCode"] == "SRM-0005"
+    clock.advance(60)
+    await client.delete(f"/srm/sessions/{a}", headers=auth(account="fam"))
+    await client.delete(f"/srm/v1/accounts/fam/sessions/{b}", headers=OPERATOR)
+    clock.advance(100)  # c lapsed 120 s after its setup
+    resp = await client.post("/srm/sessions", json=SETUP, headers=auth(account="fam"))
+    assert resp.status == 200  # c is ended as TIMEOUT, at its deadline, by this setup
+    resp = await client.post("/srm/sessions", json=SETUP, headers=auth(account="other"))
+    await client.put("/srm/v1/accounts/other/limit", json={"maxSessions": 0}, headers=OPERATOR)
+    await client.post("/srm/sessions", json=SETUP, headers=auth(account="other"))
+
+    resp = await client.get("/srm/v1/accounts/fam/usage?days=3", headers=OPERATOR)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["accountId"] == "fam"
+    assert [d["date"] for d in body["days"]] == [iso_day(day), iso_day(day - 1), iso_day(day - 2)]
+    today, yesterday, before = body["days"]
+    assert today == {
+        "date": iso_day(day),
+        "started": 4,
+        "denied": 2,
+        "ended": {"TEARDOWN": 2, "TIMEOUT": 1, "OPERATOR": 1, "EVICTED": 0, "REPLACED": 0},
+        # the night session 120 s, a and b 60 s each, c 120 s (to its deadline)
+        "watchedSeconds": 120 + 60 + 60 + 120,
+        "peakActive": 3,
+    }
+    assert yesterday["started"] == 1 and yesterday["ended"]["TEARDOWN"] == 0
+    assert yesterday["watchedSeconds"] == 0 and yesterday["peakActive"] == 1
+    assert before["started"] == before["denied"] == before["peakActive"] == 0
+    resp = await client.get("/srm/accounts/fam/usage", headers=OPERATOR)
+    assert len((await resp.json())["days"]) == 7  # the default
+
+    resp = await client.get("/srm/v1/reports/denials", headers=OPERATOR)
+    assert await resp.json() == {
+        "date": iso_day(day),
+        "accounts": [{"accountId": "fam", "denied": 2}, {"accountId": "other", "denied": 1}],
+    }
+    resp = await client.get(f"/srm/v1/reports/denials?date={iso_day(day)}&top=1", headers=OPERATOR)
+    assert (await resp.json())["accounts"] == [{"accountId": "fam", "denied": 2}]
+    resp = await client.get(f"/srm/v1/reports/denials?date={iso_day(day - 1)}", headers=OPERATOR)
+    assert (await resp.json())["accounts"] == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/srm/v1/accounts/a/usage?days=0",
+        "/srm/v1/accounts/a/usage?days=36",
+        "/srm/v1/accounts/a/usage?days=seven",
+        "/srm/v1/accounts/a/usage?days=-1",
+        "/srm/v1/accounts/a/usage?days=",
+        "/srm/v1/reports/denials?top=0",
+        "/srm/v1/reports/denials?top=1001",
+        "/srm/v1/reports/denials?top=1e3",
+        "/srm/v1/reports/denials?date=2027-13-01",
+        "/srm/v1/reports/denials?date=yesterday",
+        "/srm/v1/reports/denials?date=2027-1-5",
+        "/srm/v1/reports/denials?date=1999-01-01",
+        "/srm/v1/reports/denials?date=2999-01-01",
+        "/srm/v1/reports/denials?date=%D9%A2%D9%A0%D9%A2%D9%A6-01-01",  # Arabic-Indic digits
+        "/srm/v1/accounts/a/usage?days=%D9%A3",
+    ],
+)
+async def test_bad_report_parameters_are_srm_0002(client: Any, query: str) -> None:
+    await expect_error(await client.get(query, headers=OPERATOR), 400, "SRM-0002")
+
+
+async def test_report_endpoints_are_operator_only(client: Any) -> None:
+    for path in ("/srm/v1/accounts/a/usage", "/srm/v1/reports/denials"):
+        await expect_error(await client.get(path, headers=auth()), 403, "SRM-0006")
+
+
+async def test_usage_keeps_35_days(store: SessionStore, clock: Clock) -> None:
+    first = clock.now // DAY_MS
+    await store.setup(new(device="old"))
+    clock.now += 34 * DAY_MS
+    await store.setup(new(device="d34"))
+    assert sorted(await store.usage("acct-1")) == [first, first + 34]
+    clock.now += DAY_MS  # day 35: the first day falls out as this one is written
+    s = new(device="d35")
+    await store.setup(s)
+    assert sorted(await store.usage("acct-1")) == [first + 34, first + 35]
+    ttl = await store.redis.pttl(store.keys.account("acct-1").usage)
+    assert 34 * DAY_MS < ttl <= 35 * DAY_MS
+
+
+# -- the consumer group ----------------------------------------------------------------------
+
+
+async def make_changes(
+    store: SessionStore, accounts: int, per_account: int = 2, tag: str = "acct"
+) -> int:
+    """Setups and teardowns over many accounts (so over every shard); the number of events."""
+    for i in range(accounts):
+        sessions = [new(f"{tag}-{i}", f"d{j}") for j in range(per_account)]
+        for s in sessions:
+            await store.setup(s)
+        await store.end(f"{tag}-{i}", sessions[0].session_id, EndReason.TEARDOWN)
+    return accounts * (per_account + 1)
+
+
+async def test_two_consumers_of_one_group_share_the_events(store: SessionStore) -> None:
+    total = await make_changes(store, 60)
+    one, two = Keep(), Keep()
+    small = EventsSettings(batch_size=2, metrics_port=0)
+    first = consumer(store, one, name="one", settings=small)
+    second = consumer(store, two, name="two", settings=small)
+    await first.step()  # creates the groups
+    total += await make_changes(store, 30, tag="more")
+    while await first.step() + await second.step():
+        pass
+    assert one.events and two.events
+    ids = [e["id"] for e in one.events + two.events]
+    assert len(ids) == total == len(set(ids))  # each delivered once when nothing fails
+    assert first.metrics.delivered._value.get() + second.metrics.delivered._value.get() == total
+
+
+async def test_a_dead_consumers_events_go_to_another_after_claim_idle(store: SessionStore) -> None:
+    total = await make_changes(store, 40)
+    dying = Keep()
+    dying.failing = True
+    dead = consumer(store, dying, name="dead")
+    with pytest.raises(ConnectionError):
+        await dead.step()  # read, never acknowledged
+    alive_sink = Keep()
+    second = EventsSettings(claim_idle=1.0, batch_size=50, poll_interval=0.01, metrics_port=0)
+    alive = consumer(store, alive_sink, name="alive", settings=second)
+    assert await alive.step() == 0  # the dead one's events are not idle long enough yet
+    await asyncio.sleep(second.claim_idle * 1.5)
+    alive._next_claim = 0.0
+    await drain(alive)
+    assert len({e["id"] for e in alive_sink.events}) == total
+    assert alive.metrics.claimed._value.get() == total
+    await alive.update_gauges()
+    assert alive.metrics.pending._value.get() == 0
+    assert alive.metrics.lag._value.get() == 0
+
+
+async def test_events_trimmed_before_the_group_read_them_are_counted_lost(
+    redis_client: Any, keyspace: k.Keys, policy: Policy, clock: Clock
+) -> None:
+    tight = EventPolicy(maxlen=10, max_age_ms=0)  # trims whole stream nodes of 100 entries
+    store = SessionStore(redis_client, keyspace, policy, clock=clock, events=tight)
+    group = consumer(store, Keep())
+    await group.step()  # the group exists before the events are written
+    total = await make_changes(store, 1200, per_account=1)  # ~150 per shard
+    sink = Keep()
+    reader = consumer(store, sink)
+    await drain(reader)
+    lost = reader.metrics.lost._value.get()
+    assert lost > 0
+    assert lost + len(sink.events) == total  # every event is delivered or counted lost
+    await drain(reader)
+    assert reader.metrics.lost._value.get() == lost  # counted once
+    await reader.update_gauges()
+    assert reader.metrics.lag._value.get() == 0
+
+
+async def test_a_new_group_starts_at_the_oldest_event_kept_and_loses_nothing(
+    store: SessionStore,
+) -> None:
+    total = await make_changes(store, 20)
+    sink = Keep()
+    late = consumer(store, sink, group="late")
+    await drain(late)
+    assert len(sink.events) == total
+    assert late.metrics.lost._value.get() == 0
+
+
+# -- webhook ---------------------------------------------------------------------------------
+
+
+async def test_a_webhook_that_fails_then_recovers_gets_every_event(store: SessionStore) -> None:
+    received: list[dict[str, Any]] = []
+    answers = iter([500, 503])
+
+    async def hook(request: web.Request) -> web.Response:
+        status = next(answers, 200)
+        if status == 200:
+            received.extend(await request.json())
+        return web.Response(status=status)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    total = await make_changes(store, 30)
+    async with TestServer(app) as server:
+        metrics = EventsMetrics(CollectorRegistry())
+        stop = asyncio.Event()
+        sink = WebhookSink(
+            webhook_url(str(server.make_url("/hook"))),
+            chunk=25,
+            timeout=5,
+            retry_cap=0.05,
+            stop=stop,
+            on_retry=metrics.retried.inc,
+        )
+        try:
+            c = Consumer(store, FAST, sink, metrics, group="hook", stop=stop)
+            await drain(c)
+        finally:
+            await sink.close()
+    assert len(received) == total == len({e["id"] for e in received})
+    assert metrics.retried._value.get() == 2 * 25  # the first chunk, twice
+    assert metrics.delivered._value.get() == total
+
+
+@pytest.mark.parametrize(
+    "url", ["", "ftp://host/x", "http://", "not a url", "localhost:8080/hook", "//host/x"]
+)
+def test_invalid_webhook_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="URL"):
+        webhook_url(url)
+
+
+def test_event_ids_name_the_shard_and_the_entry() -> None:
+    from srm.events.schema import event
+
+    e = event(7, "1800000000000-3", {"t": "S", "at": "1800000000000", "a": "x", "s": "y"})
+    assert e["id"] == "s7-1800000000000-3"
+    assert e["at"] == "2027-01-15T08:00:00.000Z"
+    assert e["deviceType"] == "unknown"  # the default, for a token without one
+    assert Counter(e.values())[None] == 4  # deviceId, contentID, contentType, quality
+
+
+async def test_an_eviction_is_the_evicted_sessions_end_then_the_new_start(
+    redis_client: Any, keyspace: k.Keys, clock: Clock
+) -> None:
+    evicting = Policy(timeout_ms=120_000, max_sessions=2, retention_ms=60_000, evict=True)
+    store = SessionStore(redis_client, keyspace, evicting, clock=clock)
+    first, second, third = new(device="a"), new(device="b"), new(device="c")
+    await store.setup(first)
+    clock.advance(1)
+    await store.setup(second)
+    clock.advance(1)
+    await store.setup(third)  # the oldest keep-alive (first) makes room
+    events = await events_of(store)
+    assert types(events) == ["session.started"] * 2 + ["session.ended", "session.started"]
+    assert ended(events) == [(first.session_id, "EVICTED")]
+    assert events[-1]["sessionId"] == third.session_id
+    (day,) = (await store.usage("acct-1")).values()
+    assert day.ended[3] == 1 and day.peak_active == 2
+    await invariants.check(redis_client, keyspace)
+
+
+async def consumer_names(store: SessionStore, group: str) -> set[str]:
+    names = set()
+    for shard in range(store.keys.shards):
+        for c in await store.redis.xinfo_consumers(store.keys.events(shard), group):
+            names.add(c["name"])
+    return names
+
+
+async def test_consumers_that_hold_nothing_leave_the_group(store: SessionStore) -> None:
+    await make_changes(store, 30)
+    holding = Keep()
+    holding.failing = True
+    with pytest.raises(ConnectionError):
+        await consumer(store, holding, name="holding").step()
+    patient = EventsSettings(claim_idle=60, poll_interval=0.01, metrics_port=0)  # claims nothing
+    await make_changes(store, 5, tag="more")
+    idle = consumer(store, Keep(), name="idle", settings=patient)
+    assert await idle.step() == 15  # delivered and acknowledged
+    stop = asyncio.Event()
+    leaving = Consumer(
+        store,
+        patient,
+        Keep(),
+        EventsMetrics(CollectorRegistry()),
+        group="g",
+        name="leaving",
+        stop=stop,
+    )
+    task = asyncio.create_task(leaving.run())
+    await make_changes(store, 5, tag="late")
+
+    async def joined() -> bool:
+        return "leaving" in await consumer_names(store, "g")
+
+    await until(joined, what="the consumer to read")
+    stop.set()
+    await task  # a clean stop: it leaves the group
+    assert await consumer_names(store, "g") == {"holding", "idle"}
+    removed = sum([await store.prune_consumers(s, "g", 0) for s in range(store.keys.shards)])
+    assert removed > 0
+    # the one holding events stays, so that another consumer can claim them
+    assert await consumer_names(store, "g") == {"holding"}
+
+
+async def test_the_webhook_log_shows_no_credentials() -> None:
+    url = webhook_url("https://user:secret@hooks.example.com/srm?token=abc#x")
+    sink = WebhookSink(url, chunk=1, timeout=1, retry_cap=1, stop=asyncio.Event())
+    try:
+        assert sink.shown == "https://hooks.example.com/srm"
+    finally:
+        await sink.close()
+
+
+def test_the_events_variables_of_the_contract() -> None:
+    from srm.config import load
+    from srm.process import event_policy
+
+    s = load(env={"SRM_EVENTS_ENABLED": "false", "SRM_EVENTS_CLAIM_IDLE": "5"})
+    assert (s.events.enabled, s.events.claim_idle) == (False, 5.0)
+    assert event_policy(s).argument == ""  # the scripts write no event
+    default = load(env={})
+    assert event_policy(default).argument == "1000,86400000"
+    assert default.events.claim_idle == 30.0
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SRM_EVENTS_CLAIM_IDLE": "0"},
+        {"SRM_EVENTS_CLAIM_IDLE": "soon"},
+        {"SRM_EVENTS_ENABLED": "maybe"},
+        {"SRM_EVENTS_MAXLEN": "-1"},
+        {"SRM_EVENTS_MAXLEN": "0", "SRM_EVENTS_MAX_AGE": "0"},
+        {"SRM_EVENTS_BATCH_SIZE": "0"},
+    ],
+)
+def test_bad_events_settings_are_refused(env: dict[str, str]) -> None:
+    from srm.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match="events"):
+        load(env=env)
