@@ -30,6 +30,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rules-sessions", type=int, default=30_000, help="sessions, rules cost")
     p.add_argument("--event-lifecycles", type=int, default=20_000, help="events: memory sample")
     p.add_argument(
+        "--quick",
+        action="store_true",
+        help="regression guard, under 2 minutes: throughput ratio (1 worker, 3 rounds of 3 s) "
+        "and Redis commands per request",
+    )
+    p.add_argument(
         "--only", default="", help="comma list: http,commands,memory,latency,reaper,rules,events"
     )
     return p.parse_args(argv)

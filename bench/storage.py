@@ -29,6 +29,17 @@ def settings(redis_url: str, **env: str) -> Settings:
     return load(env={"SRM_REDIS_URL": redis_url, "SRM_AUTH_SECRET": "x" * 32, **env})
 
 
+# The user configuration every target is measured with: the three rules of the worked
+# examples in docs/rules.md, events on (the default).
+USER_RULES = (
+    '[{"name": "uhd", "max": 1, "qualities": ["UHD"]},'
+    ' {"name": "mobile", "max": 2, "device_types": ["phone", "tablet"]},'
+    ' {"name": "one-per-tv", "max": 1, "device_types": ["tv", "stb"], "per": "device",'
+    ' "policy": "evict"}]'
+)
+USER_ENV = {"SRM_SESSIONS_RULES": USER_RULES, "SRM_EVENTS_ENABLED": "true"}
+
+
 def new_sessions(count: int, per_account: int, tag: str, **extra: Any) -> Iterable[NewSession]:
     """*count* sessions, *per_account* to an account, with realistic field sizes."""
     for i in range(count):
@@ -39,6 +50,24 @@ def new_sessions(count: int, per_account: int, tag: str, **extra: Any) -> Iterab
             "100001V3D",
             "COD",
             **extra,
+        )
+
+
+def user_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]:
+    """Like new_sessions, as USER_RULES count them and none refuses: an account's first
+    session plays in UHD on a TV (rules uhd and one-per-tv), the others in HD on phones
+    (rule mobile, at most two)."""
+    assert per_account <= 3
+    for i in range(count):
+        first = i % per_account == 0
+        yield NewSession(
+            str(uuid.uuid4()),
+            f"{tag}-account-{i // per_account:08d}",
+            f"device-{i % per_account}",
+            "100001V3D",
+            "COD",
+            device_type="tv" if first else "phone",
+            quality="UHD" if first else "HD",
         )
 
 
@@ -81,25 +110,30 @@ class Memory:
 async def memory_per_session(redis_url: str, count: int, per_account: int) -> Memory:
     # the session state and its usage; the event streams are a bounded retention buffer,
     # measured apart (bench/events.py)
-    s = settings(redis_url, SRM_EVENTS_ENABLED="false")
+    # with the user's rules: their counters are part of what a session costs
+    s = settings(redis_url, SRM_EVENTS_ENABLED="false", SRM_SESSIONS_RULES=USER_RULES)
     redis = connect(s.redis)
     store = make_store(s, redis)
     try:
         await redis.flushall()
-        await fill(store, new_sessions(200, per_account, "warm"))  # scripts loaded, pool open
+        await fill(store, user_sessions(200, per_account, "warm"))  # scripts loaded, pool open
         await redis.flushall()
         before = (await redis.info("memory"))["used_memory"]
-        sample = next(iter(new_sessions(1, per_account, "probe")))
-        await fill(store, new_sessions(count - 1, per_account, "mem"))
+        sample = next(iter(user_sessions(1, per_account, "probe")))
+        await fill(store, user_sessions(count - 1, per_account, "mem"))
         await store.setup(sample)
         after = await settled_memory(redis)
+        active = await active_sessions(redis, store.keys)
+        if active != count:
+            raise RuntimeError(f"{count} setups left {active} active sessions")
         ak = store.keys.account(sample.account_id)
         breakdown = {
             "session hash": await redis.memory_usage(
                 store.keys.session(sample.account_id, sample.session_id), samples=0
             ),
             "account active zset": await redis.memory_usage(ak.active, samples=0),
-            "account counter": await redis.memory_usage(ak.count, samples=0),
+            "account counter": await redis.memory_usage(ak.count, samples=0) or 0,
+            "account rules hash": await redis.memory_usage(ak.rules, samples=0) or 0,
             "account usage (one day)": await redis.memory_usage(ak.usage, samples=0),
             "shard deadlines zset / its sessions": round(
                 await redis.memory_usage(ak.deadlines, samples=0) / await redis.zcard(ak.deadlines)
@@ -108,6 +142,14 @@ async def memory_per_session(redis_url: str, count: int, per_account: int) -> Me
         return Memory(count, -(-count // per_account), (after - before) / count, breakdown)
     finally:
         await redis.aclose()
+
+
+async def active_sessions(redis: Any, keyspace: Keys) -> int:
+    """Members of every shard's deadline index: the sessions that are active."""
+    pipe = redis.pipeline(transaction=False)
+    for shard in range(keyspace.shards):
+        pipe.zcard(keyspace.deadlines(shard))
+    return sum(await pipe.execute())
 
 
 @dataclass(frozen=True)
@@ -201,14 +243,14 @@ READ_STATS = ("cmdstat_zrangebyscore", "cmdstat_zrange", "cmdstat_zcard", "cmdst
 
 async def lapsed_backlog(redis_url: str, count: int) -> None:
     """*count* ACTIVE sessions whose keep-alive lapsed ten minutes ago (retention 0)."""
-    s = settings(redis_url, SRM_ENDED_RETENTION="0")
+    s = settings(redis_url, SRM_ENDED_RETENTION="0", **USER_ENV)
     redis = connect(s.redis)
     past = wall_clock_ms() - 3_600_000
     store = make_store(s, redis)
     store.clock = lambda: past  # created an hour ago with a 120 s keep-alive
     try:
         await redis.flushall()
-        await fill(store, new_sessions(count, 2, "lapsed"))
+        await fill(store, user_sessions(count, 2, "lapsed"))
     finally:
         await redis.aclose()
 
@@ -216,7 +258,7 @@ async def lapsed_backlog(redis_url: str, count: int) -> None:
 async def reap_with_store(redis_url: str, count: int, batch: int, parallel: int) -> ReaperRun:
     """End and remove the backlog with the store's sweep and purge, *parallel* shards at once
     (their calls share pipelines), each shard until it has nothing due."""
-    s = settings(redis_url, SRM_ENDED_RETENTION="0")
+    s = settings(redis_url, SRM_ENDED_RETENTION="0", **USER_ENV)
     redis = connect(s.redis)
     store = make_store(s, redis)
     shards = iter(range(s.redis.shards))
@@ -267,6 +309,7 @@ async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
         "SRM_REAPER_INTERVAL": "0.01",  # passes back to back: a backlog, not a steady state
         "SRM_REAPER_METRICS_PORT": "0",
         "SRM_LOGGING_LEVEL": "WARNING",
+        **USER_ENV,
     }
     started = left = await backlog()
     await redis.config_resetstat()
