@@ -121,9 +121,18 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run *main* on uvloop (asyncio when missing), folding the pending metric counts
+    (srm.metrics.flush) every metrics.FLUSH_INTERVAL meanwhile and at the end."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
+        asyncio.run(_flushing(main))
     else:
-        uvloop.run(main)
+        uvloop.run(_flushing(main))
+
+
+async def _flushing(main: Coroutine[Any, Any, None]) -> None:
+    from srm import metrics
+
+    async for _ in metrics.flushing():
+        await main
