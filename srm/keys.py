@@ -163,7 +163,8 @@ class Keys:
         return f"{self.tag(shard)}:denials:{day}"
 
     def end_all_marker(self, account_id: str, call_id: str) -> str:
-        """The count of one end-all call, in its account's shard (retries of a batch read it)."""
+        """The count of one end-all or end-device call, in its account's shard (retries of a
+        batch read it)."""
         return f"{self._tags[self.account(account_id).shard]}:endall:{call_id}"
 
     def heartbeat(self, reaper_id: str) -> str:

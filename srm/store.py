@@ -265,6 +265,7 @@ class SessionStore:
         "end",
         "abort",
         "end_all",
+        "end_device",
         "sweep",
         "purge",
         "audit",
@@ -523,23 +524,40 @@ class SessionStore:
             )
         )
 
-    async def end_device(self, account_id: str, device_id: str, reason: EndReason) -> int:
+    async def end_device(
+        self, account_id: str, device_id: str, reason: EndReason, batch: int = 1000
+    ) -> int:
         """End every ACTIVE session of one device of the account; how many *reason* ended.
 
-        The device's sessions are read first, then each is ended through end.lua (exactly
-        once, as any teardown); a session set up on the device after the read is not ended.
+        end_device.lua walks the account's active set in windows of *batch*; like end-all,
+        the windows share a marker counting what this call ended, so a window run twice (its
+        reply lost, then resent) still reports the sessions its first run ended.
         """
         ak = self.keys.account(account_id)
-        ids = await self._guard("device_sessions", self.redis.zrange(ak.active, 0, -1))
-        if not ids:
-            return 0
-        pipe = self.redis.pipeline(transaction=False)
-        for sid in ids:
-            pipe.hget(self.keys.session(account_id, sid), "dev")
-        devices = await self._guard("device_sessions", pipe.execute())
-        mine = [sid for sid, dev in zip(ids, devices, strict=True) if dev == device_id]
-        statuses = await asyncio.gather(*(self._end(account_id, sid, reason) for sid in mine))
-        return sum(1 for status in statuses if status == 1)
+        marker = self.keys.end_all_marker(account_id, str(uuid.uuid4()))
+        start = 0
+        while True:
+            others, seen, total = await self._run(
+                "end_device",
+                [*ak.lifecycle(), marker],
+                [
+                    self._clock_override(),
+                    account_id,
+                    device_id,
+                    reason.value,
+                    self.policy.retention_ms,
+                    start,
+                    batch,
+                    END_ALL_MARKER_MS,
+                    self._events,
+                ],
+            )
+            start += int(others)
+            if int(seen) < batch:
+                break
+        with contextlib.suppress(SrmError):  # else it expires by itself
+            await self._guard("end_all_marker", self.redis.delete(marker))
+        return int(total)
 
     async def abort_setup(self, account_id: str, session_id: str) -> int:
         """Undo a setup whose outcome is unknown (see abort.lua); returns the script status."""

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from srm.auth import mint
-from srm.config import ReaperSettings, RedisSettings, defaults
+from srm.config import EventsSettings, ReaperSettings, RedisSettings, defaults
 from srm.connection import connect
 from srm.errors import SrmError
 from srm.model import NewSession
@@ -99,6 +99,11 @@ def redis_settings(**changes: Any) -> RedisSettings:
 def reaper_settings(**changes: Any) -> ReaperSettings:
     """The default ``[reaper]`` settings with *changes*."""
     return dataclasses.replace(defaults().reaper, **changes)
+
+
+def events_settings(**changes: Any) -> EventsSettings:
+    """The default ``[events]`` settings with *changes*."""
+    return dataclasses.replace(defaults().events, **changes)
 
 
 def every_error_class(cls: type[SrmError] = SrmError) -> set[type[SrmError]]:

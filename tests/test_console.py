@@ -190,9 +190,14 @@ class Console:
         self.driver.get_log("performance")
 
     def wait(self, condition: Callable[[Any], Any], timeout: float = WAIT) -> Any:
+        """Wait until *condition* holds. The page re-renders its tables (each refresh, each
+        answer), so an element found by one check may be gone by the next: that is retried."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout).until(condition)
+        return WebDriverWait(
+            self.driver, timeout, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(condition)
 
     def find(self, testid: str) -> Any:
         from selenium.webdriver.common.by import By
@@ -429,7 +434,9 @@ def test_an_account_with_three_sessions_is_listed_active_first(page: Console) ->
     page.signed_in()
     page.look_up("acct-three")
     rows = page.wait_rows(lambda r: len(r) == 4)
-    states = [r.get_attribute("data-state") for r in page.find_all("session-row")]
+    states = page.wait(
+        lambda d: [r.get_attribute("data-state") for r in page.find_all("session-row")]
+    )
     assert states == ["ACTIVE", "ACTIVE", "ACTIVE", "ENDED"]
     assert {rows[s]["state"] for s in (a, b, c)} == {"ACTIVE"}
     assert rows[ended]["state"] == "ENDED" and "TEARDOWN" in rows[ended]["text"]
@@ -473,7 +480,7 @@ def test_ending_all_sessions_asks_first(page: Console) -> None:
     page.screenshot("end-all-confirm")
     page.find("end-all-cancel").click()
     page.wait(lambda d: not question.is_displayed())
-    assert all(r["state"] == "ACTIVE" for r in page.rows().values())
+    page.wait_rows(lambda r: all(row["state"] == "ACTIVE" for row in r.values()))
 
     page.find("end-all").click()
     page.visible("end-all-confirm").click()

@@ -32,6 +32,7 @@ from tests.helpers import (
     SETUP,
     Clock,
     auth,
+    events_settings,
     expect_error,
     open_backend,
     reaper_for,
@@ -39,7 +40,7 @@ from tests.helpers import (
 )
 from tests.test_reaper_process import until
 
-FAST = EventsSettings(claim_idle=0.2, batch_size=50, poll_interval=0.01, metrics_port=0)
+FAST = events_settings(claim_idle=0.2, batch_size=50, poll_interval=0.01, metrics_port=0)
 
 
 @pytest.fixture(params=["standalone", "cluster"])
@@ -331,7 +332,7 @@ async def make_changes(
 async def test_two_consumers_of_one_group_share_the_events(store: SessionStore) -> None:
     total = await make_changes(store, 60)
     one, two = Keep(), Keep()
-    small = EventsSettings(batch_size=2, metrics_port=0)
+    small = events_settings(batch_size=2, metrics_port=0)
     first = consumer(store, one, name="one", settings=small)
     second = consumer(store, two, name="two", settings=small)
     await first.step()  # creates the groups
@@ -352,7 +353,7 @@ async def test_a_dead_consumers_events_go_to_another_after_claim_idle(store: Ses
     with pytest.raises(ConnectionError):
         await dead.step()  # read, never acknowledged
     alive_sink = Keep()
-    second = EventsSettings(claim_idle=1.0, batch_size=50, poll_interval=0.01, metrics_port=0)
+    second = events_settings(claim_idle=1.0, batch_size=50, poll_interval=0.01, metrics_port=0)
     alive = consumer(store, alive_sink, name="alive", settings=second)
     assert await alive.step() == 0  # the dead one's events are not idle long enough yet
     await asyncio.sleep(second.claim_idle * 1.5)
@@ -485,7 +486,7 @@ async def test_consumers_that_hold_nothing_leave_the_group(store: SessionStore) 
     holding.failing = True
     with pytest.raises(ConnectionError):
         await consumer(store, holding, name="holding").step()
-    patient = EventsSettings(claim_idle=60, poll_interval=0.01, metrics_port=0)  # claims nothing
+    patient = events_settings(claim_idle=60, poll_interval=0.01, metrics_port=0)  # claims nothing
     await make_changes(store, 5, tag="more")
     idle = consumer(store, Keep(), name="idle", settings=patient)
     assert await idle.step() == 15  # delivered and acknowledged

@@ -192,6 +192,12 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
             "PUT", acct + "/limit", headers=operator, body={"maxSessions": 5}, accountId="acct-doc"
         )
         await call("DELETE", acct + "/limit", headers=operator, accountId="acct-doc")
+        usage = await call("GET", acct + "/usage", headers=operator, accountId="acct-doc")
+        assert usage["days"][0]["started"] == 4 and usage["days"][0]["denied"] == 1
+        await call("GET", acct + "/usage", headers=operator, accountId="a", query={"days": "36"})
+        report = await call("GET", "/srm/reports/denials", headers=operator)
+        assert report["accounts"] == [{"accountId": "acct-doc", "denied": 1}]
+        await call("GET", "/srm/reports/denials", headers=operator, query={"date": "2026-13-01"})
         # service paths
         for path in ("/health", "/ready", "/metrics", "/srm/openapi.json", "/srm/v1/openapi.json"):
             await call("GET", path)

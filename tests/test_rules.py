@@ -229,6 +229,23 @@ async def test_the_token_limit_applies_below_an_override(store: SessionStore) ->
     await store.setup(dataclasses.replace(new(), max_sessions=1))
 
 
+async def test_end_device_walks_a_large_account_in_bounded_windows(
+    store: SessionStore,
+) -> None:
+    """Windows of 2 over 9 sessions of three devices: every session of the device ends, and
+    no other device's, whichever windows they fall in."""
+    await store.set_limit("acct-1", 100)
+    devices = ["d1", "d2", "d3"] * 3
+    for device in devices:
+        await store.setup(new(device))
+    assert await store.end_device("acct-1", "d2", EndReason.OPERATOR, batch=2) == 3
+    listing = await store.account_sessions("acct-1")
+    live = [s.device_id for s in listing.sessions if s.state is State.ACTIVE]
+    assert sorted(live) == ["d1"] * 3 + ["d3"] * 3
+    ended = [s for s in listing.sessions if s.state is State.ENDED]
+    assert {(s.device_id, s.end_reason) for s in ended} == {("d2", EndReason.OPERATOR)}
+
+
 async def test_end_device_ends_that_devices_sessions_only(store: SessionStore) -> None:
     mine = [new(device="d1") for _ in range(2)]
     other = new(device="d2")

@@ -280,6 +280,22 @@ async def test_end_all_counts_what_a_batch_with_a_lost_reply_ended(
         assert await direct.keys("*endall*") == []  # the call's marker is gone
 
 
+async def test_end_device_counts_what_a_window_with_a_lost_reply_ended(
+    proxy: LossyProxy, clock: Clock, direct: Any
+) -> None:
+    async with store_on(proxy.url, clock) as store:
+        for device in ("tv", "tv", "phone"):
+            await store.setup(NewSession(str(uuid.uuid4()), "acct-1", device, "c", "COD"))
+        await store.end_device("warm-up", "tv", EndReason.OPERATOR)  # the script is loaded
+        proxy.lose_next_reply()  # the window runs, its reply is lost, it is resent
+        assert await store.end_device("acct-1", "tv", EndReason.OPERATOR) == 2
+        assert proxy.replies_to_lose == 0
+        listing = await store.account_sessions("acct-1")
+        assert listing.active_count == 1
+        assert {s.device_id for s in listing.sessions if s.state is State.ACTIVE} == {"phone"}
+        assert await direct.keys("*endall*") == []
+
+
 async def test_end_all_over_http_reports_every_session_ended(
     settings: Any, proxy: LossyProxy, clock: Clock
 ) -> None:
