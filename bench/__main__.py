@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    parts = {"http", "commands", "memory", "latency", "reaper", "rules", "events"}
+    parts = {"http", "commands", "memory", "latency", "reaper", "rules", "events", "cluster"}
     only = set(a.only.split(",")) if a.only else parts
     if a.quick:  # the regression guard: the ratio with one worker and commands per request
         a.workers, a.rounds, a.seconds, only = "1", 3, 3.0, {"http", "commands"}
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                 rules_rows(a, redis_url, rows)
             if "events" in only:
                 event_rows(a, redis_url, tokens, rows)
+            if "cluster" in only:
+                cluster_rows(a, redis_url, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
@@ -324,6 +326,32 @@ def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
         f"{three.bytes_per_session:.0f} vs {none.bytes_per_session:.0f} bytes per session",
         "",
     ))  # fmt: skip
+    redis.Redis.from_url(redis_url).flushall()
+
+
+def cluster_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
+    """Redis time per setup, keep-alive and teardown on the standalone server and on a
+    3-master Cluster (started the way the tests start theirs)."""
+    from tests.redis_servers import redis_cluster
+
+    redis.Redis.from_url(redis_url).flushall()
+    costs = [asyncio.run(storage.script_cost(redis_url, "standalone", a.cost_calls))]
+    with redis_cluster(3) as cluster:
+        costs.append(
+            asyncio.run(storage.script_cost(cluster.url, "3-master Cluster", a.cost_calls))
+        )
+    for c in costs:
+        say(
+            f"Redis time per script on {c.where}: setup {c.setup_us:.1f} us, keep-alive "
+            f"{c.keepalive_us:.1f} us, teardown {c.teardown_us:.1f} us"
+        )
+        rows.append((
+            f"Redis time per request, {c.where} (three rules, events on)",
+            "(capacity model)",
+            f"setup {c.setup_us:.1f} us, keep-alive {c.keepalive_us:.1f} us, teardown "
+            f"{c.teardown_us:.1f} us ({a.cost_calls} of each, INFO commandstats of every master)",
+            "",
+        ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()
 
 

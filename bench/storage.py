@@ -405,3 +405,62 @@ async def rules_cost(redis_url: str, count: int, samples: int, rounds: int = 3) 
     finally:
         for store in stores:
             await store.redis.aclose()
+
+
+@dataclass(frozen=True)
+class ScriptCost:
+    where: str
+    setup_us: float
+    keepalive_us: float
+    teardown_us: float
+
+    @property
+    def lifecycle_us(self) -> float:
+        """Redis time of one setup, one keep-alive and one teardown."""
+        return self.setup_us + self.keepalive_us + self.teardown_us
+
+
+async def script_cost(redis_url: str, where: str, count: int, concurrency: int = 64) -> ScriptCost:
+    """Redis's own time per setup, keep-alive and teardown script with the user configuration
+    (USER_RULES, events on): *count* of each through the store, *concurrency* at a time,
+    ``usec`` of EVALSHA in INFO commandstats summed over every master."""
+    s = settings(redis_url, **USER_ENV)
+    redis = connect(s.redis)
+    store = make_store(s, redis)
+    sessions = list(user_sessions(count, 1, f"cost-{where}"))
+
+    async def each(op: Callable[[NewSession], Any]) -> float:
+        todo = iter(sessions)
+
+        async def worker() -> None:
+            for new in todo:
+                await op(new)
+
+        await _reset_stats(redis)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return await _script_usec(redis) / count
+
+    try:
+        await fill(store, user_sessions(200, 1, f"warm-{where}"))  # scripts loaded, pools open
+        setup = await each(store.setup)
+        keepalive = await each(lambda n: store.keep_alive(n.account_id, n.session_id))
+        teardown = await each(lambda n: store.end(n.account_id, n.session_id, EndReason.TEARDOWN))
+        return ScriptCost(where, setup, keepalive, teardown)
+    finally:
+        await redis.aclose()
+
+
+async def _reset_stats(redis: Any) -> None:
+    if hasattr(redis, "get_primaries"):  # a Cluster client: every master
+        await redis.config_resetstat(target_nodes=redis.PRIMARIES)
+    else:
+        await redis.config_resetstat()
+
+
+async def _script_usec(redis: Any) -> float:
+    if hasattr(redis, "get_primaries"):
+        per_node = await redis.info("commandstats", target_nodes=redis.PRIMARIES)
+        stats = list(per_node.values())
+    else:
+        stats = [await redis.info("commandstats")]
+    return float(sum(int(s.get(name, {}).get("usec", 0)) for s in stats for name in SCRIPT_STATS))
