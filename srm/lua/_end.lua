@@ -50,12 +50,13 @@ local function end_session(acct, sid, reason, ended_at, purge_at, by, moves)
   session_ended(acct, sid, reason, ended_at, left + 1)
   local groups = redis.call('HGET', acct.rules, sid)
   if groups then
+    local gone = {sid}  -- the session's own field and the counters it brings to 0: one HDEL
     for _, field in ipairs(rule_groups(groups)) do
       if redis.call('HINCRBY', acct.rules, field, -1) <= 0 then
-        redis.call('HDEL', acct.rules, field)
+        gone[#gone + 1] = field
       end
     end
-    redis.call('HDEL', acct.rules, sid)
+    redis.call('HDEL', acct.rules, unpack(gone))
   end
   local value = reason .. '|' .. ended_at
   if by then
