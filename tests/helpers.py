@@ -6,13 +6,15 @@ Fixtures live in conftest.py; anything a test module imports lives here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import fakeredis
 import pytest
 from prometheus_client import CollectorRegistry
@@ -172,3 +174,33 @@ def reaper_for(
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
+
+
+# -- waiting on processes ------------------------------------------------------------------
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
+    """Poll *predicate* (sync or async) until true; fail after a generous *timeout*."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await asyncio.sleep(0.05)
+
+
+async def metrics(port: int) -> str:
+    """The text of a reaper's /metrics, once it answers."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    return await resp.text()
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+    raise AssertionError(f"no metrics on port {port}")

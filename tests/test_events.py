@@ -37,8 +37,8 @@ from tests.helpers import (
     open_backend,
     reaper_for,
     setup_session,
+    until,
 )
-from tests.test_reaper_process import until
 
 FAST = events_settings(claim_idle=0.2, batch_size=50, poll_interval=0.01, metrics_port=0)
 

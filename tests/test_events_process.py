@@ -20,9 +20,9 @@ from srm import keys as k
 from srm.events.schema import event_id
 from srm.model import EndReason, NewSession, Policy
 from srm.store import SessionStore
+from tests.helpers import metrics, until
 from tests.processes import srm_env
 from tests.redis_servers import RedisProcess, free_port, redis_process
-from tests.test_reaper_process import metrics, until
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from srm.errors import LimitReached
 from srm.model import EndReason, NewSession, Policy
 from srm.store import SessionStore, wall_clock_ms
 from tests import invariants
-from tests.helpers import auth
+from tests.helpers import auth, metrics, until
 from tests.keyspace import mentioned_ids
 from tests.processes import srm_env, srm_serve, start_srm
 from tests.redis_servers import RedisProcess, free_port, redis_process
@@ -64,33 +63,6 @@ def check(url: str, reaper_id: str) -> int:
         timeout=30,
         check=False,
     ).returncode
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
-    """Poll *predicate* (sync or async) until true; fail after a generous *timeout*."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.05)
-
-
-async def metrics(port: int) -> str:
-    """The text of a reaper's /metrics, once it answers."""
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
-                    return await resp.text()
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-    raise AssertionError(f"no metrics on port {port}")
 
 
 def stopped(proc: subprocess.Popen[bytes], sig: int, timeout: float = 15.0) -> int:
