@@ -27,6 +27,7 @@ import tempfile
 import threading
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +228,9 @@ def flush() -> None:
     _pending.in_flight_shown = p.in_flight
 
 
+@asynccontextmanager
 async def flushing() -> AsyncIterator[None]:
-    """Fold the pending counts every FLUSH_INTERVAL while the app runs, and at its end."""
+    """Fold the pending counts every FLUSH_INTERVAL while the block runs, and at its end."""
     stop = asyncio.Event()
 
     async def loop() -> None:

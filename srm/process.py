@@ -150,5 +150,5 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 async def _flushing(main: Coroutine[Any, Any, None]) -> None:
     from srm import metrics
 
-    async for _ in metrics.flushing():
+    async with metrics.flushing():
         await main
