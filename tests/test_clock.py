@@ -8,6 +8,7 @@ with the monotonic clock left alone) give exactly the answers of a host with the
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import signal
 import subprocess
@@ -85,19 +86,35 @@ async def test_the_estimate_follows_the_server_not_the_host() -> None:
 # -- real processes with wrong clocks -------------------------------------------------------
 
 
+def libfaketime() -> str:
+    """Debian's libfaketime (package faketime), preloaded directly: the `faketime` wrapper
+    forks, and its named semaphore can collide with one a killed wrapper left behind."""
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1")) + sorted(
+        glob.glob("/usr/lib/faketime/libfaketime.so.1")
+    )
+    assert found, "libfaketime not found: install Debian's faketime package (.ci/run does)"
+    return found[0]
+
+
 @contextmanager
 def skewed_srm(tmp: Path, offset: str, *command: str, **settings: str) -> Iterator[SrmProcess]:
-    """`srm <command>` whose wall clock is *offset* (e.g. "+50s") off, by faketime (Debian's
-    package); its monotonic clock is left true. The port is SRM_PORT, if any."""
-    env = srm_env(SRM_AUTH_SECRET=SECRET, FAKETIME_DONT_FAKE_MONOTONIC="1", **settings)
+    """`srm <command>` whose wall clock is *offset* (e.g. "+50s") off, by libfaketime; its
+    monotonic clock is left true. The port is SRM_PORT, if any."""
+    env = srm_env(
+        SRM_AUTH_SECRET=SECRET,
+        LD_PRELOAD=libfaketime(),
+        FAKETIME=offset,
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+        **settings,
+    )
     log = tmp / f"srm-{command[0]}-{offset}-{free_port()}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            ["faketime", "-f", offset, sys.executable, "-m", "srm.cli", *command],
+            [sys.executable, "-m", "srm.cli", *command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # faketime forks: signal the group, srm is in it
+            start_new_session=True,  # its children (workers, redis) are signalled with it
         )
     try:
         yield SrmProcess(proc, int(settings.get("SRM_PORT", "0")), log)
