@@ -18,6 +18,7 @@ from srm.api.app import create_app
 from srm.api.protocol import SrmAppRunner
 from srm.store import SessionStore
 from tests.helpers import SECRET, SETUP, auth, open_backend, token
+from tests.helpers import assert_error as contract_error
 
 
 @pytest.fixture(params=["standalone"])
@@ -316,4 +317,17 @@ async def test_unknown_session_of_a_uuid_shape_is_404(live: Live) -> None:
 async def test_request_line_over_8_kib_is_431(live: Live, store: SessionStore) -> None:
     answer = await live.request("GET", "/srm/sessions/" + "a" * 9000, auth())
     assert_error(answer, 431, "SRM-0009")
+    assert await snapshot(store.redis) == {}
+
+
+@pytest.mark.parametrize("path", ["/srm/sessions", "/srm/v1/sessions", "/no/such/path"])
+async def test_an_expectation_other_than_100_continue_answers_an_error_response(
+    live: Live, store: SessionStore, path: str
+) -> None:
+    """aiohttp refuses it before any middleware runs; the answer is still the contract's JSON."""
+    answer = await live.request("POST", path, {**auth(), "Expect": "teapot"}, SETUP_BYTES)
+    status, body = answer
+    assert body is not None
+    contract_error(body, status, "SRM-0002")
+    assert status == 400
     assert await snapshot(store.redis) == {}
