@@ -460,7 +460,7 @@ class SessionStore:
         and whose abort failed holds its slot for that long, not for ever.
         """
         try:
-            await self.keep_alive(account_id, session_id)
+            await self.keep_alive(account_id, session_id, confirm=True)
         except SessionNotFound:
             pass  # ended meanwhile (evicted, ended by an operator): it holds no slot
         except StoreUnreached as exc:
@@ -486,13 +486,22 @@ class SessionStore:
                 found.append(session)
         return found
 
-    async def keep_alive(self, account_id: str, session_id: str) -> None:
-        """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown."""
+    async def keep_alive(self, account_id: str, session_id: str, *, confirm: bool = False) -> None:
+        """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown.
+
+        *confirm*: a setup's confirmation, which leaves lastKeepAliveAt at the setup time.
+        """
         ak = self.keys.account(account_id)
         moved = await self._run(
             "keepalive",
             [self.keys.session(account_id, session_id), ak.active, ak.deadlines, ak.ended],
-            [self._clock_override(), session_id, account_id, self.policy.period_ms],
+            [
+                self._clock_override(),
+                session_id,
+                account_id,
+                self.policy.period_ms,
+                "1" if confirm else "0",
+            ],
         )
         if moved == 1:
             return

@@ -6,8 +6,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.helpers import OPERATOR, api_on, expect_error
+from srm import process
+from srm.api.app import create_app
+from srm.store import SessionStore
+from tests import invariants
+from tests.helpers import OPERATOR, SETUP, Clock, api_on, auth, expect_error
 from tests.redis_servers import free_port
 
 
@@ -36,3 +41,33 @@ async def test_a_well_formed_report_query_on_a_store_that_is_down_is_503(
 ) -> None:
     resp = await down.get("/srm/v1/reports/denials?top=5", headers=OPERATOR)
     await expect_error(resp, 503, "SRM-0008")
+
+
+class Ticking(Clock):
+    """A clock one millisecond later at every store call, as Redis's own is."""
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+async def test_last_keep_alive_is_the_setup_time_until_a_keep_alive_with_keep_alive_disabled(
+    settings: Any, redis_client: Any, keyspace: Any
+) -> None:
+    """With timeout 0, the setup's own confirmation of its deadline is not a keep-alive."""
+    settings = settings.replace("sessions", timeout=0)
+    clock = Ticking()
+    store = SessionStore(redis_client, keyspace, process.policy(settings), clock=clock)
+    async with TestClient(TestServer(create_app(settings, store))) as client:
+        resp = await client.post("/srm/sessions", json=SETUP, headers=auth())
+        body = await resp.json()
+        assert body == {"successResponse": {"sessionId": body["successResponse"]["sessionId"]}}
+        sid = body["successResponse"]["sessionId"]
+        session = await (await client.get(f"/srm/sessions/{sid}", headers=auth())).json()
+        assert session["lastKeepAliveAt"] == session["createdAt"]
+        assert session["expiresAt"] is None
+        clock.advance(5)
+        assert (await client.put(f"/srm/sessions/{sid}", headers=auth())).status == 200
+        session = await (await client.get(f"/srm/sessions/{sid}", headers=auth())).json()
+        assert session["lastKeepAliveAt"] > session["createdAt"]
+    await invariants.check(redis_client, keyspace)
