@@ -71,3 +71,51 @@ async def test_last_keep_alive_is_the_setup_time_until_a_keep_alive_with_keep_al
         session = await (await client.get(f"/srm/sessions/{sid}", headers=auth())).json()
         assert session["lastKeepAliveAt"] > session["createdAt"]
     await invariants.check(redis_client, keyspace)
+
+
+async def pages_of(client: Any, limit: int) -> list[list[str]]:
+    """The walk of acct-1's own listing, page by page (the sessionIds of each)."""
+    pages: list[list[str]] = []
+    query = {"limit": str(limit)}
+    while True:
+        body = await (await client.get("/srm/sessions", params=query, headers=auth())).json()
+        pages.append([s["sessionId"] for s in body["sessions"]])
+        if body["next"] is None:
+            return pages
+        assert len(pages) < 20
+        query = {"limit": str(limit), "cursor": body["next"]}
+
+
+@pytest.mark.parametrize(("sessions", "limit"), [(3, 3), (4, 2), (3, 1)])
+async def test_the_page_that_lists_the_last_session_says_none_remain(
+    client: Any, clock: Clock, sessions: int, limit: int
+) -> None:
+    """API.md: `next` is a cursor "when more remain"; "on the last page it is null"."""
+    await client.put("/srm/v1/accounts/acct-1/limit", json={"maxSessions": 10}, headers=OPERATOR)
+    for _ in range(sessions):
+        assert (await client.post("/srm/sessions", json=SETUP, headers=auth())).status == 200
+    pages = await pages_of(client, limit)
+    assert [len(p) for p in pages] == [limit] * (sessions // limit) + (
+        [sessions % limit] if sessions % limit else []
+    )
+    clock.advance(200)  # every one lapses: listed ENDED (TIMEOUT), no sweep has run
+    assert [len(p) for p in await pages_of(client, limit)] == [len(p) for p in pages]
+
+
+async def test_a_full_page_of_active_sessions_points_on_to_lapsed_and_ended_ones(
+    client: Any, clock: Clock
+) -> None:
+    await client.put("/srm/v1/accounts/acct-1/limit", json={"maxSessions": 10}, headers=OPERATOR)
+    sids = []
+    for _ in range(4):
+        body = await (await client.post("/srm/sessions", json=SETUP, headers=auth())).json()
+        sids.append(body["successResponse"]["sessionId"])
+    assert (await client.delete(f"/srm/sessions/{sids[0]}", headers=auth())).status == 200
+    clock.advance(100)
+    assert (await client.put(f"/srm/sessions/{sids[1]}", headers=auth())).status == 200
+    assert (await client.put(f"/srm/sessions/{sids[2]}", headers=auth())).status == 200
+    clock.advance(30)  # sids[3] lapses
+    assert [len(p) for p in await pages_of(client, 2)] == [2, 2]
+    assert [len(p) for p in await pages_of(client, 3)] == [3, 1]
+    assert (await client.delete(f"/srm/sessions/{sids[3]}", headers=auth())).status == 200
+    assert [len(p) for p in await pages_of(client, 2)] == [2, 2]
