@@ -448,7 +448,22 @@ class SessionStore:
                 await self._confirm(new.account_id, new.session_id)
             return int(answer[1])
         if status == 0:
-            counted = await self._sessions(new.account_id, list(answer[4:]))
+            now = await self.now()
+            counted = [
+                session
+                for sid, deadline, flat in answer[4:]
+                if (
+                    session := _session(
+                        sid,
+                        dict(zip(flat[::2], flat[1::2], strict=True)),
+                        float(deadline),
+                        None,
+                        now,
+                        new.account_id,
+                    )
+                )
+                is not None
+            ]
             raise LimitReached(int(answer[1]), int(answer[2]), str(answer[3]), counted)
         # -1: abandoned by an earlier try of this very call; -2: a UUID4 collision
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
@@ -465,26 +480,6 @@ class SessionStore:
             pass  # ended meanwhile (evicted, ended by an operator): it holds no slot
         except StoreUnreached as exc:
             raise StoreUnavailable(str(exc)) from exc  # the setup itself did run
-
-    async def _sessions(self, account_id: str, ids: list[str]) -> list[Session]:
-        """The sessions *ids* of the account as they are now (those still there)."""
-        if not ids:
-            return []
-        ak = self.keys.account(account_id)
-        pipe = self.redis.pipeline(transaction=False)
-        for sid in ids:
-            pipe.hgetall(self.keys.session(account_id, sid))
-            pipe.zscore(ak.active, sid)
-            pipe.hget(ak.ended, sid)
-        replies = await self._guard("denial_sessions", pipe.execute())
-        now = await self.now()
-        found = []
-        for i, sid in enumerate(ids):
-            record, deadline, ended = replies[3 * i : 3 * i + 3]
-            session = _session(sid, record, deadline, ended, now, account_id)
-            if session is not None:
-                found.append(session)
-        return found
 
     async def keep_alive(self, account_id: str, session_id: str, *, confirm: bool = False) -> None:
         """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown.

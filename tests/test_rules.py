@@ -78,6 +78,30 @@ async def test_a_rule_denies_and_names_itself_with_the_sessions_it_counts(
     assert (await store.account_sessions("acct-1")).active_count == 2
 
 
+@pytest.mark.parametrize("redis_client", ["standalone"], indirect=True)
+async def test_setups_allowed_and_denied_are_one_redis_command_each(
+    store: SessionStore, redis_client: Any
+) -> None:
+    """The denial detail (the counted sessions' records) comes from the setup script itself:
+    MONITOR sees one command from the client per setup, allowed or denied."""
+    await store.setup(new(quality="UHD", device="tv-1"))
+    sent: list[str] = []
+    async with redis_client.monitor() as monitor:
+        await store.setup(new(quality="HD"))
+        with pytest.raises(LimitReached) as denied:
+            await store.setup(new(quality="UHD", device="tv-2"))
+        await redis_client.echo("end of the setups")
+        async for entry in monitor.listen():
+            if entry["client_type"] == "lua":
+                continue  # the script's own commands
+            if "end of the setups" in entry["command"]:
+                break
+            sent.append(entry["command"].split()[0].upper())
+    assert denied.value.sessions[0].device_id == "tv-1"
+    handshakes = {"PING", "HELLO", "CLIENT", "SELECT", "AUTH"}  # new pooled connections
+    assert [command for command in sent if command not in handshakes] == ["EVALSHA", "EVALSHA"]
+
+
 async def test_the_account_limit_is_reported_as_account(store: SessionStore) -> None:
     for _ in range(5):
         await store.setup(new())

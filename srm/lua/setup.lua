@@ -19,7 +19,9 @@
 -- then per matched rule, four ARGV: name, group field "<rule>:<group>", configured max, policy
 -- Returns {1 created | 2 created by an earlier try of this call, active after it, limit}, or
 -- {0, sessions counted against the refusing limit, its max, its name ('account' for the
--- account limit), up to 100 of those sessions' ids, oldest keep-alive first} when denied;
+-- account limit), then up to 100 of those sessions, oldest keep-alive first, each as
+-- {sessionId, deadline, its record as HGETALL answers it}} when denied (so the denial
+-- detail needs no second call);
 -- {-1} the service gave up on this sessionId (tombstone); {-2} the sessionId belongs to
 -- another account of this shard (UUID collision).
 -- Lapsed sessions of the account are ended first (TIMEOUT), so they never count. Then the
@@ -142,7 +144,8 @@ for _, check in ipairs(checks) do
       if #answer >= 104 then
         break
       end
-      answer[#answer + 1] = s
+      answer[#answer + 1] = {s, redis.call('ZSCORE', acct.active, s),
+        redis.call('HGETALL', acct.sessions .. s)}
     end
     return answer
   end
