@@ -331,3 +331,17 @@ async def test_an_expectation_other_than_100_continue_answers_an_error_response(
     contract_error(body, status, "SRM-0002")
     assert status == 400
     assert await snapshot(store.redis) == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "code"),
+    [("PATCH", 405, "SRM-0007"), ("PROPFIND", 405, "SRM-0007"), ("FOO", 400, "SRM-0002")],
+)
+async def test_a_method_the_path_lacks_is_405_and_one_the_parser_lacks_is_400(
+    live: Live, method: str, status: int, code: str
+) -> None:
+    """A method HTTP's parser knows but the path lacks is SRM-0007; one the parser refuses
+    (before any route is known) is malformed HTTP, SRM-0002. Both in the contract's JSON."""
+    got, body = await live.request(method, "/srm/sessions", auth())
+    assert got == status and body is not None
+    contract_error(body, status, code)
