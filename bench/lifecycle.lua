@@ -25,7 +25,7 @@ local next_token = 0
 failed = 0  -- globals: done() reads them from every thread
 denied = 0
 last_failure = ""
-local body = '{"content":{"contentID":"100001V3D","contentType":"COD"}}'
+local body = '{"content":{"contentID":"100001V3D","contentType":"COD"},"quality":"UHD"}'
 
 function init(args)
   local all = {}

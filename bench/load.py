@@ -20,11 +20,16 @@ from srm.config import load
 LIFECYCLE_LUA = ROOT / "bench" / "lifecycle.lua"
 
 
+DEVICE_TYPES = ("tv", "phone")  # alternately: with UHD setups each matches two user rules
+
+
 def write_tokens(path: Path, accounts: int) -> Path:
-    """One Client-Token per account (valid for two hours), one per line."""
+    """One Client-Token per account (valid for two hours), one per line; the device types
+    alternate between a TV and a phone."""
     with path.open("w") as f:
         for i in range(accounts):
-            f.write(mint(SECRET, f"bench-{i}", "dev-1", ttl=7200) + "\n")
+            kind = DEVICE_TYPES[i % len(DEVICE_TYPES)]
+            f.write(mint(SECRET, f"bench-{i}", "dev-1", ttl=7200, deviceType=kind) + "\n")
     return path
 
 
@@ -157,7 +162,10 @@ async def _phase(url: str, tokens: list[str], kind: str, sids: dict[int, str]) -
         for i in todo:
             headers = {"Client-Token": tokens[i]}
             if kind == "setup":
-                body = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+                body = {
+                    "content": {"contentID": "100001V3D", "contentType": "COD"},
+                    "quality": "UHD",
+                }
                 async with http.post(url + "/srm/sessions", json=body, headers=headers) as r:
                     sids[i] = (await r.json())["successResponse"]["sessionId"]
                 continue

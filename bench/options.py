@@ -28,9 +28,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reap-batch", type=int, default=500, help="sessions per sweep/purge call")
     p.add_argument("--reap-parallel", type=int, default=4, help="shards reaped at once")
     p.add_argument("--rules-sessions", type=int, default=30_000, help="sessions, rules cost")
+    p.add_argument("--cost-calls", type=int, default=5000, help="calls per script, cluster part")
     p.add_argument("--event-lifecycles", type=int, default=20_000, help="events: memory sample")
     p.add_argument(
-        "--only", default="", help="comma list: http,commands,memory,latency,reaper,rules,events"
+        "--quick",
+        action="store_true",
+        help="regression guard, under 2 minutes: throughput ratio (1 worker, 3 rounds of 3 s) "
+        "and Redis commands per request",
+    )
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma list of parts: http,commands,memory,latency,reaper,rules,events,cluster",
     )
     return p.parse_args(argv)
 

@@ -29,6 +29,17 @@ def settings(redis_url: str, **env: str) -> Settings:
     return load(env={"SRM_REDIS_URL": redis_url, "SRM_AUTH_SECRET": "x" * 32, **env})
 
 
+# The user configuration every target is measured with: the three rules of the worked
+# examples in docs/rules.md, events on (the default).
+USER_RULES = (
+    '[{"name": "uhd", "max": 1, "qualities": ["UHD"]},'
+    ' {"name": "mobile", "max": 2, "device_types": ["phone", "tablet"]},'
+    ' {"name": "one-per-tv", "max": 1, "device_types": ["tv", "stb"], "per": "device",'
+    ' "policy": "evict"}]'
+)
+USER_ENV = {"SRM_SESSIONS_RULES": USER_RULES, "SRM_EVENTS_ENABLED": "true"}
+
+
 def new_sessions(count: int, per_account: int, tag: str, **extra: Any) -> Iterable[NewSession]:
     """*count* sessions, *per_account* to an account, with realistic field sizes."""
     for i in range(count):
@@ -39,6 +50,24 @@ def new_sessions(count: int, per_account: int, tag: str, **extra: Any) -> Iterab
             "100001V3D",
             "COD",
             **extra,
+        )
+
+
+def user_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession]:
+    """Like new_sessions, as USER_RULES count them and none refuses: an account's first
+    session plays in UHD on a TV (rules uhd and one-per-tv), the others in HD on phones
+    (rule mobile, at most two)."""
+    assert per_account <= 3
+    for i in range(count):
+        first = i % per_account == 0
+        yield NewSession(
+            str(uuid.uuid4()),
+            f"{tag}-account-{i // per_account:08d}",
+            f"device-{i % per_account}",
+            "100001V3D",
+            "COD",
+            device_type="tv" if first else "phone",
+            quality="UHD" if first else "HD",
         )
 
 
@@ -81,25 +110,30 @@ class Memory:
 async def memory_per_session(redis_url: str, count: int, per_account: int) -> Memory:
     # the session state and its usage; the event streams are a bounded retention buffer,
     # measured apart (bench/events.py)
-    s = settings(redis_url, SRM_EVENTS_ENABLED="false")
+    # with the user's rules: their counters are part of what a session costs
+    s = settings(redis_url, SRM_EVENTS_ENABLED="false", SRM_SESSIONS_RULES=USER_RULES)
     redis = connect(s.redis)
     store = make_store(s, redis)
     try:
         await redis.flushall()
-        await fill(store, new_sessions(200, per_account, "warm"))  # scripts loaded, pool open
+        await fill(store, user_sessions(200, per_account, "warm"))  # scripts loaded, pool open
         await redis.flushall()
         before = (await redis.info("memory"))["used_memory"]
-        sample = next(iter(new_sessions(1, per_account, "probe")))
-        await fill(store, new_sessions(count - 1, per_account, "mem"))
+        sample = next(iter(user_sessions(1, per_account, "probe")))
+        await fill(store, user_sessions(count - 1, per_account, "mem"))
         await store.setup(sample)
         after = await settled_memory(redis)
+        active = await active_sessions(redis, store.keys)
+        if active != count:
+            raise RuntimeError(f"{count} setups left {active} active sessions")
         ak = store.keys.account(sample.account_id)
         breakdown = {
             "session hash": await redis.memory_usage(
                 store.keys.session(sample.account_id, sample.session_id), samples=0
             ),
             "account active zset": await redis.memory_usage(ak.active, samples=0),
-            "account counter": await redis.memory_usage(ak.count, samples=0),
+            "account counter": await redis.memory_usage(ak.count, samples=0) or 0,
+            "account rules hash": await redis.memory_usage(ak.rules, samples=0) or 0,
             "account usage (one day)": await redis.memory_usage(ak.usage, samples=0),
             "shard deadlines zset / its sessions": round(
                 await redis.memory_usage(ak.deadlines, samples=0) / await redis.zcard(ak.deadlines)
@@ -108,6 +142,14 @@ async def memory_per_session(redis_url: str, count: int, per_account: int) -> Me
         return Memory(count, -(-count // per_account), (after - before) / count, breakdown)
     finally:
         await redis.aclose()
+
+
+async def active_sessions(redis: Any, keyspace: Keys) -> int:
+    """Members of every shard's deadline index: the sessions that are active."""
+    pipe = redis.pipeline(transaction=False)
+    for shard in range(keyspace.shards):
+        pipe.zcard(keyspace.deadlines(shard))
+    return sum(await pipe.execute())
 
 
 @dataclass(frozen=True)
@@ -196,19 +238,19 @@ async def redis_busy_seconds(redis: Any) -> float:
 
 
 SCRIPT_STATS = ("cmdstat_evalsha", "cmdstat_eval")
-READ_STATS = ("cmdstat_zrangebyscore", "cmdstat_zrange", "cmdstat_zcard", "cmdstat_scan")
+READ_STATS = ("cmdstat_zrangebyscore", "cmdstat_zrange", "cmdstat_scan")
 
 
 async def lapsed_backlog(redis_url: str, count: int) -> None:
     """*count* ACTIVE sessions whose keep-alive lapsed ten minutes ago (retention 0)."""
-    s = settings(redis_url, SRM_ENDED_RETENTION="0")
+    s = settings(redis_url, SRM_ENDED_RETENTION="0", **USER_ENV)
     redis = connect(s.redis)
     past = wall_clock_ms() - 3_600_000
     store = make_store(s, redis)
     store.clock = lambda: past  # created an hour ago with a 120 s keep-alive
     try:
         await redis.flushall()
-        await fill(store, new_sessions(count, 2, "lapsed"))
+        await fill(store, user_sessions(count, 2, "lapsed"))
     finally:
         await redis.aclose()
 
@@ -216,7 +258,7 @@ async def lapsed_backlog(redis_url: str, count: int) -> None:
 async def reap_with_store(redis_url: str, count: int, batch: int, parallel: int) -> ReaperRun:
     """End and remove the backlog with the store's sweep and purge, *parallel* shards at once
     (their calls share pipelines), each shard until it has nothing due."""
-    s = settings(redis_url, SRM_ENDED_RETENTION="0")
+    s = settings(redis_url, SRM_ENDED_RETENTION="0", **USER_ENV)
     redis = connect(s.redis)
     store = make_store(s, redis)
     shards = iter(range(s.redis.shards))
@@ -267,6 +309,7 @@ async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
         "SRM_REAPER_INTERVAL": "0.01",  # passes back to back: a backlog, not a steady state
         "SRM_REAPER_METRICS_PORT": "0",
         "SRM_LOGGING_LEVEL": "WARNING",
+        **USER_ENV,
     }
     started = left = await backlog()
     await redis.config_resetstat()
@@ -278,7 +321,7 @@ async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
             left = await backlog()
         t0, first = time.perf_counter(), left
         while left and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # each poll is 512 ZCARDs: polled often, they slow Redis
             left = await backlog()
         elapsed = time.perf_counter() - t0
         busy = await redis_busy_seconds(redis)  # includes this function's ZCARD polls
@@ -362,3 +405,62 @@ async def rules_cost(redis_url: str, count: int, samples: int, rounds: int = 3) 
     finally:
         for store in stores:
             await store.redis.aclose()
+
+
+@dataclass(frozen=True)
+class ScriptCost:
+    where: str
+    setup_us: float
+    keepalive_us: float
+    teardown_us: float
+
+    @property
+    def lifecycle_us(self) -> float:
+        """Redis time of one setup, one keep-alive and one teardown."""
+        return self.setup_us + self.keepalive_us + self.teardown_us
+
+
+async def script_cost(redis_url: str, where: str, count: int, concurrency: int = 64) -> ScriptCost:
+    """Redis's own time per setup, keep-alive and teardown script with the user configuration
+    (USER_RULES, events on): *count* of each through the store, *concurrency* at a time,
+    ``usec`` of EVALSHA in INFO commandstats summed over every master."""
+    s = settings(redis_url, **USER_ENV)
+    redis = connect(s.redis)
+    store = make_store(s, redis)
+    sessions = list(user_sessions(count, 1, f"cost-{where}"))
+
+    async def each(op: Callable[[NewSession], Any]) -> float:
+        todo = iter(sessions)
+
+        async def worker() -> None:
+            for new in todo:
+                await op(new)
+
+        await _reset_stats(redis)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return await _script_usec(redis) / count
+
+    try:
+        await fill(store, user_sessions(200, 1, f"warm-{where}"))  # scripts loaded, pools open
+        setup = await each(store.setup)
+        keepalive = await each(lambda n: store.keep_alive(n.account_id, n.session_id))
+        teardown = await each(lambda n: store.end(n.account_id, n.session_id, EndReason.TEARDOWN))
+        return ScriptCost(where, setup, keepalive, teardown)
+    finally:
+        await redis.aclose()
+
+
+async def _reset_stats(redis: Any) -> None:
+    if hasattr(redis, "get_primaries"):  # a Cluster client: every master
+        await redis.config_resetstat(target_nodes=redis.PRIMARIES)
+    else:
+        await redis.config_resetstat()
+
+
+async def _script_usec(redis: Any) -> float:
+    if hasattr(redis, "get_primaries"):
+        per_node = await redis.info("commandstats", target_nodes=redis.PRIMARIES)
+        stats = list(per_node.values())
+    else:
+        stats = [await redis.info("commandstats")]
+    return float(sum(int(s.get(name, {}).get("usec", 0)) for s in stats for name in SCRIPT_STATS))

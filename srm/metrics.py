@@ -7,17 +7,27 @@ When a worker exits, its counts are added to the ``<kind>_exited.db`` files and 
 files are removed, so restarts do not pile up files that every scrape reads.
 With one process the default in-memory registry is served as is.
 
-Recording is on the hot path: label children are looked up once and cached, and label
-values are bounded (route templates, known methods, statuses, SRM codes) so the number of
-series stays fixed whatever clients send.
+Recording is on the hot path: label values are bounded (route templates, known methods,
+statuses, SRM codes) so the number of series stays fixed whatever clients send, and the
+per-request metrics (request count and duration, store call duration, requests in flight) are
+kept in plain Python counters that are folded into the prometheus-client metrics by
+:func:`flush`: prometheus-client takes a lock (and, with several workers, writes a shared file)
+per increment and per observation. The fold runs before every collection in the process that
+recorded (a scrape, ``REGISTRY.get_sample_value``) and every ``FLUSH_INTERVAL`` seconds in each
+worker, so a scrape of one worker sees the other workers' requests at most that late; a
+worker killed with SIGKILL loses at most that interval of its counts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from bisect import bisect_left
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +66,26 @@ _LATENCY_BUCKETS = (
     2.5,
     5.0,
 )
+FLUSH_INTERVAL = 1.0  # seconds between two folds of the pending counts in each worker
 # *_created series double the output for nothing here (multiprocess mode has none anyway).
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class _FlushFirst:
+    """Registered before SRM's metrics: every collection of the registry folds the pending
+    counts first (in the thread that records them; a scrape in a worker thread relies on the
+    handler's own flush just before it)."""
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        if threading.current_thread() is threading.main_thread():
+            flush()
+        return []
+
+
+REGISTRY.register(_FlushFirst())
 
 _HTTP_LABELS = ("route", "method", "status", "error_code")
 
@@ -150,11 +178,93 @@ _jwks_fetches = _cached(JWKS_FETCHES)
 _jwks_unknown_kid = _cached(JWKS_UNKNOWN_KID)
 
 
+class _Pending:
+    """Counts and observations recorded since the last flush, by label values."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, ...], int] = {}
+        # label values -> [sum, count in bucket 0, 1, ...] (non-cumulative, as observe adds)
+        self.http: dict[tuple[str, ...], list[float]] = {}
+        self.store: dict[str, list[float]] = {}
+        self.in_flight = 0
+        self.in_flight_shown = 0.0
+
+
+_pending = _Pending()
+_BOUNDS = (*_LATENCY_BUCKETS, float("inf"))
+
+
+def _observe(into: dict[Any, list[float]], key: Any, seconds: float) -> None:
+    found = into.get(key)
+    if found is None:
+        found = into[key] = [0.0] * (len(_BOUNDS) + 1)
+    found[0] += seconds
+    found[1 + bisect_left(_BOUNDS, seconds)] += 1
+
+
+def _fold(child: Any, observed: list[float]) -> None:
+    """Add pending observations to a Histogram child as its observe() would have."""
+    child._sum.inc(observed[0])
+    for bucket, n in zip(child._buckets, observed[1:], strict=True):
+        if n:
+            bucket.inc(n)
+
+
+def flush() -> None:
+    """Fold the pending per-request counts into the prometheus-client metrics."""
+    global _pending
+    p = _pending
+    if not (p.requests or p.http or p.store or p.in_flight != p.in_flight_shown):
+        return
+    _pending = _Pending()
+    _pending.in_flight = p.in_flight
+    for labels, n in p.requests.items():
+        _http_requests(*labels).inc(n)
+    for labels, observed in p.http.items():
+        _fold(_http_seconds(*labels), observed)
+    for operation, observed in p.store.items():
+        _fold(_store_seconds(operation), observed)
+    HTTP_IN_FLIGHT.set(p.in_flight)
+    _pending.in_flight_shown = p.in_flight
+
+
+@asynccontextmanager
+async def flushing() -> AsyncIterator[None]:
+    """Fold the pending counts every FLUSH_INTERVAL while the block runs, and at its end."""
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL)
+            except TimeoutError:
+                flush()
+            else:
+                return
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        flush()
+
+
+def request_started() -> None:
+    _pending.in_flight += 1
+
+
+def request_finished() -> None:
+    _pending.in_flight -= 1
+
+
 def http_request(route: str, method: str, status: int, error_code: str, seconds: float) -> None:
     """Count one answered request; *error_code* is "" for a success."""
     labels = (route, method if method in METHODS else "OTHER", str(status), error_code)
-    _http_requests(*labels).inc()
-    _http_seconds(*labels).observe(seconds)
+    requests = _pending.requests
+    requests[labels] = requests.get(labels, 0) + 1
+    _observe(_pending.http, labels, seconds)
     if error_code:
         _errors(error_code).inc()
         if error_code == "SRM-0005":
@@ -168,7 +278,7 @@ def protocol_error(status: int, error_code: str) -> None:
 
 
 def store_call(operation: str, seconds: float) -> None:
-    _store_seconds(operation).observe(seconds)
+    _observe(_pending.store, operation, seconds)
 
 
 def store_error(operation: str, error_code: str) -> None:
@@ -194,7 +304,8 @@ def jwks_unknown_kid(refetch: str) -> None:
 
 
 def exposition() -> bytes:
-    """The text format of every metric: of all workers when they share a directory."""
+    """The text format of every metric: of all workers when they share a directory. Call
+    flush() first in the thread that records (this may run in another)."""
     if not os.environ.get(MULTIPROC_ENV):
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()

@@ -35,7 +35,13 @@ from srm.config import Settings, require_auth_key
 from srm.connection import check_store, connect, warm_up
 from srm.embedded import EmbeddedRedis
 from srm.metrics import SharedMetricsDir
-from srm.process import die_with_parent, install_stop_handlers, make_store, run_loop
+from srm.process import (
+    die_with_parent,
+    install_stop_handlers,
+    make_store,
+    run_loop,
+    settle_gc,
+)
 from srm.reaper.sidecar import Companion, run_companion
 
 log = logging.getLogger("srm.server")
@@ -74,6 +80,7 @@ async def serve_api(
         backlog=2048,
     )
     await site.start()
+    settle_gc()
     if on_ready is not None:
         on_ready()
     log.info("listening on %s:%d", settings.server.host, settings.server.port)

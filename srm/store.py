@@ -217,7 +217,7 @@ def load_script_source(name: str) -> str:
     """A script's Lua text, with the shared fragments it uses prepended."""
     lua = resources.files("srm").joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
-    ends = "account_keys(" in body or "rule_groups(" in body
+    ends = any(f"{name}(" in body for name in ("account_keys", "rule_groups", "variadic"))
     if ends:
         body = lua.joinpath("_end.lua").read_text() + "\n" + body
     if ends or "emit(" in body:

@@ -44,7 +44,9 @@ def test_two_workers_share_their_metrics(real_redis: RedisProcess, tmp_path: Pat
 
         for _ in range(40):
             get(srm.base + "/health")
-        # every scrape, whichever worker answers it, sees all 40
+        # each worker folds its counts into the shared files within metrics.FLUSH_INTERVAL;
+        # from then on every scrape, whichever worker answers it, sees all 40
+        wait_until(lambda: health_count(srm) == 40.0)
         assert [health_count(srm) for _ in range(6)] == [40.0] * 6
 
         # a worker that dies is replaced; its counts stay (folded into the *_exited files),
@@ -58,7 +60,7 @@ def test_two_workers_share_their_metrics(real_redis: RedisProcess, tmp_path: Pat
         assert (shared / "counter_exited.db").is_file()
         for _ in range(5):
             get(srm.base + "/health")
-        assert health_count(srm) == 45.0
+        wait_until(lambda: health_count(srm) == 45.0)
 
         assert srm.stop(signal.SIGTERM) == 0
     assert not shared.exists()  # the supervisor removed it on exit

@@ -14,9 +14,9 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Histogram
 
-from srm import logs
+from srm import logs, metrics
 from srm.api.app import create_app
 from srm.api.observability import runner_options
 from srm.api.protocol import SrmAppRunner
@@ -315,3 +315,28 @@ def test_formatter_masks_configured_secrets_and_anything_shaped_like_a_jwt() -> 
     line = formatter.format(record)
     assert "s3cret" not in line and t not in line and "quote" not in line
     assert orjson.loads(line)["msg"] == "a *** b *** c ***"
+
+
+def test_pending_observations_fold_into_the_histogram_as_observe_would() -> None:
+    """metrics.store_call keeps observations in plain counters; once folded, every bucket,
+    the sum and the count equal what Histogram.observe gives for the same values."""
+    reference = Histogram("reference_seconds", "", buckets=metrics._LATENCY_BUCKETS, registry=None)
+    values = [0.0, 0.0005, 0.0007, 0.003, 0.01, 0.2, 4.0, 7.5]
+    operation = "fold-check"
+    for value in values:
+        metrics.store_call(operation, value)
+        reference.observe(value)
+    metrics.flush()
+    ours = {
+        (s.name.removeprefix("srm_store_call_duration_seconds"), s.labels.get("le")): s.value
+        for family in REGISTRY.collect()
+        if family.name == "srm_store_call_duration_seconds"
+        for s in family.samples
+        if s.labels.get("operation") == operation
+    }
+    expected = {
+        (s.name.removeprefix("reference_seconds"), s.labels.get("le")): s.value
+        for family in reference.collect()
+        for s in family.samples
+    }
+    assert ours == expected

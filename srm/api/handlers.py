@@ -248,6 +248,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    srm_metrics.flush()  # this process's pending counts, folded in the thread that records
     # reading every worker's sample files is blocking file I/O: keep it off the loop
     body = await asyncio.to_thread(srm_metrics.exposition)
     return web.Response(body=body, headers={"Content-Type": srm_metrics.CONTENT_TYPE})

@@ -58,12 +58,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = rid
     request[ROUTE] = route = route_of(request)
     context = logs.REQUEST_ID.set(rid)
-    metrics.HTTP_IN_FLIGHT.inc()
+    metrics.request_started()
     started = time.perf_counter()
     try:
         response = await handler(request)
     finally:
-        metrics.HTTP_IN_FLIGHT.dec()
+        metrics.request_finished()
         logs.REQUEST_ID.reset(context)
     if not response.prepared:
         response.headers[HEADER] = rid

@@ -37,7 +37,9 @@ end
 --   acct: account_keys(...); sid: sessionId
 --   reason: TEARDOWN|TIMEOUT|OPERATOR|EVICTED|REPLACED; ended_at: ms
 --   purge_at: ms when the reaper may remove it; by: deviceId whose setup ended it, or nil
-local function end_session(acct, sid, reason, ended_at, purge_at, by)
+--   moves: nil, or a table that collects the shard index changes ({deadlines members},
+--   {reap score, member, ...}) for the caller to apply in one variadic ZREM and ZADD
+local function end_session(acct, sid, reason, ended_at, purge_at, by, moves)
   if redis.call('ZREM', acct.active, sid) == 0 then
     return 0
   end
@@ -48,12 +50,13 @@ local function end_session(acct, sid, reason, ended_at, purge_at, by)
   session_ended(acct, sid, reason, ended_at, left + 1)
   local groups = redis.call('HGET', acct.rules, sid)
   if groups then
+    local gone = {sid}  -- the session's own field and the counters it brings to 0: one HDEL
     for _, field in ipairs(rule_groups(groups)) do
       if redis.call('HINCRBY', acct.rules, field, -1) <= 0 then
-        redis.call('HDEL', acct.rules, field)
+        gone[#gone + 1] = field
       end
     end
-    redis.call('HDEL', acct.rules, sid)
+    redis.call('HDEL', acct.rules, unpack(gone))
   end
   local value = reason .. '|' .. ended_at
   if by then
@@ -61,9 +64,29 @@ local function end_session(acct, sid, reason, ended_at, purge_at, by)
   end
   redis.call('HSET', acct.ended, sid, value)
   local mbr = acct.id .. '/' .. sid
+  if moves then
+    moves.unindexed[#moves.unindexed + 1] = mbr
+    moves.queued[#moves.queued + 1] = purge_at
+    moves.queued[#moves.queued + 1] = mbr
+    return 1
+  end
   redis.call('ZREM', acct.deadlines, mbr)
   redis.call('ZADD', acct.reap, purge_at, mbr)
   return 1
+end
+
+-- variadic: redis.call(command, key, ...items), or redis.call(command, ...items) when key is
+-- nil, at most UNPACK_MAX items a call (Lua's unpack has a stack limit); nothing when empty.
+local UNPACK_MAX = 1000
+local function variadic(command, key, items)
+  for first = 1, #items, UNPACK_MAX do
+    local last = math.min(#items, first + UNPACK_MAX - 1)
+    if key then
+      redis.call(command, key, unpack(items, first, last))
+    else
+      redis.call(command, unpack(items, first, last))
+    end
+  end
 end
 
 -- end_lapsed: ends up to `max` sessions of one account whose deadline is <= now, each with

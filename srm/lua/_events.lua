@@ -10,29 +10,35 @@
 --   x endReason (E) | rule name (D, L), n duration ms (E) | new max, '' if removed (L)
 -- The stream is trimmed approximately (whole nodes) by length and by age; the age is on the
 -- server's own clock, which also makes the entry ids.
-local EVENTS = ''
+-- A stream is trimmed by age once per script call (a reaper batch ends hundreds of sessions
+-- into one stream: one trim covers them all).
+local EVENTS, MAXLEN, MAX_AGE = '', 0, 0
+local TRIMMED = {}
 
 local function events_config(arg)
   EVENTS = arg or ''
+  if EVENTS ~= '' then
+    local comma = string.find(EVENTS, ',', 1, true)
+    MAXLEN = tonumber(string.sub(EVENTS, 1, comma - 1))
+    MAX_AGE = tonumber(string.sub(EVENTS, comma + 1))
+  end
 end
 
 local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n)
   if EVENTS == '' then
     return
   end
-  local comma = string.find(EVENTS, ',', 1, true)
-  local maxlen = tonumber(string.sub(EVENTS, 1, comma - 1))
-  local max_age = tonumber(string.sub(EVENTS, comma + 1))
   local fields = {'t', t, 'at', at, 'a', a, 's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct, 'q', q,
     'x', x, 'n', n}
-  if maxlen > 0 then
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  if MAXLEN > 0 then
+    redis.call('XADD', stream, 'MAXLEN', '~', MAXLEN, '*', unpack(fields))
   else
     redis.call('XADD', stream, '*', unpack(fields))
   end
-  if max_age > 0 then
+  if MAX_AGE > 0 and not TRIMMED[stream] then
+    TRIMMED[stream] = true
     local time = redis.call('TIME')
-    redis.call('XTRIM', stream, 'MINID', '~', tonumber(time[1]) * 1000 - max_age)
+    redis.call('XTRIM', stream, 'MINID', '~', tonumber(time[1]) * 1000 - MAX_AGE)
   end
 end
 

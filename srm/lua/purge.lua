@@ -11,21 +11,26 @@
 -- Returns {removed, skipped because still active}.
 local now = server_time(ARGV[1])
 local removed, skipped = 0, 0
+-- the batch's removals from the reap queue and its record keys, in one variadic ZREM and
+-- one DEL at the end (the members are distinct)
+local dequeued, records = {}, {}
 for i = 1, #ARGV - 1 do
   local mbr = ARGV[1 + i]
   local due = redis.call('ZSCORE', KEYS[1], mbr)
   if due and tonumber(due) <= now then
     local sess, active, endedk = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
     local sid = string.sub(mbr, -36)
-    redis.call('ZREM', KEYS[1], mbr)
+    dequeued[#dequeued + 1] = mbr
     if redis.call('ZSCORE', active, sid) then
       -- never remove a session that is still active; it is queued again when it ends
       skipped = skipped + 1
     else
-      redis.call('DEL', sess)
+      records[#records + 1] = sess
       redis.call('HDEL', endedk, sid)
       removed = removed + 1
     end
   end
 end
+variadic('ZREM', KEYS[1], dequeued)
+variadic('DEL', nil, records)
 return {removed, skipped}

@@ -11,10 +11,15 @@
 -- ARGV[2] retention (ms)  ARGV[3] events (_events.lua)
 -- ARGV[3+i] member "<accountId>/<sessionId>"
 -- Returns {ended, stale index entries dropped, index entries moved to a later deadline}.
+-- The index changes of the batch go in one variadic ZREM and ZADD each at the end.
 local now = server_time(ARGV[1])
 local purge_at = now + tonumber(ARGV[2])
 local ended, stale, moved = 0, 0, 0
 events_config(ARGV[3])
+-- the index changes of the whole batch, applied at the end in one ZREM and one ZADD each
+-- (the members are distinct, so no later member reads what an earlier one changed)
+local moves = {unindexed = {}, queued = {}}
+local later = {}
 for i = 1, #ARGV - 3 do
   local mbr = ARGV[3 + i]
   local due = redis.call('ZSCORE', KEYS[1], mbr)
@@ -23,14 +28,18 @@ for i = 1, #ARGV - 3 do
     local acct = account_keys(string.sub(mbr, 1, -38), 10 * i - 7)
     local score = redis.call('ZSCORE', acct.active, sid)
     if not score then
-      redis.call('ZREM', KEYS[1], mbr)
+      moves.unindexed[#moves.unindexed + 1] = mbr
       stale = stale + 1
     elseif tonumber(score) <= now then
-      ended = ended + end_session(acct, sid, 'TIMEOUT', score, purge_at, nil)
+      ended = ended + end_session(acct, sid, 'TIMEOUT', score, purge_at, nil, moves)
     else
-      redis.call('ZADD', KEYS[1], score, mbr)
+      later[#later + 1] = score
+      later[#later + 1] = mbr
       moved = moved + 1
     end
   end
 end
+variadic('ZREM', KEYS[1], moves.unindexed)
+variadic('ZADD', KEYS[2], moves.queued)
+variadic('ZADD', KEYS[1], later)
 return {ended, stale, moved}
