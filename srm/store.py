@@ -475,19 +475,28 @@ class SessionStore:
         and whose abort failed holds its slot for that long, not for ever.
         """
         try:
-            await self.keep_alive(account_id, session_id)
+            await self.keep_alive(account_id, session_id, confirm=True)
         except SessionNotFound:
             pass  # ended meanwhile (evicted, ended by an operator): it holds no slot
         except StoreUnreached as exc:
             raise StoreUnavailable(str(exc)) from exc  # the setup itself did run
 
-    async def keep_alive(self, account_id: str, session_id: str) -> None:
-        """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown."""
+    async def keep_alive(self, account_id: str, session_id: str, *, confirm: bool = False) -> None:
+        """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown.
+
+        *confirm*: a setup's confirmation, which leaves lastKeepAliveAt at the setup time.
+        """
         ak = self.keys.account(account_id)
         moved = await self._run(
             "keepalive",
             [self.keys.session(account_id, session_id), ak.active, ak.deadlines, ak.ended],
-            [self._clock_override(), session_id, account_id, self.policy.period_ms],
+            [
+                self._clock_override(),
+                session_id,
+                account_id,
+                self.policy.period_ms,
+                "1" if confirm else "0",
+            ],
         )
         if moved == 1:
             return
@@ -623,7 +632,9 @@ class SessionStore:
         At most *limit* sessions and a bounded number of round trips: one for the counts and
         the active set (with the start of the later phases when the page starts a phase), one
         for the lapsed part of it, at most LIST_SCAN_STEPS HSCAN steps of the ended hash, one
-        for the records. MalformedRequest for a foreign *cursor*.
+        when a full page ends exactly at the end of a phase (whether any later phase holds
+        sessions, so that ``next`` is None on the page listing the last one), one for the
+        records. MalformedRequest for a foreign *cursor*.
         """
         at = Cursor.decode(cursor) if cursor else Cursor()
         ak = self.keys.account(account_id)
@@ -661,6 +672,10 @@ class SessionStore:
                 self._window(pipe, ak.active, following, now, room)
                 window = await self._guard("list", pipe.execute())
             following = _window_page(following, window, now, room, picked)
+        if following is not None and following == Cursor(following.phase):
+            # the page is full and ended exactly at the end of a phase: say whether the
+            # later phases hold anything, so the page that lists the last session says so
+            following = await self._next_phase(ak, following.phase, now)
         records: list[dict[str, str]] = []
         if picked:
             pipe = self.redis.pipeline(transaction=False)
@@ -679,11 +694,22 @@ class SessionStore:
             next=following.encode() if following is not None else None,
         )
 
+    async def _next_phase(self, ak: Any, phase: str, now: int) -> Cursor | None:
+        """The start of *phase* or of a later one that holds sessions; None if none does."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(ak.active, "-inf", now)
+        pipe.hlen(ak.ended)
+        lapsed, ended = await self._guard("list", pipe.execute())
+        if phase != "e" and int(lapsed):
+            return Cursor("l")
+        return Cursor("e") if int(ended) else None
+
     @staticmethod
     def _window(pipe: Any, active: str, at: Cursor, now: int, room: int) -> None:
-        """Queue the reads of the next *room* members of phase a (deadline > now) or l
-        (deadline <= now) after *at*: the rest of its deadline's ties, then the members
-        above it. Ties come in sessionId order, so (deadline, sessionId) orders the walk."""
+        """Queue the reads of the next *room* members (and one more, which tells whether more
+        follow) of phase a (deadline > now) or l (deadline <= now) after *at*: the rest of its
+        deadline's ties, then the members above it. Ties come in sessionId order, so
+        (deadline, sessionId) orders the walk."""
         top = "+inf" if at.phase == "a" else now
         if at.score is None:
             pipe.zrangebyscore(
@@ -691,12 +717,12 @@ class SessionStore:
                 f"({now}" if at.phase == "a" else "-inf",
                 top,
                 start=0,
-                num=room,
+                num=room + 1,
                 withscores=True,
             )
             return
         pipe.zrangebyscore(active, at.score, at.score, withscores=True)
-        pipe.zrangebyscore(active, f"({at.score}", top, start=0, num=room, withscores=True)
+        pipe.zrangebyscore(active, f"({at.score}", top, start=0, num=room + 1, withscores=True)
 
     async def _ended_page(
         self,
@@ -1004,7 +1030,7 @@ def _window_page(
     picked: list[tuple[str, float | None, str | None]],
 ) -> Cursor:
     """Add the members of a window read by SessionStore._window to *picked*; the cursor
-    after them (the same phase if more may follow, else the start of the next phase)."""
+    after them (the same phase if more follow, else the start of the next phase)."""
     if at.score is None:
         members = list(window[0])
     else:
@@ -1013,7 +1039,7 @@ def _window_page(
     for sid, score in taken:
         if (score > now) == (at.phase == "a"):  # lapsed since the read began: in phase l
             picked.append((sid, score, None))
-    if len(members) > room or len(window[-1]) >= room:
+    if len(members) > room:  # the window holds one more than *room*: more follow
         sid, score = taken[-1]
         return Cursor(at.phase, score=_ms(score), sid=sid)
     return Cursor("l") if at.phase == "a" else Cursor("e")

@@ -155,6 +155,27 @@ def new(account: str = "acct-1", device: str = "dev-1", sid: str | None = None) 
     )
 
 
+@contextlib.asynccontextmanager
+async def api_on(settings: Any, url: str) -> AsyncIterator[Any]:
+    """A test client of the API on the production Redis client (blocking pool, timeouts,
+    retries) for the Redis at *url*."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from srm.api.app import create_app
+    from srm.process import make_store
+
+    settings = settings.replace(
+        "redis", url=url, request_deadline=1.0, pool_size=4, pool_timeout=0.3
+    )
+    redis = connect(settings.redis)
+    app = create_app(settings, make_store(settings, redis))
+    try:
+        async with TestClient(TestServer(app)) as client:
+            yield client
+    finally:
+        await redis.aclose()
+
+
 # -- the reaper ---------------------------------------------------------------------------
 
 

@@ -105,6 +105,12 @@ async def test_aiohttp_server_swap_builds_our_request_handlers() -> None:
             "how web_server.Server builds its RequestHandler",
             "srm/api/protocol.py",
         )
+        require(
+            getattr(handler, "_request_handler", None) is server.request_handler,
+            AIOHTTP,
+            "RequestHandler taking its handler from Server.request_handler when made",
+            "srm/api/protocol.py (json_http_exceptions)",
+        )
         assert asyncio.get_running_loop() is server._loop
     finally:
         await runner.cleanup()

@@ -18,6 +18,7 @@ from srm.api.app import create_app
 from srm.api.protocol import SrmAppRunner
 from srm.store import SessionStore
 from tests.helpers import SECRET, SETUP, auth, open_backend, token
+from tests.helpers import assert_error as contract_error
 
 
 @pytest.fixture(params=["standalone"])
@@ -317,3 +318,30 @@ async def test_request_line_over_8_kib_is_431(live: Live, store: SessionStore) -
     answer = await live.request("GET", "/srm/sessions/" + "a" * 9000, auth())
     assert_error(answer, 431, "SRM-0009")
     assert await snapshot(store.redis) == {}
+
+
+@pytest.mark.parametrize("path", ["/srm/sessions", "/srm/v1/sessions", "/no/such/path"])
+async def test_an_expectation_other_than_100_continue_answers_an_error_response(
+    live: Live, store: SessionStore, path: str
+) -> None:
+    """aiohttp refuses it before any middleware runs; the answer is still the contract's JSON."""
+    answer = await live.request("POST", path, {**auth(), "Expect": "teapot"}, SETUP_BYTES)
+    status, body = answer
+    assert body is not None
+    contract_error(body, status, "SRM-0002")
+    assert status == 400
+    assert await snapshot(store.redis) == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "code"),
+    [("PATCH", 405, "SRM-0007"), ("PROPFIND", 405, "SRM-0007"), ("FOO", 400, "SRM-0002")],
+)
+async def test_a_method_the_path_lacks_is_405_and_one_the_parser_lacks_is_400(
+    live: Live, method: str, status: int, code: str
+) -> None:
+    """A method HTTP's parser knows but the path lacks is SRM-0007; one the parser refuses
+    (before any route is known) is malformed HTTP, SRM-0002. Both in the contract's JSON."""
+    got, body = await live.request(method, "/srm/sessions", auth())
+    assert got == status and body is not None
+    contract_error(body, status, code)

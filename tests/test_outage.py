@@ -16,20 +16,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from aiohttp.test_utils import TestClient, TestServer
 
-from srm.api.app import create_app
 from srm.api.errors import DETAIL_HEADER
-from srm.connection import connect
-from srm.process import make_store
 from srm.store import UNAVAILABLE_DETAILS
-from tests.helpers import OPERATOR, SECRET, SETUP, auth
+from tests.helpers import OPERATOR, SECRET, SETUP, api_on, auth
 from tests.processes import SrmProcess, srm_env, start_srm, wait_ready
 from tests.redis_servers import RedisProcess, debug_command_args, free_port, redis_process
 
@@ -44,21 +40,6 @@ def own_redis() -> Iterator[RedisProcess]:
     """A redis-server of this test alone: it gets killed, paused and restarted."""
     with redis_process(*debug_command_args()) as server:
         yield server
-
-
-@contextlib.asynccontextmanager
-async def api(settings: Any, server: RedisProcess) -> AsyncIterator[TestClient[Any, Any]]:
-    """The API on the production Redis client (blocking pool, timeouts, retries)."""
-    settings = settings.replace(
-        "redis", url=server.url, request_deadline=1.0, pool_size=4, pool_timeout=0.3
-    )
-    redis = connect(settings.redis)
-    app = create_app(settings, make_store(settings, redis))
-    try:
-        async with TestClient(TestServer(app)) as client:
-            yield client
-    finally:
-        await redis.aclose()
 
 
 def every_store_call(client: Any) -> list[Any]:
@@ -127,7 +108,7 @@ async def assert_service_works(client: Any, account: str) -> None:
 
 
 async def test_redis_killed_then_restarted_empty(settings: Any, own_redis: RedisProcess) -> None:
-    async with api(settings, own_redis) as client:
+    async with api_on(settings, own_redis.url) as client:
         await assert_service_works(client, "before")
         own_redis.kill(signal.SIGKILL)
         await assert_all_unavailable(client)
@@ -162,7 +143,7 @@ def _stuck_until(server: RedisProcess, kind: str, seconds: float) -> threading.T
 
 @pytest.mark.parametrize("kind", ["debug-sleep", "client-pause", "sigstop"])
 async def test_redis_stuck_then_back(settings: Any, own_redis: RedisProcess, kind: str) -> None:
-    async with api(settings, own_redis) as client:
+    async with api_on(settings, own_redis.url) as client:
         await assert_service_works(client, "before")
         # long enough that every bounded request finishes while Redis is still stuck
         stuck = _stuck_until(own_redis, kind, 6.0)
@@ -188,7 +169,7 @@ async def test_a_busy_redis_keeps_its_error_text_to_the_log(
             c.eval("while true do end", 0)  # until SCRIPT KILL
 
     busy = threading.Thread(target=run_forever, daemon=True)
-    async with api(settings, own_redis) as client:
+    async with api_on(settings, own_redis.url) as client:
         busy.start()
         try:
             with own_redis.client() as c:

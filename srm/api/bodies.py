@@ -120,20 +120,26 @@ def usage_days(raw: str | None) -> int:
     return _bounded_int(raw, "days", DEFAULT_USAGE_DAYS, 1, USAGE_DAYS)
 
 
-def denials_query(raw_date: str | None, raw_top: str | None, today: int) -> tuple[int, int]:
-    """(UTC day, top) of a denials report: a date of the days kept (default today), 1..1000."""
+def denials_query(raw_date: str | None, raw_top: str | None) -> tuple[int | None, int]:
+    """(UTC day or None for today, top) of a denials report query: YYYY-MM-DD, 1..1000."""
     top = _bounded_int(raw_top, "top", DEFAULT_TOP, 1, MAX_TOP)
     if raw_date is None:
-        return today, top
+        return None, top
     try:
         if not _DATE.fullmatch(raw_date):
             raise ValueError(raw_date)
-        day = (date.fromisoformat(raw_date) - _EPOCH).days
+        return (date.fromisoformat(raw_date) - _EPOCH).days, top
     except ValueError:
         raise MalformedRequest("date must be YYYY-MM-DD") from None
+
+
+def report_day(day: int | None, today: int) -> int:
+    """The day of a denials report: *day* if it is one of the days kept, else SRM-0002."""
+    if day is None:
+        return today
     if not today - USAGE_DAYS < day <= today:
         raise MalformedRequest(f"date must be one of the last {USAGE_DAYS} days (UTC)")
-    return day, top
+    return day
 
 
 def day_text(day: int) -> str:

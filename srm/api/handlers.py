@@ -235,8 +235,8 @@ async def get_usage(request: web.Request) -> web.Response:
 async def get_denials(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
-    today = await deps.store.now() // DAY_MS
-    day, top = bodies.denials_query(request.query.get("date"), request.query.get("top"), today)
+    wanted, top = bodies.denials_query(request.query.get("date"), request.query.get("top"))
+    day = bodies.report_day(wanted, await deps.store.now() // DAY_MS)
     return _json(bodies.denial_report(day, await deps.store.denials(day, top)))
 
 

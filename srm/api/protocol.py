@@ -1,11 +1,14 @@
-"""aiohttp answers malformed HTTP before any middleware runs; make those answers errorResponses.
+"""aiohttp answers some requests before any middleware runs; make those answers errorResponses.
 
 A request line or header over the limit (``LineTooLong``) answers 431 SRM-0009, other parse
-errors 400 SRM-0002, and a crash 500 SRM-0001, all in the contract's JSON shape.
+errors 400 SRM-0002, and a crash 500 SRM-0001, all in the contract's JSON shape. An HTTP
+exception raised before the middlewares (aiohttp's 417 for an ``Expect`` other than
+``100-continue``) answers its SRM code too (400 SRM-0002), never aiohttp's text body.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web, web_protocol, web_server
@@ -13,7 +16,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_request import BaseRequest
 
 from srm import metrics
-from srm.api.errors import error_response
+from srm.api.errors import error_response, from_http_exception
 from srm.api.observability import ERROR_CODE, HEADER, REQUEST_ID, new_request_id
 from srm.errors import InternalError, MalformedRequest, SrmError, StoreUnavailable, TooLarge
 
@@ -41,13 +44,35 @@ class SrmRequestHandler(web_protocol.RequestHandler):
             raise ConnectionError("response already started; cannot send an error body")
         if status >= 500:
             self.log_exception("error handling request", exc_info=exc)
-        response = error_response(error)
-        rid = new_request_id()  # the request's own headers are suspect
-        response.headers[HEADER] = rid
-        request[REQUEST_ID], request[ERROR_CODE] = rid, error.code  # for the access log
+        response = unrouted_error(request, error)
         response.force_close()
-        metrics.protocol_error(response.status, error.code)
         return response
+
+
+def unrouted_error(request: BaseRequest, error: SrmError) -> web.Response:
+    """The errorResponse of a request answered before the middlewares ran."""
+    response = error_response(error)
+    rid = new_request_id()  # the request's own headers are suspect
+    response.headers[HEADER] = rid
+    request[REQUEST_ID], request[ERROR_CODE] = rid, error.code  # for the access log
+    metrics.protocol_error(response.status, error.code)
+    return response
+
+
+AppHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def json_http_exceptions(handle: AppHandler) -> AppHandler:
+    """*handle* (the application's), with an HTTP exception aiohttp raises before the
+    middlewares (the Expect check) answered as an errorResponse."""
+
+    async def handler(request: BaseRequest) -> web.StreamResponse:
+        try:
+            return await handle(request)
+        except web.HTTPException as exc:
+            return unrouted_error(request, from_http_exception(exc))
+
+    return handler
 
 
 class SrmServer(web_server.Server):
@@ -61,4 +86,6 @@ class SrmAppRunner(web.AppRunner):
     async def _make_server(self) -> web_server.Server:
         server: Any = await super()._make_server()
         server.__class__ = SrmServer  # same state, one method overridden
+        # each connection's RequestHandler reads the Server's request_handler when made
+        server.request_handler = json_http_exceptions(server.request_handler)
         return server  # type: ignore[no-any-return]
