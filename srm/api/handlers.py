@@ -87,6 +87,13 @@ def _bearer(request: web.Request) -> str | None:
     return credentials.strip() or None
 
 
+def _operator_account(request: web.Request) -> tuple[Deps, str]:
+    """The dependencies and the path's accountId of an operator call, once its key passed."""
+    deps = request.app[DEPS]
+    deps.operator(request)
+    return deps, bodies.account_id(request.match_info["accountId"])
+
+
 def _json(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type=JSON)
 
@@ -168,64 +175,48 @@ async def get_own(request: web.Request) -> web.Response:
 
 
 async def list_account(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    deps.operator(request)
-    account = bodies.account_id(request.match_info["accountId"])
+    deps, account = _operator_account(request)
     return _json(bodies.session_list(await _page(deps, request, account)))
 
 
 async def end_account_session(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    deps.operator(request)
-    account = bodies.account_id(request.match_info["accountId"])
+    deps, account = _operator_account(request)
     sid = bodies.session_id(request.match_info["sessionId"])
     await deps.store.end(account, sid, EndReason.OPERATOR)
     return web.Response()
 
 
 async def end_account_sessions(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    deps.operator(request)
-    account = bodies.account_id(request.match_info["accountId"])
+    deps, account = _operator_account(request)
     ended = await deps.store.end_all(account, EndReason.OPERATOR)
     return _json(orjson.dumps({"ended": ended}))
 
 
 async def end_device_sessions(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    deps.operator(request)
-    account = bodies.account_id(request.match_info["accountId"])
+    deps, account = _operator_account(request)
     device = bodies.device_id(request.match_info["deviceId"])
     ended = await deps.store.end_device(account, device, EndReason.OPERATOR)
     return _json(orjson.dumps({"ended": ended}))
 
 
 async def get_limit(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    deps.operator(request)
-    account = bodies.account_id(request.match_info["accountId"])
+    deps, account = _operator_account(request)
     return _json(bodies.limit(await deps.store.get_limit(account)))
 
 
 async def put_limit(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    deps.operator(request)
-    account = bodies.account_id(request.match_info["accountId"])
+    deps, account = _operator_account(request)
     value, rules = bodies.limit_request(await deps.body(request), deps.rule_names)
     return _json(bodies.limit(await deps.store.set_limit(account, value, rules)))
 
 
 async def delete_limit(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    deps.operator(request)
-    account = bodies.account_id(request.match_info["accountId"])
+    deps, account = _operator_account(request)
     return _json(bodies.limit(await deps.store.clear_limit(account)))
 
 
 async def get_usage(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    deps.operator(request)
-    account = bodies.account_id(request.match_info["accountId"])
+    deps, account = _operator_account(request)
     days = bodies.usage_days(request.query.get("days"))
     kept = await deps.store.usage(account)
     today = await deps.store.now() // DAY_MS
