@@ -82,6 +82,8 @@ class Aborter:
             account_id, session_id = await self._queue.get()
             try:
                 await self._abort(account_id, session_id)
+            except Exception:  # a bug must not end the worker: the next aborts still run
+                log.exception("undoing setup %s failed", session_id)
             finally:
                 self._pending.discard(session_id)
                 self._queue.task_done()

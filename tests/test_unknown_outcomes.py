@@ -168,6 +168,32 @@ async def test_aborts_are_bounded_deduplicated_and_counted(clock: Clock) -> None
         assert after == {"queued": 3, "dropped": 7, "gave_up": 3, "done": 0}
 
 
+async def test_an_abort_that_hits_a_bug_does_not_stop_the_next_ones(
+    real_redis: RedisProcess, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with store_on(real_redis.url, clock) as store:
+        calls: list[str] = []
+        real_abort = store.abort_setup
+
+        async def abort_setup(account_id: str, session_id: str) -> int:
+            calls.append(session_id)
+            if len(calls) == 1:
+                raise RuntimeError("a bug")
+            return await real_abort(account_id, session_id)
+
+        store.abort_setup = abort_setup  # type: ignore[method-assign]
+        aborter = Aborter(store, workers=1)
+        done = aborts("done")
+        first, second = str(uuid.uuid4()), str(uuid.uuid4())
+        aborter.submit("acct-1", first)
+        aborter.submit("acct-1", second)
+        async with asyncio.timeout(DID_NOT_HANG):
+            await aborter.drain(within=DID_NOT_HANG)
+        assert calls == [first, second]
+        assert aborts("done") == done + 1
+        assert "undoing setup" in caplog.text
+
+
 async def test_the_last_attempt_does_not_sleep(clock: Clock) -> None:
     nobody = f"redis://127.0.0.1:{free_port()}/0"
     async with store_on(nobody, clock) as store:
