@@ -58,6 +58,9 @@ T = TypeVar("T")
 Clock = Callable[[], int]
 EVENTS_ON = EventPolicy()
 
+# The key kinds whose accounts the audit walk checks: the account hash, and every 0.x key the
+# move deletes (srm/lua/_legacy.lua)
+ACCOUNT_KINDS = frozenset({"state", "active", "count", "ended", "rules", "usage"})
 # How long the count of an end-all call is kept: far longer than any call with its retries.
 END_ALL_MARKER_MS = 600_000
 
@@ -964,7 +967,7 @@ class SessionStore:
                 except StopAsyncIteration:
                     return
                 parsed = self.keys.parse_account_key(key)
-                if parsed is None or parsed[1] not in ("state", "active", "ended", "usage"):
+                if parsed is None or parsed[1] not in ACCOUNT_KINDS:
                     continue
                 shard = self.keys.shard_of(parsed[0])
                 if key.startswith(self.keys.tag(shard) + ":"):

@@ -155,3 +155,12 @@ async def test_a_script_moves_its_account_first_and_only_once(store: SessionStor
     state = await store.redis.hgetall(ak.state)
     assert state["n"] == "3" and state["=uhd:"] == "1" and state["=mobile:"] == "2"
     assert state["=one-per-tv:tv-1"] == "1"
+
+
+async def test_stray_0x_counters_are_removed_by_the_audit(store: SessionStore) -> None:
+    ak = store.keys.account("zeta")  # 0.x counters left without any session (drift)
+    await store.redis.set(ak.legacy + "count", 2)
+    await store.redis.hset(ak.legacy + "rules", "uhd:", 1)
+    await reaper_for(store).audit()
+    assert not await store.redis.exists(ak.legacy + "count", ak.legacy + "rules")
+    assert not await store.redis.exists(ak.state)  # nothing to keep

@@ -49,10 +49,10 @@ local LEGACY_USAGE = {1, 4, 5, 6, 7, 8, 9, 3, 2}
 local function migrate(acct)
   local p = acct.legacy
   local active_key, ended_key, usage_key = p .. 'active', p .. 'ended', p .. 'usage'
-  if redis.call('EXISTS', active_key, ended_key, usage_key) == 0 then
+  local rules_key, count_key = p .. 'rules', p .. 'count'
+  if redis.call('EXISTS', active_key, ended_key, usage_key, rules_key, count_key) == 0 then
     return 0
   end
-  local rules_key = p .. 'rules'
   local groups = {}
   local flat = redis.call('HGETALL', rules_key)
   for i = 1, #flat, 2 do
@@ -122,7 +122,7 @@ local function migrate(acct)
     end
     redis.call('HSET', acct.state, flat[i], table.concat(v, ','))
   end
-  local gone = {active_key, ended_key, usage_key, rules_key, p .. 'count'}
+  local gone = {active_key, ended_key, usage_key, rules_key, count_key}
   for i = 1, #records, 2 do
     gone[#gone + 1] = acct.legacy_sessions .. records[i]
   end

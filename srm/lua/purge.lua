@@ -2,7 +2,8 @@
 -- denied setups' records). The caller read the due members first (ZRANGEBYSCORE reap,
 -- bounded); each is re-checked here, so two reapers never remove anything twice.
 --
--- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, ...
+-- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, events,
+-- denials, legacy_sessions (the 0.x record prefix), legacy_deadlines
 -- then for member i (i = 1..n), its account's own keys (AccountKeys.own) at KEYS[2i+5],
 -- KEYS[2i+6]
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
@@ -18,22 +19,24 @@ for i = 1, #ARGV - 1 do
   local mbr = ARGV[1 + i]
   local due = redis.call('ZSCORE', KEYS[2], mbr)
   if due and tonumber(due) <= now then
-    local sid = string.sub(mbr, -36)
-    local acct = account_in_shard(string.sub(mbr, 1, -38), 2 * i + 5, 1)
+    local sid, state = string.sub(mbr, -36), KEYS[2 * i + 5]
     dequeued[#dequeued + 1] = mbr
-    local v = redis.call('HGET', acct.state, sid)
-    if not v and migrate(acct) == 1 then  -- queued by 0.x: its account moves first
-      v = redis.call('HGET', acct.state, sid)
+    local v = redis.call('HGET', state, sid)
+    if not v then  -- queued by 0.x: its account moves first
+      local acct = account_in_shard(string.sub(mbr, 1, -38), 2 * i + 5, 1)
+      if migrate(acct) == 1 then
+        v = redis.call('HGET', state, sid)
+      end
     end
     if v and active_deadline(v) then
       -- never remove a session that is still active; it is queued again when it ends
       skipped = skipped + 1
     else
       if v then
-        redis.call('HDEL', acct.state, sid)
-        touched[acct.state] = true
+        redis.call('HDEL', state, sid)
+        touched[state] = true
       else  -- a 0.x tombstone or denied record (the account's move does not take those)
-        redis.call('DEL', acct.legacy_sessions .. sid)
+        redis.call('DEL', KEYS[5] .. sid)
       end
       removed = removed + 1
     end
