@@ -3,14 +3,17 @@ damaged values (each test names the failure it guards against)."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
 import pytest
 
-from srm.errors import SessionNotFound
-from srm.model import EndReason
+from srm.errors import LimitReached, SessionNotFound
+from srm.model import EndReason, NewSession, Policy
+from srm.rules import parse
 from srm.store import EndOutcome, SessionStore
+from tests import invariants
 from tests.helpers import Clock, new, reaper_for
 
 
@@ -111,3 +114,140 @@ async def test_damaged_0x_groups_are_moved_as_far_as_they_read(
     assert await store.migrate(["acct-1"]) == 1
     state = await redis_client.hgetall(ak.state)
     assert state["n"] == "3" and state["=uhd:"] == "3"
+
+
+RULES = [
+    {"name": "uhd", "max": 1, "qualities": ["UHD"]},
+    {"name": "mobile", "max": 2, "device_types": ["phone"], "policy": "evict"},
+    {"name": "one-per-tv", "max": 1, "device_types": ["tv"], "per": "device", "policy": "evict"},
+    {"name": "per-title", "max": 2, "per": "content"},
+]
+
+
+async def assert_no_drift(store: SessionStore, accounts: list[str]) -> None:
+    """The invariants hold, the audit finds nothing to repair, and no hash holding a
+    session record has a TTL."""
+    await invariants.check(store.redis, store.keys)
+    for account in accounts:
+        ak = store.keys.account(account)
+        assert await store.audit(ak.shard, [account]) == []
+        fields = await store.redis.hkeys(ak.state)
+        if any(len(f) == 36 for f in fields):
+            state = {f: v for f, v in (await store.redis.hgetall(ak.state)).items() if len(f) == 36}
+            assert await store.redis.pttl(ak.state) == -1, f"{account}: TTL with records {state}"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_races_leave_no_drift(
+    redis_client: Any, keyspace: Any, clock: Clock, seed: int
+) -> None:
+    """Every operation, in any order and at any time, keeps `n`, the rule counters, the due
+    score and the TTL exact (the audit never repairs anything), on a small account and on
+    one of more than 128 fields (keep-alive and teardown leave its score early)."""
+    rules = parse(RULES, qualities=("SD", "HD", "UHD"), content_types=(), policy="deny")
+    policy = Policy(60_000, 3, 30_000, evict=True, rules=rules)
+    store = SessionStore(redis_client, keyspace, policy, clock=clock)
+    rng = random.Random(seed)
+    accounts = ["small", "big"]
+    await store.set_limit("big", 150)
+    sids: dict[str, list[str]] = {a: [] for a in accounts}
+    for i in range(140):  # the big account: more than 128 fields
+        s = NewSession(str(uuid.uuid4()), "big", f"d{rng.randrange(200)}", f"c{i}", "COD")
+        await store.setup(s)
+        sids["big"].append(s.session_id)
+    for step in range(400):
+        account = rng.choice(accounts)
+        mine = sids[account]
+        op = rng.randrange(12)
+        try:
+            if op <= 2:
+                s = NewSession(
+                    str(uuid.uuid4()),
+                    account,
+                    rng.choice(["tv-1", "tv-2", "phone-1", "phone-2", "box"]),
+                    rng.choice(["m1", "m2", "m3"]),
+                    "COD",
+                    device_type=rng.choice(["tv", "phone", "web"]),
+                    quality=rng.choice(["HD", "UHD", None]),
+                    replaces=rng.choice(mine) if mine and rng.random() < 0.3 else None,
+                )
+                mine.append(s.session_id)
+                await store.setup(s)
+            elif op <= 4 and mine:
+                await store.keep_alive(account, rng.choice(mine))
+            elif op == 5 and mine:
+                await store.end(account, rng.choice(mine), EndReason.TEARDOWN)
+            elif op == 6:
+                await store.abort_setup(account, rng.choice([*mine, str(uuid.uuid4())]))
+            elif op == 7 and rng.random() < 0.2:
+                await store.end_all(account, EndReason.OPERATOR, batch=rng.choice([1, 7, 1000]))
+            elif op == 8:
+                await store.end_device(account, "tv-1", EndReason.OPERATOR, batch=2)
+            elif op == 9:
+                for a in accounts:
+                    await store.sweep(store.keys.account(a).shard, rng.choice([1, 50]))
+            elif op == 10:
+                for a in accounts:
+                    await store.purge(store.keys.account(a).shard, 50)
+            else:
+                clock.advance(rng.choice([1, 10, 31, 61]))
+        except (LimitReached, SessionNotFound):
+            pass
+        if step % 20 == 0 or op in (7, 8, 9, 10):
+            await assert_no_drift(store, accounts)
+    await assert_no_drift(store, accounts)
+
+
+async def test_a_hash_holding_a_record_never_has_a_ttl(
+    store: SessionStore, redis_client: Any, clock: Clock
+) -> None:
+    """An account left with usage only expires 35 days later; a tombstone, a denied setup's
+    record or a 0.x move must not leave a record in a hash that may expire first (the
+    tombstone gone, a late copy of the setup would create its session)."""
+    s = new()
+    await store.setup(s)
+    await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
+    clock.advance(61)
+    ak = store.keys.account(s.account_id)
+    await store.purge(ak.shard, 100)
+    assert await redis_client.pttl(ak.state) > 0  # usage only
+    tomb = str(uuid.uuid4())
+    assert await store.abort_setup(s.account_id, tomb) == 3
+    assert await redis_client.pttl(ak.state) == -1
+    clock.advance(61)
+    await store.purge(ak.shard, 100)
+    assert await redis_client.pttl(ak.state) > 0
+    await store.set_limit(s.account_id, 0)
+    with pytest.raises(LimitReached):
+        await store.setup(new())
+    assert await redis_client.pttl(ak.state) == -1
+    clock.advance(61)
+    await store.purge(ak.shard, 100)
+    assert await redis_client.pttl(ak.state) > 0
+    # a record written, then 0.x usage of a process still running: the move keeps no TTL
+    other = store.keys.account("acct-2")
+    assert await store.abort_setup("acct-2", str(uuid.uuid4())) == 3
+    await redis_client.hset(other.legacy + "usage", "20833", "1,0,0,0,0,0,0,0,1")
+    assert await store.migrate(["acct-2"]) == 1
+    assert await redis_client.pttl(other.state) == -1
+    clock.advance(61)
+    await store.purge(other.shard, 100)
+    assert 0 < await redis_client.pttl(other.state) <= 35 * 86_400_000
+
+
+async def test_an_abort_after_the_deadline_ends_the_session_as_timeout(
+    store: SessionStore, clock: Clock
+) -> None:
+    """A session that lapsed before its abort already reads ENDED (TIMEOUT at its deadline);
+    the abort must not turn that into a TEARDOWN later, watched past its deadline (end.lua
+    does the same for a teardown)."""
+    s = new()
+    await store.setup(s)
+    clock.advance(121)
+    before = await store.get(s.account_id, s.session_id)
+    assert before.end_reason is EndReason.TIMEOUT
+    assert await store.abort_setup(s.account_id, s.session_id) == 1
+    after = await store.get(s.account_id, s.session_id)
+    assert (after.end_reason, after.ended_at) == (before.end_reason, before.ended_at)
+    (usage,) = (await store.usage(s.account_id)).values()
+    assert usage.watched_ms == 120_000

@@ -178,6 +178,21 @@ local function index(acct)
   end
 end
 
+-- usage_only_expires: an account hash left with no session record (its usage only) expires
+-- USAGE_DAYS later, so an account that stops watching leaves nothing behind; one that holds
+-- a record (ACTIVE, ENDED, tombstone, denied setup) or the counter does not.
+local function usage_only_expires(state)
+  if redis.call('HEXISTS', state, N) == 1 then
+    return
+  end
+  for _, field in ipairs(redis.call('HKEYS', state)) do
+    if #field == 36 then
+      return
+    end
+  end
+  redis.call('PEXPIRE', state, USAGE_DAYS * DAY_MS)
+end
+
 -- BIG: above this many fields, a keep-alive or teardown does not read the whole account to
 -- make its due score exact; the score stays earlier than needed and the sweep moves it.
 local BIG = 128

@@ -132,8 +132,8 @@ local function migrate(acct)
   variadic('DEL', nil, gone)
   if sessions > 0 then
     redis.call('PERSIST', acct.state)
-  elseif redis.call('TTL', acct.state) == -1 and redis.call('HEXISTS', acct.state, N) == 0 then
-    redis.call('PEXPIRE', acct.state, USAGE_DAYS * DAY_MS)
+  else
+    usage_only_expires(acct.state)
   end
   return 1
 end
