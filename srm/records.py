@@ -53,7 +53,9 @@ class Record:
 
 
 def is_session_field(field: str) -> bool:
-    return len(field) == SESSION_ID_LENGTH
+    """Whether a field of the account hash is a session record (is_record in _account.lua):
+    a rule counter ``=<rule>:<group>`` may be as long as a sessionId."""
+    return len(field) == SESSION_ID_LENGTH and not field.startswith("=")
 
 
 def parse(value: str) -> Record | None:

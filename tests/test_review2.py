@@ -251,3 +251,88 @@ async def test_an_abort_after_the_deadline_ends_the_session_as_timeout(
     assert (after.end_reason, after.ended_at) == (before.end_reason, before.ended_at)
     (usage,) = (await store.usage(s.account_id)).values()
     assert usage.watched_ms == 120_000
+
+
+async def test_0x_data_written_during_a_rolling_upgrade_merges_into_the_hash(
+    store: SessionStore, redis_client: Any, clock: Clock
+) -> None:
+    """A 0.x process still running writes a session and usage for an account this version
+    already holds: the next call moves them in, counting both, due at the earlier deadline,
+    usage days summed (peak: the larger)."""
+    s1 = new()
+    await store.setup(s1)
+    t0, day = clock.now, str(clock.now // 86_400_000)
+    clock.advance(10)
+    ak = store.keys.account(s1.account_id)
+    s2 = str(uuid.uuid4())
+    await redis_client.zadd(ak.legacy + "active", {s2: t0 + 50_000})
+    await redis_client.set(ak.legacy + "count", 1)
+    await redis_client.hset(ak.legacy + "rules", mapping={s2: "4:uhd:", "uhd:": "1"})
+    await redis_client.hset(
+        ak.legacy_sessions + s2,
+        mapping={"acct": s1.account_id, "dev": "old", "cid": "c", "ctype": "COD"}
+        | {"created": str(t0 - 70_000), "ka": str(t0 - 70_000)},
+    )
+    await redis_client.hset(ak.legacy + "usage", day, "1,0,0,0,0,0,0,0,1")
+    await redis_client.zadd(ak.legacy_deadlines, {f"{s1.account_id}/{s2}": t0 + 50_000})
+    await store.keep_alive(s1.account_id, s1.session_id)
+    state = await redis_client.hgetall(ak.state)
+    assert (state["n"], state["=uhd:"]) == ("2", "1")
+    assert await redis_client.zscore(ak.due, s1.account_id) == t0 + 50_000
+    usage = (await store.usage(s1.account_id))[int(day)]
+    assert (usage.started, usage.peak_active) == (2, 1)
+    assert await redis_client.zcard(ak.legacy_deadlines) == 0
+    assert (await store.get(s1.account_id, s2)).device_id == "old"
+    clock.advance(41)
+    assert (await store.sweep(ak.shard, 10)).ended == 1
+    assert await redis_client.hget(ak.state, "n") == "1"
+    assert await redis_client.zscore(ak.due, s1.account_id) == t0 + 130_000
+
+
+async def test_the_audit_queues_again_a_record_a_0x_reaper_dequeued(
+    store: SessionStore, redis_client: Any, clock: Clock
+) -> None:
+    """A 0.x reaper still running during a rolling upgrade purges the shared queue its own
+    way: it drops a current record's member and leaves the record (it looks for 0.x keys
+    only). The record then stayed for ever and its hash never expired; the audit, which
+    reads every record, queues it again."""
+    s = new()
+    await store.setup(s)
+    await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
+    tomb = str(uuid.uuid4())
+    await store.abort_setup(s.account_id, tomb)
+    ak = store.keys.account(s.account_id)
+    clock.advance(61)
+    for sid in (s.session_id, tomb):  # what 0.x purge.lua does with these members
+        await redis_client.zrem(ak.reap, f"{s.account_id}/{sid}")
+    assert await store.purge(ak.shard, 100) == 0
+    repairs = await store.audit(ak.shard, [s.account_id])
+    assert [(r.account_id, r.count) for r in repairs] == [(s.account_id, 2)]
+    assert await store.purge(ak.shard, 100) == 2
+    assert set(await redis_client.hkeys(ak.state)) == {str(clock.now // 86_400_000)}
+    assert await redis_client.pttl(ak.state) > 0
+    assert await store.audit(ak.shard, [s.account_id]) == []
+
+
+async def test_a_rule_counter_as_long_as_a_sessionid_is_no_record(
+    redis_client: Any, keyspace: Any, clock: Clock
+) -> None:
+    """A per-device counter field "=<rule>:<deviceId>" can be 36 characters long, like a
+    sessionId: no reader may take it for a record (the audit would queue it for removal,
+    the purge would delete it, the TTL check would count it)."""
+    rules = parse(RULES, qualities=("SD", "HD", "UHD"), content_types=(), policy="deny")
+    store = SessionStore(
+        redis_client, keyspace, Policy(60_000, 3, 30_000, evict=False, rules=rules), clock=clock
+    )
+    device = "x" * (36 - len("=one-per-tv:"))
+    s = NewSession(str(uuid.uuid4()), "acct-1", device, "c", "COD", device_type="tv")
+    await store.setup(s)
+    ak = store.keys.account("acct-1")
+    assert await redis_client.hget(ak.state, f"=one-per-tv:{device}") == "1"
+    await invariants.check(redis_client, keyspace)
+    assert await store.audit(ak.shard, ["acct-1"]) == []
+    assert (await store.account_sessions("acct-1")).active_count == 1
+    await store.end("acct-1", s.session_id, EndReason.TEARDOWN)
+    clock.advance(31)
+    assert await store.purge(ak.shard, 10) == 1
+    await invariants.check(redis_client, keyspace)

@@ -142,6 +142,12 @@ local function group_fields(groups, dev, cid)
   return out
 end
 
+-- is_record: whether a field of the account hash is a session record (its sessionId); a rule
+-- counter "=<rule>:<group>" may be as long
+local function is_record(field)
+  return #field == 36 and string.sub(field, 1, 1) ~= '='
+end
+
 -- active_records: {sessionId, deadline} of every ACTIVE session of the account, lapsed ones
 -- included, oldest keep-alive (earliest deadline) first, ties by sessionId; and the whole
 -- hash as a table field -> value.
@@ -151,7 +157,7 @@ local function active_records(acct)
   for i = 1, #flat, 2 do
     local field, value = flat[i], flat[i + 1]
     all[field] = value
-    if #field == 36 then
+    if is_record(field) then
       local deadline = active_deadline(value)
       if deadline then
         out[#out + 1] = {field, deadline}
@@ -186,7 +192,7 @@ local function usage_only_expires(state)
     return
   end
   for _, field in ipairs(redis.call('HKEYS', state)) do
-    if #field == 36 then
+    if is_record(field) then
       return
     end
   end
