@@ -80,8 +80,10 @@ def middleware(deny_status: int, max_bytes: int, max_body_bytes: int) -> Middlew
                 if size > max_bytes:
                     raise TooLarge("request line and headers too large", headers=True)
                 response = await handler(request)
+                error_code = ""
             except Exception as exc:
                 response = answer(request, exc, deny_status)
+                error_code = request[ERROR_CODE]  # set by answer()
         finally:
             metrics.request_finished()
             logs.REQUEST_ID.reset(context)
@@ -91,7 +93,7 @@ def middleware(deny_status: int, max_bytes: int, max_body_bytes: int) -> Middlew
             route,
             request.method,
             response.status,
-            request.get(ERROR_CODE, ""),
+            error_code,
             time.perf_counter() - started,
         )
         return response
