@@ -63,8 +63,8 @@ async def event_memory(redis_url: str, lifecycles: int) -> EventMemory:
                 await dated.setup(new)
                 await dated.end(account, new.session_id, EndReason.TEARDOWN)
             if day == 0:
-                first_day = await redis.memory_usage(store.keys.account(account).usage, samples=0)
-        usage = await redis.memory_usage(store.keys.account(account).usage, samples=0)
+                first_day = await usage_bytes(redis, store.keys.account(account).state)
+        usage = await usage_bytes(redis, store.keys.account(account).state)
         return EventMemory(
             events=count,
             bytes_per_event=per_event,
@@ -155,3 +155,13 @@ def http_cost(
         statistics.median(ratios),
         ratios,
     )
+
+
+async def usage_bytes(redis: Any, state: str) -> int:
+    """MEMORY USAGE of an account hash once its session records are removed (the reaper's
+    purge does that after the retention): what its usage days cost."""
+    fields = await redis.hkeys(state)
+    records = [f for f in fields if len(f) == 36]
+    if records:
+        await redis.hdel(state, *records)
+    return int(await redis.memory_usage(state, samples=0) or 0)

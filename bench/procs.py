@@ -17,6 +17,8 @@ from pathlib import Path
 
 import redis
 
+from srm.connection import COMPACT_HASH_VALUE
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-" + "0123456789abcdef" * 3
 
@@ -91,7 +93,8 @@ def redis_server(workdir: Path) -> Iterator[Server]:
     port = free_port()
     proc = spawn(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)]
+         "--appendonly", "no", "--dir", str(workdir),
+         "--hash-max-ziplist-value", str(COMPACT_HASH_VALUE)]
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     try:

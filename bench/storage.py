@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
+from srm import records
 from srm.config import Settings, load
 from srm.connection import connect
 from srm.keys import Keys
@@ -127,16 +128,11 @@ async def memory_per_session(redis_url: str, count: int, per_account: int) -> Me
         if active != count:
             raise RuntimeError(f"{count} setups left {active} active sessions")
         ak = store.keys.account(sample.account_id)
+        accounts = await redis.zcard(ak.due)
         breakdown = {
-            "session hash": await redis.memory_usage(
-                store.keys.session(sample.account_id, sample.session_id), samples=0
-            ),
-            "account active zset": await redis.memory_usage(ak.active, samples=0),
-            "account counter": await redis.memory_usage(ak.count, samples=0) or 0,
-            "account rules hash": await redis.memory_usage(ak.rules, samples=0) or 0,
-            "account usage (one day)": await redis.memory_usage(ak.usage, samples=0),
-            "shard deadlines zset / its sessions": round(
-                await redis.memory_usage(ak.deadlines, samples=0) / await redis.zcard(ak.deadlines)
+            "account hash": await redis.memory_usage(ak.state, samples=0),
+            "shard due zset / its accounts": round(
+                await redis.memory_usage(ak.due, samples=0) / accounts
             ),
         }
         return Memory(count, -(-count // per_account), (after - before) / count, breakdown)
@@ -145,11 +141,11 @@ async def memory_per_session(redis_url: str, count: int, per_account: int) -> Me
 
 
 async def active_sessions(redis: Any, keyspace: Keys) -> int:
-    """Members of every shard's deadline index: the sessions that are active."""
-    pipe = redis.pipeline(transaction=False)
-    for shard in range(keyspace.shards):
-        pipe.zcard(keyspace.deadlines(shard))
-    return sum(await pipe.execute())
+    """The ACTIVE sessions of every account: the sum of the account counters."""
+    total = 0
+    async for key in redis.scan_iter(match=f"{keyspace.prefix}:{{s*}}:a:*", count=1000):
+        total += int(await redis.hget(key, "n") or 0)
+    return total
 
 
 @dataclass(frozen=True)
@@ -241,8 +237,12 @@ SCRIPT_STATS = ("cmdstat_evalsha", "cmdstat_eval")
 READ_STATS = ("cmdstat_zrangebyscore", "cmdstat_zrange", "cmdstat_scan")
 
 
+BACKLOG_PER_ACCOUNT = 2  # sessions per account of the reaper's backlog
+
+
 async def lapsed_backlog(redis_url: str, count: int) -> None:
-    """*count* ACTIVE sessions whose keep-alive lapsed ten minutes ago (retention 0)."""
+    """*count* ACTIVE sessions whose keep-alive lapsed an hour ago (retention 0), two to an
+    account."""
     s = settings(redis_url, SRM_ENDED_RETENTION="0", **USER_ENV)
     redis = connect(s.redis)
     past = wall_clock_ms() - 3_600_000
@@ -250,7 +250,7 @@ async def lapsed_backlog(redis_url: str, count: int) -> None:
     store.clock = lambda: past  # created an hour ago with a 120 s keep-alive
     try:
         await redis.flushall()
-        await fill(store, user_sessions(count, 2, "lapsed"))
+        await fill(store, user_sessions(count, BACKLOG_PER_ACCOUNT, "lapsed"))
     finally:
         await redis.aclose()
 
@@ -297,11 +297,14 @@ async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
     keyspace = Keys(s.redis.shards)
 
     async def backlog() -> int:
+        """Sessions left: those of the accounts still due (every account of the backlog
+        lapses whole), and those queued for removal."""
         pipe = redis.pipeline(transaction=False)
         for shard in range(s.redis.shards):
-            pipe.zcard(keyspace.deadlines(shard))
+            pipe.zcard(keyspace.due(shard))
             pipe.zcard(keyspace.reap(shard))
-        return sum(await pipe.execute())
+        counts: list[int] = await pipe.execute()
+        return BACKLOG_PER_ACCOUNT * sum(counts[::2]) + sum(counts[1::2])
 
     env = {
         "SRM_REDIS_URL": redis_url,
@@ -333,12 +336,13 @@ async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
 
 
 async def remaining_sessions(redis_url: str) -> int:
+    """Session records left in every account hash."""
     s = settings(redis_url)
     redis = connect(s.redis)
     try:
         n = 0
-        async for _ in redis.scan_iter(match="srm:*:sess:*", count=10000):
-            n += 1
+        async for key in redis.scan_iter(match="srm:{s*}:a:*", count=10000):
+            n += sum(map(records.is_session_field, await redis.hkeys(key)))
         return n
     finally:
         await redis.aclose()

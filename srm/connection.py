@@ -123,6 +123,7 @@ async def check_store(settings: RedisSettings) -> None:
     client = connect(settings)
     try:
         await check_eviction(client, settings)
+        await check_compact_hashes(client, settings)
     finally:
         await client.aclose()
 
@@ -162,14 +163,44 @@ async def check_eviction(client: Any, settings: RedisSettings) -> None:
         )
 
 
+# The least hash-max-listpack-value (hash-max-ziplist-value before Redis 7) that keeps an
+# account hash compact with session records of long device and content ids; the embedded
+# redis-server is started with it (docs/operations.md).
+COMPACT_HASH_VALUE = 512
+
+
+async def check_compact_hashes(client: Any, settings: RedisSettings) -> None:
+    """Warn when Redis would store account hashes in their larger form: a session record
+    longer than hash-max-listpack-value makes its account hash a hashtable, about twice the
+    memory. Correctness does not depend on it, so this never stops SRM."""
+    try:
+        async with asyncio.timeout(settings.request_deadline):
+            values = await _config_values(client, "hash-max-ziplist-value")
+    except (RedisError, OSError, TimeoutError, ValueError):
+        return  # CONFIG not allowed (managed Redis) or not reachable: the docs say it
+    small = sorted({v for v in values if int(v) < COMPACT_HASH_VALUE})
+    if small:
+        log.warning(
+            "Redis hash-max-listpack-value is %s: account hashes holding records longer than "
+            "that take about twice the memory; %d is recommended (docs/operations.md)",
+            ", ".join(small),
+            COMPACT_HASH_VALUE,
+        )
+
+
 async def _eviction_policies(client: Any) -> list[str]:
     """maxmemory-policy of the server, or of every master of a cluster."""
+    return await _config_values(client, "maxmemory-policy")
+
+
+async def _config_values(client: Any, name: str) -> list[str]:
+    """The value of config *name* on the server, or on every master of a cluster."""
     if isinstance(client, RedisCluster):
-        replies = await client.config_get("maxmemory-policy", target_nodes=RedisCluster.PRIMARIES)
-        answers = list(replies.values()) if "maxmemory-policy" not in replies else [replies]
+        replies = await client.config_get(name, target_nodes=RedisCluster.PRIMARIES)
+        answers = list(replies.values()) if name not in replies else [replies]
     else:
-        answers = [await client.config_get("maxmemory-policy")]
-    return [str(a["maxmemory-policy"]) for a in answers if isinstance(a, dict) and a]
+        answers = [await client.config_get(name)]
+    return [str(a[name]) for a in answers if isinstance(a, dict) and a]
 
 
 def parse_url(url: str) -> Target:

@@ -30,6 +30,7 @@ from typing import IO
 import redis
 
 from srm.config import ConfigError, EmbeddedSettings
+from srm.connection import COMPACT_HASH_VALUE
 from srm.process import can_die_with_parent, die_with_parent
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class EmbeddedRedis:
             "no",
             "--logfile",
             str(self.data_dir / "redis.log"),
+            "--hash-max-ziplist-value",
+            str(COMPACT_HASH_VALUE),
         ]
         log.info("starting embedded redis-server %s in %s", binary, self.data_dir)
         if not can_die_with_parent():

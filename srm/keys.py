@@ -4,29 +4,41 @@ Keys are grouped in hash-tagged shards: shard ``k = crc32(accountId) mod N`` and
 that shard starts with ``srm:{s<k>}:``, so each Lua script touches one Redis Cluster slot. The
 hash tag is the first ``{...}`` of the key, which is always the shard tag: an accountId
 containing ``{``, ``}`` or ``:`` cannot move its keys to another slot or onto another account's
-keys (each key kind ends in a fixed suffix, so ``acct:<id>:<kind>`` is injective in ``id``).
+keys (each account key kind has its own fixed infix or suffix, so it is injective in ``id``).
 
 | key | type | holds |
 |---|---|---|
-| ``srm:{s7}:sess:<sessionId>`` | hash | record: acct, dev, dt, cid, ctype, q, created, ka |
-| ``srm:{s7}:acct:<accountId>:active`` | zset | sessionId -> keep-alive deadline (ms): the truth |
-| ``srm:{s7}:acct:<accountId>:count`` | string | active counter, always ZCARD of ``active`` |
+| ``srm:{s7}:a:<accountId>`` | hash | the account: its sessions, counters and usage (below) |
 | ``srm:{s7}:acct:<accountId>:limit`` | string | optional per-account limit override |
-| ``srm:{s7}:acct:<accountId>:ended`` | hash | sessionId -> ``REASON|endedAt[|byDevice]`` |
-| ``srm:{s7}:acct:<accountId>:rules`` | hash | ``<rule>:<group>`` -> ACTIVE count; sid -> groups |
 | ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
-| ``srm:{s7}:deadlines`` | zset | ``<accountId>/<sessionId>`` -> deadline, for the sweep |
+| ``srm:{s7}:due`` | zset | accountId -> earliest keep-alive deadline of its ACTIVE sessions |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
-| ``srm:{s7}:acct:<accountId>:usage`` | hash | UTC day (days since the epoch) -> packed usage |
 | ``srm:{s7}:events`` | stream | the shard's session events, trimmed approximately |
 | ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
 | ``srm:{s7}:endall:<callId>`` | string | sessions one end-all call has ended so far (TTL'd) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
 
+The account hash (``srm/lua/_account.lua`` writes it, ``srm/records.py`` reads it), one small
+listpack for an account of a few sessions:
+
+| field | value |
+|---|---|
+| ``n`` | ACTIVE sessions (absent at 0): the account counter |
+| ``=<rule>:<group>`` | ACTIVE sessions counted in that rule group (absent at 0) |
+| ``<day>`` (days since the epoch) | that UTC day's usage, packed |
+| ``<sessionId>`` | the session's record: times, state, device, content, rule groups |
+
+The ``due`` score is never later than the deadline of any ACTIVE session of the account (a
+keep-alive or teardown may leave it earlier: the sweep then finds nothing lapsed and moves it).
+
 Scripts receive every key in KEYS. Two names a script completes itself, from a prefix that
-arrives in KEYS (so the slot is declared): the record of a session it finds on its own
-(lapsed, evicted, ended in bulk), the sessionId appended to the shard's ``srm:{s7}:sess:``;
-and the denial ranking of the day of its own clock, the day appended to ``srm:{s7}:denials:``.
+arrives in KEYS (so the slot is declared): the denial ranking of the day of its own clock,
+the day appended to ``srm:{s7}:denials:``; and the keys of data written by SRM 0.x (below).
+
+Data written before this layout (SRM 0.x: ``srm:{s7}:sess:<sessionId>`` records, per-account
+``active``/``count``/``ended``/``rules``/``usage`` keys and the ``srm:{s7}:deadlines`` index)
+is moved into it by ``_legacy.lua``: by any script that touches the account, first, and by the
+reaper for accounts nobody touches (docs/operations.md, "Upgrading").
 """
 
 from __future__ import annotations
@@ -48,35 +60,33 @@ class AccountKeys:
     """The keys of one account and of the shard it lives in."""
 
     shard: int
-    active: str
-    count: str
+    state: str
     limit: str
-    ended: str
-    rules: str
     rule_limits: str
-    deadlines: str
+    due: str
     reap: str
-    usage: str
     events: str
-    sessions: str  # the shard's session record prefix: sessions + sessionId is a record key
     denials: str  # the shard's denial ranking prefix: denials + day is a ranking key
+    legacy: str  # prefix of the account's 0.x keys: legacy + "active" and so on
+    legacy_sessions: str  # the shard's 0.x record prefix: legacy_sessions + sessionId
+    legacy_deadlines: str  # the shard's 0.x deadline index
+    shard_list: tuple[str, ...]  # the six above from due, in that order
 
     def lifecycle(self) -> list[str]:
-        """The keys that ending a session touches (its event and usage included), in the
-        order ``_end.lua`` reads them (``account_keys``): one list, so a new kind of key is
-        added in two places only."""
-        return [
-            self.active,
-            self.count,
-            self.ended,
-            self.rules,
-            self.deadlines,
-            self.reap,
-            self.usage,
-            self.events,
-            self.sessions,
-            self.denials,
-        ]
+        """The keys that changing the account's sessions touches (events, usage and the move
+        of 0.x data included), in the order ``_account.lua`` reads them (``account_keys``):
+        the account's own, then its shard's."""
+        return [self.state, self.legacy, *self.shard_keys()]
+
+    def own(self) -> list[str]:
+        """The account's own keys of lifecycle(), for a script working on many accounts of
+        one shard (``account_in_shard`` in _account.lua): the shard's come once."""
+        return [self.state, self.legacy]
+
+    def shard_keys(self) -> list[str]:
+        """The shard's keys of lifecycle(): due, reap, events, denials, legacy_sessions,
+        legacy_deadlines (Keys builds the list, in that order)."""
+        return list(self.shard_list)
 
 
 class Keys:
@@ -88,15 +98,27 @@ class Keys:
         self.shards = shards
         self.prefix = prefix
         self._tags = [f"{prefix}:{{s{shard}}}" for shard in range(shards)]
-        self._deadlines = [f"{tag}:deadlines" for tag in self._tags]
+        self._due = [f"{tag}:due" for tag in self._tags]
         self._reaps = [f"{tag}:reap" for tag in self._tags]
         self._events = [f"{tag}:events" for tag in self._tags]
-        self._session_prefixes = [f"{tag}:sess:" for tag in self._tags]
         self._denial_prefixes = [f"{tag}:denials:" for tag in self._tags]
+        self._legacy_sessions = [f"{tag}:sess:" for tag in self._tags]
+        self._legacy_deadlines = [f"{tag}:deadlines" for tag in self._tags]
+        self._shard_lists = [
+            (
+                self._due[shard],
+                self._reaps[shard],
+                self._events[shard],
+                self._denial_prefixes[shard],
+                self._legacy_sessions[shard],
+                self._legacy_deadlines[shard],
+            )
+            for shard in range(shards)
+        ]
         # An account's keys are built once and reused by its following calls (keep-alives,
         # teardown); the map is emptied when it would pass ACCOUNT_CACHE_BYTES, which bounds
         # it at no bookkeeping cost. Bytes, not entries: an id can be 256 characters of
-        # 4-byte code points, and it is in the map key and in seven key names.
+        # 4-byte code points, and it is in the map key and in four key names.
         self._accounts: dict[str, AccountKeys] = {}
         self._accounts_bytes = 0
 
@@ -112,7 +134,7 @@ class Keys:
         keys = self._accounts.get(account_id)
         if keys is None:
             keys = self._account(account_id)
-            strings = (account_id, keys.limit, keys.rule_limits, keys.usage, *keys.lifecycle()[:4])
+            strings = (account_id, keys.state, keys.limit, keys.rule_limits, keys.legacy)
             size = _DICT_ENTRY_BYTES + sys.getsizeof(keys) + sum(map(sys.getsizeof, strings))
             if self._accounts_bytes + size > ACCOUNT_CACHE_BYTES:
                 self._accounts.clear()
@@ -127,36 +149,40 @@ class Keys:
         base = f"{tag}:acct:{account_id}:"
         return AccountKeys(
             shard=shard,
-            active=base + "active",
-            count=base + "count",
+            state=f"{tag}:a:{account_id}",
             limit=base + "limit",
-            ended=base + "ended",
-            rules=base + "rules",
             rule_limits=base + "rlimit",
-            deadlines=self._deadlines[shard],
+            due=self._due[shard],
             reap=self._reaps[shard],
-            usage=base + "usage",
             events=self._events[shard],
-            sessions=self._session_prefixes[shard],
             denials=self._denial_prefixes[shard],
+            legacy=base,
+            legacy_sessions=self._legacy_sessions[shard],
+            legacy_deadlines=self._legacy_deadlines[shard],
+            shard_list=self._shard_lists[shard],
         )
 
-    def session(self, account_id: str, session_id: str) -> str:
-        return f"{self._tags[self.account(account_id).shard]}:sess:{session_id}"
+    def shard_keys(self, shard: int) -> list[str]:
+        """The keys of *shard* in a script's KEYS (AccountKeys.shard_keys), a new list."""
+        self.tag(shard)
+        return list(self._shard_lists[shard])
 
-    def deadlines(self, shard: int) -> str:
-        return f"{self.tag(shard)}:deadlines"
+    def due(self, shard: int) -> str:
+        self.tag(shard)  # checks the range
+        return self._due[shard]
 
     def reap(self, shard: int) -> str:
         return f"{self.tag(shard)}:reap"
 
     def events(self, shard: int) -> str:
-        self.tag(shard)  # checks the range
+        self.tag(shard)
         return self._events[shard]
 
-    def session_prefix(self, shard: int) -> str:
+    def legacy_deadlines(self, shard: int) -> str:
+        """The 0.x deadline index of *shard* (``<accountId>/<sessionId>`` members), emptied
+        as its accounts are moved to the account hash."""
         self.tag(shard)
-        return self._session_prefixes[shard]
+        return self._legacy_deadlines[shard]
 
     def denials(self, shard: int, day: int) -> str:
         """The shard's denial ranking of UTC *day* (days since the epoch)."""
@@ -171,23 +197,29 @@ class Keys:
         return f"{self.prefix}:reaper:heartbeat:{reaper_id}"
 
     def all_accounts_pattern(self) -> str:
-        """SCAN pattern of the account keys of every shard (audit only: one walk for all)."""
-        return f"{self.prefix}:{{s*}}:acct:*"
+        """SCAN pattern of the account keys of every shard, 0.x ones included (audit only:
+        one walk for all)."""
+        return f"{self.prefix}:{{s*}}:a*"
 
     def parse_account_key(self, key: str) -> tuple[str, str] | None:
-        """(accountId, kind) of an account key, or None for any other key."""
-        head, sep, rest = key.partition("}:acct:")
+        """(accountId, kind) of an account key, or None for any other key: kind ``state`` for
+        the account hash, else the 0.x kind (``active``, ``limit``...)."""
+        head, sep, rest = key.partition("}:")
         if not sep or not head.startswith(f"{self.prefix}:{{s"):
             return None
-        account_id, sep, kind = rest.rpartition(":")
+        if rest.startswith("a:"):
+            return rest[2:], "state"
+        if not rest.startswith("acct:"):
+            return None
+        account_id, sep, kind = rest[5:].rpartition(":")
         return (account_id, kind) if sep else None
 
 
 def member(account_id: str, session_id: str) -> str:
-    """The shard-index member naming one session: ``<accountId>/<sessionId>``."""
+    """The purge queue member naming one session: ``<accountId>/<sessionId>``."""
     return f"{account_id}/{session_id}"
 
 
 def parse_member(value: str) -> tuple[str, str]:
-    """(accountId, sessionId) of a shard-index member; the sessionId is its fixed-size tail."""
+    """(accountId, sessionId) of a purge queue member; the sessionId is its fixed-size tail."""
     return value[: -SESSION_ID_LENGTH - 1], value[-SESSION_ID_LENGTH:]

@@ -1,19 +1,19 @@
-"""Where a paged listing of an account's sessions stands: the opaque ``cursor`` of the API.
+"""A paged listing of an account's sessions: the walk and its opaque ``cursor``.
 
-A walk has three phases, in this order, each resumable from its cursor:
+Each page reads the account hash whole (one round trip) and lists, from the cursor on, in
+this order:
 
-- ``a``: the ACTIVE sessions, by deadline then sessionId (``ZRANGEBYSCORE`` on the active set
-  above now). A keep-alive only moves a deadline later, so a session ACTIVE during the whole
-  walk is never passed over: it is either behind the cursor already (listed) or ahead of it.
+- ``a``: the ACTIVE sessions, by deadline then sessionId. A keep-alive only moves a deadline
+  later, so a session ACTIVE during the whole walk is never passed over: it is either behind
+  the cursor already (listed) or ahead of it.
 - ``l``: sessions whose keep-alive lapsed and that no sweep has ended yet (deadline <= now),
-  reported ENDED with endReason TIMEOUT.
-- ``e``: the ENDED sessions awaiting removal (``HSCAN`` of the account's ended hash). A page
-  that ends inside one HSCAN step keeps the step's cursor and COUNT and the last sessionId
-  listed: the next page reads the same step again and lists the sessionIds after it.
+  reported ENDED with endReason TIMEOUT, by deadline then sessionId.
+- ``e``: the ENDED sessions awaiting removal, by sessionId.
 
-A walk never misses a session that is ACTIVE from its first page to its last. Ended sessions
-that end, or are removed, while a walk is under way may be listed twice or not at all; a
-session may be listed twice (clients de-duplicate by sessionId).
+A walk never misses a session that is ACTIVE from its first page to its last. Sessions that
+end, or are removed, while a walk is under way may be listed twice or not at all (clients
+de-duplicate by sessionId). A page reads the whole account, so its cost grows with the
+account's sessions, not with the page.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import binascii
 from dataclasses import dataclass
 
 from srm.errors import MalformedRequest
+from srm.records import Record
 
 PHASES = ("a", "l", "e")
 DEFAULT_LIMIT = 100
@@ -31,43 +32,78 @@ MAX_PAGE = 1000
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A position in a walk: its phase, the last sessionId listed, and where it was found."""
+    """A position in a walk: its phase and the last session listed in it."""
 
     phase: str = "a"
-    score: int | None = None  # phases a, l: the deadline of the last session looked at
-    sid: str = ""  # the last sessionId looked at ("" at the start of a phase or HSCAN step)
-    scan: int = 0  # phase e: the HSCAN cursor of the current step
-    count: int = 0  # phase e: the COUNT of the current step (0 at its start)
+    score: int | None = None  # phases a, l: the deadline of the last session listed
+    sid: str = ""  # the last sessionId listed ("" at the start of a phase)
 
     def encode(self) -> str:
-        if self.phase == "e":
-            text = f"e:{self.scan}:{self.count}:{self.sid}"
-        else:
-            text = f"{self.phase}:{'' if self.score is None else self.score}:{self.sid}"
+        text = f"{self.phase}:{'' if self.score is None else self.score}:{self.sid}"
         return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
     @classmethod
     def decode(cls, value: str) -> Cursor:
-        """The cursor *value* stands for; SRM-0002 when it is not one this service made."""
+        """The cursor *value* stands for; SRM-0002 when it is not one this service made.
+        A phase-e cursor of SRM 0.x (``e:<scan>:<count>:<sid>``) reads as its sessionId."""
         try:
             padded = value + "=" * (-len(value) % 4)
             phase, *fields = base64.urlsafe_b64decode(padded.encode("ascii")).decode().split(":")
-            if phase == "e":
+            if phase == "e" and len(fields) == 3:
                 scan, count, sid = fields
-                cursor = cls("e", sid=sid, scan=int(scan), count=int(count))
                 if (
-                    cursor.scan < 0
-                    or not 0 <= cursor.count <= MAX_PAGE
-                    or (sid == "") != (cursor.count == 0)
+                    int(scan) < 0
+                    or not 0 <= int(count) <= MAX_PAGE
+                    or (sid == "") != (count == "0")
                 ):
                     raise ValueError(value)
-            else:
-                score, sid = fields
-                if phase not in PHASES or (score == "") != (sid == ""):
-                    raise ValueError(value)
-                cursor = cls(phase, score=int(score) if score else None, sid=sid)
+                fields = ["", sid]
+            score, sid = fields
+            if phase not in PHASES:
+                raise ValueError(value)
+            if score if phase == "e" else (score == "") != (sid == ""):
+                raise ValueError(value)
+            cursor = cls(phase, score=int(score) if score else None, sid=sid)
             if len(cursor.sid) > 64:
                 raise ValueError(value)
             return cursor
         except (ValueError, UnicodeError, binascii.Error):
             raise MalformedRequest("cursor is not a cursor of this listing") from None
+
+    def key(self) -> tuple[int, int, str]:
+        """Where the cursor stands in the walk's order (see Walk)."""
+        return (PHASES.index(self.phase), self.score or 0, self.sid)
+
+
+class Walk:
+    """The sessions of one account at *now*, in walk order, to cut into pages."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+        self.active = 0
+        self._items: list[tuple[tuple[int, int, str], Record]] = []
+
+    def add(self, session_id: str, record: Record | None) -> None:
+        """One record of the account hash (None: no session, left out)."""
+        if record is None:
+            return
+        if record.reason is not None:
+            key = (2, 0, session_id)
+        elif record.deadline > self.now:
+            key = (0, record.deadline, session_id)
+            self.active += 1
+        else:
+            key = (1, record.deadline, session_id)
+        self._items.append((key, record))
+
+    def page(self, at: Cursor, limit: int) -> tuple[list[tuple[str, Record]], Cursor | None]:
+        """The sessions of the page after *at* and the cursor of the next page (None: this
+        page lists the last session)."""
+        start = at.key() if at.sid else (PHASES.index(at.phase), -1, "")
+        rest = sorted((item for item in self._items if item[0] > start), key=lambda i: i[0])
+        taken = rest[:limit]
+        following = None
+        if len(rest) > limit:
+            (phase, score, sid), _record = taken[-1]
+            following = Cursor(PHASES[phase], score=None if phase == 2 else score, sid=sid)
+        return [(key[2], record) for key, record in taken], following

@@ -10,7 +10,7 @@ counters even if the configuration changed meanwhile.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,12 @@ class Rule:
             return False
         return not self.content_types or content_type in self.content_types
 
+    @property
+    def reference(self) -> str:
+        """How a session's record names this rule among its groups (_account.lua):
+        ``<rule>``, ``<rule>/d`` per device, ``<rule>/c`` per content."""
+        return self.name + {"device": "/d", "content": "/c"}.get(self.per, "")
+
     def group(self, device_id: str, content_id: str) -> str:
         """The counter field of the group a matching session counts in: ``<rule>:<group>``."""
         if self.per == "device":
@@ -54,12 +60,6 @@ class Rule:
         if self.per == "content":
             return f"{self.name}:{content_id}"
         return f"{self.name}:"
-
-
-def encode_groups(fields: Iterable[str]) -> str:
-    """The groups of one session as setup records them (``rule_groups`` in _end.lua reads
-    them): each field as ``<UTF-8 byte length>:<field>``."""
-    return "".join(f"{len(f.encode())}:{f}" for f in fields)
 
 
 def parse(

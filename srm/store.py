@@ -26,7 +26,7 @@ from redis import exceptions as rx
 from redis.commands.core import AsyncScript
 
 from srm import keys as k
-from srm import metrics
+from srm import listing, metrics, records
 from srm.autopipeline import AutoPipeline, NeverSent
 from srm.clock import ServerClock
 from srm.errors import (
@@ -38,14 +38,11 @@ from srm.errors import (
     StoreUnreached,
 )
 from srm.gate import InFlightGate, NoTurn
-from srm.listing import PHASES, Cursor
+from srm.listing import Cursor
 from srm.model import (
     DEFAULT_DEVICE_TYPE,
-    NO_TIMEOUT_MS,
-    USAGE_REASONS,
     AccountSessions,
     DayUsage,
-    Ended,
     EndReason,
     EventPolicy,
     Limit,
@@ -53,9 +50,7 @@ from srm.model import (
     Policy,
     RuleLimit,
     Session,
-    State,
 )
-from srm.rules import encode_groups
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +58,11 @@ T = TypeVar("T")
 Clock = Callable[[], int]
 EVENTS_ON = EventPolicy()
 
+# The key kinds whose accounts the audit walk checks: the account hash, and every 0.x key the
+# move deletes (srm/lua/_legacy.lua)
+ACCOUNT_KINDS = frozenset({"state", "active", "count", "ended", "rules", "usage"})
 # How long the count of an end-all call is kept: far longer than any call with its retries.
 END_ALL_MARKER_MS = 600_000
-# HSCAN steps one page of a listing may take (a step can come back empty), and the least
-# COUNT of a step.
-LIST_SCAN_STEPS = 4
-LIST_SCAN_COUNT = 10
 
 # Redis answers that mean "not now" rather than "never": the call may succeed on retry.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -103,6 +97,15 @@ _REDIS_FAILURES: tuple[type[BaseException], ...] = (
     AttributeError,
     TypeError,
 )
+
+
+# The error reply of a script that found data of SRM 0.x in its account (legacy_first in
+# _account.lua): the store moves it (migrate.lua) and calls again.
+LEGACY_FIRST = "SRMLEGACY"
+
+
+class LegacyFirst(InternalError):
+    """A script's account holds data of SRM 0.x; nothing was written."""
 
 
 def _failed(operation: str, error: SrmError) -> SrmError:
@@ -172,6 +175,8 @@ def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     if isinstance(exc, NeverSent):  # failed before it was sent: the cause says why
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         return _unavailable(operation, cause, _unavailable_detail(cause), StoreUnreached)
+    if isinstance(exc, rx.ResponseError) and _redis_error_code(exc) == LEGACY_FIRST:
+        return LegacyFirst(str(exc))
     if isinstance(exc, rx.ResponseError):
         # redis-py strips the prefix of the errors it types (ClusterDownError is "The
         # cluster is down"; TryAgainError, MasterDownError...): check the type as well
@@ -222,18 +227,54 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# The shared fragments, in the order a script needs them (each may use the ones before it).
+_FRAGMENTS = ("_time", "_events", "_account", "_legacy")
+_DEFINITION = re.compile(r"local (?:function )?([\w, ]+?)\s*[(=]")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_COMMENT = re.compile(r"--.*")
+
+
+def _definitions(text: str) -> list[tuple[set[str], str]]:
+    """The top-level definitions of a fragment (``local function f``, ``local X = ...``),
+    each with the names it defines and its text, the comment above it included."""
+    blocks: list[tuple[set[str], list[str]]] = [(set(), [])]
+    for line in text.splitlines(keepends=True):
+        match = _DEFINITION.match(line)
+        if match:
+            lines = blocks[-1][1]
+            comment: list[str] = []  # the comment (and blank lines) just above belong to this one
+            while lines and (lines[-1].startswith("--") or not lines[-1].strip()):
+                comment.insert(0, lines.pop())
+            names = {n.strip() for n in match.group(1).split(",")}
+            blocks.append((names, comment))
+        blocks[-1][1].append(line)
+    return [(names, "".join(lines)) for names, lines in blocks if names]
+
+
 def load_script_source(name: str) -> str:
-    """A script's Lua text, with the shared fragments it uses prepended."""
+    """A script's Lua text, with what it uses of the shared fragments prepended: only the
+    definitions it needs, directly or through one another. Every definition costs Redis
+    time at every call (Lua makes a closure of each function each time a script runs)."""
     lua = resources.files("srm").joinpath("lua")
     body = lua.joinpath(f"{name}.lua").read_text()
-    ends = any(f"{name}(" in body for name in ("account_keys", "rule_groups", "variadic"))
-    if ends:
-        body = lua.joinpath("_end.lua").read_text() + "\n" + body
-    if ends or "emit(" in body:
-        body = lua.joinpath("_events.lua").read_text() + "\n" + body
-    if "server_time(" in body:
-        body = lua.joinpath("_time.lua").read_text() + "\n" + body
-    return body
+    blocks = [
+        block for f in _FRAGMENTS for block in _definitions(lua.joinpath(f"{f}.lua").read_text())
+    ]
+
+    def uses(text: str) -> set[str]:
+        return set(_NAME.findall(_COMMENT.sub("", text)))
+
+    needed = uses(body)
+    while True:
+        more = set(needed)
+        for names, text in blocks:
+            if names & needed:
+                more |= uses(text)
+        if more == needed:
+            break
+        needed = more
+    used = [text for names, text in blocks if names & needed]
+    return "".join(used) + "\n" + body
 
 
 class EndOutcome(Enum):
@@ -244,8 +285,9 @@ class EndOutcome(Enum):
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     ended: int
-    stale: int
-    moved: int
+    accounts: int  # accounts visited
+    moved: int = 0  # of those, accounts with nothing lapsed (their due score moved later)
+    migrated: int = 0  # accounts of the 0.x index moved to the account hash first
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +320,8 @@ class SessionStore:
         "sweep",
         "purge",
         "audit",
+        "read",
+        "migrate",
         "limits",
         "events_read",
         "events_prune",
@@ -343,12 +387,35 @@ class SessionStore:
             if inspect.iscoroutine(call):
                 call.close()  # never started (no turn at the gate): no "never awaited" warning
 
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _run(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        changes: bool = True,
+        account: str | None = None,
+    ) -> Any:
         """One script call, sent with the other calls of this event-loop turn (autopipeline).
 
         The batch it travels in is bounded by the deadline, so no timer of its own is needed.
+        *changes*: False for a read, which never waits for replicas (its only write, the
+        move of 0.x data, is made again if a failover loses it). *account*: the one account a
+        script works on, whose 0.x data is moved when the script asks for it, before the call
+        is made again (once per account, ever).
         """
-        if self.replica_acks:
+        try:
+            return await self._call(name, keys, args, changes)
+        except LegacyFirst:
+            if account is None:
+                raise
+        await self.migrate([account])
+        return await self._call(name, keys, args, changes)
+
+    async def _call(
+        self, name: str, keys: Sequence[str], args: Sequence[Any], changes: bool
+    ) -> Any:
+        if self.replica_acks and changes:
             return await self._guard(name, self._run_replicated(name, keys, args))
         # the boundary of _boundary, inline: this is every request's path
         started = time.perf_counter()
@@ -423,18 +490,13 @@ class SessionStore:
             for r in self.policy.rules
             if r.matches(new.quality, new.device_type, new.content_type)
         ]
-        groups = [r.group(new.device_id, new.content_id) for r in matched]
         rule_args: list[Any] = []
-        for rule, group in zip(matched, groups, strict=True):
-            rule_args += [rule.name, group, rule.max, rule.policy]
+        for rule in matched:
+            field = "=" + rule.group(new.device_id, new.content_id)
+            rule_args += [rule.name, field, rule.max, rule.policy]
         answer = await self._run(
             "setup",
-            [
-                self.keys.session(new.account_id, new.session_id),
-                ak.limit,
-                ak.rule_limits,
-                *ak.lifecycle(),
-            ],
+            [ak.limit, ak.rule_limits, *ak.lifecycle()],
             [
                 self._clock_override(),
                 new.session_id,
@@ -449,10 +511,11 @@ class SessionStore:
                 "" if new.device_type == DEFAULT_DEVICE_TYPE else new.device_type,
                 new.quality or "",
                 new.replaces or "",
-                encode_groups(groups),
+                ",".join(r.reference for r in matched),
                 self._events,
                 *rule_args,
             ],
+            account=new.account_id,
         )
         status = answer[0]
         if status in (1, 2):
@@ -463,21 +526,11 @@ class SessionStore:
             now = await self.now()
             counted = [
                 session
-                for sid, deadline, flat in answer[4:]
-                if (
-                    session := _session(
-                        sid,
-                        dict(zip(flat[::2], flat[1::2], strict=True)),
-                        float(deadline),
-                        None,
-                        now,
-                        new.account_id,
-                    )
-                )
-                is not None
+                for sid, _deadline, value in answer[4:]
+                if (session := records.session(sid, value, now, new.account_id)) is not None
             ]
             raise LimitReached(int(answer[1]), int(answer[2]), str(answer[3]), counted)
-        # -1: abandoned by an earlier try of this very call; -2: a UUID4 collision
+        # -1: abandoned by an earlier try of this very call
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
 
     async def _confirm(self, account_id: str, session_id: str) -> None:
@@ -498,10 +551,9 @@ class SessionStore:
 
         *confirm*: a setup's confirmation, which leaves lastKeepAliveAt at the setup time.
         """
-        ak = self.keys.account(account_id)
         moved = await self._run(
             "keepalive",
-            [self.keys.session(account_id, session_id), ak.active, ak.deadlines, ak.ended],
+            self.keys.account(account_id).lifecycle(),
             [
                 self._clock_override(),
                 session_id,
@@ -509,11 +561,14 @@ class SessionStore:
                 self.policy.period_ms,
                 "1" if confirm else "0",
             ],
+            account=account_id,
         )
         if moved == 1:
             return
         if isinstance(moved, str | bytes) and moved:
-            raise SessionNotFound(ended=_ended(moved if isinstance(moved, str) else moved.decode()))
+            raise SessionNotFound(
+                ended=records.ended_text(moved if isinstance(moved, str) else moved.decode())
+            )
         raise SessionNotFound()
 
     async def end(self, account_id: str, session_id: str, reason: EndReason) -> EndOutcome:
@@ -537,6 +592,7 @@ class SessionStore:
                     self.policy.retention_ms,
                     self._events,
                 ],
+                account=account_id,
             )
         )
 
@@ -545,15 +601,14 @@ class SessionStore:
     ) -> int:
         """End every ACTIVE session of one device of the account; how many *reason* ended.
 
-        end_device.lua walks the account's active set in windows of *batch*; like end-all,
-        the windows share a marker counting what this call ended, so a window run twice (its
-        reply lost, then resent) still reports the sessions its first run ended.
+        end_device.lua ends at most *batch* of them a call; like end-all, the calls share a
+        marker counting what this call ended, so a call run twice (its reply lost, then
+        resent) still reports the sessions its first run ended.
         """
         ak = self.keys.account(account_id)
         marker = self.keys.end_all_marker(account_id, str(uuid.uuid4()))
-        start = 0
         while True:
-            others, seen, total = await self._run(
+            more, total = await self._run(
                 "end_device",
                 [*ak.lifecycle(), marker],
                 [
@@ -562,14 +617,13 @@ class SessionStore:
                     device_id,
                     reason.value,
                     self.policy.retention_ms,
-                    start,
                     batch,
                     END_ALL_MARKER_MS,
                     self._events,
                 ],
+                account=account_id,
             )
-            start += int(others)
-            if int(seen) < batch:
+            if not int(more):
                 break
         with contextlib.suppress(SrmError):  # else it expires by itself
             await self._guard("end_all_marker", self.redis.delete(marker))
@@ -581,7 +635,7 @@ class SessionStore:
         return int(
             await self._run(
                 "abort",
-                [self.keys.session(account_id, session_id), *ak.lifecycle()],
+                ak.lifecycle(),
                 [
                     self._clock_override(),
                     session_id,
@@ -589,6 +643,7 @@ class SessionStore:
                     self.policy.retention_ms,
                     self._events,
                 ],
+                account=account_id,
             )
         )
 
@@ -613,6 +668,7 @@ class SessionStore:
                     END_ALL_MARKER_MS,
                     self._events,
                 ],
+                account=account_id,
             )
             if int(remaining) == 0:
                 break
@@ -622,15 +678,16 @@ class SessionStore:
 
     # -- reads -------------------------------------------------------------------------------
 
+    async def _read(self, account_id: str, session_id: str = "") -> list[Any]:
+        """read.lua: the limit override, then the record of *session_id* or the whole hash."""
+        ak = self.keys.account(account_id)
+        keys, args = [*ak.lifecycle(), ak.limit], [account_id, session_id]
+        return list(await self._run("read", keys, args, changes=False, account=account_id))
+
     async def get(self, account_id: str, session_id: str) -> Session:
         """One session of the account, ACTIVE or ENDED; SessionNotFound otherwise."""
-        ak = self.keys.account(account_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(self.keys.session(account_id, session_id))
-        pipe.zscore(ak.active, session_id)
-        pipe.hget(ak.ended, session_id)
-        record, deadline, ended = await self._guard("get", pipe.execute())
-        session = _session(session_id, record, deadline, ended, await self.now(), account_id)
+        _limit, value = await self._read(account_id, session_id)
+        session = records.session(session_id, value, await self.now(), account_id)
         if session is None:
             raise SessionNotFound()
         return session
@@ -639,134 +696,26 @@ class SessionStore:
         self, account_id: str, limit: int = 100, cursor: str | None = None
     ) -> AccountSessions:
         """One page of the account's sessions not yet removed, ACTIVE ones first, with the
-        account's active count and limit (see srm/listing.py for the walk).
-
-        At most *limit* sessions and a bounded number of round trips: one for the counts and
-        the active set (with the start of the later phases when the page starts a phase), one
-        for the lapsed part of it, at most LIST_SCAN_STEPS HSCAN steps of the ended hash, one
-        when a full page ends exactly at the end of a phase (whether any later phase holds
-        sessions, so that ``next`` is None on the page listing the last one), one for the
-        records. MalformedRequest for a foreign *cursor*.
-        """
+        account's active count and limit (see srm/listing.py for the walk): one round trip,
+        whatever the page. MalformedRequest for a foreign *cursor*."""
         at = Cursor.decode(cursor) if cursor else Cursor()
-        ak = self.keys.account(account_id)
+        override, *flat = await self._read(account_id)
         now = await self.now()
-        if at.phase == "a" and at.score is not None and at.score <= now:
-            at = Cursor()  # all up to now has lapsed since: phase l lists it
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcount(ak.active, f"({now}", "+inf")
-        pipe.get(ak.limit)
-        # A page that starts a phase also reads, in this first trip, the start of every
-        # later phase: a small account's page then costs this trip and the records'.
-        later = PHASES[PHASES.index(at.phase) + 1 :] if at == Cursor(at.phase) else ()
-        reads = [c for c in (at, *map(Cursor, later)) if c.phase != "e" or c == Cursor("e")]
-        for read in reads:
-            if read.phase == "e":
-                pipe.hscan(ak.ended, 0, count=max(limit, LIST_SCAN_COUNT))
-            else:
-                self._window(pipe, ak.active, read, now, limit)
-        live, override, *replies = await self._guard("list", pipe.execute())
-        ahead: dict[str, list[Any]] = {}
-        for read in reads:
-            width = 1 if read.score is None else 2
-            ahead[read.phase], replies = replies[:width], replies[width:]
-        picked: list[tuple[str, float | None, str | None]] = []  # sessionId, deadline, ended
-        following: Cursor | None = at
-        while following is not None and len(picked) < limit:
-            room = limit - len(picked)
-            window = ahead.pop(following.phase, [])
-            if following.phase == "e":
-                first = (window[0], max(limit, LIST_SCAN_COUNT)) if window else None
-                following = await self._ended_page(ak.ended, following, room, picked, first)
-                break
-            if not window:
-                pipe = self.redis.pipeline(transaction=False)
-                self._window(pipe, ak.active, following, now, room)
-                window = await self._guard("list", pipe.execute())
-            following = _window_page(following, window, now, room, picked)
-        if following is not None and following == Cursor(following.phase):
-            # the page is full and ended exactly at the end of a phase: say whether the
-            # later phases hold anything, so the page that lists the last session says so
-            following = await self._next_phase(ak, following.phase, now)
-        records: list[dict[str, str]] = []
-        if picked:
-            pipe = self.redis.pipeline(transaction=False)
-            for sid, _deadline, _ended in picked:
-                pipe.hgetall(self.keys.session(account_id, sid))
-            records = await self._guard("list_records", pipe.execute())
-        sessions = [
-            session
-            for (sid, deadline, ended), record in zip(picked, records, strict=True)
-            if (session := _session(sid, record, deadline, ended, now, account_id)) is not None
-        ]
+        walk = listing.Walk(now)
+        for field, value in zip(flat[::2], flat[1::2], strict=True):
+            if records.is_session_field(field):
+                walk.add(field, records.parse(value))
+        picked, following = walk.page(at, limit)
         return AccountSessions(
-            sessions=sessions,
-            active_count=int(live),
+            sessions=[
+                session
+                for sid, record in picked
+                if (session := records.session_of(sid, record, now, account_id)) is not None
+            ],
+            active_count=walk.active,
             max_sessions=int(override) if override is not None else self.policy.max_sessions,
             next=following.encode() if following is not None else None,
         )
-
-    async def _next_phase(self, ak: Any, phase: str, now: int) -> Cursor | None:
-        """The start of *phase* or of a later one that holds sessions; None if none does."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcount(ak.active, "-inf", now)
-        pipe.hlen(ak.ended)
-        lapsed, ended = await self._guard("list", pipe.execute())
-        if phase != "e" and int(lapsed):
-            return Cursor("l")
-        return Cursor("e") if int(ended) else None
-
-    @staticmethod
-    def _window(pipe: Any, active: str, at: Cursor, now: int, room: int) -> None:
-        """Queue the reads of the next *room* members (and one more, which tells whether more
-        follow) of phase a (deadline > now) or l (deadline <= now) after *at*: the rest of its
-        deadline's ties, then the members above it. Ties come in sessionId order, so
-        (deadline, sessionId) orders the walk."""
-        top = "+inf" if at.phase == "a" else now
-        if at.score is None:
-            pipe.zrangebyscore(
-                active,
-                f"({now}" if at.phase == "a" else "-inf",
-                top,
-                start=0,
-                num=room + 1,
-                withscores=True,
-            )
-            return
-        pipe.zrangebyscore(active, at.score, at.score, withscores=True)
-        pipe.zrangebyscore(active, f"({at.score}", top, start=0, num=room + 1, withscores=True)
-
-    async def _ended_page(
-        self,
-        ended: str,
-        at: Cursor,
-        room: int,
-        picked: list[tuple[str, float | None, str | None]],
-        first: tuple[Any, int] | None = None,
-    ) -> Cursor | None:
-        """Add up to *room* entries of the ended hash from *at* to *picked*; where to go on
-        (None: the walk is over). *first*: the first step's reply and COUNT, read already."""
-        scan, count, after = at.scan, at.count or max(room, LIST_SCAN_COUNT), at.sid
-        for _ in range(LIST_SCAN_STEPS):
-            if first is not None:
-                (following, entries), count = first
-                first = None
-            else:
-                following, entries = await self._guard(
-                    "list_ended", self.redis.hscan(ended, scan, count=count)
-                )
-            fresh = sorted((sid, value) for sid, value in entries.items() if sid > after)
-            if len(fresh) > room:  # the rest of this step goes on the next page
-                picked += [(sid, None, value) for sid, value in fresh[:room]]
-                return Cursor("e", sid=fresh[room - 1][0], scan=scan, count=count)
-            picked += [(sid, None, value) for sid, value in fresh]
-            room -= len(fresh)
-            scan, count, after = int(following), max(room, LIST_SCAN_COUNT), ""
-            if scan == 0:
-                return None
-            if room == 0:
-                break
-        return Cursor("e", scan=scan)
 
     # -- limits ------------------------------------------------------------------------------
 
@@ -836,8 +785,12 @@ class SessionStore:
 
     async def usage(self, account_id: str) -> dict[int, DayUsage]:
         """The account's usage per UTC day (days since the epoch), for the days kept."""
-        raw = await self._guard("usage", self.redis.hgetall(self.keys.account(account_id).usage))
-        return {int(day): _day_usage(int(day), packed) for day, packed in raw.items()}
+        _limit, *flat = await self._read(account_id)
+        return {
+            int(field): records.day_usage(int(field), value)
+            for field, value in zip(flat[::2], flat[1::2], strict=True)
+            if records.is_day_field(field)
+        }
 
     async def denials(self, day: int, top: int) -> list[tuple[str, int]]:
         """The *top* accounts most often denied on UTC *day*, most denied first.
@@ -924,27 +877,48 @@ class SessionStore:
     # -- reaper ------------------------------------------------------------------------------
 
     async def sweep(self, shard: int, batch: int) -> SweepResult:
-        """End up to *batch* lapsed sessions of one shard (TIMEOUT).
+        """End the lapsed sessions of up to *batch* accounts of one shard (TIMEOUT), first
+        moving up to *batch* accounts of the shard's 0.x index, if any.
 
-        The due entries are picked on the estimated server time; the script decides each one
+        The due accounts are picked on the estimated server time; the script decides each one
         on the server's own clock.
         """
+        migrated = await self._migrate_indexed(shard, batch)
         now = await self.now()
-        deadlines = self.keys.deadlines(shard)
         due = await self._guard(
-            "sweep_due", self.redis.zrangebyscore(deadlines, "-inf", now, start=0, num=batch)
+            "sweep_due",
+            self.redis.zrangebyscore(self.keys.due(shard), "-inf", now, start=0, num=batch),
         )
         if not due:
-            return SweepResult(0, 0, 0)
-        script_keys = [deadlines, self.keys.reap(shard)]
-        for mbr in due:
-            script_keys += self.keys.account(k.parse_member(mbr)[0]).lifecycle()
-        ended, stale, moved = await self._run(
+            return SweepResult(0, 0, 0, migrated)
+        script_keys = self.keys.shard_keys(shard)
+        for account_id in due:
+            script_keys += self.keys.account(account_id).own()
+        ended, moved = await self._run(
             "sweep",
             script_keys,
             [self._clock_override(), self.policy.retention_ms, self._events, *due],
         )
-        return SweepResult(int(ended), int(stale), int(moved))
+        return SweepResult(int(ended), len(due), int(moved), migrated)
+
+    async def _migrate_indexed(self, shard: int, batch: int) -> int:
+        """Move accounts named by the shard's 0.x deadline index; how many had 0.x data."""
+        members = await self._guard(
+            "migrate_due",
+            self.redis.zrange(self.keys.legacy_deadlines(shard), 0, batch - 1),
+        )
+        accounts = list(dict.fromkeys(k.parse_member(m)[0] for m in members))
+        return await self.migrate(accounts) if accounts else 0
+
+    async def migrate(self, accounts: Sequence[str]) -> int:
+        """Move the 0.x data of *accounts* (all of one shard) into their account hashes; how
+        many had any."""
+        if not accounts:
+            return 0
+        script_keys = self.keys.account(accounts[0]).shard_keys()
+        for account_id in accounts:
+            script_keys += self.keys.account(account_id).own()
+        return int(await self._run("migrate", script_keys, list(accounts)))
 
     async def purge(self, shard: int, batch: int) -> int:
         """Remove up to *batch* ENDED sessions of one shard whose retention has passed."""
@@ -955,11 +929,9 @@ class SessionStore:
         )
         if not due:
             return 0
-        script_keys = [reap]
+        script_keys = self.keys.shard_keys(shard)
         for mbr in due:
-            account_id, session_id = k.parse_member(mbr)
-            ak = self.keys.account(account_id)
-            script_keys += [self.keys.session(account_id, session_id), ak.active, ak.ended]
+            script_keys += self.keys.account(k.parse_member(mbr)[0]).own()
         removed, _skipped = await self._run("purge", script_keys, [self._clock_override(), *due])
         return int(removed)
 
@@ -967,30 +939,32 @@ class SessionStore:
         """Age in ms of the oldest entry of the shard that is due for sweep or purge."""
         now = await self.now()
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zrange(self.keys.deadlines(shard), 0, 0, withscores=True)
+        pipe.zrange(self.keys.due(shard), 0, 0, withscores=True)
         pipe.zrange(self.keys.reap(shard), 0, 0, withscores=True)
+        pipe.zrange(self.keys.legacy_deadlines(shard), 0, 0, withscores=True)
         heads = await self._guard("oldest_due", pipe.execute())
         due = [int(score) for head in heads for _m, score in head if score <= now]
         return now - min(due) if due else None
 
     async def audit(self, shard: int, accounts: Sequence[str]) -> list[Repair]:
-        """Repair counters of *accounts* (all in *shard*) that differ from their active sets."""
+        """Repair counters and due scores of *accounts* (all in *shard*) that differ from
+        their sessions (moving 0.x data first)."""
         if not accounts:
             return []
-        script_keys: list[str] = []
+        script_keys = self.keys.shard_keys(shard)
         for account_id in accounts:
             ak = self.keys.account(account_id)
             if ak.shard != shard:
                 raise ValueError(f"account {account_id!r} is not in shard {shard}")
-            script_keys += [ak.active, ak.count, ak.rules]
-        flat = await self._run("audit", script_keys, [])
+            script_keys += ak.own()
+        flat = await self._run("audit", script_keys, list(accounts))
         return [
             Repair(accounts[int(flat[i]) - 1], int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3]))
             for i in range(0, len(flat), 4)
         ]
 
     async def scan_accounts(self, count: int = 1000) -> AsyncGenerator[tuple[int, str], None]:
-        """(shard, accountId) of every account with a counter or an active set, by SCAN.
+        """(shard, accountId) of every account with a hash (or 0.x data), by SCAN.
 
         For the audit only, never on a request path. One walk covers every shard (a walk per
         shard would read the whole keyspace once per shard); ``scan_iter`` works on a
@@ -1005,7 +979,7 @@ class SessionStore:
                 except StopAsyncIteration:
                     return
                 parsed = self.keys.parse_account_key(key)
-                if parsed is None or parsed[1] not in ("active", "count", "rules"):
+                if parsed is None or parsed[1] not in ACCOUNT_KINDS:
                     continue
                 shard = self.keys.shard_of(parsed[0])
                 if key.startswith(self.keys.tag(shard) + ":"):
@@ -1032,46 +1006,6 @@ class SessionStore:
 
     async def ping(self) -> None:
         await self._guard("ping", self.redis.ping())
-
-
-def _window_page(
-    at: Cursor,
-    window: list[Any],
-    now: int,
-    room: int,
-    picked: list[tuple[str, float | None, str | None]],
-) -> Cursor:
-    """Add the members of a window read by SessionStore._window to *picked*; the cursor
-    after them (the same phase if more follow, else the start of the next phase)."""
-    if at.score is None:
-        members = list(window[0])
-    else:
-        members = [(sid, score) for sid, score in window[0] if sid > at.sid] + list(window[1])
-    taken = members[:room]
-    for sid, score in taken:
-        if (score > now) == (at.phase == "a"):  # lapsed since the read began: in phase l
-            picked.append((sid, score, None))
-    if len(members) > room:  # the window holds one more than *room*: more follow
-        sid, score = taken[-1]
-        return Cursor(at.phase, score=_ms(score), sid=sid)
-    return Cursor("l") if at.phase == "a" else Cursor("e")
-
-
-def _ms(value: Any) -> int:
-    return int(float(value))
-
-
-def _day_usage(day: int, packed: str) -> DayUsage:
-    v = [int(part) for part in packed.split(",")]
-    reasons = len(USAGE_REASONS)
-    return DayUsage(
-        day=day,
-        started=v[0],
-        denied=v[1],
-        ended=tuple(v[2 : 2 + reasons]),
-        watched_ms=v[2 + reasons],
-        peak_active=v[3 + reasons],
-    )
 
 
 def _entries(raw: Any) -> list[tuple[str, dict[str, str]]]:
@@ -1102,72 +1036,3 @@ def _field(reply: Any, name: str) -> Any:
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _time(value: str | None) -> int | None:
-    """A time field of a session record; None when missing or unreadable (a partial record)."""
-    try:
-        return int(float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _reason(text: str) -> EndReason | None:
-    try:
-        return EndReason(text)
-    except ValueError:
-        return None
-
-
-def _session(
-    session_id: str,
-    record: dict[str, str],
-    deadline: float | None,
-    ended: str | None,
-    now: int,
-    account_id: str,
-) -> Session | None:
-    """The session as callers see it, derived from its record and the account's sets.
-
-    The account's sets say whether it exists and its state; the record adds the details.
-    A record missing fields (Redis evicted or lost part of it) still gives a session, with
-    empty texts and null times where fields are missing, never an error.
-    """
-    if not record or "tomb" in record or "denied" in record:
-        return None
-    if record.get("acct", account_id) != account_id:
-        return None
-    created = _time(record.get("created"))
-    ka = _time(record.get("ka"))
-    state, reason, ended_at, expires_at = State.ACTIVE, None, None, None
-    if ended is not None:
-        reason_text, _, rest = ended.partition("|")
-        state, reason, ended_at = State.ENDED, _reason(reason_text), _time(rest.partition("|")[0])
-    elif deadline is None:
-        return None
-    elif deadline <= now:
-        state, reason, ended_at = State.ENDED, EndReason.TIMEOUT, _ms(deadline)
-    elif deadline - (ka if ka is not None else now) < NO_TIMEOUT_MS:
-        expires_at = _ms(deadline)
-    return Session(
-        session_id=session_id,
-        account_id=account_id,
-        device_id=record.get("dev", ""),
-        content_id=record.get("cid", ""),
-        content_type=record.get("ctype", ""),
-        state=state,
-        created_at=created,
-        last_keep_alive_at=ka,
-        expires_at=expires_at,
-        ended_at=ended_at,
-        end_reason=reason,
-        device_type=record.get("dt", DEFAULT_DEVICE_TYPE),
-        quality=record.get("q"),
-    )
-
-
-def _ended(value: str) -> Ended:
-    """An entry of the account's ended hash: ``REASON|endedAtMs[|byDeviceId]``."""
-    reason, _, rest = value.partition("|")
-    at, sep, by = rest.partition("|")
-    return Ended(EndReason(reason), _ms(at), by if sep else None)

@@ -5,57 +5,62 @@ from __future__ import annotations
 from typing import Any
 
 from srm import keys as k
+from srm import records
 
 
 async def check(redis: Any, keyspace: k.Keys) -> None:
-    """For every account: counter == ZCARD(active); every rule counter == the number of ACTIVE
-    sessions whose recorded groups name it; every indexed session has its record."""
-    accounts: dict[str, dict[str, str]] = {}
+    """For every account hash: the counter is its number of ACTIVE records; every rule counter
+    is the number of ACTIVE sessions whose groups name it; the due score is there exactly when
+    a session is ACTIVE and is never later than its deadline; every ENDED record, tombstone and
+    denied setup is queued for removal; no 0.x key is left."""
+    accounts: set[str] = set()
     async for key in redis.scan_iter(match=f"{keyspace.prefix}:*", count=1000):
         parsed = keyspace.parse_account_key(key)
-        if parsed:
-            accounts.setdefault(parsed[0], {})[parsed[1]] = key
-    for account_id in accounts:
-        ak = keyspace.account(account_id)
-        active = await redis.zrange(ak.active, 0, -1, withscores=True)
-        counter = int(await redis.get(ak.count) or 0)
-        assert counter == len(active), f"{account_id}: counter {counter} != {len(active)} active"
-        ended = await redis.hgetall(ak.ended)
-        await check_rules(redis, ak, {sid for sid, _ in active}, account_id)
-        for sid, deadline in active:
-            assert sid not in ended, f"{account_id}/{sid} is both active and ended"
-            record = await redis.hgetall(keyspace.session(account_id, sid))
-            assert record.get("acct") == account_id, f"active {sid} has no record of its own"
-            assert "tomb" not in record
-            indexed = await redis.zscore(ak.deadlines, k.member(account_id, sid))
-            assert indexed == deadline, f"{account_id}/{sid}: deadline index out of step"
-        for sid in ended:
-            record = await redis.hgetall(keyspace.session(account_id, sid))
-            assert record.get("acct") == account_id, f"ended {sid} has no record"
-            assert await redis.zscore(ak.reap, k.member(account_id, sid)) is not None, (
-                f"ended {sid} is not queued for removal"
-            )
-
-
-def decode_groups(encoded: str) -> list[str]:
-    """The rule counter fields a session counts in (as setup recorded them)."""
-    out, raw = [], encoded.encode()
-    while raw:
-        length, _, rest = raw.partition(b":")
-        n = int(length)
-        out.append(rest[:n].decode())
-        raw = rest[n:]
-    return out
-
-
-async def check_rules(redis: Any, ak: k.AccountKeys, active: set[str], account_id: str) -> None:
-    fields = await redis.hgetall(ak.rules)
-    counters = {f: int(v) for f, v in fields.items() if ":" in f}
-    truth: dict[str, int] = {}
-    for field, value in fields.items():
-        if ":" in field:
+        if parsed is None:
             continue
-        assert field in active, f"{account_id}/{field}: rule groups of a session not active"
-        for group in decode_groups(value):
-            truth[group] = truth.get(group, 0) + 1
+        assert parsed[1] in ("state", "limit", "rlimit"), f"0.x key {key} left"
+        if parsed[1] == "state":
+            accounts.add(parsed[0])
+    for account_id in accounts:
+        await check_account(redis, keyspace, account_id)
+
+
+async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> None:
+    ak = keyspace.account(account_id)
+    fields = await redis.hgetall(ak.state)
+    active = {}
+    for field, value in fields.items():
+        if not records.is_session_field(field):
+            continue
+        record = records.parse(value)
+        queued = await redis.zscore(ak.reap, k.member(account_id, field))
+        if record is None or record.reason is not None:
+            assert queued is not None, f"{account_id}/{field}: not queued for removal"
+        else:
+            active[field] = record
+    counter = int(fields.get(records.COUNT_FIELD, 0))
+    assert counter == len(active), f"{account_id}: counter {counter} != {len(active)} active"
+    counters = {f: int(v) for f, v in fields.items() if f.startswith("=")}
+    truth: dict[str, int] = {}
+    for record in active.values():
+        for field in group_fields(record):
+            truth[field] = truth.get(field, 0) + 1
     assert counters == truth, f"{account_id}: rule counters {counters} != counted {truth}"
+    score = await redis.zscore(ak.due, account_id)
+    if not active:
+        assert score is None, f"{account_id}: due with no ACTIVE session"
+    else:
+        earliest = min(r.deadline for r in active.values())
+        assert score is not None and score <= earliest, (
+            f"{account_id}: due {score} later than the earliest deadline {earliest}"
+        )
+
+
+def group_fields(record: records.Record) -> list[str]:
+    """The rule counter fields a session counts in (group_fields in _account.lua)."""
+    out = []
+    for ref in filter(None, record.groups.split(",")):
+        name, _, per = ref.partition("/")
+        group = {"d": record.device_id, "c": record.content_id}.get(per, "")
+        out.append(f"={name}:{group}")
+    return out

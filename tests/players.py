@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from srm import keys as k
+from srm import records
 from srm.connection import connect
 from srm.errors import SessionNotFound
 from srm.model import EndReason, Policy, State
@@ -136,14 +137,17 @@ async def verify(url: str, ledger: Ledger, *, durable: bool = True) -> None:
             while await later.purge(shard, 500):
                 pass
         left = [key async for key in redis.scan_iter(match="srm:*") if not is_history(key)]
-        # a denied setup's record (so that a retry answers the same denial) expires by itself
-        left = [
-            key
-            for key in left
-            if not (
-                ":sess:" in key and await redis.hexists(key, "denied") and await redis.pttl(key) > 0
-            )
-        ]
+        # an account hash left with its usage days only expires by itself (the usage history)
+        left = [key for key in left if not await usage_only(redis, keyspace, key)]
         assert left == [], f"keys left for removed sessions: {left[:5]}"
     finally:
         await redis.aclose()
+
+
+async def usage_only(redis: Any, keyspace: k.Keys, key: str) -> bool:
+    """Whether *key* is an account hash holding usage days only, with a TTL."""
+    parsed = keyspace.parse_account_key(key)
+    if parsed is None or parsed[1] != "state":
+        return False
+    fields = await redis.hkeys(key)
+    return all(map(records.is_day_field, fields)) and await redis.pttl(key) > 0

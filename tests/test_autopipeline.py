@@ -58,13 +58,13 @@ async def test_one_failing_call_does_not_fail_its_batch(
 ) -> None:
     good = [new(f"acct-{i}") for i in range(5)]
     bad = new("broken")
-    await store.redis.set(keyspace.account("broken").active, "not a sorted set")
+    await store.redis.set(keyspace.account("broken").state, "not a hash")
     results = await asyncio.gather(
         *(store.setup(s) for s in [*good[:2], bad, *good[2:]]), return_exceptions=True
     )
     assert results[:2] == [1, 1] and results[3:] == [1, 1, 1]
     assert isinstance(results[2], InternalError)
-    await store.redis.delete(keyspace.account("broken").active)
+    await store.redis.delete(keyspace.account("broken").state)
     with pytest.raises(SessionNotFound):
         await store.keep_alive("acct-0", str(uuid.uuid4()))
 

@@ -302,7 +302,9 @@ async def test_report_endpoints_are_operator_only(client: Any) -> None:
 
 async def test_usage_keeps_35_days(store: SessionStore, clock: Clock) -> None:
     first = clock.now // DAY_MS
-    await store.setup(new(device="old"))
+    old = new(device="old")
+    await store.setup(old)
+    await store.end("acct-1", old.session_id, EndReason.TEARDOWN)
     clock.now += 34 * DAY_MS
     await store.setup(new(device="d34"))
     assert sorted(await store.usage("acct-1")) == [first, first + 34]
@@ -310,8 +312,42 @@ async def test_usage_keeps_35_days(store: SessionStore, clock: Clock) -> None:
     s = new(device="d35")
     await store.setup(s)
     assert sorted(await store.usage("acct-1")) == [first + 34, first + 35]
-    ttl = await store.redis.pttl(store.keys.account("acct-1").usage)
+    ak = store.keys.account("acct-1")
+    assert await store.redis.pttl(ak.state) == -1  # the account has sessions: no TTL
+    # once its last session record is purged, the account hash (its usage) lives 35 days
+    clock.advance(121)  # the day-35 setup ended the lapsed d34 session: d35 is left
+    assert (await store.sweep(ak.shard, 100)).ended == 1
+    clock.advance(61)
+    assert await store.purge(ak.shard, 100) == 3
+    assert [f for f in await store.redis.hkeys(ak.state) if not f.isdigit()] == []
+    assert sorted(await store.usage("acct-1")) == [first + 34, first + 35]
+    ttl = await store.redis.pttl(ak.state)
     assert 34 * DAY_MS < ttl <= 35 * DAY_MS
+    # a new session keeps it again
+    await store.setup(new(device="back"))
+    assert await store.redis.pttl(ak.state) == -1
+
+
+async def test_a_sweep_counts_the_usage_of_every_session_it_ends(
+    store: SessionStore, clock: Clock
+) -> None:
+    """One sweep ends three sessions of one account and one of another: each account-day is
+    read and written once, and counts every one of them."""
+    await store.set_limit("acct-1", 5)
+    for device in ("a", "b", "c"):
+        await store.setup(new(device=device))
+        clock.advance(10)
+    await store.setup(new("acct-2", "z"))
+    today = clock.now // DAY_MS
+    clock.advance(200)  # all four lapse
+    for account in ("acct-1", "acct-2"):
+        while (await store.sweep(store.keys.account(account).shard, 100)).ended:
+            pass
+    one = (await store.usage("acct-1"))[today]
+    assert (one.started, one.ended[1], one.peak_active) == (3, 3, 3)
+    assert one.watched_ms == 120_000 * 3  # each ended at its own deadline
+    two = (await store.usage("acct-2"))[today]
+    assert (two.started, two.ended[1], two.watched_ms) == (1, 1, 120_000)
 
 
 # -- the consumer group ----------------------------------------------------------------------

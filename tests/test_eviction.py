@@ -1,5 +1,6 @@
-"""Redis eviction: `srm serve` refuses an evicting Redis unless allowed, and every read answers
-cleanly when a session record is partial (what eviction or a lost write leaves behind)."""
+"""Redis eviction: `srm serve` refuses an evicting Redis unless allowed, and every call answers
+cleanly when an account's data is partial (an account hash evicted whole, a record lost, a
+value no reader knows)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pytest
 
 from srm.config import ConfigError
 from srm.connection import check_eviction, connect
-from srm.errors import SessionNotFound
+from srm.errors import LimitReached, SessionNotFound
 from srm.model import EndReason, NewSession, State
-from srm.store import SessionStore
+from srm.store import EndOutcome, SessionStore
 from tests.helpers import OPERATOR, SECRET, Clock, auth, redis_settings
 from tests.processes import SrmProcess, srm_env, srm_serve, start_srm
 from tests.redis_servers import RedisCluster, free_port, redis_process
@@ -102,59 +103,101 @@ async def test_an_unreachable_redis_only_warns(caplog: pytest.LogCaptureFixture)
     assert "could not check" in caplog.text
 
 
-# -- partial records -------------------------------------------------------------------------
+# -- partial data ----------------------------------------------------------------------------
 
 
-async def test_keep_alive_does_not_recreate_an_evicted_record(
+async def test_keep_alive_does_not_recreate_an_evicted_account(
     store: SessionStore, redis_client: Any, clock: Clock
 ) -> None:
     s = new()
     await store.setup(s)
-    record = store.keys.session(s.account_id, s.session_id)
-    await redis_client.delete(record)  # evicted
+    ak = store.keys.account(s.account_id)
+    await redis_client.delete(ak.state)  # evicted: its records, counters and usage with it
     with pytest.raises(SessionNotFound):
         await store.keep_alive(s.account_id, s.session_id)
-    assert await redis_client.exists(record) == 0
-    # the slot is still freed by a teardown, and the reaper removes what is left
-    await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
-    clock.advance(61)
-    assert await store.purge(store.keys.account(s.account_id).shard, 100) == 1
+    with pytest.raises(SessionNotFound):
+        await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
+    assert await redis_client.exists(ak.state) == 0
+    # the sweep drops the due entry left behind, and the account's slots are all free
+    clock.advance(121)
+    swept = await store.sweep(ak.shard, 100)
+    assert (swept.ended, swept.accounts, swept.moved) == (0, 1, 1)
+    assert await redis_client.zscore(ak.due, s.account_id) is None
+    assert await redis_client.exists(ak.state) == 0
+    for _ in range(3):
+        await store.setup(new())
 
 
-async def test_partial_records_read_cleanly(
-    client: Any, store: SessionStore, redis_client: Any
+async def test_a_lost_record_holds_its_slot_until_the_audit(
+    store: SessionStore, redis_client: Any
 ) -> None:
+    sessions = [new() for _ in range(3)]
+    for s in sessions:
+        await store.setup(s)
+    ak = store.keys.account("acct-1")
+    lost = sessions[0].session_id
+    await redis_client.hdel(ak.state, lost)
+    with pytest.raises(SessionNotFound):
+        await store.keep_alive("acct-1", lost)
+    assert not await redis_client.hexists(ak.state, lost)  # not recreated
+    with pytest.raises(SessionNotFound):
+        await store.end("acct-1", lost, EndReason.TEARDOWN)
+    with pytest.raises(LimitReached):  # the counter still counts it...
+        await store.setup(new())
+    repairs = await store.audit(ak.shard, ["acct-1"])  # ...until the audit recounts
+    assert [(r.account_id, r.counter, r.truth) for r in repairs] == [("acct-1", 3, 2)]
+    await store.setup(new())
+    assert (await store.account_sessions("acct-1")).active_count == 3
+
+
+async def test_damaged_records_read_cleanly(
+    client: Any, store: SessionStore, redis_client: Any, clock: Clock
+) -> None:
+    """A record cut short is a session with the texts it still has; one that is no record
+    at all (garbage, empty, an unknown end reason) is no session; neither is ever a 500."""
     await store.set_limit("acct-1", 10)
-    sessions = [new() for _ in range(5)]
+    sessions = [new() for _ in range(7)]
     for s in sessions:
         await store.setup(s)
     await store.end("acct-1", sessions[4].session_id, EndReason.TEARDOWN)
-    key = [store.keys.session("acct-1", s.session_id) for s in sessions]
-    await redis_client.hdel(key[0], "dev", "cid", "ctype", "created")  # fields lost
-    await redis_client.delete(key[1])
-    await redis_client.hset(key[1], "ka", "1800000000000")  # what a keep-alive used to leave
-    await redis_client.hset(key[2], mapping={"created": "garbage", "ka": ""})
-    await redis_client.delete(key[3])  # the whole record lost
-    ended = store.keys.account("acct-1").ended
-    await redis_client.hset(ended, sessions[4].session_id, "NO-SUCH-REASON|later")
+    ak = store.keys.account("acct-1")
+    sid = [s.session_id for s in sessions]
+    values = await redis_client.hgetall(ak.state)
+    for cut in sid[0], sid[6]:
+        await redis_client.hset(ak.state, cut, values[cut][: values[cut].index(";") + 4])
+    await redis_client.hset(ak.state, sid[1], "garbage")
+    await redis_client.hset(ak.state, sid[2], "")
+    await redis_client.hdel(ak.state, sid[3])  # the whole record lost
+    ended = values[sid[4]].replace(",TEARDOWN;", ",NOSUCHREASON;")
+    assert ended != values[sid[4]]
+    await redis_client.hset(ak.state, sid[4], ended)
     listing = await client.get("/srm/sessions", headers=auth())
     assert listing.status == 200
-    listed = {s["sessionId"]: s for s in (await listing.json())["sessions"]}
-    assert set(listed) == {s.session_id for s in sessions} - {sessions[3].session_id}
-    first = listed[sessions[0].session_id]
-    assert (first["deviceId"], first["contentID"], first["createdAt"]) == ("", "", None)
-    assert first["state"] == "ACTIVE" and first["lastKeepAliveAt"] is not None
-    assert listed[sessions[1].session_id]["accountId"] == "acct-1"
-    assert listed[sessions[2].session_id]["createdAt"] is None
-    last = listed[sessions[4].session_id]
-    assert (last["state"], last["endReason"], last["endedAt"]) == ("ENDED", None, None)
+    body = await listing.json()
+    assert sorted(s["sessionId"] for s in body["sessions"]) == sorted([sid[0], sid[5], sid[6]])
+    assert all(s["state"] == "ACTIVE" for s in body["sessions"])
     operator = await client.get("/srm/v1/accounts/acct-1/sessions", headers=OPERATOR)
     assert operator.status == 200
+    assert len((await operator.json())["sessions"]) == 3
     for s in sessions:
         resp = await client.get(f"/srm/sessions/{s.session_id}", headers=auth())
-        assert resp.status == (404 if s is sessions[3] else 200)
+        assert resp.status == (200 if s.session_id in (sid[0], sid[5], sid[6]) else 404)
         if resp.status == 404:
             assert (await resp.json())["errorResponse"]["errorCode"] == "SRM-0004"
-    got = await store.get("acct-1", sessions[1].session_id)
-    assert got.state is State.ACTIVE and got.device_id == ""
+    got = await store.get("acct-1", sid[0])
+    assert got.state is State.ACTIVE and "dev-1".startswith(got.device_id) and got.content_id == ""
+    got = await store.get("acct-1", sid[5])
+    assert got.state is State.ACTIVE and got.device_id == "dev-1"
+    # a damaged session ends once, by teardown or by the sweep, like any other
+    assert await store.end("acct-1", sid[0], EndReason.TEARDOWN) is EndOutcome.ENDED
+    assert await store.end("acct-1", sid[0], EndReason.TEARDOWN) is EndOutcome.ALREADY_ENDED
+    clock.advance(100)
+    await store.keep_alive("acct-1", sid[5])
+    clock.advance(21)
+    assert (await store.sweep(ak.shard, 100)).ended == 1  # sid[6]; sid[5] was kept alive
+    assert (await store.get("acct-1", sid[6])).end_reason is EndReason.TIMEOUT
+    # the unreadable and the lost ones hold their slots until the audit recounts
+    assert await redis_client.hget(ak.state, "n") == "4"
+    repairs = await store.audit(ak.shard, ["acct-1"])
+    assert [(r.counter, r.truth) for r in repairs] == [(4, 1)]
     await redis_client.flushall()  # broken on purpose: nothing for the invariants to check

@@ -252,7 +252,7 @@ async def test_hostile_account_ids_cannot_reach_other_accounts(
     listing = await store.account_sessions(account)
     assert listing.active_count == 3
     after = await snapshot(store.redis)
-    for key in (victim_keys.active, victim_keys.count, victim_keys.ended, victim_keys.limit):
+    for key in (victim_keys.state, victim_keys.limit, victim_keys.rule_limits):
         assert after.get(key) == before.get(key)
     assert (await store.account_sessions("victim")).active_count == 3
 

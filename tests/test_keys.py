@@ -15,7 +15,11 @@ def test_cached_account_keys_match_freshly_built_ones() -> None:
     first = keys.account("acct-1")
     assert keys.account("acct-1") is first  # reused, not rebuilt
     assert first == k.Keys(shards=16).account("acct-1")
-    assert keys.session("acct-1", "s") == f"{keys.tag(first.shard)}:sess:s"
+    assert first.state == f"{keys.tag(first.shard)}:a:acct-1"
+    assert keys.parse_account_key(first.state) == ("acct-1", "state")
+    assert keys.parse_account_key(first.limit) == ("acct-1", "limit")
+    assert keys.parse_account_key(f"{keys.tag(3)}:acct:a:b:active") == ("a:b", "active")
+    assert keys.parse_account_key(f"{keys.tag(3)}:due") is None
     with pytest.raises(ValueError, match="shard"):
         keys.tag(16)
 
@@ -38,4 +42,4 @@ def test_the_account_key_cache_is_bounded_in_bytes(alphabet: str) -> None:
     finally:
         tracemalloc.stop()
     assert peak <= k.ACCOUNT_CACHE_BYTES * 1.1
-    assert keys.account(account_id).active.endswith(":active")
+    assert keys.account(account_id).state.endswith(account_id)

@@ -18,6 +18,7 @@ from srm.errors import LimitReached, SessionNotFound, StoreUnavailable
 from srm.model import EndReason, State
 from srm.reaper.health import reaper_id
 from srm.reaper.sidecar import companion, serve_metrics
+from srm.records import COUNT_FIELD
 from srm.store import EndOutcome, SessionStore
 from tests.helpers import Clock, new, reaper_for, reaper_settings, sample
 from tests.keyspace import mentioned_ids
@@ -60,7 +61,9 @@ async def test_keep_alive_landing_before_the_sweep_script_wins(
     assert result.ended == 0  # the script re-read the deadline the keep-alive moved
     got = await store.get(s.account_id, s.session_id)
     assert got.state is State.ACTIVE
-    clock.advance(100)  # the moved index entry is swept at the new deadline, not before
+    ak = store.keys.account(s.account_id)  # the due score is the moved deadline
+    assert await store.redis.zscore(ak.due, s.account_id) == got.expires_at
+    clock.advance(100)  # the account is swept at its moved due score, not before
     assert (await store.sweep(store.keys.shard_of(s.account_id), 10)).ended == 0
     clock.advance(20)
     assert (await store.sweep(store.keys.shard_of(s.account_id), 10)).ended == 1
@@ -99,7 +102,7 @@ async def test_teardown_landing_inside_the_sweep_decrements_once(
     assert outcomes == [EndOutcome.ENDED]
     assert result.ended == 2  # the third was ended once, by the teardown
     assert (await store.account_sessions("acct-1")).active_count == 0
-    assert int(await store.redis.get(store.keys.account("acct-1").count) or 0) == 0
+    assert await store.redis.hget(store.keys.account("acct-1").state, COUNT_FIELD) is None
     # a teardown after the sweep is a repeat: success, no second decrement
     again = await store.end("acct-1", sessions[1].session_id, EndReason.TEARDOWN)
     assert again is EndOutcome.ALREADY_ENDED
@@ -122,7 +125,9 @@ async def test_concurrent_sweeps_and_teardowns_end_each_session_once(
     assert swept + torn == len(sessions)
     for i in range(5):
         assert (await store.account_sessions(f"acct-{i}")).active_count == 0
-        assert await store.redis.get(store.keys.account(f"acct-{i}").count) is None
+        ak = store.keys.account(f"acct-{i}")
+        assert await store.redis.hget(ak.state, COUNT_FIELD) is None
+        assert await store.redis.zscore(ak.due, f"acct-{i}") is None
 
 
 async def test_a_pass_ends_and_purges_everything_and_leaves_no_trace(
@@ -164,17 +169,39 @@ async def test_a_hot_shard_gets_a_bounded_share_of_a_pass(
 ) -> None:
     registry = CollectorRegistry()
     reaper = reaper_for(store, registry, batch_size=2, max_batches=3)
-    await store.set_limit("acct-hot", 20)
-    for _ in range(20):
-        await store.setup(new(account="acct-hot"))
-    clock.advance(121)
     shard = store.keys.shard_of("acct-hot")
+    # a batch is up to batch_size due accounts of the shard: 20 accounts of one shard, one
+    # lapsing session each, take 10 batches
+    hot = [a for a in (f"acct-hot-{i}" for i in range(2000)) if store.keys.shard_of(a) == shard]
+    for account in hot[:20]:
+        await store.setup(new(account=account))
+    clock.advance(121)
     assert await reaper.reap_shard(shard) == pytest.approx(1.0)  # due for 1 s
     assert sample(registry, "srm_reaper_sessions_expired_total") == 6
     assert sample(registry, "srm_reaper_batches_total", op="sweep") == 3
     while sample(registry, "srm_reaper_sessions_expired_total") < 20:
         await reaper.reap_shard(shard)
+    for account in hot[:20]:
+        assert (await store.account_sessions(account)).active_count == 0
+        assert await store.redis.zscore(store.keys.due(shard), account) is None
+
+
+async def test_a_sweep_ends_every_lapsed_session_of_a_due_account(
+    store: SessionStore, clock: Clock
+) -> None:
+    registry = CollectorRegistry()
+    reaper = reaper_for(store, registry, batch_size=2, max_batches=3)
+    await store.set_limit("acct-hot", 20)
+    for _ in range(20):
+        await store.setup(new(account="acct-hot"))
+    clock.advance(121)
+    shard = store.keys.shard_of("acct-hot")
+    assert await reaper.reap_shard(shard) == pytest.approx(1.0)
+    # one account is one entry of the batch, whatever its sessions
+    assert sample(registry, "srm_reaper_sessions_expired_total") == 20
+    assert sample(registry, "srm_reaper_batches_total", op="sweep") == 1
     assert (await store.account_sessions("acct-hot")).active_count == 0
+    assert await store.redis.zscore(store.keys.due(shard), "acct-hot") is None
 
 
 async def test_audit_repairs_injected_drift_and_reports_it(
@@ -187,17 +214,17 @@ async def test_audit_repairs_injected_drift_and_reports_it(
         await store.setup(new(account=a))
     await store.setup(new(account="acct-1"))
     r = store.redis
-    await r.set(store.keys.account("acct-1").count, 5)  # too high
-    await r.delete(store.keys.account("acct-2").count)  # lost
-    await r.set(store.keys.account("ghost").count, 1)  # no active set at all
+    await r.hset(store.keys.account("acct-1").state, COUNT_FIELD, 5)  # too high
+    await r.hdel(store.keys.account("acct-2").state, COUNT_FIELD)  # lost
+    await r.hset(store.keys.account("ghost").state, COUNT_FIELD, 1)  # no session at all
     caplog.set_level(logging.WARNING, logger="srm.reaper")
     assert await reaper.audit() == 3
     assert sample(registry, "srm_reaper_drift_repairs_total") == 3
     logged = [rec for rec in caplog.records if "audit repaired" in rec.getMessage()]
     assert sorted(rec.__dict__["account"] for rec in logged) == ["acct-1", "acct-2", "ghost"]
-    assert int(await r.get(store.keys.account("acct-1").count)) == 2
-    assert int(await r.get(store.keys.account("acct-2").count)) == 1
-    assert await r.get(store.keys.account("ghost").count) is None
+    assert int(await r.hget(store.keys.account("acct-1").state, COUNT_FIELD)) == 2
+    assert int(await r.hget(store.keys.account("acct-2").state, COUNT_FIELD)) == 1
+    assert await r.exists(store.keys.account("ghost").state) == 0
     assert await reaper.audit() == 0  # a second audit finds nothing
     assert sample(registry, "srm_reaper_batches_total", op="audit") >= 21  # 41 accounts, 2 per call
     # the repaired counters admit exactly the limit again
@@ -321,7 +348,7 @@ async def test_a_walk_broken_by_redis_is_unavailable_and_the_next_one_repairs(
     registry = CollectorRegistry()
     for i in range(10):
         await store.setup(new(account=f"acct-{i}"))
-    await store.redis.set(store.keys.account("acct-4").count, 7)
+    await store.redis.hset(store.keys.account("acct-4").state, COUNT_FIELD, 7)
     reaper = reaper_for(store, registry)
     reaper.store = SessionStore(BrokenScan(store.redis), store.keys, store.policy)
     with pytest.raises(StoreUnavailable):

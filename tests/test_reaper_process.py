@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from srm import keys as k
 from srm.errors import LimitReached
 from srm.model import EndReason, NewSession, Policy
+from srm.records import COUNT_FIELD
 from srm.store import SessionStore, wall_clock_ms
 from tests import invariants
 from tests.helpers import auth, metrics, until
@@ -78,12 +79,18 @@ async def redis(real_redis: RedisProcess) -> AsyncIterator[Any]:
 
 
 async def queued(redis: Any, keyspace: k.Keys) -> int:
-    """Sessions still indexed for the sweep or queued for the purge, over all shards."""
+    """Sessions still to sweep (the ACTIVE ones of the due accounts) or queued for the purge,
+    over all shards."""
     pipe = redis.pipeline(transaction=False)
     for shard in range(keyspace.shards):
-        pipe.zcard(keyspace.deadlines(shard))
+        pipe.zrange(keyspace.due(shard), 0, -1)
         pipe.zcard(keyspace.reap(shard))
-    return sum(await pipe.execute())
+    replies = await pipe.execute()
+    due = [account for accounts in replies[0::2] for account in accounts]
+    pipe = redis.pipeline(transaction=False)
+    for account in due:
+        pipe.hget(keyspace.account(account).state, COUNT_FIELD)
+    return int(sum(replies[1::2])) + sum(int(n or 0) for n in await pipe.execute())
 
 
 async def test_backlog_survives_a_kill_and_two_reapers(
@@ -109,7 +116,7 @@ async def test_backlog_survives_a_kill_and_two_reapers(
     slow = {
         "SRM_REDIS_URL": real_redis.url,
         "SRM_ENDED_RETENTION": "0",
-        "SRM_REAPER_INTERVAL": "0.5",  # 16 shards x 2 sessions per pass: a backlog of seconds
+        "SRM_REAPER_INTERVAL": "0.5",  # 16 shards x 2 accounts or purges per pass: seconds
         "SRM_REAPER_BATCH_SIZE": "2",
         "SRM_REAPER_MAX_BATCHES": "1",
     }
@@ -147,7 +154,8 @@ async def test_backlog_survives_a_kill_and_two_reapers(
     await invariants.check(redis, keyspace)
     now = SessionStore(redis, keyspace, POLICY)
     for account, limit in limits.items():
-        assert await redis.get(keyspace.account(account).count) is None
+        assert await redis.hget(keyspace.account(account).state, COUNT_FIELD) is None
+        assert await redis.zscore(keyspace.account(account).due, account) is None
         for j in range(limit):
             await now.setup(NewSession(str(uuid.uuid4()), account, f"d{j}", "c", "COD"))
         with pytest.raises(LimitReached):

@@ -209,7 +209,13 @@ async def test_a_config_change_never_misses_a_decrement(store: SessionStore) -> 
     # the rules change (one removed, another added) while the session is active
     store.policy = dataclasses.replace(store.policy, rules=(Rule("uhd", 3),))
     await store.end("acct-1", s.session_id, EndReason.TEARDOWN)
-    assert await store.redis.hgetall(store.keys.account("acct-1").rules) == {}
+    assert await counters(store, "acct-1") == {}
+
+
+async def counters(store: SessionStore, account: str) -> dict[str, str]:
+    """The account's counters: its ACTIVE count and rule counters."""
+    fields = await store.redis.hgetall(store.keys.account(account).state)
+    return {f: v for f, v in fields.items() if f == "n" or f.startswith("=")}
 
 
 async def test_rule_overrides_per_account(store: SessionStore) -> None:
@@ -320,17 +326,17 @@ async def test_audit_repairs_rule_counters_and_counts_them(store: SessionStore) 
     reaper = reaper_for(store, registry)
     s = new(quality="UHD", device="p", device_type="phone")
     await store.setup(s)
-    rules = store.keys.account("acct-1").rules
-    await store.redis.hset(rules, "uhd:", 4)  # drifted
-    await store.redis.hdel(rules, "mobile:")  # lost
-    await store.redis.hset(rules, "same-title:x", 1)  # counts nothing
-    await store.redis.hset(rules, str(uuid.uuid4()), "4:uhd:")  # groups of no active session
+    state = store.keys.account("acct-1").state
+    await store.redis.hset(state, "=uhd:", 4)  # drifted
+    await store.redis.hdel(state, "=mobile:")  # lost
+    await store.redis.hset(state, "=same-title:x", 1)  # counts nothing
+    await store.redis.zadd(store.keys.account("acct-1").due, {"acct-1": 2**45})  # too late
     assert await reaper.audit() == 4
     assert sample(registry, "srm_reaper_drift_repairs_total") == 4
     assert await reaper.audit() == 0
     await invariants.check(store.redis, store.keys)
     await store.end("acct-1", s.session_id, EndReason.TEARDOWN)
-    assert await store.redis.hgetall(rules) == {}
+    assert await counters(store, "acct-1") == {}
 
 
 @pytest.mark.parametrize("device", ["tv-é{s1}:|/", "5:x:", "📺" * 40])

@@ -91,7 +91,7 @@ async def test_concurrent_teardowns_decrement_once(
     assert outcomes.count(EndOutcome.ENDED) == 1
     assert outcomes.count(EndOutcome.ALREADY_ENDED) == 59
     ak = store.keys.account("acct-1")
-    assert await redis_client.get(ak.count) == "1"  # type: ignore[attr-defined]
+    assert await redis_client.hget(ak.state, "n") == "1"  # type: ignore[attr-defined]
     got = await store.get(s.account_id, s.session_id)
     assert (got.state, got.end_reason) == (State.ENDED, EndReason.TEARDOWN)
 
@@ -292,5 +292,5 @@ async def test_hostile_account_ids_stay_in_their_own_keys(
         assert {s.account_id for s in listing.sessions} == {account}
         ak = store.keys.account(account)
         tag = store.keys.tag(ak.shard)
-        for key in (ak.active, ak.count, ak.limit, ak.ended):
+        for key in (ak.state, ak.limit, ak.rule_limits, ak.due):
             assert key.startswith(tag + ":")

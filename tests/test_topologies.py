@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from redis.crc import key_slot
 
 from srm import keys as k
+from srm import records
 from srm.connection import connect, warm_up
 from srm.errors import LimitReached, StoreUnavailable
 from srm.model import EndReason, NewSession, Policy, State
@@ -137,8 +138,14 @@ def new(account: str) -> NewSession:
 
 
 def session_keys(node: RedisProcess) -> list[str]:
+    """The sessions *node* holds records of, as "<account hash>/<sessionId>"."""
     with node.client() as c:
-        return list(c.scan_iter(match="srm:*:sess:*", count=1000))
+        return [
+            f"{key}/{field}"
+            for key in c.scan_iter(match="srm:*:a:*", count=1000)
+            for field in c.hkeys(key)
+            if records.is_session_field(field)
+        ]
 
 
 async def test_cluster_spreads_accounts_over_every_master_and_the_reaper_covers_all(
@@ -163,7 +170,7 @@ async def test_cluster_spreads_accounts_over_every_master_and_the_reaper_covers_
         for node in cluster_servers.nodes
     ]
     for account in drifted:
-        await store.redis.set(store.keys.account(account).count, 3)
+        await store.redis.hset(store.keys.account(account).state, records.COUNT_FIELD, 3)
     assert await reaper.audit() == len(cluster_servers.nodes)
 
     clock.advance(121)  # the kept sessions lapse: a pass ends them everywhere

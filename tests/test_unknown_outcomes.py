@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
 from srm import keys as k
+from srm import records
 from srm.aborts import Aborter
 from srm.api.app import create_app
 from srm.api.handlers import DEPS
@@ -125,7 +126,7 @@ async def test_a_setup_waiting_for_a_pooled_connection_is_never_sent(
         with pytest.raises(StoreUnavailable) as lost:
             await first
         assert not isinstance(lost.value, StoreUnreached)  # it was sent: it may have run
-        assert await direct.exists(store.keys.session("acct-1", waiting.session_id)) == 0
+        assert not await direct.hexists(store.keys.account("acct-1").state, waiting.session_id)
 
 
 async def test_a_lost_setup_reply_is_aborted_once_redis_answers(
@@ -251,7 +252,7 @@ async def test_a_call_cancelled_while_queued_is_not_sent(
         with pytest.raises(asyncio.CancelledError):
             await task
         await store.setup(new("other"))  # a later batch goes out
-        assert await direct.exists(store.keys.session("acct-1", s.session_id)) == 0
+        assert not await direct.hexists(store.keys.account("acct-1").state, s.session_id)
 
 
 async def test_a_setup_cancelled_at_shutdown_is_aborted(
@@ -285,9 +286,12 @@ async def test_a_setup_cancelled_at_shutdown_is_aborted(
         with contextlib.suppress(Exception):
             await post
         await client.close()
-        active = store.keys.account("acct-1").active
-        assert await direct.zcard(active) == 0
-        assert await direct.get(store.keys.account("acct-1").count) is None
+        ak = store.keys.account("acct-1")
+        fields = await direct.hgetall(ak.state)
+        assert records.COUNT_FIELD not in fields
+        parsed = [records.parse(v) for f, v in fields.items() if records.is_session_field(f)]
+        assert parsed and all(r is None or r.reason is not None for r in parsed)
+        assert await direct.zscore(ak.due, "acct-1") is None
 
 
 async def test_end_all_counts_what_a_batch_with_a_lost_reply_ended(

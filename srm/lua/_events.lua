@@ -42,21 +42,21 @@ local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n)
   end
 end
 
--- Usage: one hash per account, one field per UTC day (days since the epoch) whose value is
--- "started,denied,TEARDOWN,TIMEOUT,OPERATOR,EVICTED,REPLACED,watched ms,peak active".
--- A day's field is read, changed and written back (a few dozen bytes); when a day is first
--- written, the days older than USAGE_DAYS are dropped, and the hash lives USAGE_DAYS after
--- its last write, so an account that stops watching leaves nothing behind.
+-- Usage: in the account hash, one field per UTC day (days since the epoch, digits only)
+-- whose value is "started,peak active,watched ms,denied,TEARDOWN,TIMEOUT,OPERATOR,EVICTED,
+-- REPLACED", trailing zeros left out. A day's field is read, changed and written back (a few
+-- bytes); when a day is first written, the days older than USAGE_DAYS are dropped. An account
+-- hash left with no session record expires USAGE_DAYS later (purge.lua), so an account that
+-- stops watching leaves nothing behind.
 local USAGE_DAYS = 35
 local DAY_MS = 86400000
-local USAGE = {started = 1, denied = 2, TEARDOWN = 3, TIMEOUT = 4, OPERATOR = 5, EVICTED = 6,
-  REPLACED = 7}
-local WATCHED, PEAK = 8, 9
+local USAGE = {started = 1, denied = 4, TEARDOWN = 5, TIMEOUT = 6, OPERATOR = 7, EVICTED = 8,
+  REPLACED = 9}
+local PEAK, WATCHED = 2, 3
 
--- usage_add: adds 1 to counter `what` (a USAGE name) of the day of `at`, `watched` ms to
--- the watched time, and raises the day's peak to `active` (the sessions active at that time).
-local function usage_add(key, at, what, watched, active)
-  local day = math.floor(tonumber(at) / DAY_MS)
+-- usage_read: the counters of `day` in `key`, as numbers; drops the days older than
+-- USAGE_DAYS when `day` is new.
+local function usage_read(key, day)
   local packed = redis.call('HGET', key, day)
   local v = {0, 0, 0, 0, 0, 0, 0, 0, 0}
   if packed then
@@ -66,19 +66,58 @@ local function usage_add(key, at, what, watched, active)
       i = i + 1
     end
   else
-    for _, old in ipairs(redis.call('HKEYS', key)) do
-      if tonumber(old) <= day - USAGE_DAYS then
-        redis.call('HDEL', key, old)
+    local old = {}
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      if string.find(field, '^%d+$') and tonumber(field) <= day - USAGE_DAYS then
+        old[#old + 1] = field
       end
     end
-    redis.call('PEXPIRE', key, USAGE_DAYS * DAY_MS)
+    if #old > 0 then
+      redis.call('HDEL', key, unpack(old))
+    end
   end
+  return v
+end
+
+local function usage_write(key, day, v)
+  local last = 9
+  while last > 1 and v[last] == 0 do
+    last = last - 1
+  end
+  redis.call('HSET', key, day, table.concat(v, ',', 1, last))
+end
+
+-- A script that ends many sessions calls usage_batch() first and usage_flush() at its end:
+-- in between, each account-day is read once and written once.
+local BATCH = nil
+
+local function usage_batch()
+  BATCH = {}
+end
+
+local function usage_flush()
+  for _, day in pairs(BATCH or {}) do
+    usage_write(day.key, day.day, day.v)
+  end
+  BATCH = nil
+end
+
+-- usage_add: adds 1 to counter `what` (a USAGE name) of the day of `at`, `watched` ms to
+-- the watched time, and raises the day's peak to `active` (the sessions active at that time).
+local function usage_add(key, at, what, watched, active)
+  local day = math.floor(tonumber(at) / DAY_MS)
+  local held = BATCH and BATCH[key .. '|' .. day]
+  local v = held and held.v or usage_read(key, day)
   v[USAGE[what]] = v[USAGE[what]] + 1
   v[WATCHED] = v[WATCHED] + watched
   if active > v[PEAK] then
     v[PEAK] = active
   end
-  redis.call('HSET', key, day, string.format('%d,%d,%d,%d,%d,%d,%d,%d,%d', unpack(v)))
+  if BATCH then
+    BATCH[key .. '|' .. day] = {key = key, day = day, v = v}
+  else
+    usage_write(key, day, v)
+  end
 end
 
 -- Per-shard denial ranking of one UTC day: `prefix` is the shard's "srm:{sK}:denials:"
@@ -91,30 +130,28 @@ local function denial_add(prefix, now, account)
   end
 end
 
--- The events of one account (acct: account_keys(...) of _end.lua), each with its usage.
+-- The events of one account (acct: account_keys(...) of _account.lua), each with its usage.
 -- `active`: the sessions the account has just before an end, or just after a start.
 
 local function session_started(acct, sid, at, d, dt, c, ct, q, active)
   emit(acct.events, 'S', at, acct.id, sid, d, dt, c, ct, q, '', '')
-  usage_add(acct.usage, at, 'started', 0, active)
+  usage_add(acct.state, at, 'started', 0, active)
 end
 
--- session_ended: called by end_session for every session it ends.
-local function session_ended(acct, sid, reason, ended_at, active)
-  local r = redis.call('HMGET', acct.sessions .. sid, 'dev', 'dt', 'cid', 'ctype', 'q', 'created')
-  local duration = math.max(0, tonumber(ended_at) - (tonumber(r[6]) or tonumber(ended_at)))
-  emit(acct.events, 'E', ended_at, acct.id, sid, r[1] or '', r[2] or '', r[3] or '', r[4] or '',
-    r[5] or '', reason, duration)
-  usage_add(acct.usage, ended_at, reason, duration, active)
+-- session_ended: called by end_session for every session it ends; s: the record's strings
+-- (dev, cid, ctype, dt, q, ...)
+local function session_ended(acct, sid, s, reason, ended_at, duration, active)
+  emit(acct.events, 'E', ended_at, acct.id, sid, s[1], s[4], s[2], s[3], s[5], reason, duration)
+  usage_add(acct.state, ended_at, reason, duration, active)
 end
 
--- session_denied: the setup of sessionId `sess` (its record key) was refused by `rule`
--- (max `max`). A short-lived record (acct, denied, max) lets a retry of the same call answer
--- the same denial without a second event or count.
-local function session_denied(sess, acct, rule, max, at, d, dt, c, ct, q, active)
-  redis.call('HSET', sess, 'acct', acct.id, 'denied', rule, 'max', max)
-  redis.call('PEXPIRE', sess, 60000)
+-- session_denied: the setup of `sid` was refused by `rule` (max `max`). A short-lived record
+-- ("D<rule>,<max>", queued for removal at purge_at) lets a retry of the same call answer the
+-- same denial without a second event or count.
+local function session_denied(acct, sid, rule, max, at, purge_at, d, dt, c, ct, q, active)
+  redis.call('HSET', acct.state, sid, 'D' .. rule .. ',' .. max)
+  redis.call('ZADD', acct.reap, purge_at, acct.id .. '/' .. sid)
   emit(acct.events, 'D', at, acct.id, '', d, dt, c, ct, q, rule, '')
-  usage_add(acct.usage, at, 'denied', 0, active)
+  usage_add(acct.state, at, 'denied', 0, active)
   denial_add(acct.denials, at, acct.id)
 end

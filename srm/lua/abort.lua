@@ -1,28 +1,30 @@
 -- abort: undo a setup whose outcome the API does not know (Redis timed out mid-call).
 -- If the setup ran, the session is ended (TEARDOWN). If it has not run yet, a tombstone
--- session record is written so that a late setup with this sessionId creates nothing; the
--- reaper removes the tombstone after the retention.
+-- record is written so that a late setup with this sessionId creates nothing; the reaper
+-- removes the tombstone after the retention.
 --
--- KEYS[1] sess       srm:{sK}:sess:<sid>        hash
--- KEYS[2..11] the account's lifecycle keys (AccountKeys.lifecycle, see end.lua)
+-- KEYS[1..8] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)  ARGV[5] events (_events.lua)
--- Returns 1 ended, 2 already ended, 3 tombstone written, -2 sessionId of another account.
+-- Returns 1 ended, 2 already ended (or denied), 3 tombstone written.
 local now = server_time(ARGV[1])
 local sid, account = ARGV[2], ARGV[3]
-local acct = account_keys(account, 2)
+local acct = account_keys(account, 1)
 events_config(ARGV[5])
-local purge_at = now + tonumber(ARGV[4])
-local owner = redis.call('HGET', KEYS[1], 'acct')
-if owner and owner ~= account then
-  return -2
+local legacy = legacy_first(acct)
+if legacy then
+  return legacy
 end
-if not owner then
-  redis.call('HSET', KEYS[1], 'acct', account, 'tomb', 1)
+local purge_at = now + tonumber(ARGV[4])
+local v = redis.call('HGET', acct.state, sid)
+if not v then
+  redis.call('HSET', acct.state, sid, 'T')
   redis.call('ZADD', acct.reap, purge_at, account .. '/' .. sid)
   return 3
 end
-if end_session(acct, sid, 'TEARDOWN', now, purge_at, nil) == 1 then
-  return 1
+local deadline = active_deadline(v)
+if not deadline then
+  return 2
 end
-return 2
+deadline_left(acct, deadline, nil, end_session(acct, sid, v, 'TEARDOWN', now, purge_at, nil))
+return 1

@@ -1,58 +1,59 @@
--- audit: check account counters and rule counters against what they count, repair drift.
+-- audit: check account counters, rule counters and due scores against what they count,
+-- repair drift.
 --
--- for account i (i = 1..n): KEYS[3i-2] active  srm:{sK}:acct:<a>:active
---                           KEYS[3i-1] count   srm:{sK}:acct:<a>:count
---                           KEYS[3i]   rules   srm:{sK}:acct:<a>:rules
--- (all accounts of one call live in the same shard)
--- The truth of a rule counter is the number of ACTIVE sessions whose recorded groups (the
--- sessionId fields of the rules hash) name it; a sessionId field of a session that is not
--- active is dropped. Returns a flat list {i, counter before, ZCARD, rule repairs} for every
--- account with any repair.
+-- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua)
+-- for account i (i = 1..n): its own keys (AccountKeys.own) at KEYS[2i+5], KEYS[2i+6], its id
+-- ARGV[i] (all accounts of one call live in the shard)
+-- The truth of the account counter is the number of ACTIVE records; of a rule counter, the
+-- number of ACTIVE sessions whose groups name it; of the due score, the earliest ACTIVE
+-- deadline. Returns a flat list {i, counter before, truth, other repairs} for every account
+-- with any repair.
 local repaired = {}
-for i = 1, #KEYS / 3 do
-  local active, count, rules = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local truth = redis.call('ZCARD', active)
-  local counter = tonumber(redis.call('GET', count) or '0') or -1
-  local account_fixed = counter ~= truth
-  if account_fixed then
+for i = 1, #ARGV do
+  local acct = account_in_shard(ARGV[i], 2 * i + 5, 1)
+  migrate(acct)
+  local records, all = active_records(acct)
+  local truth = #records
+  local counter = tonumber(all[N] or '0') or -1
+  if counter ~= truth then
     if truth == 0 then
-      redis.call('DEL', count)
+      redis.call('HDEL', acct.state, N)
     else
-      redis.call('SET', count, truth)
+      redis.call('HSET', acct.state, N, truth)
     end
   end
-  local want, have, fixes = {}, {}, 0
-  local fields = redis.call('HGETALL', rules)
-  for j = 1, #fields, 2 do
-    local field, value = fields[j], fields[j + 1]
-    if string.find(field, ':', 1, true) then
-      have[field] = tonumber(value) or -1
-    elseif redis.call('ZSCORE', active, field) then
-      for _, group in ipairs(rule_groups(value)) do
-        want[group] = (want[group] or 0) + 1
-      end
-    else
-      redis.call('HDEL', rules, field)
-      fixes = fixes + 1
+  local want, fixes = {}, 0
+  for _, r in ipairs(records) do
+    local s = record_strings(all[r[1]])
+    for _, field in ipairs(group_fields(s[6], s[1], s[2])) do
+      want[field] = (want[field] or 0) + 1
     end
   end
-  for group, n in pairs(have) do
-    if want[group] ~= n then
+  for field, value in pairs(all) do
+    if string.sub(field, 1, 1) == '=' and want[field] ~= tonumber(value) then
       fixes = fixes + 1
-      if want[group] then
-        redis.call('HSET', rules, group, want[group])
+      if want[field] then
+        redis.call('HSET', acct.state, field, want[field])
       else
-        redis.call('HDEL', rules, group)
+        redis.call('HDEL', acct.state, field)
       end
     end
   end
-  for group, n in pairs(want) do
-    if have[group] == nil then
+  for field, n in pairs(want) do
+    if all[field] == nil then
       fixes = fixes + 1
-      redis.call('HSET', rules, group, n)
+      redis.call('HSET', acct.state, field, n)
     end
   end
-  if account_fixed or fixes > 0 then
+  local score = redis.call('ZSCORE', acct.due, acct.id)
+  if truth == 0 and score then
+    redis.call('ZREM', acct.due, acct.id)
+    fixes = fixes + 1
+  elseif truth > 0 and (not score or tonumber(score) > records[1][2]) then
+    redis.call('ZADD', acct.due, records[1][2], acct.id)
+    fixes = fixes + 1
+  end
+  if counter ~= truth or fixes > 0 then
     table.insert(repaired, i)
     table.insert(repaired, counter)
     table.insert(repaired, truth)

@@ -1,12 +1,7 @@
 -- end: teardown (client or operator) of one session, exactly once however often it is
 -- retried or raced. A session whose deadline has already passed ends as TIMEOUT.
 --
--- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle):
---   active srm:{sK}:acct:<a>:active zset, count srm:{sK}:acct:<a>:count string,
---   ended srm:{sK}:acct:<a>:ended hash, rules srm:{sK}:acct:<a>:rules hash,
---   deadlines srm:{sK}:deadlines zset, reap srm:{sK}:reap zset,
---   usage srm:{sK}:acct:<a>:usage hash, events srm:{sK}:events stream,
---   sessions srm:{sK}:sess: and denials srm:{sK}:denials: (the shard's prefixes)
+-- KEYS[1..8] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] reason  ARGV[5] retention (ms)
 -- ARGV[6] events (_events.lua)
@@ -16,16 +11,27 @@ local now = server_time(ARGV[1])
 local sid = ARGV[2]
 local acct = account_keys(ARGV[3], 1)
 events_config(ARGV[6])
-local score = redis.call('ZSCORE', acct.active, sid)
-if score then
-  if tonumber(score) <= now then
-    end_session(acct, sid, 'TIMEOUT', score, now + tonumber(ARGV[5]), nil)
-    return 3
-  end
-  end_session(acct, sid, ARGV[4], now, now + tonumber(ARGV[5]), nil)
-  return 1
+local legacy = legacy_first(acct)
+if legacy then
+  return legacy
 end
-if redis.call('HEXISTS', acct.ended, sid) == 1 then
+local v = redis.call('HGET', acct.state, sid)
+if not v then
+  return 0
+end
+local _, _, deadline, _, reason = record_times(v)
+if not deadline then
+  return 0
+end
+if reason then
   return 2
 end
-return 0
+local purge_at = now + tonumber(ARGV[5])
+local status, left = 1, nil
+if deadline <= now then
+  status, left = 3, end_session(acct, sid, v, 'TIMEOUT', deadline, purge_at, nil)
+else
+  left = end_session(acct, sid, v, ARGV[4], now, purge_at, nil)
+end
+deadline_left(acct, deadline, nil, left)
+return status

@@ -1,7 +1,8 @@
--- end_all: end up to ARGV[4] ACTIVE sessions of one account (operator), lapsed ones as TIMEOUT.
+-- end_all: end up to ARGV[4] ACTIVE sessions of one account (operator), lapsed ones as
+-- TIMEOUT at their deadline, oldest keep-alive first.
 --
--- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, see end.lua)
--- KEYS[11] marker  srm:{sK}:endall:<callId>  string: ended with ARGV[3] by this call so far
+-- KEYS[1..8] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[9] marker  srm:{sK}:endall:<callId>  string: ended with ARGV[3] by this call so far
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] accountId  ARGV[3] reason  ARGV[4] batch  ARGV[5] retention (ms)
 -- ARGV[6] lifetime of the marker (ms)  ARGV[7] events (_events.lua)
@@ -10,13 +11,31 @@
 local now = server_time(ARGV[1])
 local acct = account_keys(ARGV[2], 1)
 events_config(ARGV[7])
-local purge_at = now + tonumber(ARGV[5])
-local lapsed = end_lapsed(acct, now, purge_at, tonumber(ARGV[4]))
-local ids = redis.call('ZRANGE', acct.active, 0, tonumber(ARGV[4]) - 1)
-local n = 0
-for _, sid in ipairs(ids) do
-  n = n + end_session(acct, sid, ARGV[3], now, purge_at, nil)
+local legacy = legacy_first(acct)
+if legacy then
+  return legacy
 end
-local total = redis.call('INCRBY', KEYS[11], n)
-redis.call('PEXPIRE', KEYS[11], tonumber(ARGV[6]))
-return {n, lapsed, redis.call('ZCARD', acct.active), total}
+local purge_at = now + tonumber(ARGV[5])
+local batch = tonumber(ARGV[4])
+local records, all = active_records(acct)
+local n, lapsed, queued = 0, 0, {}
+for i = 1, math.min(batch, #records) do
+  local sid, deadline = records[i][1], records[i][2]
+  if deadline <= now then
+    end_session(acct, sid, all[sid], 'TIMEOUT', deadline, purge_at, nil, queued)
+    lapsed = lapsed + 1
+  else
+    end_session(acct, sid, all[sid], ARGV[3], now, purge_at, nil, queued)
+    n = n + 1
+  end
+end
+variadic('ZADD', acct.reap, queued)
+local first = records[n + lapsed + 1]  -- the earliest deadline left
+if first then
+  redis.call('ZADD', acct.due, first[2], acct.id)
+else
+  redis.call('ZREM', acct.due, acct.id)
+end
+local total = redis.call('INCRBY', KEYS[9], n)
+redis.call('PEXPIRE', KEYS[9], tonumber(ARGV[6]))
+return {n, lapsed, #records - n - lapsed, total}

@@ -1,36 +1,60 @@
--- purge: remove ENDED sessions of one shard whose retention has passed, with every key and
--- index entry that mentions them. The caller read the due members first (ZRANGEBYSCORE reap,
+-- purge: remove ENDED sessions of one shard whose retention has passed (and tombstones and
+-- denied setups' records). The caller read the due members first (ZRANGEBYSCORE reap,
 -- bounded); each is re-checked here, so two reapers never remove anything twice.
 --
--- KEYS[1] reap  srm:{sK}:reap   zset member -> removal time
--- then for member i (i = 1..n):
--- KEYS[3i-1] sess    srm:{sK}:sess:<sid>          KEYS[3i] active  srm:{sK}:acct:<a>:active
--- KEYS[3i+1] ended   srm:{sK}:acct:<a>:ended
+-- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, events,
+-- denials, legacy_sessions (the 0.x record prefix), legacy_deadlines
+-- then for member i (i = 1..n), its account's own keys (AccountKeys.own) at KEYS[2i+5],
+-- KEYS[2i+6]
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[1+i] member "<accountId>/<sessionId>"
 -- Returns {removed, skipped because still active}.
+-- An account hash left with no session record expires USAGE_DAYS later (its usage).
 local now = server_time(ARGV[1])
 local removed, skipped = 0, 0
--- the batch's removals from the reap queue and its record keys, in one variadic ZREM and
--- one DEL at the end (the members are distinct)
-local dequeued, records = {}, {}
+-- the batch's removals from the reap queue in one variadic ZREM at the end (the members are
+-- distinct); the accounts that lost a record, checked once each at the end
+local dequeued, touched = {}, {}
 for i = 1, #ARGV - 1 do
   local mbr = ARGV[1 + i]
-  local due = redis.call('ZSCORE', KEYS[1], mbr)
+  local due = redis.call('ZSCORE', KEYS[2], mbr)
   if due and tonumber(due) <= now then
-    local sess, active, endedk = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-    local sid = string.sub(mbr, -36)
+    local sid, state = string.sub(mbr, -36), KEYS[2 * i + 5]
     dequeued[#dequeued + 1] = mbr
-    if redis.call('ZSCORE', active, sid) then
+    local v = redis.call('HGET', state, sid)
+    if not v then  -- queued by 0.x: its account moves first
+      local acct = account_in_shard(string.sub(mbr, 1, -38), 2 * i + 5, 1)
+      if migrate(acct) == 1 then
+        v = redis.call('HGET', state, sid)
+      end
+    end
+    if v and active_deadline(v) then
       -- never remove a session that is still active; it is queued again when it ends
       skipped = skipped + 1
     else
-      records[#records + 1] = sess
-      redis.call('HDEL', endedk, sid)
+      if v then
+        redis.call('HDEL', state, sid)
+        touched[state] = true
+      else  -- a 0.x tombstone or denied record (the account's move does not take those)
+        redis.call('DEL', KEYS[5] .. sid)
+      end
       removed = removed + 1
     end
   end
 end
-variadic('ZREM', KEYS[1], dequeued)
-variadic('DEL', nil, records)
+variadic('ZREM', KEYS[2], dequeued)
+for state in pairs(touched) do
+  if redis.call('HEXISTS', state, N) == 0 then
+    local records = false
+    for _, field in ipairs(redis.call('HKEYS', state)) do
+      if #field == 36 then
+        records = true
+        break
+      end
+    end
+    if not records then
+      redis.call('PEXPIRE', state, USAGE_DAYS * DAY_MS)
+    end
+  end
+end
 return {removed, skipped}

@@ -1,45 +1,31 @@
 -- sweep: end ACTIVE sessions of one shard whose keep-alive deadline has passed (TIMEOUT).
--- The caller read the due members first (ZRANGEBYSCORE deadlines, bounded) and passes each
--- one with its account's keys; every member is re-checked here, so a keep-alive, teardown or
--- other reaper that got there first wins and nothing is ended twice.
+-- The caller read the due accounts first (ZRANGEBYSCORE due, bounded) and passes each one
+-- with its keys; every account is re-checked here, so a keep-alive, teardown or other reaper
+-- that got there first wins and nothing is ended twice.
 --
--- KEYS[1] deadlines  srm:{sK}:deadlines   zset member -> deadline
--- KEYS[2] reap       srm:{sK}:reap        zset member -> removal time
--- then for member i (i = 1..n), its account's lifecycle keys (AccountKeys.lifecycle, see
--- end.lua) at KEYS[10i-7] .. KEYS[10i+2]
+-- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, ...
+-- then for account i (i = 1..n), its own keys (AccountKeys.own) at KEYS[2i+5], KEYS[2i+6]
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
--- ARGV[2] retention (ms)  ARGV[3] events (_events.lua)
--- ARGV[3+i] member "<accountId>/<sessionId>"
--- Returns {ended, stale index entries dropped, index entries moved to a later deadline}.
--- The index changes of the batch go in one variadic ZREM and ZADD each at the end.
+-- ARGV[2] retention (ms)  ARGV[3] events (_events.lua)  ARGV[3+i] accountId i
+-- Returns {sessions ended, accounts whose due score moved with nothing ended}. The removal
+-- queue gets the batch's sessions in one variadic ZADD at the end.
 local now = server_time(ARGV[1])
 local purge_at = now + tonumber(ARGV[2])
-local ended, stale, moved = 0, 0, 0
 events_config(ARGV[3])
--- the index changes of the whole batch, applied at the end in one ZREM and one ZADD each
--- (the members are distinct, so no later member reads what an earlier one changed)
-local moves = {unindexed = {}, queued = {}}
-local later = {}
+usage_batch()
+local ended, moved, queued = 0, 0, {}
 for i = 1, #ARGV - 3 do
-  local mbr = ARGV[3 + i]
-  local due = redis.call('ZSCORE', KEYS[1], mbr)
-  if due and tonumber(due) <= now then
-    local sid = string.sub(mbr, -36)
-    local acct = account_keys(string.sub(mbr, 1, -38), 10 * i - 7)
-    local score = redis.call('ZSCORE', acct.active, sid)
-    if not score then
-      moves.unindexed[#moves.unindexed + 1] = mbr
-      stale = stale + 1
-    elseif tonumber(score) <= now then
-      ended = ended + end_session(acct, sid, 'TIMEOUT', score, purge_at, nil, moves)
-    else
-      later[#later + 1] = score
-      later[#later + 1] = mbr
+  local acct = account_in_shard(ARGV[3 + i], 2 * i + 5, 1)
+  migrate(acct)
+  local score = redis.call('ZSCORE', acct.due, acct.id)
+  if score and tonumber(score) <= now then
+    local n = end_lapsed(acct, now, purge_at, 1000, queued)
+    ended = ended + n
+    if n == 0 then
       moved = moved + 1
     end
   end
 end
-variadic('ZREM', KEYS[1], moves.unindexed)
-variadic('ZADD', KEYS[2], moves.queued)
-variadic('ZADD', KEYS[1], later)
-return {ended, stale, moved}
+variadic('ZADD', KEYS[2], queued)
+usage_flush()
+return {ended, moved}

@@ -199,7 +199,7 @@ class Reaper:
             with m.timed("sweep"):
                 swept = await self.store.sweep(shard, batch)
             m.expired.inc(swept.ended)
-            if swept.ended + swept.stale + swept.moved < batch or self.stop.is_set():
+            if max(swept.accounts, swept.migrated) < batch or self.stop.is_set():
                 break
         for _ in range(self.settings.max_batches):
             if self.stop.is_set():

@@ -1,0 +1,275 @@
+-- Shared fragment, prepended to every script that changes an account's sessions (the loader
+-- does this): the account hash, its session records, and the one ACTIVE -> ENDED transition.
+--
+-- An account is a table of its keys (and its id), read from KEYS in the order of
+-- AccountKeys.lifecycle() (srm/keys.py): its own keys, then its shard's; a new kind of key is
+-- one more name here. state: the account hash; legacy: prefix of its SRM 0.x keys
+-- (_legacy.lua); due: the shard's index of earliest deadlines; reap: the shard's purge
+-- queue; events: the shard's stream; denials: prefix of the shard's daily denial rankings;
+-- legacy_sessions, legacy_deadlines: the shard's 0.x record prefix and index.
+local OWN = {'state', 'legacy'}
+local SHARD = {'due', 'reap', 'events', 'denials', 'legacy_sessions', 'legacy_deadlines'}
+
+-- The account hash holds, besides its session records (field: sessionId), the field N (the
+-- ACTIVE count), rule counters "=<rule>:<group>" and usage days (digits only).
+local N = 'n'
+
+-- legacy_first: when the account has data of SRM 0.x, an error reply asking the caller to
+-- move it first (migrate.lua) and call again; nil otherwise. A script that changes one
+-- account returns it before any write: a request then costs two more calls, once.
+local function legacy_first(acct)
+  local p = acct.legacy
+  if redis.call('EXISTS', p .. 'active', p .. 'ended', p .. 'usage') > 0 then
+    return redis.error_reply('SRMLEGACY the account holds data of SRM 0.x: move it first')
+  end
+end
+
+-- account_in_shard: the account *id* whose own keys start at KEYS[own], its shard's at
+-- KEYS[shard] (a script working on many accounts of one shard gets the shard's once).
+local function account_in_shard(id, own, shard)
+  local acct = {id = id}
+  for j, name in ipairs(OWN) do
+    acct[name] = KEYS[own + j - 1]
+  end
+  for j, name in ipairs(SHARD) do
+    acct[name] = KEYS[shard + j - 1]
+  end
+  return acct
+end
+
+-- account_keys: the account *id* whose lifecycle keys start at KEYS[first].
+local function account_keys(id, first)
+  return account_in_shard(id, first, first + #OWN)
+end
+
+-- Session records (srm/records.py reads them the same way), times in ms:
+--   ACTIVE  "<created>,<ka - created>,<deadline - ka>;" then L(dev) L(cid) L(ctype) L(dt) L(q)
+--           L(groups)
+--   ENDED   "<created>,<ka - created>,<deadline - ka>,<endedAt - created>,<REASON>;" then the
+--           same strings and L(byDeviceId) ('' when no device's setup ended it)
+--   "T"     tombstone: a setup given up on (abort.lua); "D<rule>,<max>": a denied setup
+-- where L(s) is "<byte length>:<s>", so any deviceId or contentID is safe. dt is '' for the
+-- default device type, q '' for none; groups are the rule groups the session counts in, as
+-- "<rule>[/d|/c],...": per account, per device, per content (rule names are [a-z0-9-]).
+local function L(s)
+  return #s .. ':' .. s
+end
+
+-- the ACTIVE record of a new session
+local function record_new(now, deadline, dev, cid, ctype, dt, q, groups)
+  return now .. ',0,' .. (deadline - now) .. ';' .. L(dev) .. L(cid) .. L(ctype) .. L(dt) ..
+    L(q) .. L(groups)
+end
+
+-- record_times: created, ka, deadline and (ENDED) endedAt, reason of a record; nil for a
+-- tombstone or a denial.
+local function record_times(v)
+  local c, k, d, e, reason = string.match(v, '^(-?%d+),(-?%d+),(-?%d+),?(-?%d*),?(%u*);')
+  if not c then
+    return nil
+  end
+  local created = tonumber(c)
+  local ka = created + tonumber(k)
+  local deadline = ka + tonumber(d)
+  if reason ~= '' then
+    return created, ka, deadline, created + tonumber(e), reason
+  end
+  return created, ka, deadline
+end
+
+-- active_deadline: the deadline of an ACTIVE record, nil for any other record
+local function active_deadline(v)
+  local c, k, d, sep = string.match(v, '^(-?%d+),(-?%d+),(-?%d+)([,;])')
+  if sep ~= ';' then
+    return nil
+  end
+  return tonumber(c) + tonumber(k) + tonumber(d)
+end
+
+-- record_strings: dev, cid, ctype, dt, q, groups and by (ENDED) of a record; '' for any a
+-- damaged record lacks (srm/records.py reads it the same way), so a damaged session still
+-- ends cleanly (the audit then repairs the rule counters it could not name)
+local function record_strings(v)
+  local out, pos = {}, (string.find(v, ';', 1, true) or #v) + 1
+  while pos <= #v do
+    local colon = string.find(v, ':', pos, true)
+    local n = colon and tonumber(string.sub(v, pos, colon - 1))
+    if not n then
+      break
+    end
+    out[#out + 1] = string.sub(v, colon + 1, colon + n)
+    pos = colon + n + 1
+  end
+  for i = #out + 1, 7 do
+    out[i] = ''
+  end
+  return out
+end
+
+-- record_moved: the ACTIVE record v with keep-alive time ka and a new deadline
+local function record_moved(v, ka, deadline)
+  local created = record_times(v)
+  local semi = string.find(v, ';', 1, true)
+  return created .. ',' .. (ka - created) .. ',' .. (deadline - ka) .. string.sub(v, semi)
+end
+
+-- record_ended: the ACTIVE record v, ended at ended_at for reason (by: deviceId or '')
+local function record_ended(v, ended_at, reason, by)
+  local semi = string.find(v, ';', 1, true)
+  local created = tonumber(string.match(v, '^(-?%d+)'))
+  return string.sub(v, 1, semi - 1) .. ',' .. (ended_at - created) .. ',' .. reason ..
+    string.sub(v, semi) .. L(by)
+end
+
+-- group_fields: the rule counter fields a session counts in, from its groups and ids
+local function group_fields(groups, dev, cid)
+  local out = {}
+  for ref in string.gmatch(groups, '[^,]+') do
+    local name, per = string.match(ref, '^([^/]+)/?(%a?)$')
+    local group = ''
+    if per == 'd' then
+      group = dev
+    elseif per == 'c' then
+      group = cid
+    end
+    out[#out + 1] = '=' .. name .. ':' .. group
+  end
+  return out
+end
+
+-- active_records: {sessionId, deadline} of every ACTIVE session of the account, lapsed ones
+-- included, oldest keep-alive (earliest deadline) first, ties by sessionId; and the whole
+-- hash as a table field -> value.
+local function active_records(acct)
+  local flat = redis.call('HGETALL', acct.state)
+  local out, all = {}, {}
+  for i = 1, #flat, 2 do
+    local field, value = flat[i], flat[i + 1]
+    all[field] = value
+    if #field == 36 then
+      local deadline = active_deadline(value)
+      if deadline then
+        out[#out + 1] = {field, deadline}
+      end
+    end
+  end
+  table.sort(out, function(a, b)
+    if a[2] ~= b[2] then
+      return a[2] < b[2]
+    end
+    return a[1] < b[1]
+  end)
+  return out, all
+end
+
+-- index: set the account's due score to its earliest ACTIVE deadline (remove it when none is
+-- left)
+local function index(acct)
+  local first = active_records(acct)[1]
+  if not first then
+    redis.call('ZREM', acct.due, acct.id)
+  else
+    redis.call('ZADD', acct.due, first[2], acct.id)
+  end
+end
+
+-- BIG: above this many fields, a keep-alive or teardown does not read the whole account to
+-- make its due score exact; the score stays earlier than needed and the sweep moves it.
+local BIG = 128
+
+-- deadline_left: the deadline `old` of one ACTIVE session of the account moved later (to
+-- `new`) or ended (`new` nil); `left`: the ACTIVE sessions the account has now. Keeps the
+-- due score the earliest ACTIVE deadline, or removes it when none is left; an account of
+-- more than BIG fields keeps an earlier score (still never later than any deadline).
+local function deadline_left(acct, old, new, left)
+  if left <= 0 then
+    redis.call('ZREM', acct.due, acct.id)
+    return
+  end
+  if left == 1 and new then
+    redis.call('ZADD', acct.due, new, acct.id)
+    return
+  end
+  local score = redis.call('ZSCORE', acct.due, acct.id)
+  if score and tonumber(score) < old then
+    return  -- an earlier deadline holds the score: it stays right
+  end
+  if redis.call('HLEN', acct.state) <= BIG then
+    index(acct)
+  elseif not score then
+    redis.call('ZADD', acct.due, old, acct.id)
+  end
+end
+
+-- end_session: the one ACTIVE -> ENDED transition of session `sid` whose ACTIVE record is
+-- `v` (the caller read it: only an ACTIVE record is ever ended, so however many callers race,
+-- exactly one does it). It decrements the account counter and the rule counters the session
+-- counts in, records the end, counts usage, emits session.ended and queues the session for
+-- removal. The due score is the caller's to fix (deadline_left or index).
+--   reason: TEARDOWN|TIMEOUT|OPERATOR|EVICTED|REPLACED; ended_at: ms
+--   purge_at: ms when the reaper may remove it; by: deviceId whose setup ended it, or nil
+--   queued: nil, or a table collecting {purge_at, member, ...} for the caller's one ZADD
+-- Returns the ACTIVE sessions left.
+local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
+  local left = redis.call('HINCRBY', acct.state, N, -1)
+  local s = record_strings(v)
+  local gone = {}  -- the counters this brings to 0 (and N), in one HDEL
+  if left <= 0 then
+    gone[1] = N
+  end
+  for _, field in ipairs(group_fields(s[6], s[1], s[2])) do
+    if redis.call('HINCRBY', acct.state, field, -1) <= 0 then
+      gone[#gone + 1] = field
+    end
+  end
+  if #gone > 0 then
+    redis.call('HDEL', acct.state, unpack(gone))
+  end
+  redis.call('HSET', acct.state, sid, record_ended(v, ended_at, reason, by or ''))
+  local created = record_times(v)
+  session_ended(acct, sid, s, reason, ended_at, math.max(0, ended_at - created), left + 1)
+  local mbr = acct.id .. '/' .. sid
+  if queued then
+    queued[#queued + 1] = purge_at
+    queued[#queued + 1] = mbr
+  else
+    redis.call('ZADD', acct.reap, purge_at, mbr)
+  end
+  return math.max(left, 0)
+end
+
+-- variadic: redis.call(command, key, ...items), or redis.call(command, ...items) when key is
+-- nil, at most UNPACK_MAX items a call (Lua's unpack has a stack limit); nothing when empty.
+local UNPACK_MAX = 1000
+local function variadic(command, key, items)
+  for first = 1, #items, UNPACK_MAX do
+    local last = math.min(#items, first + UNPACK_MAX - 1)
+    if key then
+      redis.call(command, key, unpack(items, first, last))
+    else
+      redis.call(command, unpack(items, first, last))
+    end
+  end
+end
+
+-- end_lapsed: ends up to `max` ACTIVE sessions of the account whose deadline is <= now, each
+-- with endReason TIMEOUT at its own deadline, then makes the due score exact. Returns how
+-- many it ended. queued: as for end_session.
+local function end_lapsed(acct, now, purge_at, max, queued)
+  local records, all = active_records(acct)
+  local n = 0
+  for _, r in ipairs(records) do
+    if r[2] > now or n >= max then
+      break
+    end
+    end_session(acct, r[1], all[r[1]], 'TIMEOUT', r[2], purge_at, nil, queued)
+    n = n + 1
+  end
+  local first = records[n + 1]  -- the earliest deadline left
+  if first then
+    redis.call('ZADD', acct.due, first[2], acct.id)
+  else
+    redis.call('ZREM', acct.due, acct.id)
+  end
+  return n
+end

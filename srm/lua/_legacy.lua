@@ -1,0 +1,136 @@
+-- Shared fragment, prepended to every script that reads or changes an account (the loader
+-- does this): moves the account's data written by SRM 0.x into the account hash, once.
+--
+-- 0.x kept, per account, keys named by the prefix acct.legacy ("srm:{sK}:acct:<a>:"):
+-- active (zset sessionId -> deadline), count (string), ended (hash sessionId ->
+-- "REASON|endedAt[|by]"), rules (hash: counters "<rule>:<group>" and sessionId -> groups as
+-- "<len>:<field>..."), usage (hash day -> "started,denied,TEARDOWN,TIMEOUT,OPERATOR,EVICTED,
+-- REPLACED,watched,peak"); per session a record hash acct.legacy_sessions .. sessionId
+-- (acct, dev, dt, cid, ctype, q, created, ka); and per shard the index
+-- acct.legacy_deadlines ("<accountId>/<sessionId>" -> deadline). Its purge queue is the
+-- current one, unchanged. The move merges into what the account hash holds already (a 0.x
+-- process may still write during a rolling upgrade), derives the rule counters from the
+-- sessions' groups, and deletes the 0.x keys. It writes no event: nothing happened.
+
+-- legacy_groups: 0.x groups ("<len>:<rule>:<group>"...) as group references (_account.lua)
+local function legacy_groups(encoded, dev, cid)
+  local refs, pos = {}, 1
+  while pos <= #encoded do
+    local colon = string.find(encoded, ':', pos, true)
+    local n = tonumber(string.sub(encoded, pos, colon - 1))
+    local field = string.sub(encoded, colon + 1, colon + n)
+    pos = colon + n + 1
+    local name, group = string.match(field, '^([^:]+):(.*)$')
+    if group == '' then
+      refs[#refs + 1] = name
+    elseif group == dev then
+      refs[#refs + 1] = name .. '/d'
+    elseif group == cid then
+      refs[#refs + 1] = name .. '/c'
+    end
+  end
+  return table.concat(refs, ',')
+end
+
+-- legacy_record: the ACTIVE record (_account.lua) of a 0.x session with this deadline
+local function legacy_record(acct, sid, deadline, groups)
+  local r = redis.call('HMGET', acct.legacy_sessions .. sid, 'dev', 'dt', 'cid', 'ctype', 'q',
+    'created', 'ka')
+  local dev, cid = r[1] or '', r[3] or ''
+  local ka = tonumber(r[7]) or deadline
+  local created = tonumber(r[6]) or ka
+  return created .. ',' .. (ka - created) .. ',' .. (deadline - ka) .. ';' .. L(dev) .. L(cid) ..
+    L(r[4] or '') .. L(r[2] or '') .. L(r[5] or '') .. L(legacy_groups(groups or '', dev, cid))
+end
+
+-- 0.x usage order -> the account hash's (USAGE in _events.lua)
+local LEGACY_USAGE = {1, 4, 5, 6, 7, 8, 9, 3, 2}
+
+local function migrate(acct)
+  local p = acct.legacy
+  local active_key, ended_key, usage_key = p .. 'active', p .. 'ended', p .. 'usage'
+  local rules_key, count_key = p .. 'rules', p .. 'count'
+  if redis.call('EXISTS', active_key, ended_key, usage_key, rules_key, count_key) == 0 then
+    return 0
+  end
+  local groups = {}
+  local flat = redis.call('HGETALL', rules_key)
+  for i = 1, #flat, 2 do
+    groups[flat[i]] = flat[i + 1]
+  end
+  local records, members, counters = {}, {}, {}
+  local active = redis.call('ZRANGE', active_key, 0, -1, 'WITHSCORES')
+  local earliest
+  for i = 1, #active, 2 do
+    local sid, deadline = active[i], tonumber(active[i + 1])
+    local v = legacy_record(acct, sid, deadline, groups[sid])
+    local s = record_strings(v)
+    for _, field in ipairs(group_fields(s[6], s[1], s[2])) do
+      counters[field] = (counters[field] or 0) + 1
+    end
+    records[#records + 1] = sid
+    records[#records + 1] = v
+    members[#members + 1] = acct.id .. '/' .. sid
+    if not earliest or deadline < earliest then
+      earliest = deadline
+    end
+  end
+  local sessions = #active / 2
+  flat = redis.call('HGETALL', ended_key)
+  for i = 1, #flat, 2 do
+    local sid = flat[i]
+    local reason, at, by = string.match(flat[i + 1], '^(%u+)|(%d+)|?(.*)$')
+    if reason then
+      local v = legacy_record(acct, sid, tonumber(at), groups[sid])
+      records[#records + 1] = sid
+      records[#records + 1] = record_ended(v, tonumber(at), reason, by)
+      sessions = sessions + 1
+    end
+  end
+  if #records > 0 then
+    variadic('HSET', acct.state, records)
+  end
+  if #active > 0 then
+    redis.call('HINCRBY', acct.state, N, #active / 2)
+    for field, n in pairs(counters) do
+      redis.call('HINCRBY', acct.state, field, n)
+    end
+    redis.call('ZADD', acct.due, 'LT', earliest, acct.id)
+    variadic('ZREM', acct.legacy_deadlines, members)
+  end
+  flat = redis.call('HGETALL', usage_key)
+  for i = 1, #flat, 2 do
+    local old = {}
+    for number in string.gmatch(flat[i + 1], '[^,]+') do
+      old[#old + 1] = tonumber(number)
+    end
+    local v = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+    local kept = redis.call('HGET', acct.state, flat[i])
+    if kept then
+      local j = 1
+      for number in string.gmatch(kept, '[^,]+') do
+        v[j] = tonumber(number)
+        j = j + 1
+      end
+    end
+    for j, to in ipairs(LEGACY_USAGE) do
+      if to == 2 then
+        v[to] = math.max(v[to], old[j] or 0)
+      else
+        v[to] = v[to] + (old[j] or 0)
+      end
+    end
+    redis.call('HSET', acct.state, flat[i], table.concat(v, ','))
+  end
+  local gone = {active_key, ended_key, usage_key, rules_key, count_key}
+  for i = 1, #records, 2 do
+    gone[#gone + 1] = acct.legacy_sessions .. records[i]
+  end
+  variadic('DEL', nil, gone)
+  if sessions > 0 then
+    redis.call('PERSIST', acct.state)
+  elseif redis.call('TTL', acct.state) == -1 and redis.call('HEXISTS', acct.state, N) == 0 then
+    redis.call('PEXPIRE', acct.state, USAGE_DAYS * DAY_MS)
+  end
+  return 1
+end

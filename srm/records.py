@@ -1,0 +1,164 @@
+"""The account hash as Python reads it: session records and usage days.
+
+``srm/lua/_account.lua`` writes them and describes the layout; this module is its reader, so
+the two change together (tests/test_records.py holds them to each other).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from srm.model import (
+    DEFAULT_DEVICE_TYPE,
+    NO_TIMEOUT_MS,
+    USAGE_REASONS,
+    DayUsage,
+    Ended,
+    EndReason,
+    Session,
+    State,
+)
+
+SESSION_ID_LENGTH = 36
+COUNT_FIELD = "n"
+_NUMBERS = re.compile(r"(-?\d+),(-?\d+),(-?\d+)(?:,(-?\d+),([A-Z]+))?;")
+# usage fields in their packed order (USAGE in _events.lua); trailing zeros are left out
+_USAGE_ORDER = ("started", "peak", "watched", "denied", *USAGE_REASONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A session record of the account hash (times in ms)."""
+
+    created: int
+    keep_alive: int
+    deadline: int
+    device_id: str
+    content_id: str
+    content_type: str
+    device_type: str  # '' for the default
+    quality: str
+    groups: str
+    ended_at: int | None = None
+    reason: EndReason | None = None
+    by_device_id: str = ""
+
+    @property
+    def ended(self) -> Ended | None:
+        if self.reason is None or self.ended_at is None:
+            return None
+        return Ended(self.reason, self.ended_at, self.by_device_id or None)
+
+
+def is_session_field(field: str) -> bool:
+    return len(field) == SESSION_ID_LENGTH
+
+
+def parse(value: str) -> Record | None:
+    """The record *value* holds; None for a tombstone, a denied setup or an unreadable value
+    (never an error: a partial or foreign value reads as no session)."""
+    match = _NUMBERS.match(value)
+    if match is None:
+        return None
+    created, ka_off, deadline_off, ended_off, reason_text = match.groups()
+    strings = _strings(value.encode(), len(match.group(0).encode()))
+    strings += [""] * (7 - len(strings))  # a damaged record: '' for what it lacks
+    created_ms = int(created)
+    ka = created_ms + int(ka_off)
+    reason = None
+    if reason_text is not None:
+        try:
+            reason = EndReason(reason_text)
+        except ValueError:
+            return None
+    return Record(
+        created=created_ms,
+        keep_alive=ka,
+        deadline=ka + int(deadline_off),
+        device_id=strings[0],
+        content_id=strings[1],
+        content_type=strings[2],
+        device_type=strings[3],
+        quality=strings[4],
+        groups=strings[5],
+        ended_at=created_ms + int(ended_off) if ended_off is not None else None,
+        reason=reason,
+        by_device_id=strings[6],
+    )
+
+
+def _strings(raw: bytes, pos: int) -> list[str]:
+    """The length-prefixed strings of a record from byte *pos* on, up to the first damaged
+    one (record_strings in _account.lua reads them the same way)."""
+    out = []
+    while pos < len(raw):
+        colon = raw.find(b":", pos)
+        try:
+            n = int(raw[pos:colon]) if colon >= 0 else -1
+        except ValueError:
+            break
+        if n < 0:
+            break
+        out.append(raw[colon + 1 : colon + 1 + n].decode(errors="replace"))
+        pos = colon + 1 + n
+    return out
+
+
+def session(session_id: str, value: str | None, now: int, account_id: str) -> Session | None:
+    """The session as callers see it; None when *value* is no session (missing, a tombstone,
+    a denied setup). A lapsed ACTIVE record reads as ENDED with TIMEOUT at its deadline."""
+    return session_of(session_id, parse(value) if value is not None else None, now, account_id)
+
+
+def session_of(session_id: str, record: Record | None, now: int, account_id: str) -> Session | None:
+    """The session a parsed record stands for (see session)."""
+    if record is None:
+        return None
+    state, reason, ended_at, expires_at = State.ACTIVE, None, None, None
+    if record.reason is not None:
+        state, reason, ended_at = State.ENDED, record.reason, record.ended_at
+    elif record.deadline <= now:
+        state, reason, ended_at = State.ENDED, EndReason.TIMEOUT, record.deadline
+    elif record.deadline - record.keep_alive < NO_TIMEOUT_MS:
+        expires_at = record.deadline
+    return Session(
+        session_id=session_id,
+        account_id=account_id,
+        device_id=record.device_id,
+        content_id=record.content_id,
+        content_type=record.content_type,
+        state=state,
+        created_at=record.created,
+        last_keep_alive_at=record.keep_alive,
+        expires_at=expires_at,
+        ended_at=ended_at,
+        end_reason=reason,
+        device_type=record.device_type or DEFAULT_DEVICE_TYPE,
+        quality=record.quality or None,
+    )
+
+
+def ended_text(value: str) -> Ended:
+    """keepalive.lua's answer for a session that ended: ``REASON|endedAtMs[|byDeviceId]``."""
+    reason, _, rest = value.partition("|")
+    at, sep, by = rest.partition("|")
+    return Ended(EndReason(reason), int(float(at)), by if sep else None)
+
+
+def is_day_field(field: str) -> bool:
+    return field.isdigit() and field.isascii()
+
+
+def day_usage(day: int, packed: str) -> DayUsage:
+    """A usage day field's value (see usage_add in _events.lua)."""
+    numbers = [int(part) for part in packed.split(",") if part]
+    v = dict(zip(_USAGE_ORDER, numbers + [0] * (len(_USAGE_ORDER) - len(numbers)), strict=False))
+    return DayUsage(
+        day=day,
+        started=v["started"],
+        denied=v["denied"],
+        ended=tuple(v[reason] for reason in USAGE_REASONS),
+        watched_ms=v["watched"],
+        peak_active=v["peak"],
+    )
