@@ -106,9 +106,9 @@ local function record_strings(v)
   return out
 end
 
--- record_moved: the ACTIVE record v with keep-alive time ka and a new deadline
-local function record_moved(v, ka, deadline)
-  local created = record_times(v)
+-- record_moved: the ACTIVE record v, created at `created`, with keep-alive time ka and a new
+-- deadline
+local function record_moved(v, created, ka, deadline)
   local semi = string.find(v, ';', 1, true)
   return created .. ',' .. (ka - created) .. ',' .. (deadline - ka) .. string.sub(v, semi)
 end
