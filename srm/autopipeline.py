@@ -25,8 +25,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 from hiredis import pack_command
 from redis import exceptions as rx
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import ConnectionPool
 from redis.commands.core import AsyncScript
 
@@ -51,9 +53,11 @@ class _Batch:
 class _Call:
     __slots__ = ("args", "future", "script")
 
-    def __init__(self, script: AsyncScript, args: list[Any], future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, script: AsyncScript, args: tuple[Any, ...], future: asyncio.Future[Any]
+    ) -> None:
         self.script = script
-        self.args = args
+        self.args = args  # the whole command: EVALSHA, sha, key count, keys, arguments
         self.future = future
 
 
@@ -83,7 +87,7 @@ class AutoPipeline:
         """Queue one EVALSHA; an awaitable of its reply (or of the error it met)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Call(script, [script.sha, len(keys), *keys, *args], future))
+        self._queue.append(_Call(script, ("EVALSHA", script.sha, len(keys), *keys, *args), future))
         if len(self._queue) == 1:
             loop.call_soon(self._flush)
         return future
@@ -134,7 +138,7 @@ class AutoPipeline:
                 await self._redis.script_load(script.script)
             pending = missing
 
-    async def _client_roundtrip(self, commands: list[list[Any]], batch: _Batch) -> list[Any]:
+    async def _client_roundtrip(self, commands: list[tuple[Any, ...]], batch: _Batch) -> list[Any]:
         """The EVALSHAs through the client's own pipeline; their replies, in order.
 
         A batch passes the store's gate as one call (it holds at most one connection per
@@ -143,13 +147,13 @@ class AutoPipeline:
         """
         pipe = self._redis.pipeline(transaction=False)
         for command in commands:
-            pipe.execute_command("EVALSHA", *command)
+            pipe.execute_command(*command)
         async with self._gate:
             # the cluster client connects and writes inside: from here the batch may have run
             batch.sent = True
             return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
 
-    async def _pooled_roundtrip(self, commands: list[list[Any]], batch: _Batch) -> list[Any]:
+    async def _pooled_roundtrip(self, commands: list[tuple[Any, ...]], batch: _Batch) -> list[Any]:
         """Send the EVALSHAs in one write on one pooled connection; their replies, in order.
 
         Connection failures are retried on a fresh connection by the client's retry policy
@@ -165,25 +169,51 @@ class AutoPipeline:
             await pool.release(conn)
 
     @staticmethod
-    async def _exchange(conn: Any, commands: list[list[Any]], batch: _Batch) -> list[Any]:
+    async def _exchange(conn: Any, commands: list[tuple[Any, ...]], batch: _Batch) -> list[Any]:
         # packed in C by hiredis: redis-py's pure-Python packer was the largest share of its
         # CPU per call (and of the reaper's, whose calls carry thousands of keys)
-        payload = [pack_command(("EVALSHA", *c)) for c in commands]
+        payload = [pack_command(c) for c in commands]
         replies: list[Any] = []
         try:
             batch.sent = True
             await conn.send_packed_command(payload)
+            parser = _hiredis_parser(conn)  # of the connection just written to
             # Only the first reply waits on the socket timeout; the rest of the batch follows
             # it, and the batch as a whole is bounded by the deadline.
             timeout: float | None = None
             for _ in commands:
-                try:
-                    replies.append(await conn.read_response(timeout=timeout))
-                except rx.ResponseError as exc:
-                    replies.append(exc)
+                # most replies of a batch arrive in the read of its first one: those are taken
+                # from the parser's buffer, without read_response's machinery per reply
+                reply = NOT_ENOUGH_DATA
+                if parser is not None and timeout is not None:
+                    reply = parser._reader.gets()
+                    push = parser._hiredis_PushNotificationType
+                    while push is not None and isinstance(reply, push):  # RESP3, as the parser
+                        await parser.handle_push_response(reply)
+                        reply = parser._reader.gets()
+                    if isinstance(reply, rx.ConnectionError):  # as the parser does
+                        raise reply
+                if reply is NOT_ENOUGH_DATA:
+                    try:
+                        reply = await conn.read_response(timeout=timeout)
+                    except rx.ResponseError as exc:
+                        reply = exc
+                replies.append(reply)
                 timeout = math.inf
         except BaseException:
             # a half-read connection must never serve another call
             await conn.disconnect()
             raise
         return replies
+
+
+def _hiredis_parser(conn: Any) -> Any:
+    """*conn*'s redis-py hiredis parser, whose Reader holds the replies read so far
+    (``gets()``: the next whole one, or NOT_ENOUGH_DATA); None with another parser, and then
+    read_response reads every reply."""
+    parser = getattr(conn, "_parser", None)
+    if isinstance(parser, _AsyncHiredisParser) and isinstance(
+        getattr(parser, "_reader", None), hiredis.Reader
+    ):
+        return parser
+    return None

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from redis import exceptions as rx
 from redis.commands.core import AsyncScript
@@ -197,6 +197,15 @@ def _domain_error(operation: str, exc: BaseException) -> SrmError | None:
     return _unavailable(operation, exc, CLOSED_CONNECTION)
 
 
+def _raise_domain_error(operation: str, exc: BaseException) -> NoReturn:
+    """Raise the domain error for *exc* (see _domain_error), or *exc* itself when it is not
+    a Redis failure."""
+    error = _domain_error(operation, exc)
+    if error is None:
+        raise exc
+    raise error from exc
+
+
 # Packages whose AttributeError/TypeError on a closed transport is a connection failure.
 _CLIENT_PACKAGES = ("redis", "asyncio", "uvloop")
 
@@ -361,10 +370,7 @@ class SessionStore:
         try:
             yield
         except _REDIS_FAILURES as exc:
-            error = _domain_error(operation, exc)
-            if error is None:
-                raise
-            raise error from exc
+            _raise_domain_error(operation, exc)
         finally:
             metrics.store_call(operation, time.perf_counter() - started)
 
@@ -411,8 +417,14 @@ class SessionStore:
     ) -> Any:
         if self.replica_acks and changes:
             return await self._guard(name, self._run_replicated(name, keys, args))
-        with self._boundary(name):
+        # the boundary of _boundary, inline: this is every request's path
+        started = time.perf_counter()
+        try:
             return await self._pipeline.call(self._scripts[name], keys, args)
+        except _REDIS_FAILURES as exc:
+            _raise_domain_error(name, exc)
+        finally:
+            metrics.store_call(name, time.perf_counter() - started)
 
     async def _run_replicated(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script, then WAIT for replicas on the same connection, in one round trip.

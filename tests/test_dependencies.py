@@ -19,12 +19,14 @@ import pytest
 import redis
 from aiohttp import web, web_protocol, web_server
 from aiohttp.web_request import BaseRequest
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.commands.core import AsyncScript
 
 from srm.api.protocol import SrmAppRunner, SrmRequestHandler, SrmServer
+from srm.autopipeline import _hiredis_parser
 from tests.redis_servers import RedisProcess
 
 AIOHTTP = f"aiohttp {aiohttp.__version__}"
@@ -200,6 +202,39 @@ async def test_redis_read_timeouts_mean_what_the_autopipeline_expects(
         await conn.send_packed_command(hiredis.pack_command(("BLPOP", "srm-test:none", "1")))
         with pytest.raises(redis.exceptions.TimeoutError):
             await conn.read_response(timeout=None)  # the socket timeout applies
+    finally:
+        await conn.disconnect()
+        await pool.release(conn)
+        await client.aclose()
+
+
+async def test_redis_hiredis_parser_hands_over_buffered_replies(real_redis: RedisProcess) -> None:
+    """The autopipeline takes the replies of a batch that are already buffered straight from
+    the connection's hiredis Reader (conn._parser._reader.gets, NOT_ENOUGH_DATA when none)."""
+    client: Any = redis.asyncio.Redis.from_url(real_redis.url)
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        parser = _hiredis_parser(conn)
+        require(
+            parser is not None
+            and parser._reader.gets() is NOT_ENOUGH_DATA
+            and hasattr(parser, "_hiredis_PushNotificationType")
+            and callable(getattr(parser, "handle_push_response", None)),
+            REDIS,
+            "the async hiredis parser (_AsyncHiredisParser._reader, _hiredis_PushNotificationType,"
+            " handle_push_response, redis._parsers.hiredis.NOT_ENOUGH_DATA)",
+            "srm/autopipeline.py (_exchange)",
+        )
+        gets = parser._reader.gets
+        await conn.send_packed_command(
+            [hiredis.pack_command(("ECHO", "one")), hiredis.pack_command(("ECHO", "two"))]
+        )
+        assert await conn.read_response() == b"one"
+        second = gets()
+        if second is NOT_ENOUGH_DATA:  # not in the first read: read_response reads it
+            second = await conn.read_response()
+        assert second == b"two"
     finally:
         await conn.disconnect()
         await pool.release(conn)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from srm import logs, metrics
 from srm.api import console, openapi
 from srm.api import handlers as h
-from srm.api.errors import make_error_middleware
+from srm.api.errors import answer
 from srm.api.handlers import DEPS, Deps
-from srm.api.observability import observe
+from srm.api.observability import ERROR_CODE, HEADER, REQUEST_ID, ROUTE, request_id, route_of
 from srm.auth import OperatorKeys, TokenVerifier
 from srm.config import Settings
 from srm.errors import TooLarge
@@ -48,32 +50,66 @@ def routes() -> Iterable[web.RouteDef]:
     yield from console.routes()
 
 
-def header_limit(max_bytes: int, max_body_bytes: int) -> Middleware:
-    """431 when the request line plus header block exceed *max_bytes* in total; 413 when the
-    announced body exceeds *max_body_bytes*, before anything else looks at the request."""
+def middleware(deny_status: int, max_bytes: int, max_body_bytes: int) -> Middleware:
+    """The one middleware of every routed request.
+
+    Outermost first: the request id (``X-Request-ID`` on the answer, in every log line), the
+    in-flight gauge, count and latency by outcome; then every error answered as an
+    errorResponse (errors.answer); then 431 when the request line plus header block exceed
+    *max_bytes* in total and 413 when the announced body exceeds *max_body_bytes*, before
+    anything else looks at the request. One middleware rather than three: every suspension
+    and resumption of a request's task passes through each coroutine frame of its chain.
+    """
 
     @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        length = request.content_length
-        if length is not None and length > max_body_bytes:
-            raise TooLarge("request body too large")
-        size = len(request.method) + len(request.raw_path) + 12
-        for name, value in request.raw_headers:
-            size += len(name) + len(value) + 4
-        if size > max_bytes:
-            raise TooLarge("request line and headers too large", headers=True)
-        return await handler(request)
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request_id(request.headers.get(HEADER))
+        request[REQUEST_ID] = rid
+        request[ROUTE] = route = route_of(request)
+        context = logs.REQUEST_ID.set(rid)
+        metrics.request_started()
+        started = time.perf_counter()
+        try:
+            try:
+                length = request.content_length
+                if length is not None and length > max_body_bytes:
+                    raise TooLarge("request body too large")
+                size = len(request.method) + len(request.raw_path) + 12
+                for name, value in request.raw_headers:
+                    size += len(name) + len(value) + 4
+                if size > max_bytes:
+                    raise TooLarge("request line and headers too large", headers=True)
+                response = await handler(request)
+                error_code = ""
+            except Exception as exc:
+                response = answer(request, exc, deny_status)
+                error_code = request[ERROR_CODE]  # set by answer()
+        finally:
+            metrics.request_finished()
+            logs.REQUEST_ID.reset(context)
+        if not response.prepared:
+            response.headers[HEADER] = rid
+        metrics.http_request(
+            route,
+            request.method,
+            response.status,
+            error_code,
+            time.perf_counter() - started,
+        )
+        return response
 
-    return limit
+    return handle
 
 
 def create_app(settings: Settings, store: SessionStore) -> web.Application:
     """The API application for *settings*, serving from *store* (whose client it does not own)."""
     app = web.Application(
         middlewares=[
-            observe,
-            make_error_middleware(settings.sessions.deny_status),
-            header_limit(settings.server.max_header_bytes, settings.server.max_body_bytes),
+            middleware(
+                settings.sessions.deny_status,
+                settings.server.max_header_bytes,
+                settings.server.max_body_bytes,
+            )
         ],
         client_max_size=settings.server.max_body_bytes,
         handler_args={

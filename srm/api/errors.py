@@ -1,15 +1,13 @@
-"""Domain errors to `errorResponse` bodies, and the middleware that makes every error one."""
+"""Domain errors to `errorResponse` bodies: every error a request meets becomes one."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from srm.api import bodies
 from srm.api.observability import ERROR_CODE
@@ -92,28 +90,21 @@ def from_http_exception(exc: web.HTTPException) -> SrmError:
     return InternalError()
 
 
-def make_error_middleware(deny_status: int) -> Middleware:
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except SrmError as error:
-            if isinstance(error, InternalError):
-                log.error("internal error on %s %s: %s", request.method, request.path, error)
-            request[ERROR_CODE] = error.code
-            return error_response(error, deny_status)
-        except web.HTTPException as exc:
-            mapped = from_http_exception(exc)
-            request[ERROR_CODE] = mapped.code
-            response = error_response(mapped, deny_status)
-            if exc.status == 405 and "Allow" in exc.headers:
-                response.headers["Allow"] = exc.headers["Allow"]
-            return response
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            request[ERROR_CODE] = InternalError.code
-            return error_response(InternalError(), deny_status)
-
-    return errors
+def answer(request: web.Request, exc: Exception, deny_status: int) -> web.Response:
+    """The errorResponse for *exc*, raised while handling *request* (call it in the except
+    clause: an unexpected error is logged with its traceback)."""
+    if isinstance(exc, SrmError):
+        if isinstance(exc, InternalError):
+            log.error("internal error on %s %s: %s", request.method, request.path, exc)
+        request[ERROR_CODE] = exc.code
+        return error_response(exc, deny_status)
+    if isinstance(exc, web.HTTPException):
+        mapped = from_http_exception(exc)
+        request[ERROR_CODE] = mapped.code
+        response = error_response(mapped, deny_status)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    request[ERROR_CODE] = InternalError.code
+    return error_response(InternalError(), deny_status)

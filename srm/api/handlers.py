@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from dataclasses import dataclass, field
 
 import orjson
@@ -61,7 +60,7 @@ class Deps:
         self.operators.check(_bearer(request))
 
     async def body(self, request: web.Request) -> bytes:
-        """The request body (an announced oversize was refused by the header_limit middleware;
+        """The request body (an announced oversize was refused by the middleware (app.py);
         a chunked one beyond ``client_max_size`` raises 413 in read())."""
         if request.content.is_eof():
             # the whole body came with the headers (the usual small setup body): no wait, so
@@ -105,7 +104,7 @@ async def setup(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     principal = await deps.client(request)
     wanted = bodies.setup_request(await deps.body(request), deps.content_types, deps.qualities)
-    sid = str(uuid.uuid4())
+    sid = bodies.new_session_id()
     new = NewSession(
         sid,
         principal.account_id,

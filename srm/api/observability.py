@@ -10,15 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler
 from aiohttp.web_request import BaseRequest
 
-from srm import logs, metrics
+from srm import metrics
 from srm.config import Settings
 
 HEADER = "X-Request-ID"
@@ -49,32 +47,6 @@ def route_of(request: web.Request) -> str:
     """The canonical path template of the matched route (bounded, unlike raw paths)."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else UNMATCHED
-
-
-@web.middleware
-async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware: request id, in-flight gauge, count and latency by outcome."""
-    rid = request_id(request.headers.get(HEADER))
-    request[REQUEST_ID] = rid
-    request[ROUTE] = route = route_of(request)
-    context = logs.REQUEST_ID.set(rid)
-    metrics.request_started()
-    started = time.perf_counter()
-    try:
-        response = await handler(request)
-    finally:
-        metrics.request_finished()
-        logs.REQUEST_ID.reset(context)
-    if not response.prepared:
-        response.headers[HEADER] = rid
-    metrics.http_request(
-        route,
-        request.method,
-        response.status,
-        request.get(ERROR_CODE, ""),
-        time.perf_counter() - started,
-    )
-    return response
 
 
 class JsonAccessLogger(AbstractAccessLogger):

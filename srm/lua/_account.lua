@@ -111,9 +111,9 @@ local function record_strings(v)
   return out
 end
 
--- record_moved: the ACTIVE record v with keep-alive time ka and a new deadline
-local function record_moved(v, ka, deadline)
-  local created = record_times(v)
+-- record_moved: the ACTIVE record v, created at `created`, with keep-alive time ka and a new
+-- deadline
+local function record_moved(v, created, ka, deadline)
   local semi = string.find(v, ';', 1, true)
   return created .. ',' .. (ka - created) .. ',' .. (deadline - ka) .. string.sub(v, semi)
 end
@@ -227,14 +227,29 @@ local function deadline_left(acct, old, new, left)
   end
 end
 
--- end_session: the one ACTIVE -> ENDED transition of session `sid` whose ACTIVE record is
--- `v` (the caller read it: only an ACTIVE record is ever ended, so however many callers race,
--- exactly one does it). It decrements the account counter and the rule counters the session
--- counts in, records the end, counts usage, emits session.ended and queues the session for
--- removal. The due score is the caller's to fix (deadline_left or index).
+-- end_record: records the end of session `sid` (ACTIVE record `v`, its strings `s`), counts
+-- its usage, emits session.ended and queues it for removal; `active`: the account's ACTIVE
+-- sessions just before. The counters are the caller's (end_session).
 --   reason: TEARDOWN|TIMEOUT|OPERATOR|EVICTED|REPLACED; ended_at: ms
 --   purge_at: ms when the reaper may remove it; by: deviceId whose setup ended it, or nil
 --   queued: nil, or a table collecting {purge_at, member, ...} for the caller's one ZADD
+local function end_record(acct, sid, v, s, reason, ended_at, purge_at, by, queued, active)
+  redis.call('HSET', acct.state, sid, record_ended(v, ended_at, reason, by or ''))
+  local created = record_times(v)
+  session_ended(acct, sid, s, reason, ended_at, math.max(0, ended_at - created), active)
+  local mbr = acct.id .. '/' .. sid
+  if queued then
+    queued[#queued + 1] = purge_at
+    queued[#queued + 1] = mbr
+  else
+    redis.call('ZADD', acct.reap, purge_at, mbr)
+  end
+end
+
+-- end_session: the one ACTIVE -> ENDED transition of session `sid` whose ACTIVE record is
+-- `v` (the caller read it: only an ACTIVE record is ever ended, so however many callers race,
+-- exactly one does it). It decrements the account counter and the rule counters the session
+-- counts in, then end_record. The due score is the caller's to fix (deadline_left or index).
 -- Returns the ACTIVE sessions left.
 local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
   local left = redis.call('HINCRBY', acct.state, N, -1)
@@ -251,16 +266,7 @@ local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
   if #gone > 0 then
     redis.call('HDEL', acct.state, unpack(gone))
   end
-  redis.call('HSET', acct.state, sid, record_ended(v, ended_at, reason, by or ''))
-  local created = record_times(v)
-  session_ended(acct, sid, s, reason, ended_at, math.max(0, ended_at - created), left + 1)
-  local mbr = acct.id .. '/' .. sid
-  if queued then
-    queued[#queued + 1] = purge_at
-    queued[#queued + 1] = mbr
-  else
-    redis.call('ZADD', acct.reap, purge_at, mbr)
-  end
+  end_record(acct, sid, v, s, reason, ended_at, purge_at, by, queued, left + 1)
   return math.max(left, 0)
 end
 
@@ -284,12 +290,29 @@ end
 local function end_lapsed(acct, now, purge_at, max, queued)
   local records, all = active_records(acct)
   local n = 0
-  for _, r in ipairs(records) do
-    if r[2] > now or n >= max then
-      break
-    end
-    end_session(acct, r[1], all[r[1]], 'TIMEOUT', r[2], purge_at, nil, queued)
+  while n < #records and n < max and records[n + 1][2] <= now do
     n = n + 1
+  end
+  if n > 0 and n == #records then
+    -- every ACTIVE session ends: the account counter and every rule counter go (to 0) at
+    -- once, instead of a decrement per session and group
+    local gone = {N}
+    for field in pairs(all) do
+      if string.byte(field, 1) == 61 then  -- '=': a rule counter
+        gone[#gone + 1] = field
+      end
+    end
+    variadic('HDEL', acct.state, gone)
+    for i = 1, n do
+      local sid, v = records[i][1], all[records[i][1]]
+      end_record(acct, sid, v, record_strings(v), 'TIMEOUT', records[i][2], purge_at, nil,
+        queued, n - i + 1)
+    end
+  else
+    for i = 1, n do
+      local sid = records[i][1]
+      end_session(acct, sid, all[sid], 'TIMEOUT', records[i][2], purge_at, nil, queued)
+    end
   end
   local first = records[n + 1]  -- the earliest deadline left
   if first then

@@ -19,7 +19,7 @@ local v = redis.call('HGET', acct.state, sid)
 if not v then
   return 0
 end
-local _, ka, deadline, ended_at, reason = record_times(v)
+local created, ka, deadline, ended_at, reason = record_times(v)
 if not deadline then
   return 0  -- a tombstone or a denied setup's record: no session
 end
@@ -37,6 +37,6 @@ local moved = now + tonumber(ARGV[4])
 if ARGV[5] ~= '1' then
   ka = now
 end
-redis.call('HSET', acct.state, sid, record_moved(v, ka, moved))
+redis.call('HSET', acct.state, sid, record_moved(v, created, ka, moved))
 deadline_left(acct, deadline, moved, tonumber(redis.call('HGET', acct.state, N) or '0'))
 return 1
