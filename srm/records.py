@@ -22,7 +22,8 @@ from srm.model import (
 
 SESSION_ID_LENGTH = 36
 COUNT_FIELD = "n"
-_NUMBERS = re.compile(r"(-?\d+),(-?\d+),(-?\d+)(?:,(-?\d+),([A-Z]+))?;")
+_NUMBERS = re.compile(r"(-?\d+),(-?\d+),(-?\d+)(?:,(-?\d+),([A-Z]+))?;", re.ASCII)
+_LENGTH = re.compile(rb"(\d+):")  # a string's byte length, ASCII digits only
 # usage fields in their packed order (USAGE in _events.lua); trailing zeros are left out
 _USAGE_ORDER = ("started", "peak", "watched", "denied", *USAGE_REASONS)
 
@@ -52,7 +53,9 @@ class Record:
 
 
 def is_session_field(field: str) -> bool:
-    return len(field) == SESSION_ID_LENGTH
+    """Whether a field of the account hash is a session record (is_record in _account.lua):
+    a rule counter ``=<rule>:<group>`` may be as long as a sessionId."""
+    return len(field) == SESSION_ID_LENGTH and not field.startswith("=")
 
 
 def parse(value: str) -> Record | None:
@@ -92,16 +95,11 @@ def _strings(raw: bytes, pos: int) -> list[str]:
     """The length-prefixed strings of a record from byte *pos* on, up to the first damaged
     one (record_strings in _account.lua reads them the same way)."""
     out = []
-    while pos < len(raw):
-        colon = raw.find(b":", pos)
-        try:
-            n = int(raw[pos:colon]) if colon >= 0 else -1
-        except ValueError:
-            break
-        if n < 0:
-            break
-        out.append(raw[colon + 1 : colon + 1 + n].decode(errors="replace"))
-        pos = colon + 1 + n
+    while (prefix := _LENGTH.match(raw, pos)) is not None:
+        start = prefix.end()
+        n = int(prefix.group(1))
+        out.append(raw[start : start + n].decode(errors="replace"))
+        pos = start + n
     return out
 
 

@@ -907,8 +907,17 @@ class SessionStore:
             "migrate_due",
             self.redis.zrange(self.keys.legacy_deadlines(shard), 0, batch - 1),
         )
+        if not members:
+            return 0
         accounts = list(dict.fromkeys(k.parse_member(m)[0] for m in members))
-        return await self.migrate(accounts) if accounts else 0
+        moved = await self.migrate(accounts)
+        # The move unindexed the sessions it found active; the members left name none (0.x
+        # left such stale members, its sweep dropped them) and no 0.x process re-adds them:
+        # its keep-alive finds the moved session gone.
+        await self._guard(
+            "migrate_due", self.redis.zrem(self.keys.legacy_deadlines(shard), *members)
+        )
+        return moved
 
     async def migrate(self, accounts: Sequence[str]) -> int:
         """Move the 0.x data of *accounts* (all of one shard) into their account hashes; how

@@ -62,19 +62,24 @@ local function record_new(now, deadline, dev, cid, ctype, dt, q, groups)
 end
 
 -- record_times: created, ka, deadline and (ENDED) endedAt, reason of a record; nil for a
--- tombstone or a denial.
+-- tombstone, a denied setup or a value of neither shape (an unknown reason included), as
+-- records.parse reads it
+local REASONS = {TEARDOWN = true, TIMEOUT = true, OPERATOR = true, EVICTED = true,
+  REPLACED = true}
 local function record_times(v)
-  local c, k, d, e, reason = string.match(v, '^(-?%d+),(-?%d+),(-?%d+),?(-?%d*),?(%u*);')
-  if not c then
+  local c, k, d = string.match(v, '^(-?%d+),(-?%d+),(-?%d+);')
+  if c then
+    local created = tonumber(c)
+    return created, created + tonumber(k), created + tonumber(k) + tonumber(d)
+  end
+  local e, reason
+  c, k, d, e, reason = string.match(v, '^(-?%d+),(-?%d+),(-?%d+),(-?%d+),(%u+);')
+  if not c or not REASONS[reason] then
     return nil
   end
   local created = tonumber(c)
   local ka = created + tonumber(k)
-  local deadline = ka + tonumber(d)
-  if reason ~= '' then
-    return created, ka, deadline, created + tonumber(e), reason
-  end
-  return created, ka, deadline
+  return created, ka, ka + tonumber(d), created + tonumber(e), reason
 end
 
 -- active_deadline: the deadline of an ACTIVE record, nil for any other record
@@ -92,13 +97,13 @@ end
 local function record_strings(v)
   local out, pos = {}, (string.find(v, ';', 1, true) or #v) + 1
   while pos <= #v do
-    local colon = string.find(v, ':', pos, true)
-    local n = colon and tonumber(string.sub(v, pos, colon - 1))
-    if not n then
+    local digits = string.match(v, '^(%d+):', pos)
+    if not digits then
       break
     end
-    out[#out + 1] = string.sub(v, colon + 1, colon + n)
-    pos = colon + n + 1
+    local first = pos + #digits + 1
+    out[#out + 1] = string.sub(v, first, first + tonumber(digits) - 1)
+    pos = first + tonumber(digits)
   end
   for i = #out + 1, 7 do
     out[i] = ''
@@ -137,6 +142,12 @@ local function group_fields(groups, dev, cid)
   return out
 end
 
+-- is_record: whether a field of the account hash is a session record (its sessionId); a rule
+-- counter "=<rule>:<group>" may be as long
+local function is_record(field)
+  return #field == 36 and string.sub(field, 1, 1) ~= '='
+end
+
 -- active_records: {sessionId, deadline} of every ACTIVE session of the account, lapsed ones
 -- included, oldest keep-alive (earliest deadline) first, ties by sessionId; and the whole
 -- hash as a table field -> value.
@@ -146,7 +157,7 @@ local function active_records(acct)
   for i = 1, #flat, 2 do
     local field, value = flat[i], flat[i + 1]
     all[field] = value
-    if #field == 36 then
+    if is_record(field) then
       local deadline = active_deadline(value)
       if deadline then
         out[#out + 1] = {field, deadline}
@@ -171,6 +182,21 @@ local function index(acct)
   else
     redis.call('ZADD', acct.due, first[2], acct.id)
   end
+end
+
+-- usage_only_expires: an account hash left with no session record (its usage only) expires
+-- USAGE_DAYS later, so an account that stops watching leaves nothing behind; one that holds
+-- a record (ACTIVE, ENDED, tombstone, denied setup) or the counter does not.
+local function usage_only_expires(state)
+  if redis.call('HEXISTS', state, N) == 1 then
+    return
+  end
+  for _, field in ipairs(redis.call('HKEYS', state)) do
+    if is_record(field) then
+      return
+    end
+  end
+  redis.call('PEXPIRE', state, USAGE_DAYS * DAY_MS)
 end
 
 -- BIG: above this many fields, a keep-alive or teardown does not read the whole account to

@@ -150,6 +150,7 @@ end
 -- same denial without a second event or count.
 local function session_denied(acct, sid, rule, max, at, purge_at, d, dt, c, ct, q, active)
   redis.call('HSET', acct.state, sid, 'D' .. rule .. ',' .. max)
+  redis.call('PERSIST', acct.state)  -- a record never expires with usage; purge re-arms it
   redis.call('ZADD', acct.reap, purge_at, acct.id .. '/' .. sid)
   emit(acct.events, 'D', at, acct.id, '', d, dt, c, ct, q, rule, '')
   usage_add(acct.state, at, 'denied', 0, active)

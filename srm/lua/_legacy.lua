@@ -16,10 +16,13 @@
 local function legacy_groups(encoded, dev, cid)
   local refs, pos = {}, 1
   while pos <= #encoded do
-    local colon = string.find(encoded, ':', pos, true)
-    local n = tonumber(string.sub(encoded, pos, colon - 1))
-    local field = string.sub(encoded, colon + 1, colon + n)
-    pos = colon + n + 1
+    local digits = string.match(encoded, '^(%d+):', pos)
+    if not digits then
+      break  -- damaged: the groups read so far
+    end
+    local first = pos + #digits + 1
+    local field = string.sub(encoded, first, first + tonumber(digits) - 1)
+    pos = first + tonumber(digits)
     local name, group = string.match(field, '^([^:]+):(.*)$')
     if group == '' then
       refs[#refs + 1] = name
@@ -129,8 +132,8 @@ local function migrate(acct)
   variadic('DEL', nil, gone)
   if sessions > 0 then
     redis.call('PERSIST', acct.state)
-  elseif redis.call('TTL', acct.state) == -1 and redis.call('HEXISTS', acct.state, N) == 0 then
-    redis.call('PEXPIRE', acct.state, USAGE_DAYS * DAY_MS)
+  else
+    usage_only_expires(acct.state)
   end
   return 1
 end

@@ -1,7 +1,7 @@
 -- abort: undo a setup whose outcome the API does not know (Redis timed out mid-call).
--- If the setup ran, the session is ended (TEARDOWN). If it has not run yet, a tombstone
--- record is written so that a late setup with this sessionId creates nothing; the reaper
--- removes the tombstone after the retention.
+-- If the setup ran, the session is ended (TEARDOWN, or TIMEOUT at its deadline if it has
+-- lapsed). If it has not run yet, a tombstone record is written so that a late setup with
+-- this sessionId creates nothing; the reaper removes the tombstone after the retention.
 --
 -- KEYS[1..8] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
@@ -19,6 +19,7 @@ local purge_at = now + tonumber(ARGV[4])
 local v = redis.call('HGET', acct.state, sid)
 if not v then
   redis.call('HSET', acct.state, sid, 'T')
+  redis.call('PERSIST', acct.state)  -- a record never expires with usage; purge re-arms it
   redis.call('ZADD', acct.reap, purge_at, account .. '/' .. sid)
   return 3
 end
@@ -26,5 +27,10 @@ local deadline = active_deadline(v)
 if not deadline then
   return 2
 end
-deadline_left(acct, deadline, nil, end_session(acct, sid, v, 'TEARDOWN', now, purge_at, nil))
+-- a session that lapsed first reads ENDED (TIMEOUT at its deadline) already: it ends so
+local reason, at = 'TEARDOWN', now
+if deadline <= now then
+  reason, at = 'TIMEOUT', deadline
+end
+deadline_left(acct, deadline, nil, end_session(acct, sid, v, reason, at, purge_at, nil))
 return 1

@@ -6,8 +6,8 @@
 -- ARGV[i] (all accounts of one call live in the shard)
 -- The truth of the account counter is the number of ACTIVE records; of a rule counter, the
 -- number of ACTIVE sessions whose groups name it; of the due score, the earliest ACTIVE
--- deadline. Returns a flat list {i, counter before, truth, other repairs} for every account
--- with any repair.
+-- deadline; every other record is queued in reap. Returns a flat list {i, counter before,
+-- truth, other repairs} for every account with any repair.
 local repaired = {}
 for i = 1, #ARGV do
   local acct = account_in_shard(ARGV[i], 2 * i + 5, 1)
@@ -43,6 +43,15 @@ for i = 1, #ARGV do
     if all[field] == nil then
       fixes = fixes + 1
       redis.call('HSET', acct.state, field, n)
+    end
+  end
+  -- every record that is no ACTIVE session (ENDED, tombstone, denied setup) is queued for
+  -- removal; one that is not (a 0.x reaper purging the shared queue drops the member and
+  -- leaves the record) is queued again, due at once
+  for field, value in pairs(all) do
+    if is_record(field) and not active_deadline(value) and
+      redis.call('ZADD', acct.reap, 'NX', 0, acct.id .. '/' .. field) == 1 then
+      fixes = fixes + 1
     end
   end
   local score = redis.call('ZSCORE', acct.due, acct.id)

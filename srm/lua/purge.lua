@@ -44,17 +44,6 @@ for i = 1, #ARGV - 1 do
 end
 variadic('ZREM', KEYS[2], dequeued)
 for state in pairs(touched) do
-  if redis.call('HEXISTS', state, N) == 0 then
-    local records = false
-    for _, field in ipairs(redis.call('HKEYS', state)) do
-      if #field == 36 then
-        records = true
-        break
-      end
-    end
-    if not records then
-      redis.call('PEXPIRE', state, USAGE_DAYS * DAY_MS)
-    end
-  end
+  usage_only_expires(state)
 end
 return {removed, skipped}
