@@ -15,6 +15,7 @@ keys (each account key kind has its own fixed infix or suffix, so it is injectiv
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
 | ``srm:{s7}:events`` | stream | the shard's session events, trimmed approximately |
 | ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
+| ``srm:{s7}:denied:<sessionId>`` | string | a denied setup's rule and max, for retries (TTL'd) |
 | ``srm:{s7}:endall:<callId>`` | string | sessions one end-all call has ended so far (TTL'd) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
 
@@ -187,6 +188,11 @@ class Keys:
     def denials(self, shard: int, day: int) -> str:
         """The shard's denial ranking of UTC *day* (days since the epoch)."""
         return f"{self.tag(shard)}:denials:{day}"
+
+    def denied(self, account_id: str, session_id: str) -> str:
+        """The short-lived denial of one setup, in its account's shard (a retry of the call
+        reads it)."""
+        return f"{self._tags[self.account(account_id).shard]}:denied:{session_id}"
 
     def end_all_marker(self, account_id: str, call_id: str) -> str:
         """The count of one end-all or end-device call, in its account's shard (retries of a

@@ -59,7 +59,7 @@ def is_session_field(field: str) -> bool:
 
 
 def parse(value: str) -> Record | None:
-    """The record *value* holds; None for a tombstone, a denied setup or an unreadable value
+    """The record *value* holds; None for a tombstone or an unreadable value
     (never an error: a partial or foreign value reads as no session)."""
     match = _NUMBERS.match(value)
     if match is None:
@@ -105,7 +105,7 @@ def _strings(raw: bytes, pos: int) -> list[str]:
 
 def session(session_id: str, value: str | None, now: int, account_id: str) -> Session | None:
     """The session as callers see it; None when *value* is no session (missing, a tombstone,
-    a denied setup). A lapsed ACTIVE record reads as ENDED with TIMEOUT at its deadline."""
+    a damaged one). A lapsed ACTIVE record reads as ENDED with TIMEOUT at its deadline."""
     return session_of(session_id, parse(value) if value is not None else None, now, account_id)
 
 

@@ -496,7 +496,12 @@ class SessionStore:
             rule_args += [rule.name, field, rule.max, rule.policy]
         answer = await self._run(
             "setup",
-            [ak.limit, ak.rule_limits, *ak.lifecycle()],
+            [
+                ak.limit,
+                ak.rule_limits,
+                self.keys.denied(new.account_id, new.session_id),
+                *ak.lifecycle(),
+            ],
             [
                 self._clock_override(),
                 new.session_id,

@@ -201,8 +201,8 @@ async def test_random_races_leave_no_drift(
 async def test_a_hash_holding_a_record_never_has_a_ttl(
     store: SessionStore, redis_client: Any, clock: Clock
 ) -> None:
-    """An account left with usage only expires 35 days later; a tombstone, a denied setup's
-    record or a 0.x move must not leave a record in a hash that may expire first (the
+    """An account left with usage only expires 35 days later (a denial's usage too); a
+    tombstone or a 0.x move must not leave a record in a hash that may expire first (the
     tombstone gone, a late copy of the setup would create its session)."""
     s = new()
     await store.setup(s)
@@ -218,12 +218,10 @@ async def test_a_hash_holding_a_record_never_has_a_ttl(
     await store.purge(ak.shard, 100)
     assert await redis_client.pttl(ak.state) > 0
     await store.set_limit(s.account_id, 0)
-    with pytest.raises(LimitReached):
+    await redis_client.pexpire(ak.state, 86_400_000)  # a day left, say
+    with pytest.raises(LimitReached):  # a denial leaves no record, and its usage is kept
         await store.setup(new())
-    assert await redis_client.pttl(ak.state) == -1
-    clock.advance(61)
-    await store.purge(ak.shard, 100)
-    assert await redis_client.pttl(ak.state) > 0
+    assert 34 * 86_400_000 < await redis_client.pttl(ak.state) <= 35 * 86_400_000
     # a record written, then 0.x usage of a process still running: the move keeps no TTL
     other = store.keys.account("acct-2")
     assert await store.abort_setup("acct-2", str(uuid.uuid4())) == 3
@@ -336,3 +334,26 @@ async def test_a_rule_counter_as_long_as_a_sessionid_is_no_record(
     clock.advance(31)
     assert await store.purge(ak.shard, 10) == 1
     await invariants.check(redis_client, keyspace)
+
+
+async def test_denied_setups_leave_nothing_in_the_account_hash(
+    store: SessionStore, redis_client: Any
+) -> None:
+    """A client retrying a denied setup in a loop must not grow what every later denial of
+    the account reads: a denial's marker lives in a key of its own, for 10 s."""
+    for _ in range(3):
+        await store.setup(new())
+    ak = store.keys.account("acct-1")
+    fields = await redis_client.hlen(ak.state)
+    denied = [new() for _ in range(200)]
+    for s in denied:
+        with pytest.raises(LimitReached):
+            await store.setup(s)
+    assert await redis_client.hlen(ak.state) == fields
+    marker = store.keys.denied("acct-1", denied[0].session_id)
+    assert 0 < await redis_client.pttl(marker) <= 10_000
+    usage = next(iter((await store.usage("acct-1")).values()))
+    with pytest.raises(LimitReached) as again:  # a retry of the call: the same answer, once
+        await store.setup(denied[0])
+    assert (again.value.rule, again.value.limit) == ("account", 3)
+    assert next(iter((await store.usage("acct-1")).values())).denied == usage.denied == 200

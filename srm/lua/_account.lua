@@ -47,7 +47,7 @@ end
 --           L(groups)
 --   ENDED   "<created>,<ka - created>,<deadline - ka>,<endedAt - created>,<REASON>;" then the
 --           same strings and L(byDeviceId) ('' when no device's setup ended it)
---   "T"     tombstone: a setup given up on (abort.lua); "D<rule>,<max>": a denied setup
+--   "T"     tombstone: a setup given up on (abort.lua)
 -- where L(s) is "<byte length>:<s>", so any deviceId or contentID is safe. dt is '' for the
 -- default device type, q '' for none; groups are the rule groups the session counts in, as
 -- "<rule>[/d|/c],...": per account, per device, per content (rule names are [a-z0-9-]).
@@ -62,7 +62,7 @@ local function record_new(now, deadline, dev, cid, ctype, dt, q, groups)
 end
 
 -- record_times: created, ka, deadline and (ENDED) endedAt, reason of a record; nil for a
--- tombstone, a denied setup or a value of neither shape (an unknown reason included), as
+-- tombstone or a value of neither shape (an unknown reason included), as
 -- records.parse reads it
 local REASONS = {TEARDOWN = true, TIMEOUT = true, OPERATOR = true, EVICTED = true,
   REPLACED = true}
@@ -186,7 +186,7 @@ end
 
 -- usage_only_expires: an account hash left with no session record (its usage only) expires
 -- USAGE_DAYS later, so an account that stops watching leaves nothing behind; one that holds
--- a record (ACTIVE, ENDED, tombstone, denied setup) or the counter does not.
+-- a record (ACTIVE, ENDED, tombstone) or the counter does not.
 local function usage_only_expires(state)
   if redis.call('HEXISTS', state, N) == 1 then
     return

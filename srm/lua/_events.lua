@@ -145,13 +145,11 @@ local function session_ended(acct, sid, s, reason, ended_at, duration, active)
   usage_add(acct.state, ended_at, reason, duration, active)
 end
 
--- session_denied: the setup of `sid` was refused by `rule` (max `max`). A short-lived record
--- ("D<rule>,<max>", queued for removal at purge_at) lets a retry of the same call answer the
--- same denial without a second event or count.
-local function session_denied(acct, sid, rule, max, at, purge_at, d, dt, c, ct, q, active)
-  redis.call('HSET', acct.state, sid, 'D' .. rule .. ',' .. max)
-  redis.call('PERSIST', acct.state)  -- a record never expires with usage; purge re-arms it
-  redis.call('ZADD', acct.reap, purge_at, acct.id .. '/' .. sid)
+-- session_denied: the setup of `sid` was refused by `rule` (max `max`). A short-lived marker
+-- (`marker`: "<rule>,<max>", for `kept` ms) lets a retry of the same call answer the same
+-- denial without a second event or count.
+local function session_denied(acct, marker, kept, rule, max, at, d, dt, c, ct, q, active)
+  redis.call('SET', marker, rule .. ',' .. max, 'PX', kept)
   emit(acct.events, 'D', at, acct.id, '', d, dt, c, ct, q, rule, '')
   usage_add(acct.state, at, 'denied', 0, active)
   denial_add(acct.denials, at, acct.id)

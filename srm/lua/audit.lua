@@ -45,7 +45,7 @@ for i = 1, #ARGV do
       redis.call('HSET', acct.state, field, n)
     end
   end
-  -- every record that is no ACTIVE session (ENDED, tombstone, denied setup) is queued for
+  -- every record that is no ACTIVE session (ENDED, tombstone) is queued for
   -- removal; one that is not (a 0.x reaper purging the shared queue drops the member and
   -- leaves the record) is queued again, due at once
   for field, value in pairs(all) do

@@ -21,7 +21,7 @@ if not v then
 end
 local created, ka, deadline, ended_at, reason = record_times(v)
 if not deadline then
-  return 0  -- a tombstone or a denied setup's record: no session
+  return 0  -- a tombstone (or a damaged record): no session
 end
 if reason then
   local by = record_strings(v)[7]

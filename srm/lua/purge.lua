@@ -1,6 +1,6 @@
--- purge: remove ENDED sessions of one shard whose retention has passed (and tombstones and
--- denied setups' records). The caller read the due members first (ZRANGEBYSCORE reap,
--- bounded); each is re-checked here, so two reapers never remove anything twice.
+-- purge: remove ENDED sessions of one shard whose retention has passed (and tombstones). The
+-- caller read the due members first (ZRANGEBYSCORE reap, bounded); each is re-checked here, so
+-- two reapers never remove anything twice.
 --
 -- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, events,
 -- denials, legacy_sessions (the 0.x record prefix), legacy_deadlines

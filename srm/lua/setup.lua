@@ -4,7 +4,8 @@
 --
 -- KEYS[1] limit      srm:{sK}:acct:<a>:limit      string account limit override (read)
 -- KEYS[2] rlimit     srm:{sK}:acct:<a>:rlimit     hash   rule -> max override (read)
--- KEYS[3..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[3] denied     srm:{sK}:denied:<sid>        string this setup's denial, for retries
+-- KEYS[4..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
@@ -23,12 +24,13 @@
 -- Lapsed sessions of the account are ended first (TIMEOUT), so they never count. Then the
 -- replaced session and the evicted ones are chosen, but ended only if the setup fits.
 -- Events: session.ended for each replaced or evicted session, then session.started; or one
--- session.denied, whose short-lived record makes a retry of the call answer the same
+-- session.denied, whose short-lived marker makes a retry of the call answer the same
 -- denial (without the sessions) and count nothing more.
-local DENIAL_KEPT = 60000  -- ms a denied setup's record stays, for retries of the call
+-- ms a denial's marker stays: a call is retried within redis.request_deadline (2 s)
+local DENIAL_KEPT = 10000
 local now = server_time(ARGV[1])
 local sid, account, device = ARGV[2], ARGV[3], ARGV[4]
-local acct = account_keys(account, 3)
+local acct = account_keys(account, 4)
 events_config(ARGV[15])
 local legacy = legacy_first(acct)
 if legacy then
@@ -53,14 +55,15 @@ end
 
 local existing = redis.call('HGET', acct.state, sid)
 if existing then
-  local first = string.sub(existing, 1, 1)
-  if first == 'T' then
+  if existing == 'T' then
     return {-1, 0, 0}
-  elseif first == 'D' then
-    local rule, max = string.match(existing, '^D([^,]*),(%d+)$')
-    return {0, active, tonumber(max), rule}
   end
   return {2, active, 0}
+end
+local denied = redis.call('GET', KEYS[3])
+if denied then
+  local rule, max = string.match(denied, '^([^,]*),(%d+)$')
+  return {0, active, tonumber(max), rule}
 end
 
 -- the limits the setup must fit: the account's first, then each rule it matches
@@ -148,8 +151,9 @@ for _, check in ipairs(checks) do
 end
 for _, check in ipairs(checks) do
   if remaining(check) + 1 > check.max then
-    session_denied(acct, sid, check.name, check.max, now, now + DENIAL_KEPT, device, ARGV[11],
+    session_denied(acct, KEYS[3], DENIAL_KEPT, check.name, check.max, now, device, ARGV[11],
       ARGV[5], ARGV[6], ARGV[12], active)
+    usage_only_expires(acct.state)  -- the day's usage, in an account that holds no session
     local answer = {0, counted(check), check.max, check.name}
     for _, s in ipairs(members(check)) do
       if #answer >= 104 then
