@@ -16,7 +16,9 @@ local N = 'n'
 
 -- legacy_first: when the account has data of SRM 0.x, an error reply asking the caller to
 -- move it first (migrate.lua) and call again; nil otherwise. A script that changes one
--- account returns it before any write: a request then costs two more calls, once.
+-- account returns it before any write: a request then costs two more calls, once. A script
+-- given a sessionId asks only when the account hash does not know it (the move takes all of
+-- an account's 0.x data at once, so a hash that knows one session holds them all).
 local function legacy_first(acct)
   local p = acct.legacy
   if redis.call('EXISTS', p .. 'active', p .. 'ended', p .. 'usage') > 0 then

@@ -11,13 +11,10 @@
 local now = server_time(ARGV[1])
 local sid = ARGV[2]
 local acct = account_keys(ARGV[3], 1)
-local legacy = legacy_first(acct)
-if legacy then
-  return legacy
-end
 local v = redis.call('HGET', acct.state, sid)
 if not v then
-  return 0
+  -- unknown here: the session may still be in 0.x keys (a moved account has none left)
+  return legacy_first(acct) or 0
 end
 local created, ka, deadline, ended_at, reason = record_times(v)
 if not deadline then
