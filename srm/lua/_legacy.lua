@@ -107,15 +107,7 @@ local function migrate(acct)
     for number in string.gmatch(flat[i + 1], '[^,]+') do
       old[#old + 1] = tonumber(number)
     end
-    local v = {0, 0, 0, 0, 0, 0, 0, 0, 0}
-    local kept = redis.call('HGET', acct.state, flat[i])
-    if kept then
-      local j = 1
-      for number in string.gmatch(kept, '[^,]+') do
-        v[j] = tonumber(number)
-        j = j + 1
-      end
-    end
+    local v = usage_read(acct.state, flat[i])  -- what this version counted that day already
     for j, to in ipairs(LEGACY_USAGE) do
       if to == 2 then
         v[to] = math.max(v[to], old[j] or 0)
@@ -123,7 +115,7 @@ local function migrate(acct)
         v[to] = v[to] + (old[j] or 0)
       end
     end
-    redis.call('HSET', acct.state, flat[i], table.concat(v, ','))
+    usage_write(acct.state, flat[i], v)
   end
   local gone = {active_key, ended_key, usage_key, rules_key, count_key}
   for i = 1, #records, 2 do
