@@ -101,6 +101,22 @@ async def test_a_record_with_a_bad_string_length_ends_cleanly(
     assert (await store.get(s.account_id, s.session_id)).device_id == got.device_id
 
 
+@pytest.mark.parametrize("groups", ["/", "a/b/c", ",,", "uhd/dd", "=:"])
+async def test_a_record_with_damaged_groups_ends_cleanly(
+    store: SessionStore, redis_client: Any, clock: Clock, groups: str
+) -> None:
+    """A rule-group reference that does not read names no counter: the session ends, counted
+    once, never a script error half-way (end_session has written by then)."""
+    s = new()
+    await store.setup(s)
+    ak = store.keys.account(s.account_id)
+    await redis_client.hset(
+        ak.state, s.session_id, f"{clock.now},0,120000;5:dev-11:c3:COD0:0:{len(groups)}:{groups}"
+    )
+    assert await store.end(s.account_id, s.session_id, EndReason.TEARDOWN) is EndOutcome.ENDED
+    assert await redis_client.hget(ak.state, "n") is None
+
+
 async def test_damaged_0x_groups_are_moved_as_far_as_they_read(
     store: SessionStore, redis_client: Any, clock: Clock
 ) -> None:

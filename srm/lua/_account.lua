@@ -128,18 +128,21 @@ local function record_ended(v, ended_at, reason, by)
     string.sub(v, semi) .. L(by)
 end
 
--- group_fields: the rule counter fields a session counts in, from its groups and ids
+-- group_fields: the rule counter fields a session counts in, from its groups and ids (a
+-- damaged reference names none; the audit repairs the counter it leaves)
 local function group_fields(groups, dev, cid)
   local out = {}
   for ref in string.gmatch(groups, '[^,]+') do
     local name, per = string.match(ref, '^([^/]+)/?(%a?)$')
-    local group = ''
-    if per == 'd' then
-      group = dev
-    elseif per == 'c' then
-      group = cid
+    if name then
+      local group = ''
+      if per == 'd' then
+        group = dev
+      elseif per == 'c' then
+        group = cid
+      end
+      out[#out + 1] = '=' .. name .. ':' .. group
     end
-    out[#out + 1] = '=' .. name .. ':' .. group
   end
   return out
 end
