@@ -137,11 +137,21 @@ async def verify(url: str, ledger: Ledger, *, durable: bool = True) -> None:
             while await later.purge(shard, 500):
                 pass
         left = [key async for key in redis.scan_iter(match="srm:*") if not is_history(key)]
-        # an account hash left with its usage days only expires by itself (the usage history)
-        left = [key for key in left if not await usage_only(redis, keyspace, key)]
+        # an account hash left with its usage days only expires by itself (the usage history),
+        # and so does the marker of a denied setup, within 10 s
+        left = [
+            key
+            for key in left
+            if not await usage_only(redis, keyspace, key) and not await denial_marker(redis, key)
+        ]
         assert left == [], f"keys left for removed sessions: {left[:5]}"
     finally:
         await redis.aclose()
+
+
+async def denial_marker(redis: Any, key: str) -> bool:
+    """Whether *key* is the short-lived marker of a denied setup (keys.Keys.denied)."""
+    return ":denied:" in key and 0 < await redis.pttl(key) <= 10_000
 
 
 async def usage_only(redis: Any, keyspace: k.Keys, key: str) -> bool:
