@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 from dataclasses import dataclass
 
+from srm import records
 from srm.errors import MalformedRequest
 from srm.records import Record
 
@@ -76,34 +78,39 @@ class Cursor:
 
 
 class Walk:
-    """The sessions of one account at *now*, in walk order, to cut into pages."""
+    """The sessions of one account at *now*, in walk order, to cut into pages. Records are
+    sorted by their numbers alone; only the page's are read whole."""
 
     def __init__(self, now: int) -> None:
         self.now = now
         self.active = 0
-        self._items: list[tuple[tuple[int, int, str], Record]] = []
+        self._items: list[tuple[tuple[int, int, str], str]] = []
 
-    def add(self, session_id: str, record: Record | None) -> None:
-        """One record of the account hash (None: no session, left out)."""
-        if record is None:
+    def add(self, session_id: str, value: str) -> None:
+        """One record of the account hash (a value that is no session is left out)."""
+        seen = records.classify(value)
+        if seen is None:
             return
-        if record.reason is not None:
+        deadline, ended = seen
+        if ended:
             key = (2, 0, session_id)
-        elif record.deadline > self.now:
-            key = (0, record.deadline, session_id)
+        elif deadline > self.now:
+            key = (0, deadline, session_id)
             self.active += 1
         else:
-            key = (1, record.deadline, session_id)
-        self._items.append((key, record))
+            key = (1, deadline, session_id)
+        self._items.append((key, value))
 
     def page(self, at: Cursor, limit: int) -> tuple[list[tuple[str, Record]], Cursor | None]:
         """The sessions of the page after *at* and the cursor of the next page (None: this
         page lists the last session)."""
         start = at.key() if at.sid else (PHASES.index(at.phase), -1, "")
-        rest = sorted((item for item in self._items if item[0] > start), key=lambda i: i[0])
-        taken = rest[:limit]
+        after = (item for item in self._items if item[0] > start)
+        taken = heapq.nsmallest(limit + 1, after, key=lambda item: item[0])
         following = None
-        if len(rest) > limit:
-            (phase, score, sid), _record = taken[-1]
+        if len(taken) > limit:
+            taken = taken[:limit]
+            (phase, score, sid), _value = taken[-1]
             following = Cursor(PHASES[phase], score=None if phase == 2 else score, sid=sid)
-        return [(key[2], record) for key, record in taken], following
+        page = [(key[2], records.parse(value)) for key, value in taken]
+        return [(sid, record) for sid, record in page if record is not None], following

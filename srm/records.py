@@ -22,6 +22,7 @@ from srm.model import (
 
 SESSION_ID_LENGTH = 36
 COUNT_FIELD = "n"
+_REASONS = frozenset(EndReason.__members__)
 _NUMBERS = re.compile(r"(-?\d+),(-?\d+),(-?\d+)(?:,(-?\d+),([A-Z]+))?;", re.ASCII)
 _LENGTH = re.compile(rb"(\d+):")  # a string's byte length, ASCII digits only
 # usage fields in their packed order (USAGE in _events.lua); trailing zeros are left out
@@ -89,6 +90,18 @@ def parse(value: str) -> Record | None:
         reason=reason,
         by_device_id=strings[6],
     )
+
+
+def classify(value: str) -> tuple[int, bool] | None:
+    """(deadline, ENDED) of a record, from its numbers alone (what a listing sorts by); None
+    where parse() finds no session."""
+    match = _NUMBERS.match(value)
+    if match is None:
+        return None
+    created, ka_off, deadline_off, _ended_off, reason = match.groups()
+    if reason is not None and reason not in _REASONS:
+        return None
+    return int(created) + int(ka_off) + int(deadline_off), reason is not None
 
 
 def _strings(raw: bytes, pos: int) -> list[str]:

@@ -709,7 +709,7 @@ class SessionStore:
         walk = listing.Walk(now)
         for field, value in zip(flat[::2], flat[1::2], strict=True):
             if records.is_session_field(field):
-                walk.add(field, records.parse(value))
+                walk.add(field, value)
         picked, following = walk.page(at, limit)
         return AccountSessions(
             sessions=[
