@@ -178,15 +178,20 @@ local function active_records(acct)
   return out, all
 end
 
--- index: set the account's due score to its earliest ACTIVE deadline (remove it when none is
--- left)
+-- due_at: set the account's due score to `deadline`, its earliest ACTIVE one, or remove it
+-- when `deadline` is nil (no ACTIVE session left)
+local function due_at(acct, deadline)
+  if deadline then
+    redis.call('ZADD', acct.due, deadline, acct.id)
+  else
+    redis.call('ZREM', acct.due, acct.id)
+  end
+end
+
+-- index: set the account's due score from its records
 local function index(acct)
   local first = active_records(acct)[1]
-  if not first then
-    redis.call('ZREM', acct.due, acct.id)
-  else
-    redis.call('ZADD', acct.due, first[2], acct.id)
-  end
+  due_at(acct, first and first[2])
 end
 
 -- usage_only_expires: an account hash left with no session record (its usage only) expires
@@ -213,12 +218,8 @@ local BIG = 128
 -- due score the earliest ACTIVE deadline, or removes it when none is left; an account of
 -- more than BIG fields keeps an earlier score (still never later than any deadline).
 local function deadline_left(acct, old, new, left)
-  if left <= 0 then
-    redis.call('ZREM', acct.due, acct.id)
-    return
-  end
-  if left == 1 and new then
-    redis.call('ZADD', acct.due, new, acct.id)
+  if left <= 0 or (left == 1 and new) then
+    due_at(acct, left > 0 and new or nil)  -- none left, or the one left is this one
     return
   end
   local score = redis.call('ZSCORE', acct.due, acct.id)
@@ -275,6 +276,24 @@ local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
   return math.max(left, 0)
 end
 
+-- end_now: ends an ACTIVE session (record `v`, deadline `deadline`) with `reason` at `now`,
+-- or, when it has lapsed already (it reads ENDED with TIMEOUT at its deadline), as TIMEOUT at
+-- its deadline. Returns the ACTIVE sessions left and whether it ended with `reason`.
+local function end_now(acct, sid, v, deadline, reason, now, purge_at, queued)
+  if deadline <= now then
+    return end_session(acct, sid, v, 'TIMEOUT', deadline, purge_at, nil, queued), false
+  end
+  return end_session(acct, sid, v, reason, now, purge_at, nil, queued), true
+end
+
+-- count_call: adds `n` to the marker of an operator call (its batches share it, so a batch
+-- run twice counts once) and keeps it `ttl` ms more; the call's total so far
+local function count_call(marker, n, ttl)
+  local total = redis.call('INCRBY', marker, n)
+  redis.call('PEXPIRE', marker, ttl)
+  return total
+end
+
 -- variadic: redis.call(command, key, ...items), or redis.call(command, ...items) when key is
 -- nil, at most UNPACK_MAX items a call (Lua's unpack has a stack limit); nothing when empty.
 local UNPACK_MAX = 1000
@@ -320,10 +339,6 @@ local function end_lapsed(acct, now, purge_at, max, queued)
     end
   end
   local first = records[n + 1]  -- the earliest deadline left
-  if first then
-    redis.call('ZADD', acct.due, first[2], acct.id)
-  else
-    redis.call('ZREM', acct.due, acct.id)
-  end
+  due_at(acct, first and first[2])
   return n
 end

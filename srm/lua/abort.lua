@@ -27,10 +27,5 @@ local deadline = active_deadline(v)
 if not deadline then
   return 2
 end
--- a session that lapsed first reads ENDED (TIMEOUT at its deadline) already: it ends so
-local reason, at = 'TEARDOWN', now
-if deadline <= now then
-  reason, at = 'TIMEOUT', deadline
-end
-deadline_left(acct, deadline, nil, end_session(acct, sid, v, reason, at, purge_at, nil))
+deadline_left(acct, deadline, nil, end_now(acct, sid, v, deadline, 'TEARDOWN', now, purge_at))
 return 1

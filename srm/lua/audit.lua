@@ -55,11 +55,8 @@ for i = 1, #ARGV do
     end
   end
   local score = redis.call('ZSCORE', acct.due, acct.id)
-  if truth == 0 and score then
-    redis.call('ZREM', acct.due, acct.id)
-    fixes = fixes + 1
-  elseif truth > 0 and (not score or tonumber(score) > records[1][2]) then
-    redis.call('ZADD', acct.due, records[1][2], acct.id)
+  if (truth == 0 and score) or (truth > 0 and (not score or tonumber(score) > records[1][2])) then
+    due_at(acct, records[1] and records[1][2])
     fixes = fixes + 1
   end
   if counter ~= truth or fixes > 0 then

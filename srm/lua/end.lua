@@ -23,12 +23,6 @@ end
 if reason then
   return 2
 end
-local purge_at = now + tonumber(ARGV[5])
-local status, left = 1, nil
-if deadline <= now then
-  status, left = 3, end_session(acct, sid, v, 'TIMEOUT', deadline, purge_at, nil)
-else
-  left = end_session(acct, sid, v, ARGV[4], now, purge_at, nil)
-end
+local left, as_asked = end_now(acct, sid, v, deadline, ARGV[4], now, now + tonumber(ARGV[5]))
 deadline_left(acct, deadline, nil, left)
-return status
+return as_asked and 1 or 3

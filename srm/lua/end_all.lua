@@ -21,21 +21,15 @@ local records, all = active_records(acct)
 local n, lapsed, queued = 0, 0, {}
 for i = 1, math.min(batch, #records) do
   local sid, deadline = records[i][1], records[i][2]
-  if deadline <= now then
-    end_session(acct, sid, all[sid], 'TIMEOUT', deadline, purge_at, nil, queued)
-    lapsed = lapsed + 1
-  else
-    end_session(acct, sid, all[sid], ARGV[3], now, purge_at, nil, queued)
+  local _, as_asked = end_now(acct, sid, all[sid], deadline, ARGV[3], now, purge_at, queued)
+  if as_asked then
     n = n + 1
+  else
+    lapsed = lapsed + 1
   end
 end
 variadic('ZADD', acct.reap, queued)
 local first = records[n + lapsed + 1]  -- the earliest deadline left
-if first then
-  redis.call('ZADD', acct.due, first[2], acct.id)
-else
-  redis.call('ZREM', acct.due, acct.id)
-end
-local total = redis.call('INCRBY', KEYS[9], n)
-redis.call('PEXPIRE', KEYS[9], tonumber(ARGV[6]))
+due_at(acct, first and first[2])
+local total = count_call(KEYS[9], n, tonumber(ARGV[6]))
 return {n, lapsed, #records - n - lapsed, total}

@@ -29,21 +29,13 @@ for _, r in ipairs(records) do
     more = 1
     first = first or deadline
   else
-    if deadline <= now then
-      end_session(acct, sid, all[sid], 'TIMEOUT', deadline, purge_at, nil, queued)
-    else
-      end_session(acct, sid, all[sid], ARGV[4], now, purge_at, nil, queued)
+    local _, as_asked = end_now(acct, sid, all[sid], deadline, ARGV[4], now, purge_at, queued)
+    if as_asked then
       n = n + 1
     end
     done = done + 1
   end
 end
 variadic('ZADD', acct.reap, queued)
-if first then
-  redis.call('ZADD', acct.due, first, acct.id)
-else
-  redis.call('ZREM', acct.due, acct.id)
-end
-local total = redis.call('INCRBY', KEYS[9], n)
-redis.call('PEXPIRE', KEYS[9], tonumber(ARGV[7]))
-return {more, total}
+due_at(acct, first)
+return {more, count_call(KEYS[9], n, tonumber(ARGV[7]))}
