@@ -151,7 +151,8 @@ class AutoPipeline:
         async with self._gate:
             # the cluster client connects and writes inside: from here the batch may have run
             batch.sent = True
-            return await pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
 
     async def _pooled_roundtrip(self, commands: list[tuple[Any, ...]], batch: _Batch) -> list[Any]:
         """Send the EVALSHAs in one write on one pooled connection; their replies, in order.
@@ -162,9 +163,10 @@ class AutoPipeline:
         pool = self._redis.connection_pool
         conn = await pool.get_connection()
         try:
-            return await conn.retry.call_with_retry(  # type: ignore[no-any-return]
+            replies: list[Any] = await conn.retry.call_with_retry(
                 lambda: self._exchange(conn, commands, batch), conn.disconnect
             )
+            return replies
         finally:
             await pool.release(conn)
 

@@ -29,7 +29,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -330,7 +330,8 @@ def _sentinel_client(target: Target, settings: RedisSettings) -> Any:
         **tls,
     }
     data = common_options(settings)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    # typed Any: redis-py 8 annotates Sentinel(), older releases do not
+    sentinel: Any = cast(Any, Sentinel)(
         list(target.nodes),
         min_other_sentinels=int(target.options.get("min_other_sentinels", "0")),
         sentinel_kwargs=sentinel_kwargs,

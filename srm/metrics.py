@@ -29,7 +29,7 @@ from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import (
     REGISTRY,
@@ -42,7 +42,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.mmap_dict import MmapedDict as _MmapedDict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format: what every Prometheus version and scraper parses.
@@ -66,9 +66,12 @@ _LATENCY_BUCKETS = (
     2.5,
     5.0,
 )
+# prometheus_client annotates these in some releases and not in others: they are called
+# through Any, so the type check passes on every release the range allows
+MmapedDict: Any = _MmapedDict
 FLUSH_INTERVAL = 1.0  # seconds between two folds of the pending counts in each worker
 # *_created series double the output for nothing here (multiprocess mode has none anyway).
-disable_created_metrics()  # type: ignore[no-untyped-call]
+cast(Any, disable_created_metrics)()
 
 
 class _FlushFirst:
@@ -309,7 +312,7 @@ def exposition() -> bytes:
     if not os.environ.get(MULTIPROC_ENV):
         return generate_latest(REGISTRY)
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    cast(Any, multiprocess.MultiProcessCollector)(registry)
     for _ in range(2):
         try:
             return generate_latest(registry)
@@ -359,12 +362,12 @@ def _add_into(total: Path, source: Path) -> None:
     if not total.exists():
         # made complete under another name first: a scrape never reads it half-made
         partial = total.with_suffix(".tmp")
-        MmapedDict(str(partial)).close()  # type: ignore[no-untyped-call]
+        MmapedDict(str(partial)).close()
         partial.replace(total)
-    into = MmapedDict(str(total))  # type: ignore[no-untyped-call]
+    into = MmapedDict(str(total))
     try:
-        for key, value, timestamp, _pos in MmapedDict.read_all_values_from_file(str(source)):  # type: ignore[no-untyped-call]
-            current, _ = into.read_value(key)  # type: ignore[no-untyped-call]
-            into.write_value(key, current + value, timestamp)  # type: ignore[no-untyped-call]
+        for key, value, timestamp, _pos in MmapedDict.read_all_values_from_file(str(source)):
+            current, _ = into.read_value(key)
+            into.write_value(key, current + value, timestamp)
     finally:
-        into.close()  # type: ignore[no-untyped-call]
+        into.close()

@@ -9,7 +9,7 @@ exception raised before the middlewares (aiohttp's 417 for an ``Expect`` other t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web, web_protocol, web_server
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
@@ -88,4 +88,4 @@ class SrmAppRunner(web.AppRunner):
         server.__class__ = SrmServer  # same state, one method overridden
         # each connection's RequestHandler reads the Server's request_handler when made
         server.request_handler = json_http_exceptions(server.request_handler)
-        return server  # type: ignore[no-any-return]
+        return cast(web_server.Server, server)
