@@ -178,7 +178,7 @@ def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list
 
 def script_time_us(client: redis.Redis) -> float:
     """Microseconds Redis spent in EVALSHA/EVAL since the last CONFIG RESETSTAT."""
-    stats = client.info("commandstats")
+    stats = procs.redis_info(client, "commandstats")
     return float(sum(stats.get(f"cmdstat_{n}", {}).get("usec", 0) for n in ("evalsha", "eval")))
 
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 import aiohttp
 import redis
 
-from bench.procs import ROOT, SECRET
+from bench.procs import ROOT, SECRET, redis_info
 from srm.auth import TokenVerifier, mint
 from srm.config import load
 
@@ -148,7 +148,7 @@ def count_commands(url: str, redis_url: str, tokens: list[str]) -> list[CommandC
             names = monitor.drain()
             names.pop("config|resetstat", None)
             names.pop("config", None)
-            cs = stats.info("commandstats")
+            cs = redis_info(stats, "commandstats")
             scripts = sum(cs.get(f"cmdstat_{n}", {}).get("calls", 0) for n in ("evalsha", "eval"))
             results.append(CommandCount(kind, len(tokens), sum(names.values()), scripts, names))
     finally:

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 
@@ -45,6 +46,13 @@ def group_cpu_seconds(group: int) -> float:
         if int(fields[2]) == group:  # pgrp
             ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def redis_info(client: redis.Redis, section: str) -> dict[str, Any]:
+    """INFO *section* of a synchronous client (redis-py types the reply loosely in some
+    releases)."""
+    reply: Any = client.info(section)
+    return cast(dict[str, Any], reply)
 
 
 def free_port() -> int:

@@ -43,6 +43,12 @@ TIMEOUT = 10  # keep-alive period of the soak (s): abandoned sessions lapse quic
 RETENTION = 5
 
 
+def used_memory(client: redis.Redis) -> int:
+    """Redis's used_memory (redis-py types INFO's reply loosely in some releases)."""
+    memory: Any = client.info("memory")
+    return int(memory["used_memory"])
+
+
 def free_port() -> int:
     with contextlib.closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
@@ -263,13 +269,13 @@ def main() -> int:
             print(f"  capacity {capacity:.0f} req/s ({burst[-1].strip()})")
             load.rate = capacity / 2
         api_pids = family(api.pid)
-        start_mem = (rss_kib(api_pids), client.info("memory")["used_memory"])
+        start_mem = (rss_kib(api_pids), used_memory(client))
         print(
             f"soak at {load.rate:.0f} req/s for {args.duration:.0f} s "
             f"(timeout {TIMEOUT} s, retention {RETENTION} s, 20% of sessions abandoned)"
         )
         asyncio.run(drive(load, args.players, args.duration, args.every))
-        end_mem = (rss_kib(family(api.pid)), client.info("memory")["used_memory"])
+        end_mem = (rss_kib(family(api.pid)), used_memory(client))
         print(
             f"API RSS   {start_mem[0] / 1024:8.1f} MiB at start  "
             f"{end_mem[0] / 1024:8.1f} MiB at end"

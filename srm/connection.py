@@ -355,7 +355,7 @@ def _sentinel_client(target: Target, settings: RedisSettings) -> Any:
 
 def _cluster_client(target: Target, settings: RedisSettings) -> RedisCluster:
     options = common_options(settings)
-    return RedisCluster(
+    cluster: RedisCluster = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         max_connections=settings.pool_size,
         username=target.username,
@@ -369,3 +369,4 @@ def _cluster_client(target: Target, settings: RedisSettings) -> RedisCluster:
         retry=retry_policy(),
         **_tls_options(target),
     )
+    return cluster

@@ -43,6 +43,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.mmap_dict import MmapedDict as _MmapedDict
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format: what every Prometheus version and scraper parses.
@@ -74,7 +75,7 @@ FLUSH_INTERVAL = 1.0  # seconds between two folds of the pending counts in each 
 cast(Any, disable_created_metrics)()
 
 
-class _FlushFirst:
+class _FlushFirst(Collector):
     """Registered before SRM's metrics: every collection of the registry folds the pending
     counts first (in the thread that records them; a scrape in a worker thread relies on the
     handler's own flush just before it)."""

@@ -130,10 +130,23 @@ def test_the_image_is_slim_and_runs_as_a_non_root_user() -> None:
         for line in DOCKERFILE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+    default_base = next(line for line in lines if line.startswith("ARG BASE=")).split("=", 1)[1]
+    assert re.fullmatch(r"python:3\.1[1-9]-slim", default_base)
     bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
-    assert bases and all(re.fullmatch(r"python:3\.1[1-9]-slim", b) for b in bases)
+    assert bases and all(b == "${BASE}" for b in bases)
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users, "no USER: the image would run as root"
     assert users[-1].split(":")[0] not in {"0", "root"}
     cmd = [line for line in lines if line.startswith("CMD ")][-1]
     assert cmd == 'CMD ["srm", "serve"]'
+
+
+def test_the_image_installs_the_locked_dependencies_only() -> None:
+    """The image runs what the tests ran: uv.lock, checked against pyproject.toml (--locked),
+    without the test tools."""
+    text = DOCKERFILE.read_text()
+    assert "uv.lock" in text
+    sync = [line for line in text.splitlines() if " uv sync " in f" {line} "]
+    assert sync, "the image does not install from the lock"
+    assert all("--locked" in line and "--no-dev" in line for line in sync)
+    assert "pip install --no-cache-dir /wheels" not in text
