@@ -36,7 +36,7 @@ REFRESH = 1  # seconds between refreshes of the session table in these tests
 WAIT = 15  # seconds an explicit wait gives the page (a loaded machine is slow)
 ARTIFACTS = Path(os.environ.get("SRM_TEST_ARTIFACTS", ROOT / "artifacts")) / "console"
 XSS = "<img src=x onerror=alert(1)>"
-PAGES = (console.PATH, console.STYLESHEET, console.SCRIPT)
+PAGES = (*console.paths("/srm"), *console.paths("/srm/v1"))
 
 
 # -- the served files (no browser) -----------------------------------------------------------
@@ -74,7 +74,11 @@ async def test_the_page_needs_nothing_inline_and_nothing_external(settings: Any)
         page = await (await c.get(console.PATH)).text()
         script = await (await c.get(console.SCRIPT)).text()
         style = await (await c.get(console.STYLESHEET)).text()
-    assert re.findall(r"<script\b[^>]*>", page) == [f'<script src="{console.SCRIPT}" defer>']
+    # each file named relative to the page, so that /srm/v1/console loads /srm/v1/console/...
+    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="console/console.js" defer>']
+    assert re.findall(r"<link\b[^>]*stylesheet[^>]*>", page) == [
+        '<link rel="stylesheet" href="console/console.css">'
+    ]
     assert "<style" not in page and " style=" not in page
     assert not re.search(r"\son[a-z]+=", page)  # no inline event handler
     for text in (page, script, style):
@@ -106,14 +110,28 @@ async def test_the_page_says_whether_operator_keys_are_configured(settings: Any)
         assert 'data-operator-keys="none"' in await (await c.get(console.PATH)).text()
 
 
-async def test_the_console_has_one_path(settings: Any) -> None:
+async def test_the_console_is_under_both_prefixes_and_nowhere_else(settings: Any) -> None:
+    """Every path under /srm/ also exists under /srm/v1/: the console and its files too."""
     async with _console_client(settings) as c:
-        for path in ("/srm/v1/console", "/srm/console/", "/srm/console/index.html"):
+        for latest, v1 in zip(console.paths("/srm"), console.paths("/srm/v1"), strict=True):
+            assert v1 == latest.replace("/srm/", "/srm/v1/", 1)
+            first, second = await c.get(latest), await c.get(v1)
+            assert first.status == second.status == 200
+            assert await first.read() == await second.read()
+            assert first.content_type == second.content_type
+        for path in (
+            "/srm/console/",
+            "/srm/v1/console/",
+            "/srm/console/index.html",
+            "/srm/v2/console",
+            "/srm/v1/v1/console",
+        ):
             resp = await c.get(path)
             assert resp.status == 404
             assert (await resp.json())["errorResponse"]["errorCode"] == "SRM-0010"
-        resp = await c.post(console.PATH)
-        assert resp.status == 405
+        for path in (console.PATH, "/srm/v1/console"):
+            resp = await c.post(path)
+            assert resp.status == 405
 
 
 # -- a real server and a real browser ----------------------------------------------------------
@@ -396,6 +414,24 @@ def test_the_live_console_is_served_with_its_headers(live: SrmProcess) -> None:
             for name, value in console.HEADERS.items():
                 assert answer.headers[name] == value
             assert answer.headers["X-Request-ID"]
+
+
+@pytest.mark.slow
+def test_the_console_works_under_srm_v1_with_its_own_files(page: Console) -> None:
+    sid = page.session("acct-v1", "dev-1")
+    page.driver.get(page.srm.base + "/srm/v1/console?refresh=1#account=acct-v1")
+    page.signed_in()
+    page.wait_rows(lambda r: sid in r)
+    assert (
+        page.driver.execute_script(
+            "return getComputedStyle(document.querySelector('.topbar')).display"
+        )
+        == "flex"
+    ), "the stylesheet was not applied"
+    fetched = {r["url"].removeprefix(page.srm.base) for r in page.requests()}
+    assert {"/srm/v1/console/console.css", "/srm/v1/console/console.js"} <= fetched
+    assert not any(u.startswith("/srm/console") for u in fetched)
+    assert page.errors() == []
 
 
 @pytest.mark.slow

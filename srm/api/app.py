@@ -47,7 +47,7 @@ def routes() -> Iterable[web.RouteDef]:
     yield web.get("/health", h.health, allow_head=False)
     yield web.get("/ready", h.ready, allow_head=False)
     yield web.get("/metrics", h.metrics, allow_head=False)
-    yield from console.routes()
+    yield from console.routes(PREFIXES)
 
 
 def middleware(deny_status: int, max_bytes: int, max_body_bytes: int) -> Middleware:

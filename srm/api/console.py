@@ -12,9 +12,12 @@ from importlib import resources
 
 from aiohttp import web
 
-PATH = "/srm/console"
+PATH = "/srm/console"  # and the same under every other API prefix (/srm/v1/console)
 STYLESHEET = f"{PATH}/console.css"
 SCRIPT = f"{PATH}/console.js"
+# the page names its files relative to its own address, so that each prefix's page loads
+# that prefix's files
+FILES = ("console.css", "console.js")
 # no inline script or style anywhere, no eval; the page talks only to its own origin
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -72,9 +75,19 @@ async def script(request: web.Request) -> web.Response:
     return _answer(request.app[CONSOLE].script, "text/javascript")
 
 
-def routes() -> list[web.RouteDef]:
-    return [
-        web.get(PATH, page, allow_head=False),
-        web.get(STYLESHEET, stylesheet, allow_head=False),
-        web.get(SCRIPT, script, allow_head=False),
-    ]
+def paths(prefix: str) -> tuple[str, str, str]:
+    """The page, stylesheet and script under API *prefix* (``/srm`` or ``/srm/v1``)."""
+    page_path = f"{prefix}/console"
+    return page_path, f"{page_path}/{FILES[0]}", f"{page_path}/{FILES[1]}"
+
+
+def routes(prefixes: tuple[str, ...]) -> list[web.RouteDef]:
+    found = []
+    for prefix in prefixes:
+        page_path, stylesheet_path, script_path = paths(prefix)
+        found += [
+            web.get(page_path, page, allow_head=False),
+            web.get(stylesheet_path, stylesheet, allow_head=False),
+            web.get(script_path, script, allow_head=False),
+        ]
+    return found

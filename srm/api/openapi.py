@@ -666,16 +666,24 @@ def _service_paths(prefixes: list[tuple[str, str]]) -> Json:
     return paths
 
 
-def _console_paths() -> Json:
+def _console_paths(prefixes: list[tuple[str, str]]) -> Json:
     headers = {
         **_REQUEST_ID_HEADER,
         **{name: _ref("headers", name) for name in console.HEADERS},
     }
-    files = (
-        (console.PATH, "consolePage", "The operator console (a web page)", "text/html"),
-        (console.STYLESHEET, "consoleStylesheet", "The console's stylesheet", "text/css"),
-        (console.SCRIPT, "consoleScript", "The console's script", "text/javascript"),
-    )
+    files = [
+        (path, f"{op_id}{suffix}", summary, media)
+        for prefix, suffix in prefixes
+        for path, (op_id, summary, media) in zip(
+            console.paths(prefix),
+            (
+                ("consolePage", "The operator console (a web page)", "text/html"),
+                ("consoleStylesheet", "The console's stylesheet", "text/css"),
+                ("consoleScript", "The console's script", "text/javascript"),
+            ),
+            strict=True,
+        )
+    ]
     return {
         path: {
             "get": _operation(
@@ -716,7 +724,7 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
         paths.update(_client_paths(prefix, suffix, settings))
         paths.update(_operator_paths(prefix, suffix))
     paths.update(_service_paths(named))
-    paths.update(_console_paths())
+    paths.update(_console_paths(named))
     return {
         "openapi": "3.0.3",
         "info": {

@@ -101,7 +101,14 @@
     this.message = message;
   }
 
-  function api(method, path, body) {
+  // *parts*: the path's segments after /srm/v1 (see address); *params*: its query, if any.
+  function api(method, parts, params, body) {
+    var path;
+    try {
+      path = address(parts, params);
+    } catch (refusal) {
+      return Promise.reject(refusal); // nothing is sent
+    }
     var headers = { Accept: 'application/json', Authorization: 'Bearer ' + state.key };
     var init = {
       method: method,
@@ -114,7 +121,7 @@
       headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
     }
-    return fetch(API + path, init).then(
+    return fetch(path, init).then(
       function (response) {
         return response.text().then(function (text) {
           var data = null;
@@ -135,12 +142,80 @@
     );
   }
 
-  function segment(value) {
-    return encodeURIComponent(value);
+  // -- addresses -------------------------------------------------------------------------
+  // Every request's address is built here, from segments each percent-encoded, and checked
+  // before anything is sent. A browser reads a path segment "." or ".." (even percent-encoded)
+  // as "this folder" or "the folder above": DELETE .../devices/../sessions would reach
+  // .../sessions and end every session of the account. An id that cannot be a segment is
+  // refused, and so is any address the browser would resolve to another path than the one
+  // built.
+
+  function Unaddressable(kind, value, sent) {
+    this.kind = kind; // 'account', 'device', 'session', or 'path' for a whole address
+    this.value = value;
+    this.sent = sent || ''; // for 'path': where the browser would have sent the request
+    this.message = kind + ' "' + value + '" cannot be addressed';
   }
 
-  function accountPath(account) {
-    return '/accounts/' + segment(account);
+  // An id of a player or an account as a path segment; *kind* names it in messages.
+  function id(kind, value) {
+    return { kind: kind, value: String(value) };
+  }
+
+  // Whether *value*, percent-encoded, stays one segment of its own: not empty, not "." or
+  // "..", and left as it is by the browser's URL parser.
+  function addressable(value) {
+    if (value === '' || value === '.' || value === '..') return false;
+    var probe = API + '/probe/' + encode(value) + '/end';
+    return new URL(probe, window.location.href).pathname === probe;
+  }
+
+  // RFC 3986's strict form: encodeURIComponent leaves !'()* as they are, and a browser
+  // encodes ' in a query itself, which would make the address differ from the one built
+  function encode(value) {
+    return encodeURIComponent(value).replace(/[!'()*]/g, function (c) {
+      return '%' + c.charCodeAt(0).toString(16).toUpperCase();
+    });
+  }
+
+  function queryString(params) {
+    var pairs = Object.keys(params || {}).filter(function (name) {
+      return params[name] !== null && params[name] !== undefined;
+    }).map(function (name) {
+      return encode(name) + '=' + encode(String(params[name]));
+    });
+    return pairs.length ? '?' + pairs.join('&') : '';
+  }
+
+  // The address of API + *parts* (fixed words, or id() for ids) with the query *params*;
+  // throws Unaddressable instead of returning an address the browser would change.
+  function address(parts, params) {
+    var path = API;
+    parts.forEach(function (part) {
+      var ref = typeof part === 'string' ? id('path', part) : part;
+      if (!addressable(ref.value)) throw new Unaddressable(ref.kind, ref.value);
+      path += '/' + encode(ref.value);
+    });
+    var search = queryString(params);
+    var url = new URL(path + search, window.location.href);
+    if (url.origin !== window.location.origin || url.pathname !== path || url.search !== search) {
+      throw new Unaddressable('path', path + search, url.pathname + url.search);
+    }
+    return path + search;
+  }
+
+  function accountParts(account) {
+    return ['accounts', id('account', account)];
+  }
+
+  function unaddressableText(error) {
+    if (error.kind === 'path') {
+      return 'The console did not send a request for ' + error.value + ': the browser would ' +
+        'have sent it to ' + error.sent + ' instead. Nothing was changed.';
+    }
+    return 'The ' + error.kind + ' id "' + error.value + '" cannot be put in a web address: ' +
+      'browsers read "." and ".." as "this folder" and "the folder above", so a request ' +
+      'for it would reach another path. The console sent nothing.';
   }
 
   function isUnavailable(error) {
@@ -149,6 +224,7 @@
 
   // A sentence for the operator; *what* names the feature, for "not available" answers.
   function describe(error, what) {
+    if (error instanceof Unaddressable) return unaddressableText(error);
     if (!(error instanceof ApiError)) {
       return 'Something went wrong in the console: ' + String(error && error.message || error);
     }
@@ -214,7 +290,7 @@
   function checkKey() {
     return loadDenials().catch(function (error) {
       if (!isUnavailable(error)) throw error;
-      return api('GET', accountPath('console-key-check') + '/limit');
+      return api('GET', accountParts('console-key-check').concat('limit'));
     });
   }
 
@@ -306,7 +382,7 @@
   function search(event) {
     event.preventDefault();
     var account = $('account-input').value.trim();
-    if (!account || account.length > MAX_ACCOUNT_ID) {
+    if (!account || Array.from(account).length > MAX_ACCOUNT_ID) {
       notify(account ? 'An account id has at most ' + MAX_ACCOUNT_ID + ' characters.'
         : 'Type an account id to look it up.', 'error');
       $('account-input').focus();
@@ -325,6 +401,13 @@
   }
 
   function lookUp(account) {
+    if (!addressable(account)) {
+      // an account no request can name: say so rather than ask for another path
+      closeAccount();
+      $('account-input').value = account;
+      notify(unaddressableText(new Unaddressable('account', account)), 'error');
+      return;
+    }
     state.account = account;
     state.generation++;
     state.pages = [null];
@@ -381,9 +464,7 @@
     var generation = state.generation;
     var account = state.account;
     var cursor = state.pages[state.pages.length - 1];
-    var path = accountPath(account) + '/sessions?limit=' + PAGE_SIZE +
-      (cursor ? '&cursor=' + encodeURIComponent(cursor) : '');
-    api('GET', path).then(
+    api('GET', accountParts(account).concat('sessions'), { limit: PAGE_SIZE, cursor: cursor }).then(
       function (listing) {
         if (generation !== state.generation) return;
         say($('sessions-error'), '');
@@ -542,7 +623,8 @@
   function endSession(s, button) {
     var generation = state.generation;
     button.disabled = true;
-    api('DELETE', accountPath(state.account) + '/sessions/' + segment(s.sessionId)).then(
+    var parts = accountParts(state.account).concat('sessions', id('session', s.sessionId));
+    api('DELETE', parts).then(
       function () {
         afterChange(generation, 'Session on device ' + text(s.deviceId) + ' ended.');
       },
@@ -556,8 +638,8 @@
   function endDevice(s, button) {
     var generation = state.generation;
     button.disabled = true;
-    var path = accountPath(state.account) + '/devices/' + segment(s.deviceId) + '/sessions';
-    api('DELETE', path).then(
+    var parts = accountParts(state.account).concat('devices', id('device', s.deviceId), 'sessions');
+    api('DELETE', parts).then(
       function (answer) {
         var n = answer && typeof answer.ended === 'number' ? answer.ended : 0;
         afterChange(generation, 'Ended ' + n + ' session' + (n === 1 ? '' : 's') +
@@ -587,7 +669,7 @@
     var generation = state.generation;
     show($('end-all-box'), false);
     $('end-all').disabled = true;
-    api('DELETE', accountPath(state.account) + '/sessions').then(
+    api('DELETE', accountParts(state.account).concat('sessions')).then(
       function (answer) {
         var n = answer && typeof answer.ended === 'number' ? answer.ended : 0;
         afterChange(generation, 'Ended ' + n + ' session' + (n === 1 ? '' : 's') + '.');
@@ -621,7 +703,7 @@
 
   function loadLimit() {
     var generation = state.generation;
-    api('GET', accountPath(state.account) + '/limit').then(
+    api('GET', accountParts(state.account).concat('limit')).then(
       function (limit) {
         if (generation === state.generation) renderLimit(limit || {});
       },
@@ -702,7 +784,7 @@
 
   function putLimit(body, done) {
     var generation = state.generation;
-    api('PUT', accountPath(state.account) + '/limit', body).then(
+    api('PUT', accountParts(state.account).concat('limit'), null, body).then(
       function (limit) {
         if (generation !== state.generation) return;
         renderLimit(limit || {});
@@ -730,7 +812,7 @@
 
   function removeLimit() {
     var generation = state.generation;
-    api('DELETE', accountPath(state.account) + '/limit').then(
+    api('DELETE', accountParts(state.account).concat('limit')).then(
       function (limit) {
         if (generation !== state.generation) return;
         state.limit = null;
@@ -753,7 +835,7 @@
     var days = $('usage-days').value;
     var chart = $('usage-chart');
     chart.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
-    api('GET', accountPath(state.account) + '/usage?days=' + segment(days)).then(
+    api('GET', accountParts(state.account).concat('usage'), { days: days }).then(
       function (usage) {
         if (generation !== state.generation) return;
         var list = usage && Array.isArray(usage.days) ? usage.days : [];
@@ -876,7 +958,7 @@
   function loadDenials() {
     var generation = state.keyGeneration;
     var report = $('denials-report');
-    return api('GET', '/reports/denials?top=' + DENIALS_TOP).then(function (answer) {
+    return api('GET', ['reports', 'denials'], { top: DENIALS_TOP }).then(function (answer) {
       if (generation === state.keyGeneration) renderDenials(answer || {});
       return answer;
     }, function (error) {
