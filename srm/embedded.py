@@ -29,7 +29,7 @@ from typing import IO
 
 import redis
 
-from srm.config import ConfigError, EmbeddedSettings
+from srm.config import ConfigError, EmbeddedSettings, Settings
 from srm.connection import COMPACT_HASH_VALUE
 from srm.process import can_die_with_parent, die_with_parent
 
@@ -213,3 +213,11 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def with_store_url(settings: Settings) -> Settings:
+    """*settings*, with ``redis.url`` unset meaning the embedded redis-server of a
+    `srm serve` started in the same working directory (its socket in ``embedded.data_dir``)."""
+    if settings.redis.url:
+        return settings
+    return settings.replace("redis", url=EmbeddedRedis(settings.embedded).url)

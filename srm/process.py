@@ -10,7 +10,7 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from srm.config import Settings
@@ -152,3 +152,34 @@ async def _flushing(main: Coroutine[Any, Any, None]) -> None:
 
     async with metrics.flushing():
         await main
+
+
+# Work a process runs alone, or beside the API (the embedded reaper), given the settings,
+# the store and the stop event.
+Companion = Callable[[Settings, "SessionStore", asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def run_companion(
+    settings: Settings, companion: Companion, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Run *companion* alone in this process (its own Redis client) until SIGTERM/SIGINT;
+    *on_ready* is called once it has its store."""
+    from srm import logs
+    from srm.connection import connect, warm_up
+
+    logs.setup(settings.logging.level, logs.secrets_of(settings))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        redis = connect(settings.redis)
+        await warm_up(redis, settings.redis)
+        if on_ready is not None:
+            on_ready()
+        try:
+            await companion(settings, make_store(settings, redis), stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+
+    run_loop(main())

@@ -36,13 +36,14 @@ from srm.connection import check_store, connect, warm_up
 from srm.embedded import EmbeddedRedis
 from srm.metrics import SharedMetricsDir
 from srm.process import (
+    Companion,
     die_with_parent,
     install_stop_handlers,
     make_store,
+    run_companion,
     run_loop,
     settle_gc,
 )
-from srm.reaper.sidecar import Companion, run_companion
 
 log = logging.getLogger("srm.server")
 

@@ -14,11 +14,10 @@ import sys
 from yarl import URL
 
 from srm.config import Settings
+from srm.embedded import with_store_url
 from srm.events.consumer import Consumer, EventsMetrics
 from srm.events.sinks import Sink, StdoutSink, Stopped, WebhookSink, webhook_url
-from srm.process import serve_prometheus
-from srm.reaper.health import with_store_url
-from srm.reaper.sidecar import run_companion
+from srm.process import run_companion, serve_prometheus
 from srm.store import SessionStore
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from srm.config import ReaperSettings, Settings
 from srm.connection import connect
-from srm.embedded import EmbeddedRedis
+from srm.embedded import with_store_url
 from srm.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -24,14 +24,6 @@ log = logging.getLogger(__name__)
 def reaper_id(settings: ReaperSettings) -> str:
     """``reaper.id``, else the host name (set it to tell apart two reapers on one host)."""
     return settings.id or socket.gethostname()
-
-
-def with_store_url(settings: Settings) -> Settings:
-    """*settings*, with ``redis.url`` unset meaning the embedded redis-server of a
-    `srm serve` started in the same working directory (its socket in ``embedded.data_dir``)."""
-    if settings.redis.url:
-        return settings
-    return settings.replace("redis", url=EmbeddedRedis(settings.embedded).url)
 
 
 def check(settings: Settings) -> int:

@@ -7,28 +7,21 @@ in the same working directory; that `srm serve` already runs the reaper itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY
 
-from srm import logs
 from srm.config import ReaperSettings, Settings
-from srm.connection import check_store, connect, warm_up
-from srm.process import install_stop_handlers, make_store, run_loop, serve_prometheus
+from srm.connection import check_store
+from srm.embedded import with_store_url
+from srm.process import run_companion, run_loop, serve_prometheus
 from srm.reaper.core import Reaper, ReaperMetrics
-from srm.reaper.health import reaper_id, with_store_url
+from srm.reaper.health import reaper_id
 from srm.store import SessionStore
 
 log = logging.getLogger(__name__)
-
-# Extra work a serving process runs beside the API (the embedded reaper), given the store
-# and the stop event.
-Companion = Callable[[Settings, SessionStore, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def run(settings: Settings) -> int:
@@ -75,26 +68,3 @@ def _process_metrics() -> ReaperMetrics:
 def serve_metrics(settings: ReaperSettings) -> WSGIServer | None:
     """The metrics endpoint on ``reaper.metrics_host:metrics_port``; None if off or taken."""
     return serve_prometheus(settings.metrics_host, settings.metrics_port, "reaper")
-
-
-def run_companion(
-    settings: Settings, companion: Companion, on_ready: Callable[[], None] | None = None
-) -> None:
-    """Run *companion* alone in this process (its own Redis client) until SIGTERM/SIGINT;
-    *on_ready* is called once it has its store."""
-    logs.setup(settings.logging.level, logs.secrets_of(settings))
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_handlers(stop)
-        redis = connect(settings.redis)
-        await warm_up(redis, settings.redis)
-        if on_ready is not None:
-            on_ready()
-        try:
-            await companion(settings, make_store(settings, redis), stop)
-        finally:
-            with contextlib.suppress(Exception):
-                await redis.aclose()
-
-    run_loop(main())
