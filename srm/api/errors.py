@@ -20,6 +20,7 @@ from srm.errors import (
     SessionNotFound,
     SrmError,
     TooLarge,
+    Unauthenticated,
 )
 
 log = logging.getLogger("srm.api")
@@ -40,6 +41,9 @@ STATUS = {
 }
 HEADERS_TOO_LARGE = 431
 DETAIL_HEADER = "X-SRM-Error-Detail"
+# RFC 9110 (11.6.1): a 401 carries at least one challenge. Client-Token holds the same JWT
+# that the Authorization header's Bearer scheme (RFC 6750) carries.
+CHALLENGE = 'Bearer realm="srm"'
 
 
 def http_status(error: SrmError, deny_status: int = 200) -> int:
@@ -59,7 +63,10 @@ def error_body(error: SrmError, status: int) -> bytes:
             "errorMessage": error.message,
         }
     }
-    # the two extensions of API.md, beside the unchanged errorResponse
+    # the extensions of API.md, beside the unchanged errorResponse
+    detail = public_detail(error)
+    if detail:
+        body["detail"] = detail
     if isinstance(error, LimitReached):
         body["denial"] = bodies.denial(error.rule, error.limit, error.sessions)
     elif isinstance(error, SessionNotFound) and error.ended is not None:
@@ -67,12 +74,23 @@ def error_body(error: SrmError, status: int) -> bytes:
     return orjson.dumps(body)
 
 
+def public_detail(error: SrmError) -> str | None:
+    """What exactly was wrong, in SRM's own words (``detail`` in the body and the
+    X-SRM-Error-Detail header); None for an internal error, whose detail is for the log."""
+    if isinstance(error, InternalError):
+        return None
+    return error.detail or None
+
+
 def error_response(error: SrmError, deny_status: int = 200) -> web.Response:
     status = http_status(error, deny_status)
     response = web.Response(status=status, body=error_body(error, status))
     response.content_type = "application/json"
-    if error.detail and not isinstance(error, InternalError):
-        response.headers[DETAIL_HEADER] = error.detail.encode("ascii", "replace").decode()
+    detail = public_detail(error)
+    if detail:
+        response.headers[DETAIL_HEADER] = detail.encode("ascii", "replace").decode()
+    if status == STATUS[Unauthenticated.code]:
+        response.headers["WWW-Authenticate"] = CHALLENGE
     return response
 
 
