@@ -5,20 +5,25 @@ the OpenAPI document, and the document's account of nullable and configured fiel
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
 import re
 import shutil
 import subprocess
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from srm.api import bodies, openapi
-from srm.api.app import PREFIXES
+from srm.api.app import PREFIXES, create_app
 from srm.api.errors import CHALLENGE, DETAIL_HEADER, error_body
+from srm.api.protocol import SrmAppRunner
 from srm.errors import InternalError
 from srm.model import Policy
 from srm.rules import Rule
@@ -242,8 +247,6 @@ async def test_the_document_names_the_configured_rules(
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from srm.api.app import create_app
-
     assert _limit_schema(rule_settings).is_valid(body) == accepted
     async with TestClient(TestServer(create_app(rule_settings, store))) as http:
         resp = await http.put("/srm/v1/accounts/acct/limit", json=body, headers=OPERATOR)
@@ -264,3 +267,106 @@ def test_the_pattern_means_the_same_in_ecmascript() -> None:
         ["node", "-e", script, argument], capture_output=True, check=True, text=True
     ).stdout
     assert json.loads(out) == [bool(re.search(bodies.CONTENT_ID_PATTERN, x)) for x in samples]
+
+
+# -- bodies that do not decode (item 4) -------------------------------------------------------
+
+
+@pytest.fixture
+async def live(settings: Any, store: Any) -> AsyncIterator[int]:
+    """The API on a real TCP port, with protocol error handling as `srm serve` has it;
+    its port."""
+    settings = settings.replace("server", body_timeout=0.5)
+    runner = SrmAppRunner(create_app(settings, store), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield runner.addresses[0][1]
+    await runner.cleanup()
+
+
+NOT_COMPRESSED = orjson.dumps(SETUP)
+
+
+def _routes() -> list[tuple[str, str, dict[str, str]]]:
+    return [
+        ("POST", "/srm/sessions", auth()),
+        ("POST", "/srm/v1/sessions", {}),
+        ("PUT", "/srm/v1/accounts/acct/limit", OPERATOR),
+        ("GET", "/health", {}),
+        ("GET", "/srm/sessions", auth()),
+        ("GET", "/nowhere", {}),
+    ]
+
+
+def _noise(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """What was logged at INFO or above, or with a traceback."""
+    return [r for r in caplog.records if r.levelno >= logging.INFO or r.exc_info]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize(("method", "path", "headers"), _routes())
+async def test_a_body_that_does_not_decode_is_400_on_every_path(
+    live: int,
+    redis_client: Any,
+    caplog: pytest.LogCaptureFixture,
+    encoding: str,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    headers = {**headers, "Content-Encoding": encoding, "Content-Type": "application/json"}
+    status, answer_headers, body = await raw_request(live, method, path, headers, NOT_COMPRESSED)
+    assert status == 400, body
+    assert body["errorResponse"]["errorCode"] == "SRM-0002"
+    assert body["detail"] == "request body does not decode as its Content-Encoding says"
+    assert answer_headers[DETAIL_HEADER] == body["detail"]
+    assert _noise(caplog) == []
+    assert await redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_body_is_read_as_usual(
+    live: int, caplog: pytest.LogCaptureFixture, encoding: str
+) -> None:
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    headers = {**auth(), "Content-Encoding": encoding}
+    status, _, body = await raw_request(
+        live, "POST", "/srm/sessions", headers, compress(NOT_COMPRESSED)
+    )
+    assert status == 200 and "successResponse" in body
+    status, _, body = await raw_request(
+        live,
+        "PUT",
+        "/srm/v1/accounts/acct/limit",
+        {**OPERATOR, "Content-Encoding": encoding},
+        compress(b'{"maxSessions": 5}'),
+    )
+    assert (status, body["maxSessions"]) == (200, 5)
+    assert _noise(caplog) == []
+
+
+async def test_a_bad_body_that_arrives_after_the_answer_logs_no_traceback(
+    live: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The body comes after the body timeout answered 400: aiohttp discards it and finds it
+    does not decode, with no handler left to answer."""
+    caplog.set_level(logging.DEBUG)
+    head = (
+        "GET /health HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        f"Content-Length: {len(NOT_COMPRESSED)}\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", live)
+    try:
+        writer.write(head.encode())
+        async with asyncio.timeout(30):
+            answer = await reader.readuntil(b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 400"), answer
+            writer.write(NOT_COMPRESSED)
+            await writer.drain()
+            await reader.read()  # the server closes once it has discarded the body
+    finally:
+        writer.close()
+    assert _noise(caplog) == []
+    assert len(caplog.records) <= 2  # DEBUG lines at most: the timeout, the discarded body

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from srm.api import bodies
 from srm.api.observability import ERROR_CODE
@@ -108,6 +109,14 @@ def from_http_exception(exc: web.HTTPException) -> SrmError:
     return InternalError()
 
 
+def malformed_body(exc: web.RequestPayloadError) -> MalformedRequest:
+    """SRM-0002 for a body aiohttp could not read: not what its Content-Encoding says
+    (ContentEncodingError), or cut short or badly chunked."""
+    if isinstance(exc.__cause__, ContentEncodingError):
+        return MalformedRequest("request body does not decode as its Content-Encoding says")
+    return MalformedRequest("request body is malformed or incomplete")
+
+
 def answer(request: web.Request, exc: Exception, deny_status: int) -> web.Response:
     """The errorResponse for *exc*, raised while handling *request* (call it in the except
     clause: an unexpected error is logged with its traceback)."""
@@ -116,6 +125,8 @@ def answer(request: web.Request, exc: Exception, deny_status: int) -> web.Respon
             log.error("internal error on %s %s: %s", request.method, request.path, exc)
         request[ERROR_CODE] = exc.code
         return error_response(exc, deny_status)
+    if isinstance(exc, web.RequestPayloadError):  # a body read outside handlers.read_body
+        return answer(request, malformed_body(exc), deny_status)
     if isinstance(exc, web.HTTPException):
         mapped = from_http_exception(exc)
         request[ERROR_CODE] = mapped.code
