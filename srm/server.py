@@ -18,6 +18,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from srm import logs
+from srm.api import cursors
 from srm.api.app import create_app
 from srm.api.observability import runner_options
 from srm.api.protocol import SrmAppRunner
@@ -113,6 +115,10 @@ def _reaper(settings: Settings, companion: Companion, parent: int, ready: Any) -
 def serve(settings: Settings, companion: Companion | None = None) -> int:
     """Run `srm serve` to completion; the process exit code."""
     require_auth_key(settings)
+    if not cursors.key_material(settings):
+        # nothing secret configured to derive the key of listing cursors from: one random
+        # key for this `srm serve`, shared by its workers (srm/api/cursors.py)
+        settings = settings.replace("server", cursor_key=secrets.token_urlsafe(32))
     embedded = None
     if not settings.redis.url:
         embedded = EmbeddedRedis(settings.embedded)

@@ -5,6 +5,7 @@ the OpenAPI document, and the document's account of nullable and configured fiel
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import json
 import logging
@@ -22,8 +23,10 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from srm.api import bodies, openapi
 from srm.api.app import PREFIXES, create_app
+from srm.api.cursors import CursorSigner, key_material
 from srm.api.errors import CHALLENGE, DETAIL_HEADER, error_body
 from srm.api.protocol import SrmAppRunner
+from srm.auth import mint
 from srm.errors import InternalError
 from srm.model import Policy
 from srm.rules import Rule
@@ -370,3 +373,80 @@ async def test_a_bad_body_that_arrives_after_the_answer_logs_no_traceback(
         writer.close()
     assert _noise(caplog) == []
     assert len(caplog.records) <= 2  # DEBUG lines at most: the timeout, the discarded body
+
+
+# -- cursors (item 5) ---------------------------------------------------------------------------
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+async def _first_next(http: Any, path: str, headers: dict[str, str]) -> str:
+    page = await (await http.get(path, params={"limit": "1"}, headers=headers)).json()
+    assert page["next"], page
+    return str(page["next"])
+
+
+async def _status(http: Any, path: str, cursor: str, headers: dict[str, str]) -> int:
+    resp = await http.get(path, params={"limit": "1", "cursor": cursor}, headers=headers)
+    if resp.status != 200:
+        await expect_error(resp, 400, "SRM-0002")
+        assert (await resp.json())["detail"] == "cursor is not one this listing gave out"
+    return int(resp.status)
+
+
+async def test_only_cursors_the_service_made_for_the_account_are_accepted(client: Any) -> None:
+    for account in ("acct-a", "acct-b"):
+        for device in ("d1", "d2", "d3"):
+            await setup_session(client, account=account, device=device)
+    a, b = auth("acct-a"), auth("acct-b")
+    genuine = await _first_next(client, "/srm/sessions", a)
+    inner, _, tag = genuine.rpartition(".")
+    assert await _status(client, "/srm/sessions", genuine, a) == 200
+    # the operator's listing of the same account takes it; the store's own cursor does not pass
+    assert await _status(client, "/srm/v1/accounts/acct-a/sessions", genuine, OPERATOR) == 200
+    forged = [
+        _b64("a::"),
+        inner,
+        f"{_b64('a::')}.{tag}",
+        f"{inner}x.{tag}",
+        f"{inner}.{tag[:-1]}A" if tag[-1] != "A" else f"{inner}.{tag[:-1]}B",
+        f"{inner}.",
+        f".{tag}",
+        genuine + ".",
+    ]
+    for cursor in forged:
+        assert await _status(client, "/srm/sessions", cursor, a) == 400, cursor
+    # another account's cursor, on the client's and the operator's path
+    assert await _status(client, "/srm/sessions", genuine, b) == 400
+    assert await _status(client, "/srm/v1/accounts/acct-b/sessions", genuine, OPERATOR) == 400
+
+
+async def test_a_walk_goes_on_in_another_worker_and_survives_rotation(
+    settings: Any, store: Any, client: Any
+) -> None:
+    """Workers of one deployment derive the same key; a rotation that keeps the old secret
+    among auth.secrets keeps cursors valid; a deployment with other secrets refuses them."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    for device in ("d1", "d2", "d3"):
+        await setup_session(client, device=device)
+    cursor = await _first_next(client, "/srm/sessions", auth())
+    new_secret = "rotated-secret-" + "fedcba9876543210" * 4
+    rotated = settings.replace("auth", secret=new_secret, secrets=(settings.auth.secret,))
+    other = settings.replace("auth", secret=new_secret, secrets=()).replace(
+        "operator", keys=("another-operator-key-0123456789",)
+    )
+    for changed, accepted in ((settings, 200), (rotated, 200), (other, 400)):
+        async with TestClient(TestServer(create_app(changed, store))) as worker:
+            headers = {"Client-Token": mint(changed.auth.secret, "acct-1", "dev-1")}
+            assert await _status(worker, "/srm/sessions", cursor, headers) == accepted
+
+
+def test_a_configured_cursor_key_wins_and_no_key_is_random(settings: Any) -> None:
+    assert key_material(settings) == (settings.auth.secret, *settings.operator.keys)
+    assert key_material(settings.replace("server", cursor_key="k" * 32)) == ("k" * 32,)
+    alone = CursorSigner(())
+    assert CursorSigner(()).sign("a", "c") != alone.sign("a", "c")
+    assert alone.open("a", alone.sign("a", "c")) == "c"

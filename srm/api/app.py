@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler, Middleware
 from srm import logs, metrics
 from srm.api import console, openapi
 from srm.api import handlers as h
+from srm.api.cursors import CursorSigner
 from srm.api.errors import answer
 from srm.api.handlers import DEPS, Deps, read_body
 from srm.api.observability import ERROR_CODE, HEADER, REQUEST_ID, ROUTE, request_id, route_of
@@ -139,6 +140,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         qualities=settings.sessions.qualities,
         rule_names=frozenset(r.name for r in settings.sessions.rules),
         limit_claims=settings.auth.limit_claims,
+        cursors=CursorSigner.of(settings),
     )
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))

@@ -13,6 +13,7 @@ from aiohttp import web
 from srm import metrics as srm_metrics
 from srm.aborts import Aborter
 from srm.api import bodies
+from srm.api.cursors import CursorSigner
 from srm.api.errors import malformed_body
 from srm.auth import OperatorKeys, Principal, TokenVerifier
 from srm.errors import (
@@ -44,6 +45,7 @@ class Deps:
     qualities: tuple[str, ...] = ("SD", "HD", "UHD")
     rule_names: frozenset[str] = frozenset()
     limit_claims: bool = False  # honour the token's maxSessions claim
+    cursors: CursorSigner = field(default_factory=lambda: CursorSigner(()))
     aborts: Aborter = field(init=False)  # undoes setups whose outcome is unknown
 
     def __post_init__(self) -> None:
@@ -168,8 +170,14 @@ async def list_own(request: web.Request) -> web.Response:
 
 
 async def _page(deps: Deps, request: web.Request, account_id: str) -> AccountSessions:
+    """One page of the account's listing; the cursors in and out are signed for the account
+    (srm/api/cursors.py), the store sees its own."""
     limit, cursor = bodies.page_query(request.query)
-    return await deps.store.account_sessions(account_id, limit, cursor)
+    at = deps.cursors.open(account_id, cursor) if cursor is not None else None
+    listing = await deps.store.account_sessions(account_id, limit, at)
+    if listing.next is None:
+        return listing
+    return dataclasses.replace(listing, next=deps.cursors.sign(account_id, listing.next))
 
 
 async def get_own(request: web.Request) -> web.Response:
