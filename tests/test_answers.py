@@ -450,3 +450,11 @@ def test_a_configured_cursor_key_wins_and_no_key_is_random(settings: Any) -> Non
     alone = CursorSigner(())
     assert CursorSigner(()).sign("a", "c") != alone.sign("a", "c")
     assert alone.open("a", alone.sign("a", "c")) == "c"
+
+
+async def test_a_method_not_allowed_names_the_ones_that_are(client: Any) -> None:
+    resp = await client.patch("/srm/sessions", headers=auth())
+    await expect_error(resp, 405, "SRM-0007")
+    allowed = resp.headers["Allow"]
+    assert set(allowed.split(",")) == {"GET", "POST"}
+    assert (await resp.json())["detail"] == f"this path allows {allowed}"

@@ -99,7 +99,8 @@ def from_http_exception(exc: web.HTTPException) -> SrmError:
     if exc.status == 404:
         return NoSuchPath()
     if exc.status == 405:
-        return MethodNotAllowed()
+        allowed = exc.headers.get("Allow", "")  # aiohttp's, from the route table
+        return MethodNotAllowed(f"this path allows {allowed}" if allowed else None)
     if exc.status == 413:
         return TooLarge("request body too large")
     if exc.status == 431:
