@@ -26,6 +26,8 @@ from srm.errors import KeysUnavailable, NotOperator, Unauthenticated
 from srm.jwks import JwksKeys
 
 MAX_ID_LENGTH = 256
+# ids no URL path can carry: browsers and proxies collapse them, even percent-encoded
+DOT_SEGMENTS = frozenset({".", ".."})
 MAX_DEVICE_TYPE_LENGTH = 64
 MAX_SESSIONS_CLAIM = 1_000_000
 DEFAULT_DEVICE_TYPE = "unknown"
@@ -184,6 +186,8 @@ def _identifier(value: Any, claim: str) -> str:
         raise Unauthenticated(f"Client-Token {claim} longer than {MAX_ID_LENGTH}")
     if not _is_text(value):
         raise Unauthenticated(f"Client-Token {claim} is not valid text")
+    if value in DOT_SEGMENTS:
+        raise Unauthenticated(f"Client-Token {claim} may not be . or .. (no URL path holds it)")
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -75,8 +76,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "token":
         return _token(args, settings)
     if args.command == "config":
-        print(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
-        return 0
+        return _print(orjson.dumps(masked(settings), option=orjson.OPT_INDENT_2).decode())
     print(f"srm: {args.command} is not available in this build", file=sys.stderr)
     return 2
 
@@ -94,7 +94,20 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    print(mint(secrets[0], args.account, args.device, ttl=args.ttl, algorithm=algorithm))
+    return _print(mint(secrets[0], args.account, args.device, ttl=args.ttl, algorithm=algorithm))
+
+
+def _print(text: str) -> int:
+    """Print *text* on stdout; 0, also when the reader has gone (`srm config | head -1`):
+    it read what it wanted, which is no error worth a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # nothing more can be written; point stdout at /dev/null so that the flush at exit
+        # does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return 0
 
 

@@ -81,6 +81,7 @@ class ServerSettings:
     shutdown_timeout: float
     keepalive_timeout: float
     body_timeout: float
+    cursor_key: str = field(repr=False, metadata=SECRET)
 
 
 @dataclass(frozen=True)

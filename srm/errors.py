@@ -73,7 +73,11 @@ class LimitReached(SrmError):
     def __init__(
         self, active: int, limit: int, rule: str = "account", sessions: Sequence[Any] = ()
     ) -> None:
-        super().__init__(self.message)
+        super().__init__(
+            f"the account allows at most {limit} active sessions"
+            if rule == "account"
+            else f"limit rule {rule} allows at most {limit} of these sessions"
+        )
         self.active = active  # the ACTIVE sessions counted against the refusing limit
         self.limit = limit
         self.rule = rule

@@ -70,7 +70,16 @@ def serve_prometheus(host: str, port: int, what: str) -> WSGIServer | None:
     try:
         server, _thread = start_http_server(port, host, registry=REGISTRY)
     except OSError as exc:
-        log.error("%s metrics not served on %s:%d: %s", what, host, port, exc)
+        log.error(
+            "%s metrics not served: cannot listen on %s:%d (%s); running on without them. "
+            "Set %s.metrics_port (SRM_%s_METRICS_PORT) to a free port, or 0 to turn them off",
+            what,
+            host,
+            port,
+            exc.strerror or type(exc).__name__,
+            what,
+            what.upper(),
+        )
         return None
     log.info("%s metrics on http://%s:%d/metrics", what, host, port)
     return server

@@ -6,8 +6,10 @@ and exit 0. With ``redis.url`` unset, the embedded redis-server is started first
 With several workers a supervisor process starts them (and, in embedded mode, the reaper
 as a process of its own) and keeps each running. A child that exits by itself (not killed
 by a signal) before it is first ready (a worker has bound its port, the reaper has its
-store) is a start failure: `srm serve` stops the others and exits 1. A child that exits
-later is restarted after a delay that doubles with each exit in a row (:data:`RESTART_DELAY`
+store) is a start failure: `srm serve` stops the others and exits 1 (2 for a start error
+the child reported in one line, such as a listen address taken since the supervisor checked
+it). A listen address already taken is found before any worker starts (exit 2). A child that
+exits later is restarted after a delay that doubles with each exit in a row (:data:`RESTART_DELAY`
 up to :data:`RESTART_DELAY_MAX`) and starts over once the child has run for
 :data:`RESTART_STABLE`. Every child gets SIGTERM when the supervisor dies, however it dies.
 """
@@ -18,7 +20,9 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +32,11 @@ from typing import Any
 from aiohttp import web
 
 from srm import logs
+from srm.api import cursors
 from srm.api.app import create_app
 from srm.api.observability import runner_options
 from srm.api.protocol import SrmAppRunner
-from srm.config import Settings, require_auth_key
+from srm.config import ConfigError, Settings, require_auth_key
 from srm.connection import check_store, connect, warm_up
 from srm.embedded import EmbeddedRedis
 from srm.metrics import SharedMetricsDir
@@ -50,6 +55,7 @@ log = logging.getLogger("srm.server")
 RESTART_DELAY = 0.5  # seconds before restarting a child that exited after it was ready
 RESTART_DELAY_MAX = 30.0
 RESTART_STABLE = 60.0  # seconds a child must run for its next exit to count as the first
+START_ERROR = 2  # the exit code of a start error reported in one line (srm.cli)
 
 
 async def serve_api(
@@ -80,7 +86,12 @@ async def serve_api(
         reuse_port=reuse_port or None,
         backlog=2048,
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        await redis.aclose()
+        raise listen_error(settings, exc) from None
     settle_gc()
     if on_ready is not None:
         on_ready()
@@ -100,10 +111,39 @@ async def serve_api(
         log.info("stopped")
 
 
+def listen_error(settings: Settings, exc: OSError) -> ConfigError:
+    """The one-line start error of a listen address that cannot be bound (in use, not an
+    address of this host, a privileged port)."""
+    host, port = settings.server.host, settings.server.port
+    return ConfigError(
+        f"server.host, server.port (SRM_HOST, SRM_PORT): cannot listen on {host}:{port}: "
+        f"{os.strerror(exc.errno) if exc.errno else type(exc).__name__}"
+    )
+
+
+async def check_listen(settings: Settings) -> None:
+    """Bind the listen address once without SO_REUSEPORT and let it go: ConfigError if it is
+    taken, even by processes that share it among themselves (another `srm serve` with
+    workers), before any worker starts."""
+    loop = asyncio.get_running_loop()
+    try:
+        server = await loop.create_server(
+            asyncio.Protocol, settings.server.host, settings.server.port, reuse_address=True
+        )
+    except OSError as exc:
+        raise listen_error(settings, exc) from None
+    server.close()
+    await server.wait_closed()
+
+
 def _worker(settings: Settings, parent: int, ready: Any) -> None:
     die_with_parent(parent)
     logs.setup(settings.logging.level, logs.secrets_of(settings))
-    run_loop(serve_api(settings, reuse_port=True, on_ready=ready.set))
+    try:
+        run_loop(serve_api(settings, reuse_port=True, on_ready=ready.set))
+    except ConfigError as exc:  # the address was taken since the supervisor checked it
+        print(f"srm: configuration error: {exc}", file=sys.stderr)
+        sys.exit(START_ERROR)
 
 
 def _reaper(settings: Settings, companion: Companion, parent: int, ready: Any) -> None:
@@ -114,6 +154,10 @@ def _reaper(settings: Settings, companion: Companion, parent: int, ready: Any) -
 def serve(settings: Settings, companion: Companion | None = None) -> int:
     """Run `srm serve` to completion; the process exit code."""
     require_auth_key(settings)
+    if not cursors.key_material(settings):
+        # nothing secret configured to derive the key of listing cursors from: one random
+        # key for this `srm serve`, shared by its workers (srm/api/cursors.py)
+        settings = settings.replace("server", cursor_key=secrets.token_urlsafe(32))
     embedded = None
     if not settings.redis.url:
         embedded = EmbeddedRedis(settings.embedded)
@@ -123,6 +167,7 @@ def serve(settings: Settings, companion: Companion | None = None) -> int:
         if settings.server.workers == 1:
             run_loop(serve_api(settings, companion=companion))
             return 0
+        run_loop(check_listen(settings))
         return _supervise(settings, companion)
     finally:
         if embedded is not None:
@@ -200,7 +245,7 @@ def _supervise(settings: Settings, companion: Companion | None) -> int:
                 shared_metrics.process_exited(pid)
                 if not child.served and not child.ready.is_set() and code >= 0:
                     log.error("%s (pid %d) failed to start (exit code %s)", child.name, pid, code)
-                    return 1
+                    return START_ERROR if code == START_ERROR else 1
                 delay = child.restart_delay(now)
                 child.restart_at = now + delay
                 log.error(

@@ -122,9 +122,13 @@ SETUP = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
 
 
 def assert_error(body: dict[str, Any], status: int, code: str, word: str = "ERROR") -> None:
-    # the contract's two extensions sit beside errorResponse: denial (SRM-0005), ended (SRM-0004)
+    # the contract's extensions sit beside errorResponse: denial (SRM-0005), ended (SRM-0004),
+    # and on any error but SRM-0001 a detail (one sentence)
     extension = {"SRM-0005": {"denial"}, "SRM-0004": {"ended"}}.get(code, set())
+    if code != "SRM-0001":
+        extension = extension | {"detail"}
     assert "errorResponse" in body and set(body) - {"errorResponse"} <= extension
+    assert isinstance(body.get("detail", ""), str)
     err = body["errorResponse"]
     assert set(err) == {"code", "status", "errorCode", "errorMessage"}
     assert all(isinstance(v, str) for v in err.values())

@@ -84,9 +84,10 @@ def test_every_child_of_an_embedded_srm_serve_is_restarted(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_worker_that_cannot_start_fails_srm_serve(
+def test_a_taken_port_fails_srm_serve_before_any_worker_starts(
     real_redis: RedisProcess, tmp_path: Path, workers: str
 ) -> None:
+    """Exit 2 and one line (tests/test_start_errors.py), with no worker started at all."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -100,14 +101,13 @@ def test_a_worker_that_cannot_start_fails_srm_serve(
         log = tmp_path / "srm.log"
         proc = start_srm(["serve"], env, log)
         try:
-            assert proc.wait(60) == 1
+            assert proc.wait(60) == 2
         finally:
             kill_group(proc)
     output = log.read_text()
     assert "address already in use" in output.lower()
-    if workers != "1":
-        assert "failed to start" in output
-        assert "restarting" not in output
+    assert "failed to start" not in output
+    assert "restarting" not in output
 
 
 def test_a_worker_that_keeps_dying_is_restarted_ever_more_slowly(

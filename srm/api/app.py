@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from srm import logs, metrics
 from srm.api import console, openapi
 from srm.api import handlers as h
+from srm.api.cursors import CursorSigner
 from srm.api.errors import answer
-from srm.api.handlers import DEPS, Deps
+from srm.api.handlers import DEPS, Deps, read_body
 from srm.api.observability import ERROR_CODE, HEADER, REQUEST_ID, ROUTE, request_id, route_of
 from srm.auth import OperatorKeys, TokenVerifier
 from srm.config import Settings
@@ -20,6 +21,7 @@ from srm.errors import TooLarge
 from srm.store import SessionStore
 
 PREFIXES = ("/srm", "/srm/v1")
+CONTENT_ENCODING = hdrs.CONTENT_ENCODING
 # Path ids may hold any character but "/": aiohttp's default pattern also refuses "{" and "}",
 # which account ids may contain (keys.py keeps them harmless).
 SID = "{sessionId:[^/]+}"
@@ -50,14 +52,19 @@ def routes() -> Iterable[web.RouteDef]:
     yield from console.routes(PREFIXES)
 
 
-def middleware(deny_status: int, max_bytes: int, max_body_bytes: int) -> Middleware:
+def middleware(
+    deny_status: int, max_bytes: int, max_body_bytes: int, body_timeout: float = 10.0
+) -> Middleware:
     """The one middleware of every routed request.
 
     Outermost first: the request id (``X-Request-ID`` on the answer, in every log line), the
     in-flight gauge, count and latency by outcome; then every error answered as an
     errorResponse (errors.answer); then 431 when the request line plus header block exceed
     *max_bytes* in total and 413 when the announced body exceeds *max_body_bytes*, before
-    anything else looks at the request. One middleware rather than three: every suspension
+    anything else looks at the request; then a body with a Content-Encoding is read (and
+    decoded) whatever the route, so one that does not decode answers 400 SRM-0002 on every
+    path, never a traceback from aiohttp discarding it after the answer (the body is kept
+    for the handler). One middleware rather than three: every suspension
     and resumption of a request's task passes through each coroutine frame of its chain.
     """
 
@@ -79,6 +86,8 @@ def middleware(deny_status: int, max_bytes: int, max_body_bytes: int) -> Middlew
                     size += len(name) + len(value) + 4
                 if size > max_bytes:
                     raise TooLarge("request line and headers too large", headers=True)
+                if CONTENT_ENCODING in request.headers and request.body_exists:
+                    await read_body(request, body_timeout)
                 response = await handler(request)
                 error_code = ""
             except Exception as exc:
@@ -109,6 +118,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
                 settings.sessions.deny_status,
                 settings.server.max_header_bytes,
                 settings.server.max_body_bytes,
+                settings.server.body_timeout,
             )
         ],
         client_max_size=settings.server.max_body_bytes,
@@ -130,6 +140,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         qualities=settings.sessions.qualities,
         rule_names=frozenset(r.name for r in settings.sessions.rules),
         limit_claims=settings.auth.limit_claims,
+        cursors=CursorSigner.of(settings),
     )
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from srm.auth import DOT_SEGMENTS
 from srm.errors import MalformedRequest
 from srm.listing import DEFAULT_LIMIT, MAX_PAGE
 from srm.model import (
@@ -25,6 +26,15 @@ from srm.model import (
 )
 
 MAX_CONTENT_ID_LENGTH = 256
+# A contentID must hold a character that is not blank. "Blank" is spelled out, one list of
+# code points, because regex engines disagree on \s: Python's counts U+001C..U+001F and U+0085,
+# ECMAScript's (OpenAPI validators, browsers) U+FEFF instead. The list is every character
+# either calls blank; the server's check and the OpenAPI document's pattern are this one text.
+CONTENT_ID_PATTERN = (
+    r"[^\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a"
+    r"\u2028\u2029\u202f\u205f\u3000\ufeff]"
+)
+_CONTENT_ID = re.compile(CONTENT_ID_PATTERN)
 MAX_ACCOUNT_ID_LENGTH = 256
 MAX_LIMIT = 1_000_000
 DEFAULT_USAGE_DAYS = 7
@@ -53,14 +63,20 @@ def session_id(raw: str) -> str:
 
 
 def account_id(raw: str) -> str:
-    if not raw or len(raw) > MAX_ACCOUNT_ID_LENGTH:
-        raise MalformedRequest("accountId must be 1 to 256 characters")
-    return raw
+    """The accountId of an operator path; SRM-0002 for one that no token can carry."""
+    return _path_id(raw, "accountId")
 
 
 def device_id(raw: str) -> str:
+    """The deviceId of an operator path; SRM-0002 for one that no token can carry."""
+    return _path_id(raw, "deviceId")
+
+
+def _path_id(raw: str, name: str) -> str:
     if not raw or len(raw) > MAX_ACCOUNT_ID_LENGTH:
-        raise MalformedRequest("deviceId must be 1 to 256 characters")
+        raise MalformedRequest(f"{name} must be 1 to {MAX_ACCOUNT_ID_LENGTH} characters")
+    if raw in DOT_SEGMENTS:
+        raise MalformedRequest(f"{name} may not be . or ..")
     return raw
 
 
@@ -94,8 +110,8 @@ def setup_request(
     if not isinstance(content, dict):
         raise MalformedRequest("content must be an object")
     content_id = content.get("contentID")
-    if not isinstance(content_id, str) or not content_id.strip():
-        raise MalformedRequest("content.contentID is missing or empty")
+    if not isinstance(content_id, str) or not _CONTENT_ID.search(content_id):
+        raise MalformedRequest("content.contentID is missing, empty or blank")
     if len(content_id) > MAX_CONTENT_ID_LENGTH:
         raise MalformedRequest("content.contentID is longer than 256 characters")
     content_type = content.get("contentType")

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from srm.api import bodies
 from srm.api.observability import ERROR_CODE
@@ -20,6 +21,7 @@ from srm.errors import (
     SessionNotFound,
     SrmError,
     TooLarge,
+    Unauthenticated,
 )
 
 log = logging.getLogger("srm.api")
@@ -40,6 +42,9 @@ STATUS = {
 }
 HEADERS_TOO_LARGE = 431
 DETAIL_HEADER = "X-SRM-Error-Detail"
+# RFC 9110 (11.6.1): a 401 carries at least one challenge. Client-Token holds the same JWT
+# that the Authorization header's Bearer scheme (RFC 6750) carries.
+CHALLENGE = 'Bearer realm="srm"'
 
 
 def http_status(error: SrmError, deny_status: int = 200) -> int:
@@ -59,7 +64,10 @@ def error_body(error: SrmError, status: int) -> bytes:
             "errorMessage": error.message,
         }
     }
-    # the two extensions of API.md, beside the unchanged errorResponse
+    # the extensions of API.md, beside the unchanged errorResponse
+    detail = public_detail(error)
+    if detail:
+        body["detail"] = detail
     if isinstance(error, LimitReached):
         body["denial"] = bodies.denial(error.rule, error.limit, error.sessions)
     elif isinstance(error, SessionNotFound) and error.ended is not None:
@@ -67,12 +75,23 @@ def error_body(error: SrmError, status: int) -> bytes:
     return orjson.dumps(body)
 
 
+def public_detail(error: SrmError) -> str | None:
+    """What exactly was wrong, in SRM's own words (``detail`` in the body and the
+    X-SRM-Error-Detail header); None for an internal error, whose detail is for the log."""
+    if isinstance(error, InternalError):
+        return None
+    return error.detail or None
+
+
 def error_response(error: SrmError, deny_status: int = 200) -> web.Response:
     status = http_status(error, deny_status)
     response = web.Response(status=status, body=error_body(error, status))
     response.content_type = "application/json"
-    if error.detail and not isinstance(error, InternalError):
-        response.headers[DETAIL_HEADER] = error.detail.encode("ascii", "replace").decode()
+    detail = public_detail(error)
+    if detail:
+        response.headers[DETAIL_HEADER] = detail.encode("ascii", "replace").decode()
+    if status == STATUS[Unauthenticated.code]:
+        response.headers["WWW-Authenticate"] = CHALLENGE
     return response
 
 
@@ -80,7 +99,8 @@ def from_http_exception(exc: web.HTTPException) -> SrmError:
     if exc.status == 404:
         return NoSuchPath()
     if exc.status == 405:
-        return MethodNotAllowed()
+        allowed = exc.headers.get("Allow", "")  # aiohttp's, from the route table
+        return MethodNotAllowed(f"this path allows {allowed}" if allowed else None)
     if exc.status == 413:
         return TooLarge("request body too large")
     if exc.status == 431:
@@ -88,6 +108,14 @@ def from_http_exception(exc: web.HTTPException) -> SrmError:
     if 400 <= exc.status < 500:
         return MalformedRequest(HTTPStatus(exc.status).phrase)  # not exc.reason: any text
     return InternalError()
+
+
+def malformed_body(exc: web.RequestPayloadError) -> MalformedRequest:
+    """SRM-0002 for a body aiohttp could not read: not what its Content-Encoding says
+    (ContentEncodingError), or cut short or badly chunked."""
+    if isinstance(exc.__cause__, ContentEncodingError):
+        return MalformedRequest("request body does not decode as its Content-Encoding says")
+    return MalformedRequest("request body is malformed or incomplete")
 
 
 def answer(request: web.Request, exc: Exception, deny_status: int) -> web.Response:
@@ -98,6 +126,8 @@ def answer(request: web.Request, exc: Exception, deny_status: int) -> web.Respon
             log.error("internal error on %s %s: %s", request.method, request.path, exc)
         request[ERROR_CODE] = exc.code
         return error_response(exc, deny_status)
+    if isinstance(exc, web.RequestPayloadError):  # a body read outside handlers.read_body
+        return answer(request, malformed_body(exc), deny_status)
     if isinstance(exc, web.HTTPException):
         mapped = from_http_exception(exc)
         request[ERROR_CODE] = mapped.code

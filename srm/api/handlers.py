@@ -13,6 +13,8 @@ from aiohttp import web
 from srm import metrics as srm_metrics
 from srm.aborts import Aborter
 from srm.api import bodies
+from srm.api.cursors import CursorSigner
+from srm.api.errors import malformed_body
 from srm.auth import OperatorKeys, Principal, TokenVerifier
 from srm.errors import (
     KeysUnavailable,
@@ -43,6 +45,7 @@ class Deps:
     qualities: tuple[str, ...] = ("SD", "HD", "UHD")
     rule_names: frozenset[str] = frozenset()
     limit_claims: bool = False  # honour the token's maxSessions claim
+    cursors: CursorSigner = field(default_factory=lambda: CursorSigner(()))
     aborts: Aborter = field(init=False)  # undoes setups whose outcome is unknown
 
     def __post_init__(self) -> None:
@@ -60,17 +63,26 @@ class Deps:
         self.operators.check(_bearer(request))
 
     async def body(self, request: web.Request) -> bytes:
-        """The request body (an announced oversize was refused by the middleware (app.py);
-        a chunked one beyond ``client_max_size`` raises 413 in read())."""
+        """The request body (see :func:`read_body`)."""
+        return await read_body(request, self.body_timeout)
+
+
+async def read_body(request: web.Request, seconds: float) -> bytes:
+    """The request body, decoded as its Content-Encoding says (an announced oversize was
+    refused by the middleware (app.py); a chunked one beyond ``client_max_size`` raises 413
+    in read()). SRM-0002 for a body not received within *seconds*, or one that does
+    not decode; aiohttp keeps it, so a second call reads nothing more."""
+    try:
         if request.content.is_eof():
             # the whole body came with the headers (the usual small setup body): no wait, so
             # no timer is needed
             return await request.read()
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                return await request.read()
-        except TimeoutError:
-            raise MalformedRequest("request body not received in time") from None
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise MalformedRequest("request body not received in time") from None
+    except web.RequestPayloadError as exc:
+        raise malformed_body(exc) from None
 
 
 DEPS = web.AppKey("service", Deps)
@@ -158,8 +170,14 @@ async def list_own(request: web.Request) -> web.Response:
 
 
 async def _page(deps: Deps, request: web.Request, account_id: str) -> AccountSessions:
+    """One page of the account's listing; the cursors in and out are signed for the account
+    (srm/api/cursors.py), the store sees its own."""
     limit, cursor = bodies.page_query(request.query)
-    return await deps.store.account_sessions(account_id, limit, cursor)
+    at = deps.cursors.open(account_id, cursor) if cursor is not None else None
+    listing = await deps.store.account_sessions(account_id, limit, at)
+    if listing.next is None:
+        return listing
+    return dataclasses.replace(listing, next=deps.cursors.sign(account_id, listing.next))
 
 
 async def get_own(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ import orjson
 
 from srm import __version__, listing
 from srm.api import bodies, console
-from srm.api.errors import HEADERS_TOO_LARGE, STATUS, http_status
+from srm.api.errors import CHALLENGE, HEADERS_TOO_LARGE, STATUS, http_status
 from srm.config import Settings
 from srm.errors import (
     InternalError,
@@ -75,6 +75,11 @@ def _error_schema(
         "additionalProperties": False,
         "properties": {
             **(extensions or {}),
+            "detail": {
+                "type": "string",
+                "description": "Extension: what exactly was wrong, in one sentence of SRM's "
+                "own words (absent on SRM-0001)",
+            },
             "errorResponse": {
                 "type": "object",
                 "required": ["code", "status", "errorCode", "errorMessage"],
@@ -147,7 +152,8 @@ def _schemas(settings: Settings) -> Json:
             **generic,
             "description": "Every error on every path; `code` is the HTTP status sent, "
             "`status` is DENIED for SRM-0005 and ERROR otherwise. Beside errorResponse: "
-            "`denial` on SRM-0005, `ended` on SRM-0004 for an ended session not yet removed.",
+            "`denial` on SRM-0005, `ended` on SRM-0004 for an ended session not yet removed, "
+            "`detail` (what exactly was wrong) on any error but SRM-0001.",
         },
         "Denied": _error_schema(
             [LimitReached.code], [deny], ["DENIED"], {"denial": _ref("schemas", "Denial")}
@@ -193,7 +199,9 @@ def _schemas(settings: Settings) -> Json:
                             "type": "string",
                             "minLength": 1,
                             "maxLength": bodies.MAX_CONTENT_ID_LENGTH,
-                            "pattern": r"\S",
+                            "pattern": bodies.CONTENT_ID_PATTERN,
+                            "description": "At least one character that is not blank "
+                            "(the pattern lists the blank ones).",
                         },
                         "contentType": {
                             "type": "string",
@@ -205,15 +213,18 @@ def _schemas(settings: Settings) -> Json:
                 },
                 "quality": {
                     "type": "string",
-                    "enum": qualities,
+                    "nullable": True,
+                    "enum": [*qualities, None],
                     "description": "Extension: the stream's quality, for limit rules; "
-                    "absent: none, which matches no quality rule.",
+                    "absent or null: none, which matches no quality rule.",
                 },
                 "replaces": {
                     "type": "string",
+                    "nullable": True,
                     "format": "uuid",
                     "description": "Extension: a sessionId of the caller's account to end "
-                    "(REPLACED) in the same step, only if this setup then succeeds.",
+                    "(REPLACED) in the same step, only if this setup then succeeds; null: "
+                    "as if absent.",
                 },
             },
         },
@@ -246,15 +257,20 @@ def _schemas(settings: Settings) -> Json:
             "type": "object",
             "description": "maxSessions, rules, or both; a rule name that is not configured "
             "is SRM-0002 and changes nothing.",
-            "minProperties": 1,
+            "anyOf": [{"required": ["maxSessions"]}, {"required": ["rules"]}],
             "properties": {
                 "maxSessions": {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT},
                 "rules": {
                     "type": "object",
-                    "description": "Rule name -> per-account max (null removes the override)",
-                    "additionalProperties": _nullable(
-                        {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT}
-                    ),
+                    "description": "Configured rule name -> per-account max (null removes "
+                    "the override)",
+                    "additionalProperties": False,
+                    "properties": {
+                        rule.name: _nullable(
+                            {"type": "integer", "minimum": 0, "maximum": bodies.MAX_LIMIT}
+                        )
+                        for rule in settings.sessions.rules
+                    },
                 },
             },
         },
@@ -390,7 +406,10 @@ def _error_response(description: str, schema: Json | None = None) -> Json:
 def _responses() -> Json:
     return {
         "Malformed": _error_response(f"{MalformedRequest.code}: {MalformedRequest.message}"),
-        "Unauthenticated": _error_response(f"{Unauthenticated.code}: {Unauthenticated.message}"),
+        "Unauthenticated": {
+            **_error_response(f"{Unauthenticated.code}: {Unauthenticated.message}"),
+            "headers": {**_ERROR_HEADERS, "WWW-Authenticate": _ref("headers", "WWW-Authenticate")},
+        },
         "NotOperator": _error_response(f"{NotOperator.code}: {NotOperator.message}"),
         "NotFound": _error_response(
             f"{SessionNotFound.code}: no such session for this account (unknown, another "
@@ -847,8 +866,14 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "schema": {"type": "string"},
                 },
                 "X-SRM-Error-Detail": {
-                    "description": "A short, non-secret explanation of an error (extension)",
+                    "description": "A short, non-secret explanation of an error, the body's "
+                    "`detail` in ASCII (extension)",
                     "schema": {"type": "string"},
+                },
+                "WWW-Authenticate": {
+                    "description": "The challenge of a 401 (RFC 9110)",
+                    "required": True,
+                    "schema": {"type": "string", "enum": [CHALLENGE]},
                 },
                 **_console_headers(),
             },

@@ -22,6 +22,17 @@ from srm.errors import InternalError, MalformedRequest, SrmError, StoreUnavailab
 
 
 class SrmRequestHandler(web_protocol.RequestHandler):
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's log of an error outside the handler; a body that fails to decode while
+        aiohttp discards it after the answer is the peer's fault: no traceback, no line
+        above DEBUG (the app's middleware reads every encoded body first, so this is a
+        second line of defence)."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, web_protocol.RequestPayloadError):
+            self.log_debug("request body discarded after the answer did not decode: %s", exc)
+            return
+        super().log_exception(*args, **kw)
+
     def handle_error(
         self,
         request: BaseRequest,
