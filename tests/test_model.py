@@ -177,16 +177,33 @@ class SrmModel(RuleBasedStateMachine):
         def remaining(field: str | None) -> int:
             return sum(1 for s in live if counts(field, s) and s not in gone)
 
-        for _name, field, limit, policy in checks:
-            if policy == "evict" and limit > 0:
-                need = remaining(field) + 1 - limit
-                for s in live:
-                    if need <= 0:
-                        break
-                    if counts(field, s) and s not in gone:
-                        gone.append(s)
-                        victims.append(s)
-                        need -= 1
+        # victims, jointly (setup.lua): oldest keep-alive first, each session an unmet evict
+        # limit counts; then, newest first, each one every limit holds without
+        need = {
+            field: remaining(field) + 1 - limit
+            for _name, field, limit, policy in checks
+            if policy == "evict" and limit > 0
+        }
+        for s in live:
+            if s not in gone and any(n > 0 and counts(f, s) for f, n in need.items()):
+                gone.append(s)
+                victims.append(s)
+                for f in need:
+                    need[f] -= counts(f, s)
+
+        def fits(without: list[ModelSession]) -> bool:
+            return all(
+                sum(1 for s in live if counts(field, s) and s not in without) + 1 <= limit
+                for _name, field, limit, _policy in checks
+            )
+
+        if fits(gone):
+            for s in reversed(list(victims)):
+                if fits([g for g in gone if g is not s]):
+                    gone.remove(s)
+                    victims.remove(s)
+            # minimal: no victim could be kept without breaking a limit
+            assert all(not fits([g for g in gone if g is not s]) for s in victims)
         refusing = next((c for c in checks if remaining(c[1]) + 1 > c[2]), None)
         try:
             active = self.run(self.store.setup(new))
