@@ -5,7 +5,7 @@
 -- KEYS[1] limit      srm:{sK}:acct:<a>:limit      string account limit override (read)
 -- KEYS[2] rlimit     srm:{sK}:acct:<a>:rlimit     hash   rule -> max override (read)
 -- KEYS[3] denied     srm:{sK}:denied:<sid>        string this setup's denial, for retries
--- KEYS[4..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[4..12] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
@@ -49,11 +49,15 @@ local function load()
   end
 end
 if active > 0 and (not score or tonumber(score) <= now) then
-  active = active - end_lapsed(acct, now, purge_at, 1000)
+  -- every lapsed one, however many (the work is bounded by the ACTIVE sessions): one left
+  -- would count against the limit
+  local queued = {}
+  active = active - end_lapsed(acct, now, purge_at, math.huge, queued)
+  variadic('ZADD', acct.reap, queued)
   load()
 end
 
-local existing = redis.call('HGET', acct.state, sid)
+local existing = find_record(acct, sid)
 if existing then
   if existing == 'T' then
     return {-1, 0, 0}
@@ -63,7 +67,10 @@ end
 local denied = redis.call('GET', KEYS[3])
 if denied then
   local rule, max = string.match(denied, '^([^,]*),(%d+)$')
-  return {0, active, tonumber(max), rule}
+  if rule then
+    return {0, active, tonumber(max), rule}
+  end
+  -- a marker of no known shape (damaged): checked again, as if there were none
 end
 
 -- the limits the setup must fit: the account's first, then each rule it matches
