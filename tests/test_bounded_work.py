@@ -120,11 +120,12 @@ async def test_keep_alive_teardown_replaces_evict_and_lapse_ignore_ended_records
     store: SessionStore, clock: Clock
 ) -> None:
     fresh, old, live = await two_accounts(store)
+    replacing = {a: new(a, "phone-2", replaces=live[a][1].session_id) for a in (fresh, old)}
     calls = {
         "keep-alive": lambda a: store.keep_alive(a, live[a][0].session_id),
-        "replaces": lambda a: store.setup(new(a, "phone-2", replaces=live[a][1].session_id)),
+        "replaces": lambda a: store.setup(replacing[a]),
+        "teardown": lambda a: store.end(a, replacing[a].session_id, EndReason.TEARDOWN),
         "evict": lambda a: store.setup(new(a, "tv-1")),
-        "teardown": lambda a: store.end(a, live[a][0].session_id, EndReason.TEARDOWN),
     }
     for name, call in calls.items():
         costs = {a: await work(store, call(a)) for a in (fresh, old)}
