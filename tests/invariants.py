@@ -41,14 +41,16 @@ async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> None:
         if not records.is_session_field(field):
             continue
         record = records.parse(value)
-        assert record is not None and record.reason is None, (
-            f"{account_id}/{field}: {value!r} is no ACTIVE record, in the account hash"
-        )
+        if record is None:  # damaged (a test's doing): no session, queued for removal
+            queued = await redis.zscore(ak.reap, k.member(account_id, field))
+            assert queued is not None, f"{account_id}/{field}: not queued for removal"
+            continue
+        assert record.reason is None, f"{account_id}/{field}: ENDED, in the account hash"
         active[field] = record
     for field, value in ended.items():
         record = records.parse(value)
-        assert value == "T" or (record is not None and record.reason is not None), (
-            f"{account_id}/{field}: {value!r} is neither ENDED nor a tombstone"
+        assert record is None or record.reason is not None, (
+            f"{account_id}/{field}: ACTIVE, in the ENDED hash"
         )
         assert field not in active, f"{account_id}/{field}: both ACTIVE and ENDED"
         queued = await redis.zscore(ak.reap, k.member(account_id, field))
