@@ -94,6 +94,7 @@ class SrmModel(RuleBasedStateMachine):
         # events must hold exactly one start and, once ended, exactly one end with it)
         self.history: dict[str, EndReason | None] = {}
         self.tombstones: dict[str, tuple[str, int]] = {}  # sid -> (account, purge time)
+        self.denials = 0  # denied setups, each with one session.denied event
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -222,6 +223,11 @@ class SrmModel(RuleBasedStateMachine):
             counted = [s.sid for s in live if counts(field, s)]
             assert (denied.rule, denied.limit, denied.active) == (name, limit, len(counted))
             assert [x.session_id for x in denied.sessions] == counted
+            self.denials += 1
+            # a retry of the very call (its reply lost) is answered the same, counted once
+            with pytest.raises(LimitReached) as again:
+                self.run(self.store.setup(new))
+            assert (again.value.rule, again.value.limit) == (name, limit)
             return sid
         assert refusing is None, f"created, expected a denial by {refusing}"
         for s in gone:
@@ -442,17 +448,20 @@ class SrmModel(RuleBasedStateMachine):
         self.run(invariants.check(self.redis, self.keys))
 
     @invariant()
-    def one_start_and_one_end_per_session(self) -> None:
+    def one_event_per_start_end_and_denial(self) -> None:
         started: dict[str, int] = {}
         ended: dict[str, list[str]] = {}
+        denied = 0
         for shard in range(self.keys.shards):
             for _id, event in self.run(self.redis.xrange(self.keys.events(shard))):
+                denied += event["t"] == "D"
                 if event["t"] == "S":
                     started[event["s"]] = started.get(event["s"], 0) + 1
                 elif event["t"] == "E":
                     ended.setdefault(event["s"], []).append(event["x"])
         assert started == dict.fromkeys(self.history, 1)
         assert ended == {sid: [r.value] for sid, r in self.history.items() if r is not None}
+        assert denied == self.denials
 
 
 @pytest.mark.parametrize("evict", [False, True], ids=["deny", "evict"])
