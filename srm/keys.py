@@ -8,7 +8,8 @@ keys (each account key kind has its own fixed infix or suffix, so it is injectiv
 
 | key | type | holds |
 |---|---|---|
-| ``srm:{s7}:a:<accountId>`` | hash | the account: its sessions, counters and usage (below) |
+| ``srm:{s7}:a:<accountId>`` | hash | the account: its ACTIVE sessions, counters and usage (below) |
+| ``srm:{s7}:ae:<accountId>`` | hash | the account's ENDED sessions (and tombstones) until removed |
 | ``srm:{s7}:acct:<accountId>:limit`` | string | optional per-account limit override |
 | ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
 | ``srm:{s7}:due`` | zset | accountId -> earliest keep-alive deadline of its ACTIVE sessions |
@@ -27,7 +28,10 @@ listpack for an account of a few sessions:
 | ``n`` | ACTIVE sessions (absent at 0): the account counter |
 | ``=<rule>:<group>`` | ACTIVE sessions counted in that rule group (absent at 0) |
 | ``<day>`` (days since the epoch) | that UTC day's usage, packed |
-| ``<sessionId>`` | the session's record: times, state, device, content, rule groups |
+| ``<sessionId>`` | an ACTIVE session's record: times, device, content, rule groups |
+
+An ENDED record (and the tombstone of a setup given up on) moves to the account's ENDED hash,
+``ae:``, under the same field, so no request that reads the account hash reads its history.
 
 The ``due`` score is never later than the deadline of any ACTIVE session of the account (a
 keep-alive or teardown may leave it earlier: the sweep then finds nothing lapsed and moves it).
@@ -62,6 +66,7 @@ class AccountKeys:
 
     shard: int
     state: str
+    ended: str  # the account's ENDED records, apart from the ACTIVE ones of state
     limit: str
     rule_limits: str
     due: str
@@ -77,12 +82,12 @@ class AccountKeys:
         """The keys that changing the account's sessions touches (events, usage and the move
         of 0.x data included), in the order ``_account.lua`` reads them (``account_keys``):
         the account's own, then its shard's."""
-        return [self.state, self.legacy, *self.shard_keys()]
+        return [*self.own(), *self.shard_keys()]
 
     def own(self) -> list[str]:
         """The account's own keys of lifecycle(), for a script working on many accounts of
         one shard (``account_in_shard`` in _account.lua): the shard's come once."""
-        return [self.state, self.legacy]
+        return [self.state, self.legacy, self.ended]
 
     def shard_keys(self) -> list[str]:
         """The shard's keys of lifecycle(): due, reap, events, denials, legacy_sessions,
@@ -135,7 +140,14 @@ class Keys:
         keys = self._accounts.get(account_id)
         if keys is None:
             keys = self._account(account_id)
-            strings = (account_id, keys.state, keys.limit, keys.rule_limits, keys.legacy)
+            strings = (
+                account_id,
+                keys.state,
+                keys.ended,
+                keys.limit,
+                keys.rule_limits,
+                keys.legacy,
+            )
             size = _DICT_ENTRY_BYTES + sys.getsizeof(keys) + sum(map(sys.getsizeof, strings))
             if self._accounts_bytes + size > ACCOUNT_CACHE_BYTES:
                 self._accounts.clear()
@@ -151,6 +163,7 @@ class Keys:
         return AccountKeys(
             shard=shard,
             state=f"{tag}:a:{account_id}",
+            ended=f"{tag}:ae:{account_id}",
             limit=base + "limit",
             rule_limits=base + "rlimit",
             due=self._due[shard],
@@ -209,12 +222,15 @@ class Keys:
 
     def parse_account_key(self, key: str) -> tuple[str, str] | None:
         """(accountId, kind) of an account key, or None for any other key: kind ``state`` for
-        the account hash, else the 0.x kind (``active``, ``limit``...)."""
+        the account hash, ``ended_records`` for its ENDED hash, else the 0.x kind (``active``,
+        ``limit``...)."""
         head, sep, rest = key.partition("}:")
         if not sep or not head.startswith(f"{self.prefix}:{{s"):
             return None
         if rest.startswith("a:"):
             return rest[2:], "state"
+        if rest.startswith("ae:"):
+            return rest[3:], "ended_records"
         if not rest.startswith("acct:"):
             return None
         account_id, sep, kind = rest[5:].rpartition(":")

@@ -1,19 +1,20 @@
 """A paged listing of an account's sessions: the walk and its opaque ``cursor``.
 
-Each page reads the account hash whole (one round trip) and lists, from the cursor on, in
-this order:
+Each page reads the account hash whole (its ACTIVE records, one round trip) and about one page
+of the account's ENDED hash, and lists, from the cursor on, in this order:
 
 - ``a``: the ACTIVE sessions, by deadline then sessionId. A keep-alive only moves a deadline
   later, so a session ACTIVE during the whole walk is never passed over: it is either behind
   the cursor already (listed) or ahead of it.
 - ``l``: sessions whose keep-alive lapsed and that no sweep has ended yet (deadline <= now),
   reported ENDED with endReason TIMEOUT, by deadline then sessionId.
-- ``e``: the ENDED sessions awaiting removal, by sessionId.
+- ``e``: the ENDED sessions awaiting removal, in the order an HSCAN of the ENDED hash meets
+  them (each batch by sessionId); the cursor holds the HSCAN position of the last one's batch.
 
 A walk never misses a session that is ACTIVE from its first page to its last. Sessions that
 end, or are removed, while a walk is under way may be listed twice or not at all (clients
-de-duplicate by sessionId). A page reads the whole account, so its cost grows with the
-account's sessions, not with the page.
+de-duplicate by sessionId). A page costs the account's ACTIVE sessions and one page of its
+ENDED ones, whatever its history.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Cursor:
     """A position in a walk: its phase and the last session listed in it."""
 
     phase: str = "a"
-    score: int | None = None  # phases a, l: the deadline of the last session listed
+    # phases a, l: the deadline of the last session listed; e: the HSCAN position of its batch
+    score: int | None = None
     sid: str = ""  # the last sessionId listed ("" at the start of a phase)
 
     def encode(self) -> str:
@@ -63,7 +65,9 @@ class Cursor:
             score, sid = fields
             if phase not in PHASES:
                 raise ValueError(value)
-            if score if phase == "e" else (score == "") != (sid == ""):
+            if phase == "e" and score and not (score.isascii() and score.isdigit()):
+                raise ValueError(value)
+            if phase != "e" and (score == "") != (sid == ""):
                 raise ValueError(value)
             cursor = cls(phase, score=int(score) if score else None, sid=sid)
             if len(cursor.sid) > 64:
@@ -73,8 +77,17 @@ class Cursor:
             raise MalformedRequest("cursor is not a cursor of this listing") from None
 
     def key(self) -> tuple[int, int, str]:
-        """Where the cursor stands in the walk's order (see Walk)."""
+        """Where the cursor stands in the walk's order (see Walk): the ENDED records a page
+        gets all come after a phase-e cursor (the store reads them from its position on)."""
+        if self.phase == "e":
+            return (PHASES.index(self.phase), -1, "")
         return (PHASES.index(self.phase), self.score or 0, self.sid)
+
+    @property
+    def position(self) -> int:
+        """Where the page's read of the ENDED hash starts (HSCAN), and the sessionId listed
+        last from that batch."""
+        return (self.score or 0) if self.phase == "e" else 0
 
 
 class Walk:
@@ -85,6 +98,20 @@ class Walk:
         self.now = now
         self.active = 0
         self._items: list[tuple[tuple[int, int, str], str]] = []
+        self._positions: list[int] = []  # the HSCAN position of each batch of ENDED records
+        self._rest: int | None = None  # where the ENDED hash's read stopped (None: its end)
+
+    def add_ended(self, position: int, session_id: str, value: str) -> None:
+        """One record of the ENDED hash, read in the HSCAN batch at *position* (batches come
+        in the order they were read)."""
+        if not self._positions or self._positions[-1] != position:
+            self._positions.append(position)
+        if records.classify(value) is not None:
+            self._items.append(((2, len(self._positions) - 1, session_id), value))
+
+    def ended_rest(self, position: int) -> None:
+        """Where the read of the ENDED hash stopped (0: at its end)."""
+        self._rest = position or None
 
     def add(self, session_id: str, value: str) -> None:
         """One record of the account hash (a value that is no session is left out)."""
@@ -92,8 +119,8 @@ class Walk:
         if seen is None:
             return
         deadline, ended = seen
-        if ended:
-            key = (2, 0, session_id)
+        if ended:  # left in the account hash by a version before the ENDED hash: with l
+            key = (1, deadline, session_id)
         elif deadline > self.now:
             key = (0, deadline, session_id)
             self.active += 1
@@ -111,6 +138,12 @@ class Walk:
         if len(taken) > limit:
             taken = taken[:limit]
             (phase, score, sid), _value = taken[-1]
-            following = Cursor(PHASES[phase], score=None if phase == 2 else score, sid=sid)
+            if phase == 2:
+                position = self._positions[score]
+                following = Cursor("e", score=position or None, sid=sid)
+            else:
+                following = Cursor(PHASES[phase], score=score, sid=sid)
+        elif self._rest is not None:  # the page ends before the ENDED hash was read through
+            following = Cursor("e", score=self._rest)
         page = [(key[2], records.parse(value)) for key, value in taken]
         return [(sid, record) for sid, record in page if record is not None], following

@@ -60,7 +60,7 @@ EVENTS_ON = EventPolicy()
 
 # The key kinds whose accounts the audit walk checks: the account hash, and every 0.x key the
 # move deletes (srm/lua/_legacy.lua)
-ACCOUNT_KINDS = frozenset({"state", "active", "count", "ended", "rules", "usage"})
+ACCOUNT_KINDS = frozenset({"state", "ended_records", "active", "count", "ended", "rules", "usage"})
 # How long the count of an end-all call is kept: far longer than any call with its retries.
 END_ALL_MARKER_MS = 600_000
 
@@ -683,10 +683,14 @@ class SessionStore:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def _read(self, account_id: str, session_id: str = "") -> list[Any]:
-        """read.lua: the limit override, then the record of *session_id* or the whole hash."""
+    async def _read(
+        self, account_id: str, session_id: str = "", ended: tuple[int, str, int] = (0, "", 0)
+    ) -> list[Any]:
+        """read.lua: the limit override, then the record of *session_id*, or the account hash
+        and a page of ENDED records: *ended* is where the page starts (HSCAN position, the
+        last sessionId listed from its batch) and how many it needs."""
         ak = self.keys.account(account_id)
-        keys, args = [*ak.lifecycle(), ak.limit], [account_id, session_id]
+        keys, args = [*ak.lifecycle(), ak.limit], [account_id, session_id, *ended]
         return list(await self._run("read", keys, args, changes=False, account=account_id))
 
     async def get(self, account_id: str, session_id: str) -> Session:
@@ -701,15 +705,20 @@ class SessionStore:
         self, account_id: str, limit: int = 100, cursor: str | None = None
     ) -> AccountSessions:
         """One page of the account's sessions not yet removed, ACTIVE ones first, with the
-        account's active count and limit (see srm/listing.py for the walk): one round trip,
-        whatever the page. MalformedRequest for a foreign *cursor*."""
+        account's active count and limit (see srm/listing.py for the walk): one round trip
+        that reads the ACTIVE records and about one page of ENDED ones. MalformedRequest for a
+        foreign *cursor*."""
         at = Cursor.decode(cursor) if cursor else Cursor()
-        override, *flat = await self._read(account_id)
+        page = (at.position, at.sid if at.phase == "e" else "", limit + 1)
+        override, flat, ended, rest = await self._read(account_id, ended=page)
         now = await self.now()
         walk = listing.Walk(now)
         for field, value in zip(flat[::2], flat[1::2], strict=True):
             if records.is_session_field(field):
                 walk.add(field, value)
+        for i in range(0, len(ended), 3):
+            walk.add_ended(int(ended[i]), ended[i + 1], ended[i + 2])
+        walk.ended_rest(int(rest))
         picked, following = walk.page(at, limit)
         return AccountSessions(
             sessions=[
@@ -790,7 +799,7 @@ class SessionStore:
 
     async def usage(self, account_id: str) -> dict[int, DayUsage]:
         """The account's usage per UTC day (days since the epoch), for the days kept."""
-        _limit, *flat = await self._read(account_id)
+        _limit, flat, _ended, _rest = await self._read(account_id)
         return {
             int(field): records.day_usage(int(field), value)
             for field, value in zip(flat[::2], flat[1::2], strict=True)

@@ -9,18 +9,25 @@ from srm import records
 
 
 async def check(redis: Any, keyspace: k.Keys) -> None:
-    """For every account hash: the counter is its number of ACTIVE records; every rule counter
-    is the number of ACTIVE sessions whose groups name it; the due score is there exactly when
-    a session is ACTIVE and is never later than its deadline; every ENDED record, tombstone and
-    denied setup is queued for removal; no 0.x key is left."""
+    """For every account (one with a hash, an ENDED hash, or an entry in its shard's due index
+    or purge queue): the counter is its number of ACTIVE records; every rule counter is the
+    number of ACTIVE sessions whose groups name it; the due score is there exactly when a
+    session is ACTIVE and is never later than its deadline; the account hash holds no ENDED
+    record and the ENDED hash no ACTIVE one; every ENDED record and tombstone is queued for
+    removal; no 0.x key is left."""
     accounts: set[str] = set()
     async for key in redis.scan_iter(match=f"{keyspace.prefix}:*", count=1000):
         parsed = keyspace.parse_account_key(key)
         if parsed is None:
             continue
-        assert parsed[1] in ("state", "limit", "rlimit"), f"0.x key {key} left"
-        if parsed[1] == "state":
+        assert parsed[1] in ("state", "ended_records", "limit", "rlimit"), f"0.x key {key} left"
+        if parsed[1] in ("state", "ended_records"):
             accounts.add(parsed[0])
+    for shard in range(keyspace.shards):
+        # the indexes name accounts too: one whose hash is gone must have no entry left
+        accounts.update(await redis.zrange(keyspace.due(shard), 0, -1))
+        for mbr in await redis.zrange(keyspace.reap(shard), 0, -1):
+            accounts.add(k.parse_member(mbr)[0])
     for account_id in accounts:
         await check_account(redis, keyspace, account_id)
 
@@ -28,16 +35,26 @@ async def check(redis: Any, keyspace: k.Keys) -> None:
 async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> None:
     ak = keyspace.account(account_id)
     fields = await redis.hgetall(ak.state)
+    ended = await redis.hgetall(ak.ended)
     active = {}
     for field, value in fields.items():
         if not records.is_session_field(field):
             continue
         record = records.parse(value)
-        queued = await redis.zscore(ak.reap, k.member(account_id, field))
-        if record is None or record.reason is not None:
+        if record is None:  # damaged (a test's doing): no session, queued for removal
+            queued = await redis.zscore(ak.reap, k.member(account_id, field))
             assert queued is not None, f"{account_id}/{field}: not queued for removal"
-        else:
-            active[field] = record
+            continue
+        assert record.reason is None, f"{account_id}/{field}: ENDED, in the account hash"
+        active[field] = record
+    for field, value in ended.items():
+        record = records.parse(value)
+        assert record is None or record.reason is not None, (
+            f"{account_id}/{field}: ACTIVE, in the ENDED hash"
+        )
+        assert field not in active, f"{account_id}/{field}: both ACTIVE and ENDED"
+        queued = await redis.zscore(ak.reap, k.member(account_id, field))
+        assert queued is not None, f"{account_id}/{field}: not queued for removal"
     counter = int(fields.get(records.COUNT_FIELD, 0))
     assert counter == len(active), f"{account_id}: counter {counter} != {len(active)} active"
     counters = {f: int(v) for f, v in fields.items() if f.startswith("=")}

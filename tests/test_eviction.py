@@ -168,9 +168,10 @@ async def test_damaged_records_read_cleanly(
     await redis_client.hset(ak.state, sid[1], "garbage")
     await redis_client.hset(ak.state, sid[2], "")
     await redis_client.hdel(ak.state, sid[3])  # the whole record lost
-    ended = values[sid[4]].replace(",TEARDOWN;", ",NOSUCHREASON;")
-    assert ended != values[sid[4]]
-    await redis_client.hset(ak.state, sid[4], ended)
+    was = await redis_client.hget(ak.ended, sid[4])  # ENDED: in the account's ENDED hash
+    ended = was.replace(",TEARDOWN;", ",NOSUCHREASON;")
+    assert ended != was
+    await redis_client.hset(ak.ended, sid[4], ended)
     listing = await client.get("/srm/sessions", headers=auth())
     assert listing.status == 200
     body = await listing.json()

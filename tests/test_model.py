@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 )
 
 from srm import keys as k
-from srm.errors import LimitReached, SessionNotFound
+from srm.errors import InternalError, LimitReached, SessionNotFound
 from srm.model import EndReason, NewSession, Policy, State
 from srm.rules import Rule
 from srm.store import EndOutcome, SessionStore
@@ -90,6 +90,11 @@ class SrmModel(RuleBasedStateMachine):
         self.sessions: dict[str, ModelSession] = {}
         self.limits: dict[str, int] = {}
         self.rule_limits: dict[tuple[str, str], int] = {}
+        # every session ever created, purged ones included: its end reason once ended (the
+        # events must hold exactly one start and, once ended, exactly one end with it)
+        self.history: dict[str, EndReason | None] = {}
+        self.tombstones: dict[str, tuple[str, int]] = {}  # sid -> (account, purge time)
+        self.denials = 0  # denied setups, each with one session.denied event
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -102,6 +107,7 @@ class SrmModel(RuleBasedStateMachine):
 
     def end(self, s: ModelSession, reason: EndReason, at: int, by: str | None = None) -> None:
         s.reason, s.ended_at, s.purge_at, s.by = reason, at, self.now + RETENTION_MS, by
+        self.history[s.sid] = reason
 
     def end_lapsed(self, account: str) -> None:
         for s in self.sessions.values():
@@ -177,16 +183,33 @@ class SrmModel(RuleBasedStateMachine):
         def remaining(field: str | None) -> int:
             return sum(1 for s in live if counts(field, s) and s not in gone)
 
-        for _name, field, limit, policy in checks:
-            if policy == "evict" and limit > 0:
-                need = remaining(field) + 1 - limit
-                for s in live:
-                    if need <= 0:
-                        break
-                    if counts(field, s) and s not in gone:
-                        gone.append(s)
-                        victims.append(s)
-                        need -= 1
+        # victims, jointly (setup.lua): oldest keep-alive first, each session an unmet evict
+        # limit counts; then, newest first, each one every limit holds without
+        need = {
+            field: remaining(field) + 1 - limit
+            for _name, field, limit, policy in checks
+            if policy == "evict" and limit > 0
+        }
+        for s in live:
+            if s not in gone and any(n > 0 and counts(f, s) for f, n in need.items()):
+                gone.append(s)
+                victims.append(s)
+                for f in need:
+                    need[f] -= counts(f, s)
+
+        def fits(without: list[ModelSession]) -> bool:
+            return all(
+                sum(1 for s in live if counts(field, s) and s not in without) + 1 <= limit
+                for _name, field, limit, _policy in checks
+            )
+
+        if fits(gone):
+            for s in reversed(list(victims)):
+                if fits([g for g in gone if g is not s]):
+                    gone.remove(s)
+                    victims.remove(s)
+            # minimal: no victim could be kept without breaking a limit
+            assert all(not fits([g for g in gone if g is not s]) for s in victims)
         refusing = next((c for c in checks if remaining(c[1]) + 1 > c[2]), None)
         try:
             active = self.run(self.store.setup(new))
@@ -200,6 +223,11 @@ class SrmModel(RuleBasedStateMachine):
             counted = [s.sid for s in live if counts(field, s)]
             assert (denied.rule, denied.limit, denied.active) == (name, limit, len(counted))
             assert [x.session_id for x in denied.sessions] == counted
+            self.denials += 1
+            # a retry of the very call (its reply lost) is answered the same, counted once
+            with pytest.raises(LimitReached) as again:
+                self.run(self.store.setup(new))
+            assert (again.value.rule, again.value.limit) == (name, limit)
             return sid
         assert refusing is None, f"created, expected a denial by {refusing}"
         for s in gone:
@@ -209,6 +237,7 @@ class SrmModel(RuleBasedStateMachine):
         self.sessions[sid] = ModelSession(
             sid, account, self.now, self.now, self.now + TIMEOUT_MS, device, groups, quality
         )
+        self.history[sid] = None
         assert active == len(self.live(account))
         return sid
 
@@ -218,6 +247,30 @@ class SrmModel(RuleBasedStateMachine):
         if s is None:
             return  # a denied or removed setup: a retry would be a new attempt
         self.run(self.store.setup(NewSession(sid, s.account, "dev", "c", "COD", quality="UHD")))
+
+    @rule(sid=st.one_of(sessions_bundle, st.uuids().map(str)))
+    def abort_setup(self, sid: str) -> None:
+        """The API gave up on a setup whose outcome it does not know: a session it created
+        ends (TEARDOWN, or TIMEOUT once lapsed); an id no setup used yet is refused for ever
+        (a tombstone until the reaper removes it)."""
+        s = self.sessions.get(sid)
+        account = s.account if s is not None else ACCOUNTS[0]
+        if s is None and sid in self.tombstones:
+            account = self.tombstones[sid][0]
+        status = self.run(self.store.abort_setup(account, sid))
+        if s is None:
+            assert status == (2 if sid in self.tombstones else 3)
+            self.tombstones.setdefault(sid, (account, self.now + RETENTION_MS))
+            with pytest.raises(InternalError):  # a late copy of the setup creates nothing
+                self.run(self.store.setup(NewSession(sid, account, "dev", "c1", "COD")))
+        elif s.reason is not None:
+            assert status == 2
+        else:
+            assert status == 1
+            if s.lapsed(self.now):
+                self.end(s, EndReason.TIMEOUT, s.deadline)
+            else:
+                self.end(s, EndReason.TEARDOWN, self.now)
 
     @rule(sid=sessions_bundle, same_account=st.booleans())
     def keep_alive(self, sid: str, same_account: bool) -> None:
@@ -335,6 +388,9 @@ class SrmModel(RuleBasedStateMachine):
         for sid, s in list(self.sessions.items()):
             if s.purge_at is not None and s.purge_at <= self.now:
                 del self.sessions[sid]
+        for sid, (_account, purge_at) in list(self.tombstones.items()):
+            if purge_at <= self.now:
+                del self.tombstones[sid]
         for shard in range(self.keys.shards):
             while self.run(self.store.purge(shard, batch)) == batch:
                 pass
@@ -390,6 +446,22 @@ class SrmModel(RuleBasedStateMachine):
                         m.ended_at,
                     )
         self.run(invariants.check(self.redis, self.keys))
+
+    @invariant()
+    def one_event_per_start_end_and_denial(self) -> None:
+        started: dict[str, int] = {}
+        ended: dict[str, list[str]] = {}
+        denied = 0
+        for shard in range(self.keys.shards):
+            for _id, event in self.run(self.redis.xrange(self.keys.events(shard))):
+                denied += event["t"] == "D"
+                if event["t"] == "S":
+                    started[event["s"]] = started.get(event["s"], 0) + 1
+                elif event["t"] == "E":
+                    ended.setdefault(event["s"], []).append(event["x"])
+        assert started == dict.fromkeys(self.history, 1)
+        assert ended == {sid: [r.value] for sid, r in self.history.items() if r is not None}
+        assert denied == self.denials
 
 
 @pytest.mark.parametrize("evict", [False, True], ids=["deny", "evict"])

@@ -36,7 +36,7 @@ async def test_any_ids_read_back_as_written(store: SessionStore, clock: Clock, d
         str(uuid.uuid4()), "acct-1", device + "2", "c", "COD", replaces=s.session_id
     )
     await store.setup(replaced)
-    ended = records.parse(await store.redis.hget(ak.state, s.session_id))
+    ended = records.parse(await store.redis.hget(ak.ended, s.session_id))
     assert ended is not None and ended.ended is not None
     assert (ended.reason, ended.ended_at, ended.by_device_id) == (
         EndReason.REPLACED,

@@ -70,12 +70,12 @@ async def test_a_damaged_ended_record_is_no_session_to_every_script(
     await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
     ak = store.keys.account(s.account_id)
     value = damage.format(c=clock.now) + "5:dev-1"
-    await redis_client.hset(ak.state, s.session_id, value)
+    await redis_client.hset(ak.ended, s.session_id, value)
     with pytest.raises(SessionNotFound):
         await store.get(s.account_id, s.session_id)
     with pytest.raises(SessionNotFound):
         await store.keep_alive(s.account_id, s.session_id)
-    assert await redis_client.hget(ak.state, s.session_id) == value  # not rewritten
+    assert await redis_client.hget(ak.ended, s.session_id) == value  # not rewritten
     with pytest.raises(SessionNotFound):
         await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
     assert await store.abort_setup(s.account_id, s.session_id) == 2
@@ -229,7 +229,9 @@ async def test_a_hash_holding_a_record_never_has_a_ttl(
     assert await redis_client.pttl(ak.state) > 0  # usage only
     tomb = str(uuid.uuid4())
     assert await store.abort_setup(s.account_id, tomb) == 3
-    assert await redis_client.pttl(ak.state) == -1
+    # the tombstone is in the ENDED hash, which never expires (the reaper empties it)
+    assert await redis_client.hget(ak.ended, tomb) == "T"
+    assert await redis_client.pttl(ak.ended) == -1
     clock.advance(61)
     await store.purge(ak.shard, 100)
     assert await redis_client.pttl(ak.state) > 0
@@ -243,7 +245,7 @@ async def test_a_hash_holding_a_record_never_has_a_ttl(
     assert await store.abort_setup("acct-2", str(uuid.uuid4())) == 3
     await redis_client.hset(other.legacy + "usage", "20833", "1,0,0,0,0,0,0,0,1")
     assert await store.migrate(["acct-2"]) == 1
-    assert await redis_client.pttl(other.state) == -1
+    assert await redis_client.pttl(other.ended) == -1
     clock.advance(61)
     await store.purge(other.shard, 100)
     assert 0 < await redis_client.pttl(other.state) <= 35 * 86_400_000

@@ -145,11 +145,13 @@ def new(account: str) -> NewSession:
 
 
 def session_keys(node: RedisProcess) -> list[str]:
-    """The sessions *node* holds records of, as "<account hash>/<sessionId>"."""
+    """The sessions *node* holds records of, as "<account hash>/<sessionId>" (ACTIVE ones in
+    the account hash, ENDED ones in its ENDED hash)."""
     with node.client() as c:
         return [
             f"{key}/{field}"
-            for key in c.scan_iter(match="srm:*:a:*", count=1000)
+            for pattern in ("srm:*:a:*", "srm:*:ae:*")
+            for key in c.scan_iter(match=pattern, count=1000)
             for field in c.hkeys(key)
             if records.is_session_field(field)
         ]

@@ -289,7 +289,9 @@ async def test_a_setup_cancelled_at_shutdown_is_aborted(
         ak = store.keys.account("acct-1")
         fields = await direct.hgetall(ak.state)
         assert records.COUNT_FIELD not in fields
-        parsed = [records.parse(v) for f, v in fields.items() if records.is_session_field(f)]
+        assert not [f for f in fields if records.is_session_field(f)]  # none ACTIVE
+        ended = await direct.hgetall(ak.ended)  # the aborted setup
+        parsed = [records.parse(v) for v in ended.values()]
         assert parsed and all(r is None or r.reason is not None for r in parsed)
         assert await direct.zscore(ak.due, "acct-1") is None
 

@@ -3,11 +3,13 @@
 --
 -- An account is a table of its keys (and its id), read from KEYS in the order of
 -- AccountKeys.lifecycle() (srm/keys.py): its own keys, then its shard's; a new kind of key is
--- one more name here. state: the account hash; legacy: prefix of its SRM 0.x keys
--- (_legacy.lua); due: the shard's index of earliest deadlines; reap: the shard's purge
--- queue; events: the shard's stream; denials: prefix of the shard's daily denial rankings;
--- legacy_sessions, legacy_deadlines: the shard's 0.x record prefix and index.
-local OWN = {'state', 'legacy'}
+-- one more name here. state: the account hash (ACTIVE records, counters, usage); legacy:
+-- prefix of its SRM 0.x keys (_legacy.lua); ended: the account's ENDED records and
+-- tombstones, apart, so that no request reads them by reading the account; due: the shard's
+-- index of earliest deadlines; reap: the shard's purge queue; events: the shard's stream;
+-- denials: prefix of the shard's daily denial rankings; legacy_sessions, legacy_deadlines: the
+-- shard's 0.x record prefix and index.
+local OWN = {'state', 'legacy', 'ended'}
 local SHARD = {'due', 'reap', 'events', 'denials', 'legacy_sessions', 'legacy_deadlines'}
 
 -- The account hash holds, besides its session records (field: sessionId), the field N (the
@@ -42,6 +44,19 @@ end
 -- account_keys: the account *id* whose lifecycle keys start at KEYS[first].
 local function account_keys(id, first)
   return account_in_shard(id, first, first + #OWN)
+end
+
+-- nth_account: account i (1..n) of a script on many accounts of one shard, whose KEYS are the
+-- shard's (AccountKeys.shard_keys) and then each account's own (AccountKeys.own) in turn.
+local function nth_account(id, i)
+  return account_in_shard(id, #SHARD + 1 + (i - 1) * #OWN, 1)
+end
+
+-- find_record: the record of session `sid` in the account, ACTIVE (in the account hash) or
+-- ENDED (in its ENDED hash, or in the account hash where a version before the split left
+-- it), or nil; two HGETs at most, whatever the account's history.
+local function find_record(acct, sid)
+  return redis.call('HGET', acct.state, sid) or redis.call('HGET', acct.ended, sid)
 end
 
 -- Session records (srm/records.py reads them the same way), times in ms:
@@ -196,7 +211,8 @@ end
 
 -- usage_only_expires: an account hash left with no session record (its usage only) expires
 -- USAGE_DAYS later, so an account that stops watching leaves nothing behind; one that holds
--- a record (ACTIVE, ENDED, tombstone) or the counter does not.
+-- a record or the counter does not. (Its ENDED records and tombstones are in the ENDED hash,
+-- which the reaper empties: an empty hash is no key.)
 local function usage_only_expires(state)
   if redis.call('HEXISTS', state, N) == 1 then
     return
@@ -233,14 +249,16 @@ local function deadline_left(acct, old, new, left)
   end
 end
 
--- end_record: records the end of session `sid` (ACTIVE record `v`, its strings `s`), counts
+-- end_record: records the end of session `sid` (ACTIVE record `v`, its strings `s`; the
+-- ENDED record moves to the account's ENDED hash), counts
 -- its usage, emits session.ended and queues it for removal; `active`: the account's ACTIVE
 -- sessions just before. The counters are the caller's (end_session).
 --   reason: TEARDOWN|TIMEOUT|OPERATOR|EVICTED|REPLACED; ended_at: ms
 --   purge_at: ms when the reaper may remove it; by: deviceId whose setup ended it, or nil
 --   queued: nil, or a table collecting {purge_at, member, ...} for the caller's one ZADD
 local function end_record(acct, sid, v, s, reason, ended_at, purge_at, by, queued, active)
-  redis.call('HSET', acct.state, sid, record_ended(v, ended_at, reason, by or ''))
+  redis.call('HSET', acct.ended, sid, record_ended(v, ended_at, reason, by or ''))
+  redis.call('HDEL', acct.state, sid)
   local created = record_times(v)
   session_ended(acct, sid, s, reason, ended_at, math.max(0, ended_at - created), active)
   local mbr = acct.id .. '/' .. sid

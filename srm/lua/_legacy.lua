@@ -8,7 +8,8 @@
 -- REPLACED,watched,peak"); per session a record hash acct.legacy_sessions .. sessionId
 -- (acct, dev, dt, cid, ctype, q, created, ka); and per shard the index
 -- acct.legacy_deadlines ("<accountId>/<sessionId>" -> deadline). Its purge queue is the
--- current one, unchanged. The move merges into what the account hash holds already (a 0.x
+-- current one, unchanged. ACTIVE sessions move into the account hash, ENDED ones into its
+-- ENDED hash. The move merges into what the account hash holds already (a 0.x
 -- process may still write during a rolling upgrade), derives the rule counters from the
 -- sessions' groups, and deletes the 0.x keys. It writes no event: nothing happened.
 
@@ -78,20 +79,22 @@ local function migrate(acct)
       earliest = deadline
     end
   end
-  local sessions = #active / 2
+  local ended = {}  -- the ENDED records, for the account's ENDED hash
   flat = redis.call('HGETALL', ended_key)
   for i = 1, #flat, 2 do
     local sid = flat[i]
     local reason, at, by = string.match(flat[i + 1], '^(%u+)|(%d+)|?(.*)$')
     if reason then
       local v = legacy_record(acct, sid, tonumber(at), groups[sid])
-      records[#records + 1] = sid
-      records[#records + 1] = record_ended(v, tonumber(at), reason, by)
-      sessions = sessions + 1
+      ended[#ended + 1] = sid
+      ended[#ended + 1] = record_ended(v, tonumber(at), reason, by)
     end
   end
   if #records > 0 then
     variadic('HSET', acct.state, records)
+  end
+  if #ended > 0 then
+    variadic('HSET', acct.ended, ended)
   end
   if #active > 0 then
     redis.call('HINCRBY', acct.state, N, #active / 2)
@@ -118,11 +121,13 @@ local function migrate(acct)
     usage_write(acct.state, flat[i], v)
   end
   local gone = {active_key, ended_key, usage_key, rules_key, count_key}
-  for i = 1, #records, 2 do
-    gone[#gone + 1] = acct.legacy_sessions .. records[i]
+  for _, moved in ipairs({records, ended}) do
+    for i = 1, #moved, 2 do
+      gone[#gone + 1] = acct.legacy_sessions .. moved[i]
+    end
   end
   variadic('DEL', nil, gone)
-  if sessions > 0 then
+  if #active > 0 then
     redis.call('PERSIST', acct.state)
   else
     usage_only_expires(acct.state)

@@ -1,9 +1,10 @@
 -- abort: undo a setup whose outcome the API does not know (Redis timed out mid-call).
 -- If the setup ran, the session is ended (TEARDOWN, or TIMEOUT at its deadline if it has
 -- lapsed). If it has not run yet, a tombstone record is written so that a late setup with
--- this sessionId creates nothing; the reaper removes the tombstone after the retention.
+-- this sessionId creates nothing (it lives in the account's ENDED hash, with the records the
+-- reaper removes); the reaper removes the tombstone after the retention.
 --
--- KEYS[1..8] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[1..9] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)  ARGV[5] events (_events.lua)
 -- Returns 1 ended, 2 already ended (or denied), 3 tombstone written.
@@ -16,10 +17,9 @@ if legacy then
   return legacy
 end
 local purge_at = now + tonumber(ARGV[4])
-local v = redis.call('HGET', acct.state, sid)
+local v = find_record(acct, sid)
 if not v then
-  redis.call('HSET', acct.state, sid, 'T')
-  redis.call('PERSIST', acct.state)  -- a record never expires with usage; purge re-arms it
+  redis.call('HSET', acct.ended, sid, 'T')  -- where a setup looks before it creates
   redis.call('ZADD', acct.reap, purge_at, account .. '/' .. sid)
   return 3
 end

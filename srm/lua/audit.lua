@@ -2,15 +2,16 @@
 -- repair drift.
 --
 -- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua)
--- for account i (i = 1..n): its own keys (AccountKeys.own) at KEYS[2i+5], KEYS[2i+6], its id
+-- for account i (i = 1..n): its own keys (AccountKeys.own, nth_account), its id
 -- ARGV[i] (all accounts of one call live in the shard)
 -- The truth of the account counter is the number of ACTIVE records; of a rule counter, the
 -- number of ACTIVE sessions whose groups name it; of the due score, the earliest ACTIVE
--- deadline; every other record is queued in reap. Returns a flat list {i, counter before,
+-- deadline; every ENDED record (and tombstone) is queued in reap. The audit is the one
+-- script that reads an account's ENDED hash whole. Returns a flat list {i, counter before,
 -- truth, other repairs} for every account with any repair.
 local repaired = {}
 for i = 1, #ARGV do
-  local acct = account_in_shard(ARGV[i], 2 * i + 5, 1)
+  local acct = nth_account(ARGV[i], i)
   migrate(acct)
   local records, all = active_records(acct)
   local truth = #records
@@ -47,10 +48,18 @@ for i = 1, #ARGV do
   end
   -- every record that is no ACTIVE session (ENDED, tombstone) is queued for
   -- removal; one that is not (a 0.x reaper purging the shared queue drops the member and
-  -- leaves the record) is queued again, due at once
+  -- leaves the record) is queued again, due at once. One the account hash holds (a version
+  -- before the ENDED hash left it there) moves to the ENDED hash.
+  local ended = redis.call('HKEYS', acct.ended)
   for field, value in pairs(all) do
-    if is_record(field) and not active_deadline(value) and
-      redis.call('ZADD', acct.reap, 'NX', 0, acct.id .. '/' .. field) == 1 then
+    if is_record(field) and not active_deadline(value) then
+      redis.call('HSET', acct.ended, field, value)
+      redis.call('HDEL', acct.state, field)
+      ended[#ended + 1] = field
+    end
+  end
+  for _, field in ipairs(ended) do
+    if redis.call('ZADD', acct.reap, 'NX', 0, acct.id .. '/' .. field) == 1 then
       fixes = fixes + 1
     end
   end

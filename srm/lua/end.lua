@@ -1,7 +1,7 @@
 -- end: teardown (client or operator) of one session, exactly once however often it is
 -- retried or raced. A session whose deadline has already passed ends as TIMEOUT.
 --
--- KEYS[1..8] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[1..9] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] reason  ARGV[5] retention (ms)
 -- ARGV[6] events (_events.lua)
@@ -11,7 +11,7 @@ local now = server_time(ARGV[1])
 local sid = ARGV[2]
 local acct = account_keys(ARGV[3], 1)
 events_config(ARGV[6])
-local v = redis.call('HGET', acct.state, sid)
+local v = find_record(acct, sid)
 if not v then
   -- unknown here: the session may still be in 0.x keys (a moved account has none left)
   return legacy_first(acct) or 0

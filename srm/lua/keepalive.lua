@@ -1,6 +1,6 @@
 -- keepalive: move an ACTIVE, not lapsed session's deadline to now + timeout.
 --
--- KEYS[1..8] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[1..9] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] keep-alive period (ms)
 -- ARGV[5] '1': move the deadline only, leaving the keep-alive time (a setup's confirmation,
@@ -11,7 +11,7 @@
 local now = server_time(ARGV[1])
 local sid = ARGV[2]
 local acct = account_keys(ARGV[3], 1)
-local v = redis.call('HGET', acct.state, sid)
+local v = find_record(acct, sid)
 if not v then
   -- unknown here: the session may still be in 0.x keys (a moved account has none left)
   return legacy_first(acct) or 0

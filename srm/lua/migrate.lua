@@ -3,11 +3,11 @@
 -- audit walk.
 --
 -- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua)
--- for account i (i = 1..n): its own keys (AccountKeys.own) at KEYS[2i+5], KEYS[2i+6], its id
+-- for account i (i = 1..n): its own keys (AccountKeys.own, nth_account), its id
 -- ARGV[i]
 -- Returns how many accounts had 0.x data.
 local moved = 0
 for i = 1, #ARGV do
-  moved = moved + migrate(account_in_shard(ARGV[i], 2 * i + 5, 1))
+  moved = moved + migrate(nth_account(ARGV[i], i))
 end
 return moved

@@ -4,8 +4,7 @@
 --
 -- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, events,
 -- denials, legacy_sessions (the 0.x record prefix), legacy_deadlines
--- then for member i (i = 1..n), its account's own keys (AccountKeys.own) at KEYS[2i+5],
--- KEYS[2i+6]
+-- then for member i (i = 1..n), its account's own keys (AccountKeys.own, nth_account)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[1+i] member "<accountId>/<sessionId>"
 -- Returns {removed, skipped because still active}.
@@ -19,22 +18,28 @@ for i = 1, #ARGV - 1 do
   local mbr = ARGV[1 + i]
   local due = redis.call('ZSCORE', KEYS[2], mbr)
   if due and tonumber(due) <= now then
-    local sid, state = string.sub(mbr, -36), KEYS[2 * i + 5]
+    local sid = string.sub(mbr, -36)
+    local acct = nth_account(string.sub(mbr, 1, -38), i)
     dequeued[#dequeued + 1] = mbr
-    local v = redis.call('HGET', state, sid)
-    if not v then  -- queued by 0.x: its account moves first
-      local acct = account_in_shard(string.sub(mbr, 1, -38), 2 * i + 5, 1)
-      if migrate(acct) == 1 then
-        v = redis.call('HGET', state, sid)
-      end
+    -- where the record is: the ENDED hash, or the account hash (an ACTIVE session, or an
+    -- ENDED one a version before the split left there)
+    local where = acct.ended
+    local v = redis.call('HGET', where, sid)
+    if not v then
+      where = acct.state
+      v = redis.call('HGET', where, sid)
     end
-    if v and active_deadline(v) then
+    if not v and migrate(acct) == 1 then  -- queued by 0.x: its account moves first
+      where = acct.ended
+      v = redis.call('HGET', where, sid)
+    end
+    if v and where == acct.state and active_deadline(v) then
       -- never remove a session that is still active; it is queued again when it ends
       skipped = skipped + 1
     else
       if v then
-        redis.call('HDEL', state, sid)
-        touched[state] = true
+        redis.call('HDEL', where, sid)
+        touched[acct.state] = true
       else  -- a 0.x tombstone or denied record (the account's move does not take those)
         redis.call('DEL', KEYS[5] .. sid)
       end

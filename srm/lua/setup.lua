@@ -5,7 +5,7 @@
 -- KEYS[1] limit      srm:{sK}:acct:<a>:limit      string account limit override (read)
 -- KEYS[2] rlimit     srm:{sK}:acct:<a>:rlimit     hash   rule -> max override (read)
 -- KEYS[3] denied     srm:{sK}:denied:<sid>        string this setup's denial, for retries
--- KEYS[4..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[4..12] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
@@ -49,11 +49,15 @@ local function load()
   end
 end
 if active > 0 and (not score or tonumber(score) <= now) then
-  active = active - end_lapsed(acct, now, purge_at, 1000)
+  -- every lapsed one, however many (the work is bounded by the ACTIVE sessions): one left
+  -- would count against the limit
+  local queued = {}
+  active = active - end_lapsed(acct, now, purge_at, math.huge, queued)
+  variadic('ZADD', acct.reap, queued)
   load()
 end
 
-local existing = redis.call('HGET', acct.state, sid)
+local existing = find_record(acct, sid)
 if existing then
   if existing == 'T' then
     return {-1, 0, 0}
@@ -63,7 +67,10 @@ end
 local denied = redis.call('GET', KEYS[3])
 if denied then
   local rule, max = string.match(denied, '^([^,]*),(%d+)$')
-  return {0, active, tonumber(max), rule}
+  if rule then
+    return {0, active, tonumber(max), rule}
+  end
+  -- a marker of no known shape (damaged): checked again, as if there were none
 end
 
 -- the limits the setup must fit: the account's first, then each rule it matches
@@ -131,19 +138,47 @@ if replaced ~= '' then
   end
 end
 
-local victims = {}
+-- Victims are chosen jointly for every evict limit (docs/rules.md, "Deny or evict"): walking
+-- the live sessions oldest keep-alive first, a session is taken when an evict limit that still
+-- needs room counts it; then, newest first, a taken session is given back when every limit
+-- holds without it. No victim left could then be kept (giving one back only ever takes room),
+-- and the ones kept are the oldest a minimal choice allows.
+local victims, short = {}, 0
 for _, check in ipairs(checks) do
-  if check.policy == 'evict' and check.max > 0 then
-    local need = remaining(check) + 1 - check.max
-    if need > 0 then
-      for _, s in ipairs(members(check)) do
-        if need <= 0 then
+  check.left = remaining(check)
+  if check.policy == 'evict' and check.max > 0 and check.left + 1 > check.max then
+    check.need = check.left + 1 - check.max
+    short = short + 1
+  end
+end
+if short > 0 then
+  load()
+  for _, r in ipairs(records) do
+    if short == 0 then
+      break
+    end
+    local s = r[1]
+    if r[2] > now and not gone[s] then
+      local helps = false
+      for _, check in ipairs(checks) do
+        if check.need and check.need > 0 and counts_in(check, s) then
+          helps = true
           break
         end
-        if not gone[s] then
-          gone[s] = true
-          victims[#victims + 1] = s
-          need = need - 1
+      end
+      if helps then
+        gone[s] = true
+        victims[#victims + 1] = s
+        for _, check in ipairs(checks) do
+          if counts_in(check, s) then
+            check.left = check.left - 1
+            if check.need then
+              check.need = check.need - 1
+              if check.need == 0 then
+                short = short - 1
+              end
+            end
+          end
         end
       end
     end
@@ -162,6 +197,25 @@ for _, check in ipairs(checks) do
       answer[#answer + 1] = {s, active_deadline(all[s]), all[s]}
     end
     return answer
+  end
+end
+
+for i = #victims, 1, -1 do
+  local s, spare = victims[i], true
+  for _, check in ipairs(checks) do
+    if counts_in(check, s) and check.left + 2 > check.max then
+      spare = false
+      break
+    end
+  end
+  if spare then
+    for _, check in ipairs(checks) do
+      if counts_in(check, s) then
+        check.left = check.left + 1
+      end
+    end
+    gone[s] = nil
+    table.remove(victims, i)
   end
 end
 

@@ -4,7 +4,7 @@
 -- that got there first wins and nothing is ended twice.
 --
 -- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, ...
--- then for account i (i = 1..n), its own keys (AccountKeys.own) at KEYS[2i+5], KEYS[2i+6]
+-- then for account i (i = 1..n), its own keys (AccountKeys.own, nth_account)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] retention (ms)  ARGV[3] events (_events.lua)  ARGV[3+i] accountId i
 -- Returns {sessions ended, accounts whose due score moved with nothing ended}. The removal
@@ -15,7 +15,7 @@ events_config(ARGV[3])
 usage_batch()
 local ended, moved, queued = 0, 0, {}
 for i = 1, #ARGV - 3 do
-  local acct = account_in_shard(ARGV[3 + i], 2 * i + 5, 1)
+  local acct = nth_account(ARGV[3 + i], i)
   migrate(acct)
   local score = redis.call('ZSCORE', acct.due, acct.id)
   if score and tonumber(score) <= now then
