@@ -833,21 +833,23 @@ class SessionStore:
         return int(lost), _entries(entries)
 
     async def claim_events(
-        self, shard: int, group: str, consumer: str, idle_ms: int, count: int
-    ) -> tuple[list[tuple[str, dict[str, str]]], int]:
+        self, shard: int, group: str, consumer: str, idle_ms: int, count: int, start: str = "0-0"
+    ) -> tuple[list[tuple[str, dict[str, str]]], int, str]:
         """Events of the group pending for longer than *idle_ms* (a consumer died with them),
-        now *consumer*'s, and how many of those were trimmed away before being claimed."""
+        from entry id *start* on, now *consumer*'s; how many of those were trimmed away
+        before being claimed; and where the next call starts ("0-0": the whole pending list
+        was seen). Redis 7 looks at no more than 10 x *count* pending entries per call."""
         reply = await self._guard(
             "events_claim",
             self.redis.xautoclaim(
-                self.keys.events(shard), group, consumer, idle_ms, "0-0", count=count
+                self.keys.events(shard), group, consumer, idle_ms, start, count=count
             ),
         )
         # Redis 7 lists the trimmed ones apart; 6.2 returns them with no fields
         claimed = _entries(reply[1])
         kept = [(entry_id, fields) for entry_id, fields in claimed if fields]
         deleted = (len(reply[2]) if len(reply) > 2 else 0) + len(claimed) - len(kept)
-        return kept, deleted
+        return kept, deleted, str(reply[0])
 
     async def prune_consumers(self, shard: int, group: str, idle_ms: int, own: str = "") -> int:
         """Remove the group's consumers that hold no event and are idle longer than *idle_ms*

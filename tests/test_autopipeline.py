@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -92,24 +91,23 @@ async def test_a_cancelled_caller_leaves_the_others_answered(store: SessionStore
 async def test_a_silent_redis_fails_the_batch_within_the_deadline(
     real_redis: RedisProcess, keyspace: k.Keys, policy: Policy, clock: Clock
 ) -> None:
-    client = aioredis.Redis.from_url(real_redis.url, decode_responses=True)
+    # no socket timeout of its own (redis-py's default is 5 s): only the deadline can answer
+    client = aioredis.Redis.from_url(real_redis.url, decode_responses=True, socket_timeout=None)
     store = SessionStore(client, keyspace, policy, clock=clock, deadline=0.3)
     await store.setup(new("warm"))
     with real_redis.client() as admin:
-        admin.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+        # paused until the answers are in: any answer before UNPAUSE is the deadline's
+        admin.execute_command("CLIENT", "PAUSE", "600000", "WRITE")
         try:
-            started = time.monotonic()
             results = await asyncio.wait_for(
                 asyncio.gather(
                     *(store.setup(new(f"a{i}")) for i in range(5)), return_exceptions=True
                 ),
-                timeout=10,  # generous: only proves nothing hangs
+                timeout=60,  # generous: only proves nothing hangs
             )
-            waited = time.monotonic() - started
         finally:
             admin.execute_command("CLIENT", "UNPAUSE")
     assert all(isinstance(r, StoreUnavailable) for r in results), results
-    assert waited < 2.5  # answered before the pause ended, so the deadline did it
     await client.aclose()
 
 

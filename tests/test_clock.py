@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -59,28 +60,35 @@ async def test_without_a_test_clock_every_time_is_the_servers(
     await invariants.check(redis_client, keyspace)
 
 
-async def test_the_estimate_follows_the_server_not_the_host() -> None:
-    """ServerClock adds the measured offset to the monotonic clock: a server 1 h ahead of
-    the host reads 1 h ahead, and it measures again once the refresh period has passed."""
+async def test_the_estimate_follows_the_server_not_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ServerClock adds the measured offset to the host's monotonic clock: it reads the
+    server's time (read halfway through the round trip), and measures again once the refresh
+    period has passed, following a server whose clock was stepped. The host's monotonic clock
+    is a test double here: the arithmetic is checked exactly, however loaded the machine."""
+    mono = 1000.0  # the host's monotonic clock, in seconds (binary fractions: exact sums)
+    ahead = 1_800_000_000 - 1000.25  # the server's clock, ahead of the host's monotonic one
     calls = 0
-    ahead_s = 3600
 
     async def read_time() -> tuple[int, int]:
-        nonlocal calls
+        nonlocal calls, mono
         calls += 1
-        t = time.time() + ahead_s
-        return int(t), int((t % 1) * 1_000_000)
+        mono += 0.25  # a round trip of 0.5 s, the server reading its clock halfway
+        server = mono + ahead
+        mono += 0.25
+        return int(server), int((server % 1) * 1_000_000)
 
-    clock = ServerClock(read_time, refresh=0.05)
-    first = await clock.now()
-    assert abs(first - (time.time() + ahead_s) * 1000) < 1000
-    await clock.now()
+    monkeypatch.setattr("srm.clock.time", SimpleNamespace(monotonic=lambda: mono))
+    clock = ServerClock(read_time, refresh=10)
+    assert await clock.now() == 1_800_000_000_000 + 250  # measured, 250 ms ago
+    mono += 9
+    assert await clock.now() == 1_800_000_009_250  # within the refresh period: the estimate
     assert calls == 1
-    await asyncio.sleep(0.06)
-    ahead_s = 7200  # the server's clock was stepped: the next measurement follows it
-    second = await clock.now()
+    mono += 1  # the refresh period has passed
+    ahead += 3600  # and the server's clock was stepped an hour ahead
+    assert await clock.now() == 1_800_003_610_750  # measured again: it follows the server
     assert calls == 2
-    assert abs(second - (time.time() + ahead_s) * 1000) < 1000
 
 
 # -- real processes with wrong clocks -------------------------------------------------------

@@ -1,5 +1,6 @@
 """The documentation's links: every one resolves inside the repository (a fresh clone has
-nothing beside it), anchors name real headings, and the README stays short."""
+nothing beside it), anchors name real headings, every test it names exists, and the README
+stays short."""
 
 from __future__ import annotations
 
@@ -94,6 +95,31 @@ def problems(doc: Path, text: str | None = None) -> list[str]:
 @pytest.mark.parametrize("doc", documents(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_link_resolves_inside_the_repository(doc: Path) -> None:
     assert problems(doc) == []
+
+
+_TEST_REFERENCE = re.compile(r"\b(test_\w+\.py)(?:::(test_\w+))?")
+
+
+def missing_tests(text: str) -> list[str]:
+    """The tests named in *text* (``test_x.py`` or ``test_x.py::test_y``) that do not exist."""
+    missing = []
+    for module, name in _TEST_REFERENCE.findall(text):
+        path = ROOT / "tests" / module
+        if not path.exists():
+            missing.append(module)
+        elif name and not re.search(rf"^(async )?def {name}\(", path.read_text(), re.MULTILINE):
+            missing.append(f"{module}::{name}")
+    return missing
+
+
+@pytest.mark.parametrize("doc", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_test_the_docs_name_exists(doc: Path) -> None:
+    assert missing_tests(doc.read_text()) == []
+
+
+def test_the_test_checker_catches_a_missing_test() -> None:
+    text = "`test_docs.py::test_slugs_follow_github`, `test_docs.py::test_gone`, `test_gone.py`"
+    assert missing_tests(text) == ["test_docs.py::test_gone", "test_gone.py"]
 
 
 def test_the_docs_are_found() -> None:

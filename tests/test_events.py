@@ -388,18 +388,74 @@ async def test_a_dead_consumers_events_go_to_another_after_claim_idle(store: Ses
     dead = consumer(store, dying, name="dead")
     with pytest.raises(ConnectionError):
         await dead.step()  # read, never acknowledged
+    patient = events_settings(claim_idle=60, batch_size=50, poll_interval=0.01, metrics_port=0)
+    waiting = consumer(store, Keep(), name="waiting", settings=patient)
+    assert await waiting.step() == 0  # the dead one's events are not idle long enough yet
     alive_sink = Keep()
-    second = events_settings(claim_idle=1.0, batch_size=50, poll_interval=0.01, metrics_port=0)
-    alive = consumer(store, alive_sink, name="alive", settings=second)
-    assert await alive.step() == 0  # the dead one's events are not idle long enough yet
-    await asyncio.sleep(second.claim_idle * 1.5)
-    alive._next_claim = 0.0
+    alive = consumer(store, alive_sink, name="alive")
+    await asyncio.sleep(FAST.claim_idle * 1.5)  # at least claim_idle: idle enough now
     await drain(alive)
     assert len({e["id"] for e in alive_sink.events}) == total
     assert alive.metrics.claimed._value.get() == total
     await alive.update_gauges()
     assert alive.metrics.pending._value.get() == 0
     assert alive.metrics.lag._value.get() == 0
+
+
+async def test_a_slow_pass_never_claims_back_what_it_read(store: SessionStore) -> None:
+    """A pass that stalls for longer than claim_idle between its read and its claim finds its
+    own fresh reads idle enough to claim: it must not deliver them a second time."""
+    total = await make_changes(store, 40)
+    read_events = store.read_events
+
+    async def stalled_read(*args: Any) -> Any:
+        got = await read_events(*args)
+        await asyncio.sleep(FAST.claim_idle * 1.5)  # at least claim_idle
+        return got
+
+    store.read_events = stalled_read  # type: ignore[method-assign]
+    sink = Keep()
+    slow = consumer(store, sink, name="slow")
+    assert await slow.step() == total
+    assert sorted(e["id"] for e in sink.events) == sorted({e["id"] for e in sink.events})
+    assert slow.metrics.claimed._value.get() == 0
+    assert slow.metrics.delivered._value.get() == total
+    store.read_events = read_events  # type: ignore[method-assign]
+    assert await slow.step() == 0  # and nothing of it is left pending to come back later
+    await slow.update_gauges()
+    assert slow.metrics.pending._value.get() == 0
+
+
+async def test_a_long_pending_list_of_live_consumers_hides_no_dead_ones_events(
+    store: SessionStore,
+) -> None:
+    """XAUTOCLAIM looks at no more than 10 x COUNT pending entries a call (Redis 7): when live
+    consumers hold more than that ahead of a dead consumer's events, claiming from 0-0 every
+    time never reaches them. The claim goes on where its last call stopped."""
+    ends = 90  # one account, so one shard: 180 events
+    for _ in range(ends):
+        s = new("one-account")
+        await store.setup(s)
+        await store.end(s.account_id, s.session_id, EndReason.TEARDOWN)
+    shard = store.keys.account("one-account").shard
+    stream = store.keys.events(shard)
+    batch = 10  # the claim looks at 100 pending entries a call
+    lost, live = await store.read_events(shard, "g", "live", 150)
+    assert (lost, len(live)) == (0, 150)
+    _lost, held = await store.read_events(shard, "g", "dead", 30)
+    held_ids = [entry_id for entry_id, _f in held]
+    assert len(held_ids) == 30
+    # the live consumer's 150 are fresh; the dead one's have been idle for an hour
+    await store.redis.xclaim(stream, "g", "dead", 0, held_ids, idle=3_600_000)
+    settings = events_settings(claim_idle=60, batch_size=batch, poll_interval=0.01, metrics_port=0)
+    sink = Keep()
+    rescuer = consumer(store, sink, name="rescuer", settings=settings)
+    for _ in range(8):  # a few passes, the first of which claims nothing
+        await rescuer.step()
+    assert sorted(e["id"] for e in sink.events) == [f"s{shard}-{i}" for i in sorted(held_ids)]
+    assert rescuer.metrics.claimed._value.get() == 30
+    pending = await store.redis.xpending(stream, "g")
+    assert {c["name"]: int(c["pending"]) for c in pending["consumers"]} == {"live": 150}
 
 
 async def test_events_trimmed_before_the_group_read_them_are_counted_lost(

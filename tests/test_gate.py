@@ -51,6 +51,18 @@ async def test_a_failing_call_gives_its_turn_back() -> None:
 
 
 async def test_a_limit_of_zero_lets_every_call_through() -> None:
-    gate = InFlightGate(0, wait=0)
-    async with gate, gate, gate:
-        pass
+    gate = InFlightGate(0, wait=0.05)
+    inside = 0
+    release = asyncio.Event()
+
+    async def call() -> None:
+        nonlocal inside
+        async with gate:
+            inside += 1
+            await release.wait()
+
+    tasks = [asyncio.create_task(call()) for _ in range(100)]
+    await asyncio.sleep(0)  # every call ran up to its wait inside the gate
+    assert inside == 100
+    release.set()
+    await asyncio.gather(*tasks)  # and none gave up (NoTurn)

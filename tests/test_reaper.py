@@ -20,7 +20,7 @@ from srm.reaper.health import reaper_id
 from srm.reaper.sidecar import companion, serve_metrics
 from srm.records import COUNT_FIELD
 from srm.store import EndOutcome, SessionStore
-from tests.helpers import Clock, new, reaper_for, reaper_settings, sample
+from tests.helpers import Clock, new, reaper_for, reaper_settings, sample, until
 from tests.keyspace import mentioned_ids
 
 
@@ -279,12 +279,25 @@ async def test_heartbeat_lives_while_running_and_is_cleared_on_stop(
 
 
 async def test_heartbeat_stays_fresh_through_a_long_wait(store: SessionStore) -> None:
-    reaper = reaper_for(store, id="slow", interval=3600, heartbeat_ttl=1)
+    """Waiting out a start offset far longer than the heartbeat's TTL, the reaper writes the
+    heartbeat again and again (every third of the TTL): counted, not timed."""
+    registry = CollectorRegistry()
+    reaper = reaper_for(store, registry, id="slow", interval=3600, heartbeat_ttl=1)
+    written: list[int] = []
+    write = store.write_heartbeat
+
+    async def counted(reaper_id: str, value: str, ttl: int) -> None:
+        await write(reaper_id, value, ttl)
+        written.append(ttl)
+
+    store.write_heartbeat = counted  # type: ignore[method-assign]
     running = asyncio.create_task(reaper.run())
-    await asyncio.sleep(1.5)  # longer than the TTL, well inside the start offset and the pass
-    assert await store.read_heartbeat("slow")
+    await until(lambda: len(written) >= 4, what="four heartbeats")  # at least the TTL apart
+    assert sample(registry, "srm_reaper_passes_total") == 0  # still in the start offset
+    assert written[:4] == [1] * 4
     reaper.stop.set()
     await asyncio.wait_for(running, 10)
+    assert await store.read_heartbeat("slow") is None  # cleared on stop
 
 
 async def test_stop_during_the_start_offset_returns_at_once(store: SessionStore) -> None:

@@ -198,9 +198,20 @@ async def test_replaces_at_the_account_limit_makes_room(store: SessionStore) -> 
 
 
 async def test_lapsed_sessions_count_for_no_rule(store: SessionStore, clock: Clock) -> None:
-    await store.setup(new(quality="UHD"))
-    clock.advance(121)  # lapsed, no reaper ran
-    await store.setup(new(quality="UHD"))
+    lapsed, kept = new(quality="UHD"), new(device="tv-1", device_type="tv")
+    await store.setup(lapsed)
+    await store.setup(kept)
+    clock.advance(100)
+    await store.keep_alive(kept.account_id, kept.session_id)
+    clock.advance(21)  # the first lapsed, no reaper ran; the tv's session is alive
+    again = new(quality="UHD")
+    assert await store.setup(again) == 2  # uhd (max 1) let it in: the lapsed one is not counted
+    assert await state(store, lapsed) == (State.ENDED, EndReason.TIMEOUT)
+    assert await state(store, kept) == (State.ACTIVE, None)
+    assert await state(store, again) == (State.ACTIVE, None)
+    with pytest.raises(LimitReached) as denied:  # and the new one is
+        await store.setup(new(quality="UHD"))
+    assert (denied.value.rule, denied.value.active) == ("uhd", 1)
 
 
 async def test_a_config_change_never_misses_a_decrement(store: SessionStore) -> None:

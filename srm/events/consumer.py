@@ -6,9 +6,13 @@ call per shard, sent together), delivers them to the sink, and acknowledges them
 delivered: an event is delivered at least once, whatever dies when. Events that a consumer
 was given but never acknowledged (it died, or stopped mid-delivery) are claimed by another
 consumer of the group once they have been idle ``events.claim_idle`` seconds (XAUTOCLAIM),
-and delivered again. Consumers of one group share the events: each new event goes to one of
-them. Events trimmed from a stream before the group read them are lost: they are counted
-(``srm_events_lost``) and logged, once per group.
+and delivered again. The claim walks each shard's pending list in bounded steps, going on
+where the last one stopped, so a long list of entries that live consumers hold cannot hide a
+dead consumer's entries behind it; and it never hands a consumer back what the same pass just
+read (a stall of ``claim_idle`` between the two would otherwise deliver it twice). Consumers
+of one group share the events: each new event goes to one of them. Events trimmed from a
+stream before the group read them are lost: they are counted (``srm_events_lost``) and
+logged, once per group.
 """
 
 from __future__ import annotations
@@ -111,6 +115,9 @@ class Consumer:
         self.stop = stop or asyncio.Event()
         self.shards = range(store.keys.shards)
         self._next_claim = 0.0
+        # per shard, where the next XAUTOCLAIM starts: the walk of the pending list goes on
+        # from there, and starts over at 0-0 once it has seen the whole list
+        self._claim_from = dict.fromkeys(self.shards, "0-0")
         self._next_gauges = 0.0
         self._next_prune = time.monotonic() + PRUNE_EVERY
 
@@ -131,11 +138,15 @@ class Consumer:
     async def step(self) -> int:
         """One pass: claim (when due), read, deliver, acknowledge; how many were delivered."""
         now = time.monotonic()
-        batch: Batch = []
-        batch += await self._read()  # first: a shard's first read creates its group
-        if now >= self._next_claim:
+        batch: Batch = await self._read()  # first: a shard's first read creates its group
+        if now >= self._next_claim:  # a new walk of every shard's pending list
             self._next_claim = now + max(0.1, self.settings.claim_idle / 2)
-            batch += await self._claim()
+            claiming = list(self.shards)
+        else:  # walks not yet through their shard's list go on at every pass
+            claiming = [s for s in self.shards if self._claim_from[s] != "0-0"]
+        if claiming:
+            read = {(shard, entry_id) for shard, entry_id, _f in batch}
+            batch += await self._claim(claiming, skip=read)
         if now >= self._next_gauges:
             self._next_gauges = now + GAUGE_EVERY
             await self.update_gauges()
@@ -166,17 +177,22 @@ class Consumer:
             batch += [(shard, entry_id, f) for entry_id, f in entries]
         return batch
 
-    async def _claim(self) -> Batch:
+    async def _claim(self, shards: list[int], skip: set[tuple[int, str]]) -> Batch:
+        """The events idle for ``claim_idle`` in the next stretch of each of *shards*' pending
+        lists (at most 10 x ``batch_size`` entries looked at on Redis 7), but those in
+        *skip*: this pass read them itself (it was slow, they are already in its batch)."""
         idle_ms = int(self.settings.claim_idle * 1000)
         count = self.settings.batch_size
         claim = self.store.claim_events
         replies = await asyncio.gather(
-            *(claim(s, self.group, self.name, idle_ms, count) for s in self.shards)
+            *(claim(s, self.group, self.name, idle_ms, count, self._claim_from[s]) for s in shards)
         )
         batch: Batch = []
-        for shard, (entries, deleted) in zip(self.shards, replies, strict=True):
+        for shard, (claimed, deleted, next_start) in zip(shards, replies, strict=True):
+            self._claim_from[shard] = next_start
             if deleted:
                 self._lost(shard, deleted, "trimmed while a dead consumer held them")
+            entries = [(entry_id, f) for entry_id, f in claimed if (shard, entry_id) not in skip]
             if entries:
                 self.metrics.claimed.inc(len(entries))
                 log.info("claimed %d events of shard %d from a dead consumer", len(entries), shard)
