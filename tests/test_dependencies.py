@@ -242,7 +242,7 @@ async def test_redis_hiredis_parser_hands_over_buffered_replies(real_redis: Redi
 
 
 async def test_redis_scripts_pipelines_and_cluster_routing_used_by_the_store() -> None:
-    """store.py and autopipeline.py read AsyncScript.sha/.script, run pipelines with
+    """srm/store/base.py and autopipeline.py read AsyncScript.sha/.script, run pipelines with
     raise_on_error=False and route WAIT with RedisCluster.get_node_from_key."""
     client = redis.asyncio.Redis()  # never connects: registering a script is local
     try:
@@ -255,7 +255,7 @@ async def test_redis_scripts_pipelines_and_cluster_routing_used_by_the_store() -
         and script.sha == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db",
         REDIS,
         "AsyncScript.sha/.script",
-        "srm/store.py, srm/autopipeline.py",
+        "srm/store/base.py, srm/autopipeline.py",
     )
     require(
         "raise_on_error" in parameters(ClusterPipeline.execute),
@@ -267,5 +267,5 @@ async def test_redis_scripts_pipelines_and_cluster_routing_used_by_the_store() -
         callable(getattr(RedisCluster, "get_node_from_key", None)),
         REDIS,
         "RedisCluster.get_node_from_key",
-        "srm/store.py (_script_then_wait)",
+        "srm/store/base.py (_script_then_wait)",
     )

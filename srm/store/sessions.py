@@ -1,0 +1,283 @@
+"""Sessions: setup, keep-alive, every way a session ends, and reading an account's sessions."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from enum import Enum
+from typing import Any
+
+from srm import listing, records
+from srm.errors import (
+    InternalError,
+    LimitReached,
+    SessionNotFound,
+    SrmError,
+    StoreUnavailable,
+    StoreUnreached,
+)
+from srm.listing import Cursor
+from srm.model import (
+    DEFAULT_DEVICE_TYPE,
+    AccountSessions,
+    EndReason,
+    NewSession,
+    Session,
+)
+from srm.store.base import StoreBase
+
+# How long the count of an end-all call is kept: far longer than any call with its retries.
+END_ALL_MARKER_MS = 600_000
+
+
+class EndOutcome(Enum):
+    ENDED = 1
+    ALREADY_ENDED = 2
+
+
+class Sessions(StoreBase):
+    """The client's and the operator's calls on sessions."""
+
+    async def setup(self, new: NewSession) -> int:
+        """Create the session unless a limit refuses it; the account's active count after it.
+
+        Raises LimitReached, naming the refusing limit and the sessions counted against it,
+        when the account limit or a limit rule is reached (and evicting cannot make room).
+        Safe to retry with the same sessionId.
+        """
+        ak = self.keys.account(new.account_id)
+        matched = [
+            r
+            for r in self.policy.rules
+            if r.matches(new.quality, new.device_type, new.content_type)
+        ]
+        rule_args: list[Any] = []
+        for rule in matched:
+            field = "=" + rule.group(new.device_id, new.content_id)
+            rule_args += [rule.name, field, rule.max, rule.policy]
+        answer = await self._run(
+            "setup",
+            [
+                ak.limit,
+                ak.rule_limits,
+                self.keys.denied(new.account_id, new.session_id),
+                *ak.lifecycle(),
+            ],
+            [
+                self._clock_override(),
+                new.session_id,
+                new.account_id,
+                new.device_id,
+                new.content_id,
+                new.content_type,
+                self.policy.setup_period_ms,
+                self.policy.max_sessions if new.max_sessions is None else new.max_sessions,
+                self.policy.retention_ms,
+                "evict" if self.policy.evict else "deny",
+                "" if new.device_type == DEFAULT_DEVICE_TYPE else new.device_type,
+                new.quality or "",
+                new.replaces or "",
+                ",".join(r.reference for r in matched),
+                self._events,
+                *rule_args,
+            ],
+            account=new.account_id,
+        )
+        status = answer[0]
+        if status in (1, 2):
+            if self.policy.timeout_ms == 0:
+                await self._confirm(new.account_id, new.session_id)
+            return int(answer[1])
+        if status == 0:
+            now = await self.now()
+            counted = [
+                session
+                for sid, _deadline, value in answer[4:]
+                if (session := records.session(sid, value, now, new.account_id)) is not None
+            ]
+            raise LimitReached(int(answer[1]), int(answer[2]), str(answer[3]), counted)
+        # -1: abandoned by an earlier try of this very call
+        raise InternalError(f"setup of {new.session_id} refused with status {status}")
+
+    async def _confirm(self, account_id: str, session_id: str) -> None:
+        """Keep-alive disabled: replace the provisional deadline of a setup known to have run.
+
+        Until then the session lapses after PROVISIONAL_MS, so a setup whose reply was lost
+        and whose abort failed holds its slot for that long, not for ever.
+        """
+        try:
+            await self.keep_alive(account_id, session_id, confirm=True)
+        except SessionNotFound:
+            pass  # ended meanwhile (evicted, ended by an operator): it holds no slot
+        except StoreUnreached as exc:
+            raise StoreUnavailable(str(exc)) from exc  # the setup itself did run
+
+    async def keep_alive(self, account_id: str, session_id: str, *, confirm: bool = False) -> None:
+        """Move the deadline of an ACTIVE session; SessionNotFound if ended, lapsed or unknown.
+
+        *confirm*: a setup's confirmation, which leaves lastKeepAliveAt at the setup time.
+        """
+        moved = await self._run(
+            "keepalive",
+            self.keys.account(account_id).lifecycle(),
+            [
+                self._clock_override(),
+                session_id,
+                account_id,
+                self.policy.period_ms,
+                "1" if confirm else "0",
+            ],
+            account=account_id,
+        )
+        if moved == 1:
+            return
+        if isinstance(moved, str | bytes) and moved:
+            raise SessionNotFound(
+                ended=records.ended_text(moved if isinstance(moved, str) else moved.decode())
+            )
+        raise SessionNotFound()
+
+    async def end(self, account_id: str, session_id: str, reason: EndReason) -> EndOutcome:
+        """End one session exactly once; ALREADY_ENDED on repeats, SessionNotFound if unknown."""
+        status = await self._end(account_id, session_id, reason)
+        if status == 0:
+            raise SessionNotFound()
+        return EndOutcome.ALREADY_ENDED if status == 2 else EndOutcome.ENDED
+
+    async def _end(self, account_id: str, session_id: str, reason: EndReason) -> int:
+        """end.lua's status: 1 ended with *reason*, 3 ended as TIMEOUT, 2 already, 0 unknown."""
+        return int(
+            await self._run(
+                "end",
+                self.keys.account(account_id).lifecycle(),
+                [
+                    self._clock_override(),
+                    session_id,
+                    account_id,
+                    reason.value,
+                    self.policy.retention_ms,
+                    self._events,
+                ],
+                account=account_id,
+            )
+        )
+
+    async def end_device(
+        self, account_id: str, device_id: str, reason: EndReason, batch: int = 1000
+    ) -> int:
+        """End every ACTIVE session of one device of the account; how many *reason* ended.
+
+        end_device.lua ends at most *batch* of them a call; like end-all, the calls share a
+        marker counting what this call ended, so a call run twice (its reply lost, then
+        resent) still reports the sessions its first run ended.
+        """
+        ak = self.keys.account(account_id)
+        marker = self.keys.end_all_marker(account_id, str(uuid.uuid4()))
+        while True:
+            more, total = await self._run(
+                "end_device",
+                [*ak.lifecycle(), marker],
+                [
+                    self._clock_override(),
+                    account_id,
+                    device_id,
+                    reason.value,
+                    self.policy.retention_ms,
+                    batch,
+                    END_ALL_MARKER_MS,
+                    self._events,
+                ],
+                account=account_id,
+            )
+            if not int(more):
+                break
+        with contextlib.suppress(SrmError):  # else it expires by itself
+            await self._guard("end_all_marker", self.redis.delete(marker))
+        return int(total)
+
+    async def abort_setup(self, account_id: str, session_id: str) -> int:
+        """Undo a setup whose outcome is unknown (see abort.lua); returns the script status."""
+        ak = self.keys.account(account_id)
+        return int(
+            await self._run(
+                "abort",
+                ak.lifecycle(),
+                [
+                    self._clock_override(),
+                    session_id,
+                    account_id,
+                    self.policy.retention_ms,
+                    self._events,
+                ],
+                account=account_id,
+            )
+        )
+
+    async def end_all(self, account_id: str, reason: EndReason, batch: int = 1000) -> int:
+        """End every ACTIVE session of the account (bounded batches); how many *reason* ended.
+
+        The batches share a marker key counting what this call ended, so a batch run twice
+        (its reply lost, then retried) still reports the sessions its first run ended.
+        """
+        ak = self.keys.account(account_id)
+        marker = self.keys.end_all_marker(account_id, str(uuid.uuid4()))
+        while True:
+            _ended, _lapsed, remaining, total = await self._run(
+                "end_all",
+                [*ak.lifecycle(), marker],
+                [
+                    self._clock_override(),
+                    account_id,
+                    reason.value,
+                    batch,
+                    self.policy.retention_ms,
+                    END_ALL_MARKER_MS,
+                    self._events,
+                ],
+                account=account_id,
+            )
+            if int(remaining) == 0:
+                break
+        with contextlib.suppress(SrmError):  # else it expires by itself
+            await self._guard("end_all_marker", self.redis.delete(marker))
+        return int(total)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, account_id: str, session_id: str) -> Session:
+        """One session of the account, ACTIVE or ENDED; SessionNotFound otherwise."""
+        _limit, value = await self._read(account_id, session_id)
+        session = records.session(session_id, value, await self.now(), account_id)
+        if session is None:
+            raise SessionNotFound()
+        return session
+
+    async def account_sessions(
+        self, account_id: str, limit: int = 100, cursor: str | None = None
+    ) -> AccountSessions:
+        """One page of the account's sessions not yet removed, ACTIVE ones first, with the
+        account's active count and limit (see srm/listing.py for the walk): one round trip
+        that reads the ACTIVE records and about one page of ENDED ones. MalformedRequest for a
+        foreign *cursor*."""
+        at = Cursor.decode(cursor) if cursor else Cursor()
+        page = (at.position, at.sid if at.phase == "e" else "", limit + 1)
+        override, flat, ended, rest = await self._read(account_id, ended=page)
+        now = await self.now()
+        walk = listing.Walk(now)
+        for field, value in zip(flat[::2], flat[1::2], strict=True):
+            if records.is_session_field(field):
+                walk.add(field, value)
+        for i in range(0, len(ended), 3):
+            walk.add_ended(int(ended[i]), ended[i + 1], ended[i + 2])
+        walk.ended_rest(int(rest))
+        picked, following = walk.page(at, limit)
+        return AccountSessions(
+            sessions=[
+                session
+                for sid, record in picked
+                if (session := records.session_of(sid, record, now, account_id)) is not None
+            ],
+            active_count=walk.active,
+            max_sessions=int(override) if override is not None else self.policy.max_sessions,
+            next=following.encode() if following is not None else None,
+        )
