@@ -976,10 +976,12 @@ class SessionStore:
         due = [int(score) for head in heads for _m, score in head if score <= now]
         return (now - min(due) if due else None), (int(active or 0) if recounted else None)
 
-    async def recount_active(self, shard: int) -> int:
-        """Count the shard's ACTIVE sessions whole, unless it was (recount.lua); the count."""
+    async def recount_active(self, shard: int, *, force: bool = False) -> int:
+        """Count the shard's ACTIVE sessions whole, unless it was and not *force*
+        (recount.lua); the count."""
         script_keys = [*self.keys.shard_keys(shard), self.keys.account_prefix(shard)]
-        return int(await self._run("recount", script_keys, [self._clock_override()]))
+        args = [self._clock_override(), "1" if force else "0"]
+        return int(await self._run("recount", script_keys, args))
 
     async def audit(self, shard: int, accounts: Sequence[str]) -> list[Repair]:
         """Repair counters and due scores of *accounts* (all in *shard*) that differ from
