@@ -94,6 +94,7 @@ class ReaperMetrics:
             "srm_active_sessions",
             "ACTIVE sessions of all shards, as this reaper last read each shard's count",
             registry=registry,
+            multiprocess_mode="livemax",  # embedded: the one reaper process, no pid label
         )
 
     @contextmanager
