@@ -32,9 +32,13 @@ async def check(redis: Any, keyspace: k.Keys) -> None:
     active = [0] * keyspace.shards
     for account_id in accounts:
         active[keyspace.shard_of(account_id)] += await check_account(redis, keyspace, account_id)
+    pipe = redis.pipeline(transaction=False)  # one round trip for every shard's count
     for shard in range(keyspace.shards):
-        count = int(await redis.hget(keyspace.active(shard), records.COUNT_FIELD) or 0)
-        assert count == active[shard], f"shard {shard}: count {count} != {active[shard]} active"
+        pipe.hget(keyspace.active(shard), records.COUNT_FIELD)
+    for shard, count in enumerate(await pipe.execute()):
+        assert int(count or 0) == active[shard], (
+            f"shard {shard}: count {count} != {active[shard]} active"
+        )
 
 
 async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> int:
