@@ -14,6 +14,7 @@ keys (each account key kind has its own fixed infix or suffix, so it is injectiv
 | ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
 | ``srm:{s7}:due`` | zset | accountId -> earliest keep-alive deadline of its ACTIVE sessions |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
+| ``srm:{s7}:active`` | hash | ``n``: the shard's ACTIVE sessions; ``recounted``: its last recount |
 | ``srm:{s7}:events`` | stream | the shard's session events, trimmed approximately |
 | ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
 | ``srm:{s7}:denied:<sessionId>`` | string | a denied setup's rule and max, for retries (TTL'd) |
@@ -36,9 +37,16 @@ An ENDED record (and the tombstone of a setup given up on) moves to the account'
 The ``due`` score is never later than the deadline of any ACTIVE session of the account (a
 keep-alive or teardown may leave it earlier: the sweep then finds nothing lapsed and moves it).
 
-Scripts receive every key in KEYS. Two names a script completes itself, from a prefix that
+The shard's ``active`` hash sums the account counters ``n`` of its accounts: every script that
+changes an ``n`` changes it by the same amount (``active_add`` in _account.lua). Its
+``recounted`` field is set by the one script that counts it whole (recount.lua, from the due
+index): a shard without it (written by a version before the count, or never recounted) is
+recounted by the reaper before its count is reported.
+
+Scripts receive every key in KEYS. Three names a script completes itself, from a prefix that
 arrives in KEYS (so the slot is declared): the denial ranking of the day of its own clock,
-the day appended to ``srm:{s7}:denials:``; and the keys of data written by SRM 0.x (below).
+the day appended to ``srm:{s7}:denials:``; the account hashes the recount reads, the
+accountId appended to ``srm:{s7}:a:``; and the keys of data written by SRM 0.x (below).
 
 Data written before this layout (SRM 0.x: ``srm:{s7}:sess:<sessionId>`` records, per-account
 ``active``/``count``/``ended``/``rules``/``usage`` keys and the ``srm:{s7}:deadlines`` index)
@@ -76,7 +84,8 @@ class AccountKeys:
     legacy: str  # prefix of the account's 0.x keys: legacy + "active" and so on
     legacy_sessions: str  # the shard's 0.x record prefix: legacy_sessions + sessionId
     legacy_deadlines: str  # the shard's 0.x deadline index
-    shard_list: tuple[str, ...]  # the six above from due, in that order
+    active: str  # the shard's count of ACTIVE sessions (a hash: n, recounted)
+    shard_list: tuple[str, ...]  # the seven above from due, in that order
 
     def lifecycle(self) -> list[str]:
         """The keys that changing the account's sessions touches (events, usage and the move
@@ -91,7 +100,7 @@ class AccountKeys:
 
     def shard_keys(self) -> list[str]:
         """The shard's keys of lifecycle(): due, reap, events, denials, legacy_sessions,
-        legacy_deadlines (Keys builds the list, in that order)."""
+        legacy_deadlines, active (Keys builds the list, in that order)."""
         return list(self.shard_list)
 
 
@@ -110,6 +119,7 @@ class Keys:
         self._denial_prefixes = [f"{tag}:denials:" for tag in self._tags]
         self._legacy_sessions = [f"{tag}:sess:" for tag in self._tags]
         self._legacy_deadlines = [f"{tag}:deadlines" for tag in self._tags]
+        self._active = [f"{tag}:active" for tag in self._tags]
         self._shard_lists = [
             (
                 self._due[shard],
@@ -118,6 +128,7 @@ class Keys:
                 self._denial_prefixes[shard],
                 self._legacy_sessions[shard],
                 self._legacy_deadlines[shard],
+                self._active[shard],
             )
             for shard in range(shards)
         ]
@@ -173,6 +184,7 @@ class Keys:
             legacy=base,
             legacy_sessions=self._legacy_sessions[shard],
             legacy_deadlines=self._legacy_deadlines[shard],
+            active=self._active[shard],
             shard_list=self._shard_lists[shard],
         )
 
@@ -197,6 +209,16 @@ class Keys:
         as its accounts are moved to the account hash."""
         self.tag(shard)
         return self._legacy_deadlines[shard]
+
+    def active(self, shard: int) -> str:
+        """The count of *shard*'s ACTIVE sessions: a hash, ``n`` the count (absent: 0) and
+        ``recounted`` the time (ms) recount.lua last counted it whole."""
+        self.tag(shard)
+        return self._active[shard]
+
+    def account_prefix(self, shard: int) -> str:
+        """The account hashes of *shard* are this prefix and the accountId (recount.lua)."""
+        return f"{self.tag(shard)}:a:"
 
     def denials(self, shard: int, day: int) -> str:
         """The shard's denial ranking of UTC *day* (days since the epoch)."""

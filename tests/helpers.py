@@ -25,6 +25,7 @@ from srm.connection import connect
 from srm.errors import SrmError
 from srm.model import NewSession
 from srm.reaper.core import Reaper, ReaperMetrics
+from srm.records import COUNT_FIELD
 from srm.store import SessionStore
 from tests.redis_servers import RedisCluster, RedisProcess, SentinelGroup, other_redis_build
 
@@ -229,3 +230,24 @@ async def metrics(port: int) -> str:
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
     raise AssertionError(f"no metrics on port {port}")
+
+
+async def drift_counter(store: SessionStore, account_id: str, value: int | str | None) -> None:
+    """Sets an account's counter to *value* (None: removes it) and moves its shard's count of
+    ACTIVE sessions by as much, as a script that drifted would (every change of the counter
+    is one of the count, active_add in _account.lua): the drift the audit repairs."""
+
+    def number(v: Any) -> int:
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            return 0  # none, or no number: counted as 0 (as audit.lua does)
+
+    ak = store.keys.account(account_id)
+    old = await store.redis.hget(ak.state, COUNT_FIELD)
+    if value is None:
+        await store.redis.hdel(ak.state, COUNT_FIELD)
+    else:
+        await store.redis.hset(ak.state, COUNT_FIELD, value)
+    if delta := number(value) - number(old):
+        await store.redis.hincrby(store.keys.active(ak.shard), COUNT_FIELD, delta)

@@ -14,7 +14,8 @@ async def check(redis: Any, keyspace: k.Keys) -> None:
     number of ACTIVE sessions whose groups name it; the due score is there exactly when a
     session is ACTIVE and is never later than its deadline; the account hash holds no ENDED
     record and the ENDED hash no ACTIVE one; every ENDED record and tombstone is queued for
-    removal; no 0.x key is left."""
+    removal; no 0.x key is left. For every shard: its count of ACTIVE sessions is the sum of
+    its accounts' ACTIVE sessions."""
     accounts: set[str] = set()
     async for key in redis.scan_iter(match=f"{keyspace.prefix}:*", count=1000):
         parsed = keyspace.parse_account_key(key)
@@ -28,11 +29,20 @@ async def check(redis: Any, keyspace: k.Keys) -> None:
         accounts.update(await redis.zrange(keyspace.due(shard), 0, -1))
         for mbr in await redis.zrange(keyspace.reap(shard), 0, -1):
             accounts.add(k.parse_member(mbr)[0])
+    active = [0] * keyspace.shards
     for account_id in accounts:
-        await check_account(redis, keyspace, account_id)
+        active[keyspace.shard_of(account_id)] += await check_account(redis, keyspace, account_id)
+    pipe = redis.pipeline(transaction=False)  # one round trip for every shard's count
+    for shard in range(keyspace.shards):
+        pipe.hget(keyspace.active(shard), records.COUNT_FIELD)
+    for shard, count in enumerate(await pipe.execute()):
+        assert int(count or 0) == active[shard], (
+            f"shard {shard}: count {count} != {active[shard]} active"
+        )
 
 
-async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> None:
+async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> int:
+    """Checks one account (check); its ACTIVE sessions."""
     ak = keyspace.account(account_id)
     fields = await redis.hgetall(ak.state)
     ended = await redis.hgetall(ak.ended)
@@ -71,6 +81,7 @@ async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> None:
         assert score is not None and score <= earliest, (
             f"{account_id}: due {score} later than the earliest deadline {earliest}"
         )
+    return len(active)
 
 
 def group_fields(record: records.Record) -> list[str]:

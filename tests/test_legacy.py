@@ -61,7 +61,10 @@ async def legacy_keys(redis: Any) -> list[str]:
         async for key in redis.scan_iter(match="srm:*", count=1000)
         if ":sess:" in key
         or key.endswith(":deadlines")
-        or key.rpartition(":")[2] in ("active", "count", "ended", "rules", "usage")
+        or (  # an account's 0.x key (not the shard's count of ACTIVE sessions, srm:{sK}:active)
+            ":acct:" in key
+            and key.rpartition(":")[2] in ("active", "count", "ended", "rules", "usage")
+        )
     ]
 
 

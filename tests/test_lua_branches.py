@@ -15,7 +15,7 @@ from srm.errors import LimitReached
 from srm.model import EndReason, NewSession, Policy, State
 from srm.rules import Rule
 from srm.store import SessionStore
-from tests.helpers import Clock, open_backend
+from tests.helpers import Clock, drift_counter, open_backend
 
 PER_DEVICE = Rule("per-device", 1, per="device")
 MANY = 1_500  # lapsed sessions, and rule counters, past the scripts' 1,000
@@ -107,7 +107,7 @@ async def test_the_audit_repairs_a_non_numeric_counter(store: SessionStore, keys
     for device in ("dev-1", "dev-2"):
         await store.setup(new(device))
     ak = keyspace.account("acct-1")
-    await store.redis.hset(ak.state, "n", "two")
+    await drift_counter(store, "acct-1", "two")
     await store.redis.hset(ak.state, "=per-device:dev-1", "x")
     repairs = await store.audit(ak.shard, ["acct-1"])
     assert [(r.counter, r.truth, r.rules) for r in repairs] == [(-1, 2, 1)]

@@ -20,7 +20,7 @@ from srm.reaper.health import reaper_id
 from srm.reaper.sidecar import companion, serve_metrics
 from srm.records import COUNT_FIELD
 from srm.store import EndOutcome, SessionStore
-from tests.helpers import Clock, new, reaper_for, reaper_settings, sample, until
+from tests.helpers import Clock, drift_counter, new, reaper_for, reaper_settings, sample, until
 from tests.keyspace import mentioned_ids
 
 
@@ -214,9 +214,9 @@ async def test_audit_repairs_injected_drift_and_reports_it(
         await store.setup(new(account=a))
     await store.setup(new(account="acct-1"))
     r = store.redis
-    await r.hset(store.keys.account("acct-1").state, COUNT_FIELD, 5)  # too high
-    await r.hdel(store.keys.account("acct-2").state, COUNT_FIELD)  # lost
-    await r.hset(store.keys.account("ghost").state, COUNT_FIELD, 1)  # no session at all
+    await drift_counter(store, "acct-1", 5)  # too high
+    await drift_counter(store, "acct-2", None)  # lost
+    await drift_counter(store, "ghost", 1)  # no session at all
     caplog.set_level(logging.WARNING, logger="srm.reaper")
     assert await reaper.audit() == 3
     assert sample(registry, "srm_reaper_drift_repairs_total") == 3
@@ -240,14 +240,14 @@ async def test_store_errors_are_counted_and_retried(store: SessionStore, clock: 
         await store.setup(new(account=f"acct-{i}"))
     clock.advance(121)
     failures: list[BaseException] = [StoreUnavailable("down")] * 3 + [RuntimeError("bug")]
-    real = store.oldest_due
+    real = store.shard_state
 
-    async def flaky(shard: int) -> int | None:
+    async def flaky(shard: int) -> tuple[int | None, int | None]:
         if failures:
             raise failures.pop(0)
         return await real(shard)
 
-    store.oldest_due = flaky  # type: ignore[method-assign]
+    store.shard_state = flaky  # type: ignore[method-assign]
     running = asyncio.create_task(reaper.run())
     for _ in range(500):
         if sample(registry, "srm_reaper_sessions_expired_total") == 5:
@@ -361,7 +361,7 @@ async def test_a_walk_broken_by_redis_is_unavailable_and_the_next_one_repairs(
     registry = CollectorRegistry()
     for i in range(10):
         await store.setup(new(account=f"acct-{i}"))
-    await store.redis.hset(store.keys.account("acct-4").state, COUNT_FIELD, 7)
+    await drift_counter(store, "acct-4", 7)
     reaper = reaper_for(store, registry)
     reaper.store = SessionStore(BrokenScan(store.redis), store.keys, store.policy)
     with pytest.raises(StoreUnavailable):

@@ -27,7 +27,15 @@ from srm.errors import LimitReached, StoreUnavailable
 from srm.model import EndReason, NewSession, Policy, State
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
-from tests.helpers import SETUP, Clock, auth, reaper_for, redis_settings, sample
+from tests.helpers import (
+    SETUP,
+    Clock,
+    auth,
+    drift_counter,
+    reaper_for,
+    redis_settings,
+    sample,
+)
 from tests.players import SHARDS, run_load, verify
 from tests.processes import srm_serve
 from tests.redis_servers import (
@@ -179,7 +187,7 @@ async def test_cluster_spreads_accounts_over_every_master_and_the_reaper_covers_
         for node in cluster_servers.nodes
     ]
     for account in drifted:
-        await store.redis.hset(store.keys.account(account).state, records.COUNT_FIELD, 3)
+        await drift_counter(store, account, 3)
     assert await reaper.audit() == len(cluster_servers.nodes)
 
     clock.advance(121)  # the kept sessions lapse: a pass ends them everywhere

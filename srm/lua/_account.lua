@@ -8,13 +8,24 @@
 -- tombstones, apart, so that no request reads them by reading the account; due: the shard's
 -- index of earliest deadlines; reap: the shard's purge queue; events: the shard's stream;
 -- denials: prefix of the shard's daily denial rankings; legacy_sessions, legacy_deadlines: the
--- shard's 0.x record prefix and index.
+-- shard's 0.x record prefix and index; active: the shard's count of ACTIVE sessions (a hash,
+-- field n; active_add).
 local OWN = {'state', 'legacy', 'ended'}
-local SHARD = {'due', 'reap', 'events', 'denials', 'legacy_sessions', 'legacy_deadlines'}
+local SHARD = {'due', 'reap', 'events', 'denials', 'legacy_sessions', 'legacy_deadlines',
+  'active'}
 
 -- The account hash holds, besides its session records (field: sessionId), the field N (the
 -- ACTIVE count), rule counters "=<rule>:<group>" and usage days (digits only).
 local N = 'n'
+
+-- active_add: adds `delta` to the shard's count of ACTIVE sessions. Every change of an account
+-- counter N changes it by the same amount, in the same script: it stays the sum of its
+-- accounts' counters however calls are retried or raced, as each counter stays exact.
+local function active_add(acct, delta)
+  if delta ~= 0 then
+    redis.call('HINCRBY', acct.active, N, delta)
+  end
+end
 
 -- legacy_first: when the account has data of SRM 0.x, an error reply asking the caller to
 -- move it first (migrate.lua) and call again; nil otherwise. A script that changes one
@@ -282,6 +293,7 @@ local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
   if left <= 0 then
     gone[1] = N
   end
+  active_add(acct, math.max(left, 0) - (left + 1))  -- N went from left + 1 to that
   for _, field in ipairs(group_fields(s[6], s[1], s[2])) do
     if redis.call('HINCRBY', acct.state, field, -1) <= 0 then
       gone[#gone + 1] = field
@@ -339,6 +351,7 @@ local function end_lapsed(acct, now, purge_at, max, queued)
     -- every ACTIVE session ends: the account counter and every rule counter go (to 0) at
     -- once, instead of a decrement per session and group
     local gone = {N}
+    active_add(acct, -(tonumber(all[N] or '0') or 0))
     for field in pairs(all) do
       if string.byte(field, 1) == 61 then  -- '=': a rule counter
         gone[#gone + 1] = field

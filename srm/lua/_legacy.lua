@@ -98,6 +98,7 @@ local function migrate(acct)
   end
   if #active > 0 then
     redis.call('HINCRBY', acct.state, N, #active / 2)
+    active_add(acct, #active / 2)
     for field, n in pairs(counters) do
       redis.call('HINCRBY', acct.state, field, n)
     end

@@ -1,7 +1,7 @@
 -- audit: check account counters, rule counters and due scores against what they count,
 -- repair drift.
 --
--- KEYS[1..6] the shard's keys (AccountKeys.shard_keys, _account.lua)
+-- KEYS[1..7] the shard's keys (AccountKeys.shard_keys, _account.lua)
 -- for account i (i = 1..n): its own keys (AccountKeys.own, nth_account), its id
 -- ARGV[i] (all accounts of one call live in the shard)
 -- The truth of the account counter is the number of ACTIVE records; of a rule counter, the
@@ -17,6 +17,8 @@ for i = 1, #ARGV do
   local truth = #records
   local counter = tonumber(all[N] or '0') or -1
   if counter ~= truth then
+    -- the shard's count moves with N (a counter of no number counted as 0 there)
+    active_add(acct, truth - (tonumber(all[N] or '0') or 0))
     if truth == 0 then
       redis.call('HDEL', acct.state, N)
     else

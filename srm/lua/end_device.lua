@@ -1,8 +1,8 @@
 -- end_device: end up to ARGV[6] ACTIVE sessions of one device of an account (operator); a
 -- lapsed one ends as TIMEOUT at its deadline.
 --
--- KEYS[1..9] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
--- KEYS[10] marker  srm:{sK}:endall:<callId>  string: ended with ARGV[4] by this call so far
+-- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[11] marker  srm:{sK}:endall:<callId>  string: ended with ARGV[4] by this call so far
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] accountId  ARGV[3] deviceId  ARGV[4] reason  ARGV[5] retention (ms)
 -- ARGV[6] batch  ARGV[7] lifetime of the marker (ms)  ARGV[8] events (_events.lua)
@@ -38,4 +38,4 @@ for _, r in ipairs(records) do
 end
 variadic('ZADD', acct.reap, queued)
 due_at(acct, first)
-return {more, count_call(KEYS[10], n, tonumber(ARGV[7]))}
+return {more, count_call(KEYS[11], n, tonumber(ARGV[7]))}

@@ -1,6 +1,6 @@
 -- keepalive: move an ACTIVE, not lapsed session's deadline to now + timeout.
 --
--- KEYS[1..9] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] keep-alive period (ms)
 -- ARGV[5] '1': move the deadline only, leaving the keep-alive time (a setup's confirmation,

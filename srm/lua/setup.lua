@@ -5,7 +5,7 @@
 -- KEYS[1] limit      srm:{sK}:acct:<a>:limit      string account limit override (read)
 -- KEYS[2] rlimit     srm:{sK}:acct:<a>:rlimit     hash   rule -> max override (read)
 -- KEYS[3] denied     srm:{sK}:denied:<sid>        string this setup's denial, for retries
--- KEYS[4..12] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[4..13] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
@@ -232,6 +232,7 @@ local deadline = now + tonumber(ARGV[7])
 redis.call('HSET', acct.state, sid, record_new(now, deadline, device, ARGV[5], ARGV[6],
   ARGV[11], ARGV[12], ARGV[14]))
 redis.call('HINCRBY', acct.state, N, 1)
+active_add(acct, 1)
 for i = 2, #checks do
   redis.call('HINCRBY', acct.state, checks[i].field, 1)
 end

@@ -90,6 +90,12 @@ class ReaperMetrics:
         self.passes = Counter(
             "srm_reaper_passes", "Completed passes over all shards", registry=registry
         )
+        self.active = Gauge(
+            "srm_active_sessions",
+            "ACTIVE sessions of all shards, as this reaper last read each shard's count",
+            registry=registry,
+            multiprocess_mode="livemax",  # embedded: the one reaper process, no pid label
+        )
 
     @contextmanager
     def timed(self, op: str) -> Iterator[None]:
@@ -123,6 +129,9 @@ class Reaper:
         # A random first shard per instance, so concurrent reapers visit different shards.
         self.first_shard = self.rng.randrange(self.shards)
         self._next_beat = 0.0
+        # each shard's count of ACTIVE sessions, as last read; the gauge is their sum once
+        # every shard has been read
+        self._active: dict[int, int] = {}
 
     # -- the loops -------------------------------------------------------------------------
 
@@ -190,8 +199,16 @@ class Reaper:
     # -- the work of one shard -----------------------------------------------------------
 
     async def reap_shard(self, shard: int) -> float:
-        """Sweep then purge one shard in bounded batches; the lag found there, in seconds."""
-        age = await self.store.oldest_due(shard)
+        """Sweep then purge one shard in bounded batches; the lag found there, in seconds.
+        Reads the shard's count of ACTIVE sessions on the way (in the same round trip), and
+        has it counted whole first if it never was (a shard of a version before the count)."""
+        age, active = await self.store.shard_state(shard)
+        if active is None:
+            with self.metrics.timed("recount"):
+                active = await self.store.recount_active(shard)
+        self._active[shard] = active
+        if len(self._active) == self.shards:
+            self.metrics.active.set(sum(self._active.values()))
         if age is None:
             return 0.0
         batch, m = self.settings.batch_size, self.metrics

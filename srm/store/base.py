@@ -56,6 +56,7 @@ class StoreBase:
         "sweep",
         "purge",
         "audit",
+        "recount",
         "read",
         "migrate",
         "limits",

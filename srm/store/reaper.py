@@ -83,14 +83,27 @@ class ReaperPasses(Legacy):
 
     async def oldest_due(self, shard: int) -> int | None:
         """Age in ms of the oldest entry of the shard that is due for sweep or purge."""
+        return (await self.shard_state(shard))[0]
+
+    async def shard_state(self, shard: int) -> tuple[int | None, int | None]:
+        """The shard's oldest_due, and its count of ACTIVE sessions (None until recount.lua
+        has counted it whole: recount_active), in one round trip."""
         now = await self.now()
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrange(self.keys.due(shard), 0, 0, withscores=True)
         pipe.zrange(self.keys.reap(shard), 0, 0, withscores=True)
         pipe.zrange(self.keys.legacy_deadlines(shard), 0, 0, withscores=True)
-        heads = await self._guard("oldest_due", pipe.execute())
+        pipe.hmget(self.keys.active(shard), "n", "recounted")
+        *heads, (active, recounted) = await self._guard("oldest_due", pipe.execute())
         due = [int(score) for head in heads for _m, score in head if score <= now]
-        return now - min(due) if due else None
+        return (now - min(due) if due else None), (int(active or 0) if recounted else None)
+
+    async def recount_active(self, shard: int, *, force: bool = False) -> int:
+        """Count the shard's ACTIVE sessions whole, unless it was and not *force*
+        (recount.lua); the count."""
+        script_keys = [*self.keys.shard_keys(shard), self.keys.account_prefix(shard)]
+        args = [self._clock_override(), "1" if force else "0"]
+        return int(await self._run("recount", script_keys, args))
 
     async def audit(self, shard: int, accounts: Sequence[str]) -> list[Repair]:
         """Repair counters and due scores of *accounts* (all in *shard*) that differ from
