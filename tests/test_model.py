@@ -464,6 +464,9 @@ class SrmModel(RuleBasedStateMachine):
         assert denied == self.denials
 
 
+# About 5 s alone; a loaded 2-core machine runs it several times slower, and a failure's
+# shrinking can take minutes: the falsifying steps must be reported, not cut off at 120 s.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("evict", [False, True], ids=["deny", "evict"])
 def test_store_behaves_like_the_model(real_redis: RedisProcess, evict: bool) -> None:
     machine = type("Machine", (SrmModel,), {"url": real_redis.url, "evict": evict})

@@ -136,7 +136,8 @@ class Consumer:
         log.info("events consumer %s stopped", self.name)
 
     async def step(self) -> int:
-        """One pass: claim (when due), read, deliver, acknowledge; how many were delivered."""
+        """One pass: read, claim (when due, or a walk goes on), deliver, acknowledge; how many
+        were delivered."""
         now = time.monotonic()
         batch: Batch = await self._read()  # first: a shard's first read creates its group
         if now >= self._next_claim:  # a new walk of every shard's pending list
