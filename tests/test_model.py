@@ -246,6 +246,8 @@ class SrmModel(RuleBasedStateMachine):
         s = self.sessions.get(sid)
         if s is None:
             return  # a denied or removed setup: a retry would be a new attempt
+        # like any setup, the retry ends the account's lapsed sessions first (TIMEOUT)
+        self.end_lapsed(s.account)
         self.run(self.store.setup(NewSession(sid, s.account, "dev", "c", "COD", quality="UHD")))
 
     @rule(sid=st.one_of(sessions_bundle, st.uuids().map(str)))
@@ -261,6 +263,7 @@ class SrmModel(RuleBasedStateMachine):
         if s is None:
             assert status == (2 if sid in self.tombstones else 3)
             self.tombstones.setdefault(sid, (account, self.now + RETENTION_MS))
+            self.end_lapsed(account)  # the late setup still ends lapsed sessions first
             with pytest.raises(InternalError):  # a late copy of the setup creates nothing
                 self.run(self.store.setup(NewSession(sid, account, "dev", "c1", "COD")))
         elif s.reason is not None:
