@@ -298,6 +298,23 @@ class Console:
             By.CSS_SELECTOR, f'[data-testid="session-row"][data-session-id="{session_id}"]'
         )
 
+    def click_in_row(self, session_id: str, testid: str) -> None:
+        """Click the *testid* button of *session_id*'s row. The table is redrawn on every
+        refresh: a row found just before one is gone when clicked (a stale element, and no
+        click made), so the row is found again."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def clicked(_: Any) -> bool:
+            try:
+                self.row(session_id).find_element(
+                    "css selector", f'[data-testid="{testid}"]'
+                ).click()
+            except StaleElementReferenceException:
+                return False
+            return True
+
+        self.wait(clicked)
+
     # evidence
 
     def screenshot(self, name: str) -> Path:
@@ -492,7 +509,7 @@ def test_ending_one_session_shows_it_ended_within_the_refresh(page: Console) -> 
     page.look_up("acct-end-one")
     page.wait_rows(lambda r: len(r) == 3)
 
-    page.row(first).find_element("css selector", '[data-testid="end-session"]').click()
+    page.click_in_row(first, "end-session")
     page.wait_rows(lambda r: r[first]["state"] == "ENDED" and "OPERATOR" in r[first]["text"])
     assert "ended" in page.wait_message("dev-0")
 
@@ -581,10 +598,8 @@ def test_the_key_travels_in_the_authorization_header_only(page: Console) -> None
     page.session("acct-key", "dev-1")
     page.signed_in()
     page.look_up("acct-key")
-    page.wait_rows(lambda r: len(r) == 1)
-    page.row(next(iter(page.rows()))).find_element(
-        "css selector", '[data-testid="end-session"]'
-    ).click()
+    (only,) = page.wait_rows(lambda r: len(r) == 1)
+    page.click_in_row(only, "end-session")
     page.wait_rows(lambda r: all(v["state"] == "ENDED" for v in r.values()))
 
     sent = page.requests()

@@ -31,7 +31,7 @@ def test_ending_one_device_ends_its_sessions_only(page: Console) -> None:
     page.look_up("acct-device")
     page.wait_rows(lambda r: len(r) == 3)
 
-    page.row(phone[0]).find_element("css selector", '[data-testid="end-device"]').click()
+    page.click_in_row(phone[0], "end-device")
     rows = page.wait_rows(lambda r: all(r[s]["state"] == "ENDED" for s in phone))
     assert rows[tv]["state"] == "ACTIVE"
     assert all("OPERATOR" in rows[s]["text"] for s in phone)

@@ -72,7 +72,7 @@ def _look_up(page: Console, account: str) -> None:
 
 
 def _end_device(page: Console, session_id: str) -> None:
-    page.row(session_id).find_element("css selector", '[data-testid="end-device"]').click()
+    page.click_in_row(session_id, "end-device")
 
 
 def _api_requests(page: Console) -> list[dict[str, Any]]:
