@@ -158,6 +158,11 @@ def serve(settings: Settings, companion: Companion | None = None) -> int:
         # nothing secret configured to derive the key of listing cursors from: one random
         # key for this `srm serve`, shared by its workers (srm/api/cursors.py)
         settings = settings.replace("server", cursor_key=secrets.token_urlsafe(32))
+        log.warning(
+            "server.cursor_key: no key set and no HS secret or operator key to derive one "
+            "from: listing cursors are valid on this srm serve only, until it restarts; set "
+            "SRM_SERVER_CURSOR_KEY to the same secret on every instance behind one address"
+        )
     embedded = None
     if not settings.redis.url:
         embedded = EmbeddedRedis(settings.embedded)

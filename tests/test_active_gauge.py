@@ -122,3 +122,19 @@ async def test_the_reaper_recounts_a_shard_once_and_exports_the_total(
     assert sample(registry, "srm_active_sessions") == 77
     # the sessions of acct-2 lapse into a due entry with no account (test_eviction)
     await store.redis.zrem(store.keys.due(shard), "acct-2")
+
+
+async def test_a_repair_of_an_account_the_recount_could_not_see_keeps_the_count(
+    store: SessionStore, keyspace: k.Keys
+) -> None:
+    """A drifted counter on an account with no ACTIVE session (so not in the due index, which
+    recount.lua counts from): the audit's repair must not take its error off a count that
+    never held it."""
+    await store.setup(new("acct-live"))
+    ghost = "acct-ghost"
+    shard = keyspace.shard_of(ghost)
+    await store.redis.hset(keyspace.account(ghost).state, "n", 2)  # drift no script made
+    await store.recount_active(shard, force=True)  # sums the due index: the ghost is not in it
+    reaper = reaper_for(store)
+    assert await reaper.audit() >= 1  # the walk finds the ghost and repairs its counter
+    assert await total(store) == 1  # invariants: every count is its shard's sum

@@ -122,3 +122,25 @@ def test_events_with_its_metrics_port_taken_says_so_in_one_line(
     assert f"cannot listen on 127.0.0.1:{port}" in said[0]
     assert "running on without them" in said[0]
     assert "SRM_EVENTS_METRICS_PORT" in said[0]
+
+
+def test_serve_with_nothing_to_derive_the_cursor_key_from_says_so(real_redis: RedisProcess) -> None:
+    """JWKS tokens and no operator key: no secret to derive the listing cursors' key from, so
+    each `srm serve` makes its own and says that cursors then work on it alone (here it
+    stops at once, on a taken port, once it has said so)."""
+    with taken_port() as port:
+        result = subprocess.run(
+            [*SRM, "serve"],
+            env=srm_env(
+                SRM_REDIS_URL=real_redis.url,
+                SRM_AUTH_JWKS_URL="http://127.0.0.1:9/certs",
+                SRM_AUTH_ALGORITHM="RS256",
+                SRM_PORT=str(port),
+            ),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    said = result.stderr.decode(errors="replace") + result.stdout.decode(errors="replace")
+    assert "SRM_SERVER_CURSOR_KEY" in said, said
+    assert result.returncode == 2, said
