@@ -138,11 +138,14 @@ async def verify(url: str, ledger: Ledger, *, durable: bool = True) -> None:
                 pass
         left = [key async for key in redis.scan_iter(match="srm:*") if not is_history(key)]
         # an account hash left with its usage days only expires by itself (the usage history),
-        # and so does the marker of a denied setup, within 10 s
+        # and so does the marker of a denied setup, within 10 s; a shard's count of ACTIVE
+        # sessions stays, at 0
         left = [
             key
             for key in left
-            if not await usage_only(redis, keyspace, key) and not await denial_marker(redis, key)
+            if not await usage_only(redis, keyspace, key)
+            and not await denial_marker(redis, key)
+            and not await zero_shard_count(redis, keyspace, key)
         ]
         assert left == [], f"keys left for removed sessions: {left[:5]}"
     finally:
@@ -152,6 +155,12 @@ async def verify(url: str, ledger: Ledger, *, durable: bool = True) -> None:
 async def denial_marker(redis: Any, key: str) -> bool:
     """Whether *key* is the short-lived marker of a denied setup (keys.Keys.denied)."""
     return ":denied:" in key and 0 < await redis.pttl(key) <= 10_000
+
+
+async def zero_shard_count(redis: Any, keyspace: k.Keys, key: str) -> bool:
+    """Whether *key* is a shard's count of ACTIVE sessions (keys.Keys.active), at 0."""
+    shards = range(keyspace.shards)
+    return key in {keyspace.active(s) for s in shards} and int(await redis.hget(key, "n") or 0) == 0
 
 
 async def usage_only(redis: Any, keyspace: k.Keys, key: str) -> bool:
