@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from srm import keys as k
 from srm.errors import LimitReached
@@ -80,17 +81,30 @@ async def redis(real_redis: RedisProcess) -> AsyncIterator[Any]:
 
 async def queued(redis: Any, keyspace: k.Keys) -> int:
     """Sessions still to sweep (the ACTIVE ones of the due accounts) or queued for the purge,
-    over all shards."""
-    pipe = redis.pipeline(transaction=False)
-    for shard in range(keyspace.shards):
-        pipe.zrange(keyspace.due(shard), 0, -1)
-        pipe.zcard(keyspace.reap(shard))
-    replies = await pipe.execute()
-    due = [account for accounts in replies[0::2] for account in accounts]
-    pipe = redis.pipeline(transaction=False)
-    for account in due:
-        pipe.hget(keyspace.account(account).state, COUNT_FIELD)
-    return int(sum(replies[1::2])) + sum(int(n or 0) for n in await pipe.execute())
+    over all shards, as of one moment: a sweep ends a session (its account's count goes
+    down) and queues it for the purge (the queue goes up) in one step, so reads taken on
+    either side of a sweep would show progress that was not made. The keys are watched and
+    read again when a reaper changed them in between."""
+    dues = [keyspace.due(shard) for shard in range(keyspace.shards)]
+    reaps = [keyspace.reap(shard) for shard in range(keyspace.shards)]
+    while True:
+        async with redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(*dues, *reaps)
+                due = [account for key in dues for account in await pipe.zrange(key, 0, -1)]
+                states = [keyspace.account(account).state for account in due]
+                if states:
+                    await pipe.watch(*states)
+                pipe.multi()
+                for key in reaps:
+                    pipe.zcard(key)
+                for state in states:
+                    pipe.hget(state, COUNT_FIELD)
+                replies = await pipe.execute()
+            except WatchError:
+                continue
+        purge, counts = replies[: len(reaps)], replies[len(reaps) :]
+        return int(sum(purge)) + sum(int(n or 0) for n in counts)
 
 
 async def test_backlog_survives_a_kill_and_two_reapers(
