@@ -130,7 +130,9 @@ def wait_until(condition: Callable[[], object], timeout: float = 30, what: str =
         time.sleep(0.1)
 
 
-def wait_ready(proc: SrmProcess, timeout: float = 30) -> None:
+def wait_ready(proc: SrmProcess, timeout: float = 90) -> None:
+    """Until *proc* answers /ready; a bound for a broken start, not a measure: a loaded
+    2-core machine (two suites side by side) was seen to take over 30 s to start workers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.proc.poll() is not None:
