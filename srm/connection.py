@@ -315,8 +315,9 @@ class SentinelRedis(aioredis.Redis):
         pool = self.connection_pool
         await super().aclose(close_connection_pool)
         manager = getattr(pool, "sentinel_manager", None)
-        if manager is not None:
-            await manager.aclose()
+        # each sentinel's client, closed one by one: Sentinel.aclose() is redis-py 8.1+
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
 
 
 def _sentinel_client(target: Target, settings: RedisSettings) -> Any:

@@ -297,7 +297,7 @@ def sentinel_group(timeout: float = 30.0) -> Iterator[SentinelGroup]:
                 "sentinel sees a promotable replica",
                 lambda: any(
                     r["flags"] == "slave" and r["master-link-status"] == "ok"
-                    for r in s.execute_command("SENTINEL", "REPLICAS", SENTINEL_MASTER)
+                    for r in s.sentinel_slaves(SENTINEL_MASTER)
                 ),
             )
         group = SentinelGroup(master, replica, sentinel)

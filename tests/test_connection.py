@@ -79,7 +79,7 @@ async def test_each_form_builds_redis_pys_own_client() -> None:
     cluster = connect(redis_settings(url="redis+cluster://127.0.0.1:1,127.0.0.1:2", pool_size=7))
     try:
         assert isinstance(cluster, RedisCluster)
-        assert [n.name for n in cluster.startup_nodes] == ["127.0.0.1:1", "127.0.0.1:2"]
+        assert list(cluster.nodes_manager.startup_nodes) == ["127.0.0.1:1", "127.0.0.1:2"]
     finally:
         await cluster.aclose()
 
