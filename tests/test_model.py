@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 
 from srm import keys as k
 from srm.errors import InternalError, LimitReached, SessionNotFound
-from srm.model import EndReason, NewSession, Policy, State
+from srm.model import DAY_MS, USAGE_REASONS, DayUsage, EndReason, NewSession, Policy, State
 from srm.rules import Rule
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
@@ -35,7 +35,10 @@ ACCOUNTS = ["acct-a", "acct-{b}", "acct:c"]
 TIMEOUT_MS = 30_000
 RETENTION_MS = 20_000
 DEFAULT_LIMIT = 2
-T0 = 1_800_000_000_000
+# 31 s before a UTC midnight: a session set up at T0 lapses a second before it and the clock
+# often crosses it before that session is ended, so usage is counted on two days (an end on
+# the day of its time: a TIMEOUT on its deadline's, not on the day it is found)
+T0 = 20_834 * DAY_MS - 31_000
 RULES = (
     Rule("uhd", 1, qualities=("UHD",)),
     Rule("tv", 1, device_types=("tv",), per="device", policy="evict"),
@@ -67,6 +70,23 @@ class ModelSession:
         return self.reason is None and self.deadline > now
 
 
+@dataclass
+class ModelDay:
+    """One account's usage on one UTC day, as the model counts it (usage_add in _events.lua)."""
+
+    started: int = 0
+    denied: int = 0
+    watched: int = 0
+    peak: int = 0
+
+    def __post_init__(self) -> None:
+        self.ended = dict.fromkeys(USAGE_REASONS, 0)
+
+    def report(self, day: int) -> DayUsage:
+        ended = tuple(self.ended[r] for r in USAGE_REASONS)
+        return DayUsage(day, self.started, self.denied, ended, self.watched, self.peak)
+
+
 class SrmModel(RuleBasedStateMachine):
     """The SRM as a few lines of Python; the store must answer exactly as it does."""
 
@@ -95,6 +115,7 @@ class SrmModel(RuleBasedStateMachine):
         self.history: dict[str, EndReason | None] = {}
         self.tombstones: dict[str, tuple[str, int]] = {}  # sid -> (account, purge time)
         self.denials = 0  # denied setups, each with one session.denied event
+        self.usage: dict[str, dict[int, ModelDay]] = {}  # account -> UTC day -> its usage
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -105,14 +126,38 @@ class SrmModel(RuleBasedStateMachine):
 
     # -- the model's own transitions -----------------------------------------------------
 
+    def count(self, account: str, at: int, what: str, watched: int, active: int) -> None:
+        """Usage: one more *what* (started, denied, an end reason) on the day of *at*, with
+        *watched* ms; *active*: the account's ACTIVE sessions just after a start, at a denial,
+        or just before an end (a lapsed one not yet ended counts: it is still ACTIVE in Redis)."""
+        day = self.usage.setdefault(account, {}).setdefault(at // DAY_MS, ModelDay())
+        if what == "started":
+            day.started += 1
+        elif what == "denied":
+            day.denied += 1
+        else:
+            day.ended[what] += 1
+        day.watched += watched
+        day.peak = max(day.peak, active)
+
     def end(self, s: ModelSession, reason: EndReason, at: int, by: str | None = None) -> None:
+        active = sum(
+            1 for x in self.sessions.values() if x.account == s.account and x.reason is None
+        )
+        self.count(s.account, at, reason.value, max(0, at - s.created), active)
         s.reason, s.ended_at, s.purge_at, s.by = reason, at, self.now + RETENTION_MS, by
         self.history[s.sid] = reason
 
-    def end_lapsed(self, account: str) -> None:
-        for s in self.sessions.values():
-            if s.account == account and s.lapsed(self.now):
-                self.end(s, EndReason.TIMEOUT, s.deadline)
+    def end_lapsed(self, account: str | None = None, device: str | None = None) -> None:
+        """End the lapsed sessions (of *account*, of *device*) as the scripts do: TIMEOUT at
+        each deadline, earliest deadline first (the usage day and peak follow that order)."""
+        lapsed = [
+            s
+            for s in self.sessions.values()
+            if s.lapsed(self.now) and account in (None, s.account) and device in (None, s.device)
+        ]
+        for s in sorted(lapsed, key=lambda s: (s.deadline, s.sid)):
+            self.end(s, EndReason.TIMEOUT, s.deadline)
 
     def live(self, account: str) -> list[ModelSession]:
         return [s for s in self.sessions.values() if s.account == account and s.active(self.now)]
@@ -224,6 +269,7 @@ class SrmModel(RuleBasedStateMachine):
             assert (denied.rule, denied.limit, denied.active) == (name, limit, len(counted))
             assert [x.session_id for x in denied.sessions] == counted
             self.denials += 1
+            self.count(account, self.now, "denied", 0, len(live))
             # a retry of the very call (its reply lost) is answered the same, counted once
             with pytest.raises(LimitReached) as again:
                 self.run(self.store.setup(new))
@@ -239,6 +285,7 @@ class SrmModel(RuleBasedStateMachine):
         )
         self.history[sid] = None
         assert active == len(self.live(account))
+        self.count(account, self.now, "started", 0, active)
         return sid
 
     @rule(sid=sessions_bundle)
@@ -362,16 +409,11 @@ class SrmModel(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from(ACCOUNTS), device=st.sampled_from(sorted(DEVICES)))
     def end_device(self, account: str, device: str) -> None:
-        self.end_lapsed_of(account, device)
+        self.end_lapsed(account, device)
         live = [s for s in self.live(account) if s.device == device]
         for s in live:
             self.end(s, EndReason.OPERATOR, self.now)
         assert self.run(self.store.end_device(account, device, EndReason.OPERATOR)) == len(live)
-
-    def end_lapsed_of(self, account: str, device: str) -> None:
-        for s in self.sessions.values():
-            if s.account == account and s.device == device and s.lapsed(self.now):
-                self.end(s, EndReason.TIMEOUT, s.deadline)
 
     @rule(seconds=st.sampled_from([0.001, 1, 10, 19.999, 20, 29.999, 30, 45, 120]))
     def advance(self, seconds: float) -> None:
@@ -379,9 +421,7 @@ class SrmModel(RuleBasedStateMachine):
 
     @rule(batch=st.sampled_from([1, 2, 100]))
     def sweep(self, batch: int) -> None:
-        for s in self.sessions.values():
-            if s.lapsed(self.now):
-                self.end(s, EndReason.TIMEOUT, s.deadline)
+        self.end_lapsed()
         for shard in range(self.keys.shards):
             while self.run(self.store.sweep(shard, batch)).ended == batch:
                 pass
@@ -449,6 +489,16 @@ class SrmModel(RuleBasedStateMachine):
                         m.ended_at,
                     )
         self.run(invariants.check(self.redis, self.keys))
+
+    @invariant()
+    def usage_matches_model(self) -> None:
+        """Each account's usage per UTC day: started, denied, ended by reason, watched ms and
+        peak, exactly as the model counted them (nothing counted twice, nothing missed)."""
+        for account in ACCOUNTS:
+            expected = {
+                day: counted.report(day) for day, counted in self.usage.get(account, {}).items()
+            }
+            assert self.run(self.store.usage(account)) == expected, account
 
     @invariant()
     def one_event_per_start_end_and_denial(self) -> None:
