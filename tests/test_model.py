@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from unittest.mock import patch
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,8 +27,18 @@ from hypothesis.stateful import (
 )
 
 from srm import keys as k
-from srm.errors import InternalError, LimitReached, SessionNotFound
-from srm.model import DAY_MS, USAGE_REASONS, DayUsage, EndReason, NewSession, Policy, State
+from srm.errors import InternalError, LimitReached, SessionNotFound, StoreUnavailable
+from srm.model import (
+    DAY_MS,
+    NO_TIMEOUT_MS,
+    PROVISIONAL_MS,
+    USAGE_REASONS,
+    DayUsage,
+    EndReason,
+    NewSession,
+    Policy,
+    State,
+)
 from srm.rules import Rule
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
@@ -92,18 +105,25 @@ class SrmModel(RuleBasedStateMachine):
 
     url: ClassVar[str] = ""
     evict: ClassVar[bool] = False
+    # the keep-alive timeout; 0: keep-alive disabled (a setup's deadline is provisional,
+    # PROVISIONAL_MS, until the store knows it ran and confirms it: then it never lapses)
+    timeout: ClassVar[int] = TIMEOUT_MS
     sessions_bundle = Bundle("sessions")
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.now = T0
+        # how far past a keep-alive (or a confirmed setup) a deadline lies, and past a setup
+        # whose reply was lost (never confirmed): Policy.period_ms and setup_period_ms
+        self.period = self.timeout or NO_TIMEOUT_MS
+        self.setup_period = self.timeout or PROVISIONAL_MS
         self.redis = aioredis.Redis.from_url(self.url, decode_responses=True)
         self.keys = k.Keys(shards=4)
         self.store = SessionStore(
             self.redis,
             self.keys,
-            Policy(TIMEOUT_MS, DEFAULT_LIMIT, RETENTION_MS, evict=self.evict, rules=RULES),
+            Policy(self.timeout, DEFAULT_LIMIT, RETENTION_MS, evict=self.evict, rules=RULES),
             clock=lambda: self.now,
         )
         self.run(self.redis.flushall())
@@ -123,6 +143,24 @@ class SrmModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.run(self.redis.aclose())
         self.loop.close()
+
+    @contextmanager
+    def reply_lost(self, script: str, *, resent: bool) -> Iterator[None]:
+        """Every call of *script* runs in Redis and its reply is lost: then it is *resent* as
+        it was (redis-py's retry: the very same keys and arguments) and the second run's reply
+        is the answer, or the caller gets SRM-0008 (StoreUnavailable: the outcome is unknown)."""
+        real = self.store._run
+
+        async def lossy(name: str, keys: Any, args: Any, **kwargs: Any) -> Any:
+            if name != script:
+                return await real(name, keys, args, **kwargs)
+            await real(name, keys, args, **kwargs)  # it ran; its reply never arrives
+            if not resent:
+                raise StoreUnavailable(f"{name}: reply lost")
+            return await real(name, keys, args, **kwargs)
+
+        with patch.object(self.store, "_run", lossy):
+            yield
 
     # -- the model's own transitions -----------------------------------------------------
 
@@ -194,6 +232,7 @@ class SrmModel(RuleBasedStateMachine):
         content=st.sampled_from(CONTENTS),
         replaces=st.one_of(st.none(), sessions_bundle),
         claim=st.one_of(st.none(), st.integers(0, 3)),
+        reply=st.sampled_from(["answered", "lost", "resent"]),
     )
     def setup(
         self,
@@ -203,7 +242,14 @@ class SrmModel(RuleBasedStateMachine):
         content: tuple[str, str],
         replaces: str | None,
         claim: int | None,
+        reply: str,
     ) -> str:
+        """A setup. Its *reply* may be lost: the script ran, the caller gets SRM-0008 and the
+        store never learns it ran, so with keep-alive disabled the session keeps its
+        provisional deadline (abort_setup, setup_retried and advance take it from there); or
+        resent, the second run answering as for a retry (the same denial without its
+        sessions, or "created by an earlier try", then confirmed)."""
+        reply_lost = reply == "lost"
         sid = str(uuid.uuid4())
         new = NewSession(
             sid,
@@ -256,18 +302,28 @@ class SrmModel(RuleBasedStateMachine):
             # minimal: no victim could be kept without breaking a limit
             assert all(not fits([g for g in gone if g is not s]) for s in victims)
         refusing = next((c for c in checks if remaining(c[1]) + 1 > c[2]), None)
+        denied: LimitReached | None = None
+        active: int | None = None
         try:
-            active = self.run(self.store.setup(new))
+            lossy = reply != "answered"
+            with self.reply_lost("setup", resent=reply == "resent") if lossy else nullcontext():
+                active = self.run(self.store.setup(new))
         except LimitReached as exc:
             denied = exc
-        else:
-            denied = None
+        except StoreUnavailable:
+            assert reply_lost
+        if reply_lost and refusing is not None:  # denied unknowingly: counted all the same
+            self.denials += 1
+            self.count(account, self.now, "denied", 0, len(live))
+            return sid
         if denied is not None:
             assert refusing is not None, f"denied by {denied.rule}, expected to fit"
             name, field, limit, _policy = refusing
             counted = [s.sid for s in live if counts(field, s)]
-            assert (denied.rule, denied.limit, denied.active) == (name, limit, len(counted))
-            assert [x.session_id for x in denied.sessions] == counted
+            assert (denied.rule, denied.limit) == (name, limit)
+            if reply == "answered":  # a resent one is answered from the denial's marker
+                assert denied.active == len(counted)
+                assert [x.session_id for x in denied.sessions] == counted
             self.denials += 1
             self.count(account, self.now, "denied", 0, len(live))
             # a retry of the very call (its reply lost) is answered the same, counted once
@@ -280,12 +336,14 @@ class SrmModel(RuleBasedStateMachine):
             reason = EndReason.REPLACED if s.sid == replaces else EndReason.EVICTED
             self.end(s, reason, self.now, device)
         groups = tuple(c[1] for c in checks if c[1] is not None)
+        # known to have run: confirmed (keep-alive disabled: it never lapses); else provisional
+        deadline = self.now + (self.setup_period if reply_lost else self.period)
         self.sessions[sid] = ModelSession(
-            sid, account, self.now, self.now, self.now + TIMEOUT_MS, device, groups, quality
+            sid, account, self.now, self.now, deadline, device, groups, quality
         )
         self.history[sid] = None
-        assert active == len(self.live(account))
-        self.count(account, self.now, "started", 0, active)
+        assert active == (None if reply_lost else len(self.live(account)))
+        self.count(account, self.now, "started", 0, len(self.live(account)))
         return sid
 
     @rule(sid=sessions_bundle)
@@ -296,6 +354,9 @@ class SrmModel(RuleBasedStateMachine):
         # like any setup, the retry ends the account's lapsed sessions first (TIMEOUT)
         self.end_lapsed(s.account)
         self.run(self.store.setup(NewSession(sid, s.account, "dev", "c", "COD", quality="UHD")))
+        if self.timeout == 0 and s.reason is None:
+            # its answer arrived this time: the setup is confirmed (lastKeepAliveAt stays)
+            s.deadline = self.now + NO_TIMEOUT_MS
 
     @rule(sid=st.one_of(sessions_bundle, st.uuids().map(str)))
     def abort_setup(self, sid: str) -> None:
@@ -350,7 +411,7 @@ class SrmModel(RuleBasedStateMachine):
                 )
             return
         assert ok and s is not None
-        s.ka, s.deadline = self.now, self.now + TIMEOUT_MS
+        s.ka, s.deadline = self.now, self.now + self.period
 
     @rule(
         sid=sessions_bundle,
@@ -470,10 +531,13 @@ class SrmModel(RuleBasedStateMachine):
                 g = got[sid]
                 assert g.last_keep_alive_at == m.ka and g.created_at == m.created
                 assert (g.device_id, g.quality) == (m.device, m.quality)
+                confirmed = m.deadline - m.ka >= NO_TIMEOUT_MS  # keep-alive disabled
+                if confirmed:  # the clock never gets that far: it must never lapse
+                    assert g.end_reason is not EndReason.TIMEOUT
                 if m.active(self.now):
                     assert (g.state, g.expires_at, g.end_reason) == (
                         State.ACTIVE,
-                        m.deadline,
+                        None if confirmed else m.deadline,
                         None,
                     )
                 elif m.reason is None:  # lapsed, not processed yet
@@ -520,9 +584,14 @@ class SrmModel(RuleBasedStateMachine):
 # About 5 s alone; a loaded 2-core machine runs it several times slower, and a failure's
 # shrinking can take minutes: the falsifying steps must be reported, not cut off at 120 s.
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("evict", [False, True], ids=["deny", "evict"])
-def test_store_behaves_like_the_model(real_redis: RedisProcess, evict: bool) -> None:
-    machine = type("Machine", (SrmModel,), {"url": real_redis.url, "evict": evict})
+@pytest.mark.parametrize(
+    ("evict", "timeout"),
+    [(False, TIMEOUT_MS), (True, TIMEOUT_MS), (True, 0)],
+    ids=["deny", "evict", "evict-keepalive-disabled"],
+)
+def test_store_behaves_like_the_model(real_redis: RedisProcess, evict: bool, timeout: int) -> None:
+    attributes = {"url": real_redis.url, "evict": evict, "timeout": timeout}
+    machine = type("Machine", (SrmModel,), attributes)
     run_state_machine_as_test(
         machine,
         settings=settings(
