@@ -383,13 +383,15 @@ class SrmModel(RuleBasedStateMachine):
             else:
                 self.end(s, EndReason.TEARDOWN, self.now)
 
-    @rule(sid=sessions_bundle, same_account=st.booleans())
-    def keep_alive(self, sid: str, same_account: bool) -> None:
+    @rule(sid=sessions_bundle, same_account=st.booleans(), resent=st.booleans())
+    def keep_alive(self, sid: str, same_account: bool, resent: bool) -> None:
+        """A keep-alive; *resent*: its reply lost, it runs again and is answered the same."""
         s = self.sessions.get(sid)
         account = self._caller(s, same_account)
         ok = s is not None and s.account == account and s.active(self.now)
         try:
-            self.run(self.store.keep_alive(account, sid))
+            with self.reply_lost("keepalive", resent=True) if resent else nullcontext():
+                self.run(self.store.keep_alive(account, sid))
         except SessionNotFound as gone:
             assert not ok
             told = gone.ended
@@ -417,32 +419,52 @@ class SrmModel(RuleBasedStateMachine):
         sid=sessions_bundle,
         same_account=st.booleans(),
         reason=st.sampled_from([EndReason.TEARDOWN, EndReason.OPERATOR]),
+        retry=st.sampled_from(["none", "resent", "again"]),
     )
-    def end_one(self, sid: str, same_account: bool, reason: EndReason) -> None:
+    def end_one(self, sid: str, same_account: bool, reason: EndReason, retry: str) -> None:
+        """A teardown or operator end. *retry*: its reply lost, it is resent (the second run
+        finds the session ended: ALREADY_ENDED), or the caller calls again after SRM-0008
+        (ALREADY_ENDED); either way it ends once, counted once."""
         s = self.sessions.get(sid)
         account = self._caller(s, same_account)
         try:
-            outcome = self.run(self.store.end(account, sid, reason))
+            with self.reply_lost("end", resent=True) if retry == "resent" else nullcontext():
+                outcome = self.run(self.store.end(account, sid, reason))
         except SessionNotFound:
             assert s is None or s.account != account
+            if retry == "again":
+                with pytest.raises(SessionNotFound):
+                    self.run(self.store.end(account, sid, reason))
             return
         assert s is not None and s.account == account
         if s.reason is None:
-            assert outcome is EndOutcome.ENDED
+            expected = EndOutcome.ALREADY_ENDED if retry == "resent" else EndOutcome.ENDED
+            assert outcome is expected
             if s.lapsed(self.now):
                 self.end(s, EndReason.TIMEOUT, s.deadline)
             else:
                 self.end(s, reason, self.now)
         else:
             assert outcome is EndOutcome.ALREADY_ENDED
+        if retry == "again":
+            assert self.run(self.store.end(account, sid, reason)) is EndOutcome.ALREADY_ENDED
 
-    @rule(account=st.sampled_from(ACCOUNTS))
-    def end_all(self, account: str) -> None:
+    @rule(
+        account=st.sampled_from(ACCOUNTS),
+        batch=st.sampled_from([1, 2, 1000]),
+        resent=st.booleans(),
+    )
+    def end_all(self, account: str, batch: int, resent: bool) -> None:
+        """End-all in batches of *batch*; *resent*: every batch's reply is lost and the batch
+        runs again (ending the next ones): the call's marker still makes the total count
+        each session it ended with OPERATOR once."""
         self.end_lapsed(account)
         live = self.live(account)
         for s in live:
             self.end(s, EndReason.OPERATOR, self.now)
-        assert self.run(self.store.end_all(account, EndReason.OPERATOR)) == len(live)
+        with self.reply_lost("end_all", resent=True) if resent else nullcontext():
+            total = self.run(self.store.end_all(account, EndReason.OPERATOR, batch=batch))
+        assert total == len(live)
 
     @rule(account=st.sampled_from(ACCOUNTS), value=st.integers(0, 3))
     def set_limit(self, account: str, value: int) -> None:
