@@ -387,7 +387,21 @@ class SrmModel(RuleBasedStateMachine):
     def keep_alive(self, sid: str, same_account: bool, resent: bool) -> None:
         """A keep-alive; *resent*: its reply lost, it runs again and is answered the same."""
         s = self.sessions.get(sid)
-        account = self._caller(s, same_account)
+        self._keep_alive(sid, self._caller(s, same_account), resent)
+
+    @precondition(lambda self: any(s.active(self.now) for s in self.sessions.values()))
+    @rule(pick=st.integers(0, 99), resent=st.booleans())
+    def keep_alive_live(self, pick: int, resent: bool) -> None:
+        """A keep-alive of a live session by its account (ids from the bundle are mostly
+        ended, denied or lapsed ones: without this rule few keep-alives would succeed)."""
+        live = sorted(
+            (s for s in self.sessions.values() if s.active(self.now)), key=lambda s: s.sid
+        )
+        s = live[pick % len(live)]
+        self._keep_alive(s.sid, s.account, resent)
+
+    def _keep_alive(self, sid: str, account: str, resent: bool) -> None:
+        s = self.sessions.get(sid)
         ok = s is not None and s.account == account and s.active(self.now)
         try:
             with self.reply_lost("keepalive", resent=True) if resent else nullcontext():
