@@ -358,6 +358,16 @@ class SrmModel(RuleBasedStateMachine):
             # its answer arrived this time: the setup is confirmed (lastKeepAliveAt stays)
             s.deadline = self.now + NO_TIMEOUT_MS
 
+    @precondition(lambda self: any(s.active(self.now) for s in self.sessions.values()))
+    @rule(pick=st.integers(0, 99))
+    def setup_retried_live(self, pick: int) -> None:
+        """A retry of a live session's setup (with keep-alive disabled, one still provisional
+        after a lost reply is confirmed by it; from the bundle, few retries find one)."""
+        live = sorted(
+            (s for s in self.sessions.values() if s.active(self.now)), key=lambda s: s.sid
+        )
+        self.setup_retried(live[pick % len(live)].sid)
+
     @rule(sid=st.one_of(sessions_bundle, st.uuids().map(str)))
     def abort_setup(self, sid: str) -> None:
         """The API gave up on a setup whose outcome it does not know: a session it created
