@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from unittest.mock import patch
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,8 +27,18 @@ from hypothesis.stateful import (
 )
 
 from srm import keys as k
-from srm.errors import InternalError, LimitReached, SessionNotFound
-from srm.model import EndReason, NewSession, Policy, State
+from srm.errors import InternalError, LimitReached, SessionNotFound, StoreUnavailable
+from srm.model import (
+    DAY_MS,
+    NO_TIMEOUT_MS,
+    PROVISIONAL_MS,
+    USAGE_REASONS,
+    DayUsage,
+    EndReason,
+    NewSession,
+    Policy,
+    State,
+)
 from srm.rules import Rule
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
@@ -35,7 +48,10 @@ ACCOUNTS = ["acct-a", "acct-{b}", "acct:c"]
 TIMEOUT_MS = 30_000
 RETENTION_MS = 20_000
 DEFAULT_LIMIT = 2
-T0 = 1_800_000_000_000
+# 31 s before a UTC midnight: a session set up at T0 lapses a second before it and the clock
+# often crosses it before that session is ended, so usage is counted on two days (an end on
+# the day of its time: a TIMEOUT on its deadline's, not on the day it is found)
+T0 = 20_834 * DAY_MS - 31_000
 RULES = (
     Rule("uhd", 1, qualities=("UHD",)),
     Rule("tv", 1, device_types=("tv",), per="device", policy="evict"),
@@ -67,23 +83,47 @@ class ModelSession:
         return self.reason is None and self.deadline > now
 
 
+@dataclass
+class ModelDay:
+    """One account's usage on one UTC day, as the model counts it (usage_add in _events.lua)."""
+
+    started: int = 0
+    denied: int = 0
+    watched: int = 0
+    peak: int = 0
+
+    def __post_init__(self) -> None:
+        self.ended = dict.fromkeys(USAGE_REASONS, 0)
+
+    def report(self, day: int) -> DayUsage:
+        ended = tuple(self.ended[r] for r in USAGE_REASONS)
+        return DayUsage(day, self.started, self.denied, ended, self.watched, self.peak)
+
+
 class SrmModel(RuleBasedStateMachine):
     """The SRM as a few lines of Python; the store must answer exactly as it does."""
 
     url: ClassVar[str] = ""
     evict: ClassVar[bool] = False
+    # the keep-alive timeout; 0: keep-alive disabled (a setup's deadline is provisional,
+    # PROVISIONAL_MS, until the store knows it ran and confirms it: then it never lapses)
+    timeout: ClassVar[int] = TIMEOUT_MS
     sessions_bundle = Bundle("sessions")
 
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.now = T0
+        # how far past a keep-alive (or a confirmed setup) a deadline lies, and past a setup
+        # whose reply was lost (never confirmed): Policy.period_ms and setup_period_ms
+        self.period = self.timeout or NO_TIMEOUT_MS
+        self.setup_period = self.timeout or PROVISIONAL_MS
         self.redis = aioredis.Redis.from_url(self.url, decode_responses=True)
         self.keys = k.Keys(shards=4)
         self.store = SessionStore(
             self.redis,
             self.keys,
-            Policy(TIMEOUT_MS, DEFAULT_LIMIT, RETENTION_MS, evict=self.evict, rules=RULES),
+            Policy(self.timeout, DEFAULT_LIMIT, RETENTION_MS, evict=self.evict, rules=RULES),
             clock=lambda: self.now,
         )
         self.run(self.redis.flushall())
@@ -95,6 +135,7 @@ class SrmModel(RuleBasedStateMachine):
         self.history: dict[str, EndReason | None] = {}
         self.tombstones: dict[str, tuple[str, int]] = {}  # sid -> (account, purge time)
         self.denials = 0  # denied setups, each with one session.denied event
+        self.usage: dict[str, dict[int, ModelDay]] = {}  # account -> UTC day -> its usage
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -103,16 +144,58 @@ class SrmModel(RuleBasedStateMachine):
         self.run(self.redis.aclose())
         self.loop.close()
 
+    @contextmanager
+    def reply_lost(self, script: str, *, resent: bool) -> Iterator[None]:
+        """Every call of *script* runs in Redis and its reply is lost: then it is *resent* as
+        it was (redis-py's retry: the very same keys and arguments) and the second run's reply
+        is the answer, or the caller gets SRM-0008 (StoreUnavailable: the outcome is unknown)."""
+        real = self.store._run
+
+        async def lossy(name: str, keys: Any, args: Any, **kwargs: Any) -> Any:
+            if name != script:
+                return await real(name, keys, args, **kwargs)
+            await real(name, keys, args, **kwargs)  # it ran; its reply never arrives
+            if not resent:
+                raise StoreUnavailable(f"{name}: reply lost")
+            return await real(name, keys, args, **kwargs)
+
+        with patch.object(self.store, "_run", lossy):
+            yield
+
     # -- the model's own transitions -----------------------------------------------------
 
+    def count(self, account: str, at: int, what: str, watched: int, active: int) -> None:
+        """Usage: one more *what* (started, denied, an end reason) on the day of *at*, with
+        *watched* ms; *active*: the account's ACTIVE sessions just after a start, at a denial,
+        or just before an end (a lapsed one not yet ended counts: it is still ACTIVE in Redis)."""
+        day = self.usage.setdefault(account, {}).setdefault(at // DAY_MS, ModelDay())
+        if what == "started":
+            day.started += 1
+        elif what == "denied":
+            day.denied += 1
+        else:
+            day.ended[what] += 1
+        day.watched += watched
+        day.peak = max(day.peak, active)
+
     def end(self, s: ModelSession, reason: EndReason, at: int, by: str | None = None) -> None:
+        active = sum(
+            1 for x in self.sessions.values() if x.account == s.account and x.reason is None
+        )
+        self.count(s.account, at, reason.value, max(0, at - s.created), active)
         s.reason, s.ended_at, s.purge_at, s.by = reason, at, self.now + RETENTION_MS, by
         self.history[s.sid] = reason
 
-    def end_lapsed(self, account: str) -> None:
-        for s in self.sessions.values():
-            if s.account == account and s.lapsed(self.now):
-                self.end(s, EndReason.TIMEOUT, s.deadline)
+    def end_lapsed(self, account: str | None = None, device: str | None = None) -> None:
+        """End the lapsed sessions (of *account*, of *device*) as the scripts do: TIMEOUT at
+        each deadline, earliest deadline first (the usage day and peak follow that order)."""
+        lapsed = [
+            s
+            for s in self.sessions.values()
+            if s.lapsed(self.now) and account in (None, s.account) and device in (None, s.device)
+        ]
+        for s in sorted(lapsed, key=lambda s: (s.deadline, s.sid)):
+            self.end(s, EndReason.TIMEOUT, s.deadline)
 
     def live(self, account: str) -> list[ModelSession]:
         return [s for s in self.sessions.values() if s.account == account and s.active(self.now)]
@@ -149,6 +232,7 @@ class SrmModel(RuleBasedStateMachine):
         content=st.sampled_from(CONTENTS),
         replaces=st.one_of(st.none(), sessions_bundle),
         claim=st.one_of(st.none(), st.integers(0, 3)),
+        reply=st.sampled_from(["answered", "lost", "resent"]),
     )
     def setup(
         self,
@@ -158,7 +242,14 @@ class SrmModel(RuleBasedStateMachine):
         content: tuple[str, str],
         replaces: str | None,
         claim: int | None,
+        reply: str,
     ) -> str:
+        """A setup. Its *reply* may be lost: the script ran, the caller gets SRM-0008 and the
+        store never learns it ran, so with keep-alive disabled the session keeps its
+        provisional deadline (abort_setup, setup_retried and advance take it from there); or
+        resent, the second run answering as for a retry (the same denial without its
+        sessions, or "created by an earlier try", then confirmed)."""
+        reply_lost = reply == "lost"
         sid = str(uuid.uuid4())
         new = NewSession(
             sid,
@@ -211,19 +302,30 @@ class SrmModel(RuleBasedStateMachine):
             # minimal: no victim could be kept without breaking a limit
             assert all(not fits([g for g in gone if g is not s]) for s in victims)
         refusing = next((c for c in checks if remaining(c[1]) + 1 > c[2]), None)
+        denied: LimitReached | None = None
+        active: int | None = None
         try:
-            active = self.run(self.store.setup(new))
+            lossy = reply != "answered"
+            with self.reply_lost("setup", resent=reply == "resent") if lossy else nullcontext():
+                active = self.run(self.store.setup(new))
         except LimitReached as exc:
             denied = exc
-        else:
-            denied = None
+        except StoreUnavailable:
+            assert reply_lost
+        if reply_lost and refusing is not None:  # denied unknowingly: counted all the same
+            self.denials += 1
+            self.count(account, self.now, "denied", 0, len(live))
+            return sid
         if denied is not None:
             assert refusing is not None, f"denied by {denied.rule}, expected to fit"
             name, field, limit, _policy = refusing
             counted = [s.sid for s in live if counts(field, s)]
-            assert (denied.rule, denied.limit, denied.active) == (name, limit, len(counted))
-            assert [x.session_id for x in denied.sessions] == counted
+            assert (denied.rule, denied.limit) == (name, limit)
+            if reply == "answered":  # a resent one is answered from the denial's marker
+                assert denied.active == len(counted)
+                assert [x.session_id for x in denied.sessions] == counted
             self.denials += 1
+            self.count(account, self.now, "denied", 0, len(live))
             # a retry of the very call (its reply lost) is answered the same, counted once
             with pytest.raises(LimitReached) as again:
                 self.run(self.store.setup(new))
@@ -234,11 +336,14 @@ class SrmModel(RuleBasedStateMachine):
             reason = EndReason.REPLACED if s.sid == replaces else EndReason.EVICTED
             self.end(s, reason, self.now, device)
         groups = tuple(c[1] for c in checks if c[1] is not None)
+        # known to have run: confirmed (keep-alive disabled: it never lapses); else provisional
+        deadline = self.now + (self.setup_period if reply_lost else self.period)
         self.sessions[sid] = ModelSession(
-            sid, account, self.now, self.now, self.now + TIMEOUT_MS, device, groups, quality
+            sid, account, self.now, self.now, deadline, device, groups, quality
         )
         self.history[sid] = None
-        assert active == len(self.live(account))
+        assert active == (None if reply_lost else len(self.live(account)))
+        self.count(account, self.now, "started", 0, len(self.live(account)))
         return sid
 
     @rule(sid=sessions_bundle)
@@ -249,6 +354,19 @@ class SrmModel(RuleBasedStateMachine):
         # like any setup, the retry ends the account's lapsed sessions first (TIMEOUT)
         self.end_lapsed(s.account)
         self.run(self.store.setup(NewSession(sid, s.account, "dev", "c", "COD", quality="UHD")))
+        if self.timeout == 0 and s.reason is None:
+            # its answer arrived this time: the setup is confirmed (lastKeepAliveAt stays)
+            s.deadline = self.now + NO_TIMEOUT_MS
+
+    @precondition(lambda self: any(s.active(self.now) for s in self.sessions.values()))
+    @rule(pick=st.integers(0, 99))
+    def setup_retried_live(self, pick: int) -> None:
+        """A retry of a live session's setup (with keep-alive disabled, one still provisional
+        after a lost reply is confirmed by it; from the bundle, few retries find one)."""
+        live = sorted(
+            (s for s in self.sessions.values() if s.active(self.now)), key=lambda s: s.sid
+        )
+        self.setup_retried(live[pick % len(live)].sid)
 
     @rule(sid=st.one_of(sessions_bundle, st.uuids().map(str)))
     def abort_setup(self, sid: str) -> None:
@@ -275,13 +393,29 @@ class SrmModel(RuleBasedStateMachine):
             else:
                 self.end(s, EndReason.TEARDOWN, self.now)
 
-    @rule(sid=sessions_bundle, same_account=st.booleans())
-    def keep_alive(self, sid: str, same_account: bool) -> None:
+    @rule(sid=sessions_bundle, same_account=st.booleans(), resent=st.booleans())
+    def keep_alive(self, sid: str, same_account: bool, resent: bool) -> None:
+        """A keep-alive; *resent*: its reply lost, it runs again and is answered the same."""
         s = self.sessions.get(sid)
-        account = self._caller(s, same_account)
+        self._keep_alive(sid, self._caller(s, same_account), resent)
+
+    @precondition(lambda self: any(s.active(self.now) for s in self.sessions.values()))
+    @rule(pick=st.integers(0, 99), resent=st.booleans())
+    def keep_alive_live(self, pick: int, resent: bool) -> None:
+        """A keep-alive of a live session by its account (ids from the bundle are mostly
+        ended, denied or lapsed ones: without this rule few keep-alives would succeed)."""
+        live = sorted(
+            (s for s in self.sessions.values() if s.active(self.now)), key=lambda s: s.sid
+        )
+        s = live[pick % len(live)]
+        self._keep_alive(s.sid, s.account, resent)
+
+    def _keep_alive(self, sid: str, account: str, resent: bool) -> None:
+        s = self.sessions.get(sid)
         ok = s is not None and s.account == account and s.active(self.now)
         try:
-            self.run(self.store.keep_alive(account, sid))
+            with self.reply_lost("keepalive", resent=True) if resent else nullcontext():
+                self.run(self.store.keep_alive(account, sid))
         except SessionNotFound as gone:
             assert not ok
             told = gone.ended
@@ -303,38 +437,58 @@ class SrmModel(RuleBasedStateMachine):
                 )
             return
         assert ok and s is not None
-        s.ka, s.deadline = self.now, self.now + TIMEOUT_MS
+        s.ka, s.deadline = self.now, self.now + self.period
 
     @rule(
         sid=sessions_bundle,
         same_account=st.booleans(),
         reason=st.sampled_from([EndReason.TEARDOWN, EndReason.OPERATOR]),
+        retry=st.sampled_from(["none", "resent", "again"]),
     )
-    def end_one(self, sid: str, same_account: bool, reason: EndReason) -> None:
+    def end_one(self, sid: str, same_account: bool, reason: EndReason, retry: str) -> None:
+        """A teardown or operator end. *retry*: its reply lost, it is resent (the second run
+        finds the session ended: ALREADY_ENDED), or the caller calls again after SRM-0008
+        (ALREADY_ENDED); either way it ends once, counted once."""
         s = self.sessions.get(sid)
         account = self._caller(s, same_account)
         try:
-            outcome = self.run(self.store.end(account, sid, reason))
+            with self.reply_lost("end", resent=True) if retry == "resent" else nullcontext():
+                outcome = self.run(self.store.end(account, sid, reason))
         except SessionNotFound:
             assert s is None or s.account != account
+            if retry == "again":
+                with pytest.raises(SessionNotFound):
+                    self.run(self.store.end(account, sid, reason))
             return
         assert s is not None and s.account == account
         if s.reason is None:
-            assert outcome is EndOutcome.ENDED
+            expected = EndOutcome.ALREADY_ENDED if retry == "resent" else EndOutcome.ENDED
+            assert outcome is expected
             if s.lapsed(self.now):
                 self.end(s, EndReason.TIMEOUT, s.deadline)
             else:
                 self.end(s, reason, self.now)
         else:
             assert outcome is EndOutcome.ALREADY_ENDED
+        if retry == "again":
+            assert self.run(self.store.end(account, sid, reason)) is EndOutcome.ALREADY_ENDED
 
-    @rule(account=st.sampled_from(ACCOUNTS))
-    def end_all(self, account: str) -> None:
+    @rule(
+        account=st.sampled_from(ACCOUNTS),
+        batch=st.sampled_from([1, 2, 1000]),
+        resent=st.booleans(),
+    )
+    def end_all(self, account: str, batch: int, resent: bool) -> None:
+        """End-all in batches of *batch*; *resent*: every batch's reply is lost and the batch
+        runs again (ending the next ones): the call's marker still makes the total count
+        each session it ended with OPERATOR once."""
         self.end_lapsed(account)
         live = self.live(account)
         for s in live:
             self.end(s, EndReason.OPERATOR, self.now)
-        assert self.run(self.store.end_all(account, EndReason.OPERATOR)) == len(live)
+        with self.reply_lost("end_all", resent=True) if resent else nullcontext():
+            total = self.run(self.store.end_all(account, EndReason.OPERATOR, batch=batch))
+        assert total == len(live)
 
     @rule(account=st.sampled_from(ACCOUNTS), value=st.integers(0, 3))
     def set_limit(self, account: str, value: int) -> None:
@@ -362,16 +516,11 @@ class SrmModel(RuleBasedStateMachine):
 
     @rule(account=st.sampled_from(ACCOUNTS), device=st.sampled_from(sorted(DEVICES)))
     def end_device(self, account: str, device: str) -> None:
-        self.end_lapsed_of(account, device)
+        self.end_lapsed(account, device)
         live = [s for s in self.live(account) if s.device == device]
         for s in live:
             self.end(s, EndReason.OPERATOR, self.now)
         assert self.run(self.store.end_device(account, device, EndReason.OPERATOR)) == len(live)
-
-    def end_lapsed_of(self, account: str, device: str) -> None:
-        for s in self.sessions.values():
-            if s.account == account and s.device == device and s.lapsed(self.now):
-                self.end(s, EndReason.TIMEOUT, s.deadline)
 
     @rule(seconds=st.sampled_from([0.001, 1, 10, 19.999, 20, 29.999, 30, 45, 120]))
     def advance(self, seconds: float) -> None:
@@ -379,9 +528,7 @@ class SrmModel(RuleBasedStateMachine):
 
     @rule(batch=st.sampled_from([1, 2, 100]))
     def sweep(self, batch: int) -> None:
-        for s in self.sessions.values():
-            if s.lapsed(self.now):
-                self.end(s, EndReason.TIMEOUT, s.deadline)
+        self.end_lapsed()
         for shard in range(self.keys.shards):
             while self.run(self.store.sweep(shard, batch)).ended == batch:
                 pass
@@ -430,10 +577,13 @@ class SrmModel(RuleBasedStateMachine):
                 g = got[sid]
                 assert g.last_keep_alive_at == m.ka and g.created_at == m.created
                 assert (g.device_id, g.quality) == (m.device, m.quality)
+                confirmed = m.deadline - m.ka >= NO_TIMEOUT_MS  # keep-alive disabled
+                if confirmed:  # the clock never gets that far: it must never lapse
+                    assert g.end_reason is not EndReason.TIMEOUT
                 if m.active(self.now):
                     assert (g.state, g.expires_at, g.end_reason) == (
                         State.ACTIVE,
-                        m.deadline,
+                        None if confirmed else m.deadline,
                         None,
                     )
                 elif m.reason is None:  # lapsed, not processed yet
@@ -449,6 +599,16 @@ class SrmModel(RuleBasedStateMachine):
                         m.ended_at,
                     )
         self.run(invariants.check(self.redis, self.keys))
+
+    @invariant()
+    def usage_matches_model(self) -> None:
+        """Each account's usage per UTC day: started, denied, ended by reason, watched ms and
+        peak, exactly as the model counted them (nothing counted twice, nothing missed)."""
+        for account in ACCOUNTS:
+            expected = {
+                day: counted.report(day) for day, counted in self.usage.get(account, {}).items()
+            }
+            assert self.run(self.store.usage(account)) == expected, account
 
     @invariant()
     def one_event_per_start_end_and_denial(self) -> None:
@@ -470,9 +630,14 @@ class SrmModel(RuleBasedStateMachine):
 # About 5 s alone; a loaded 2-core machine runs it several times slower, and a failure's
 # shrinking can take minutes: the falsifying steps must be reported, not cut off at 120 s.
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("evict", [False, True], ids=["deny", "evict"])
-def test_store_behaves_like_the_model(real_redis: RedisProcess, evict: bool) -> None:
-    machine = type("Machine", (SrmModel,), {"url": real_redis.url, "evict": evict})
+@pytest.mark.parametrize(
+    ("evict", "timeout"),
+    [(False, TIMEOUT_MS), (True, TIMEOUT_MS), (True, 0)],
+    ids=["deny", "evict", "evict-keepalive-disabled"],
+)
+def test_store_behaves_like_the_model(real_redis: RedisProcess, evict: bool, timeout: int) -> None:
+    attributes = {"url": real_redis.url, "evict": evict, "timeout": timeout}
+    machine = type("Machine", (SrmModel,), attributes)
     run_state_machine_as_test(
         machine,
         settings=settings(
