@@ -1,4 +1,4 @@
-"""What the service answers to input it refuses (issue 21, items 5 and 6): the ``detail`` beside
+"""What the service answers to input it refuses: the ``detail`` beside
 errorResponse, the 401 challenge, ids no URL can carry, one contentID rule for the server and
 the OpenAPI document, and the document's account of nullable and configured fields."""
 

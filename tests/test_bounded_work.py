@@ -1,7 +1,6 @@
 """A request's Redis work is bounded by the account's ACTIVE sessions (and a constant), never
 by its history: ENDED records waiting for the reaper cost a setup, a denial, a keep-alive, a
-teardown, a `replaces` or a lapse nothing, and a listing page one page of them (issue 21,
-item 2).
+teardown, a `replaces` or a lapse nothing, and a listing page one page of them.
 
 Work is counted, not timed: every script runs with each ``redis.call`` counted in a key of the
 test's own, one unit per command, per argument and per element of its reply, so an HGETALL of

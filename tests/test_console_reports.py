@@ -1,4 +1,4 @@
-"""Browser tests of the console's usage chart and denials report (issue 13's endpoints)."""
+"""Browser tests of the console's usage chart and denials report."""
 
 from __future__ import annotations
 

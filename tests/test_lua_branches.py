@@ -1,6 +1,6 @@
 """Branches of the Lua scripts that ordinary traffic rarely takes: a denial counting more than
 100 sessions, more than 1,000 lapsed sessions in one account, variadic calls split past 1,000
-items, a non-numeric counter, a damaged denial marker (issue 21, items 8 and 9)."""
+items, a non-numeric counter, a damaged denial marker."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ async def state(store: SessionStore, s: NewSession) -> tuple[State, EndReason | 
 async def test_a_setup_on_a_tv_ends_only_that_tvs_session(
     store: SessionStore, clock: Clock
 ) -> None:
-    """issue 21, item 1: A (tv-1, oldest), B (phone-1), C (tv-2); a setup from tv-2 ends C
+    """A (tv-1, oldest), B (phone-1), C (tv-2); a setup from tv-2 ends C
     alone, which satisfies both the account limit (2 + 1 = 3) and one per TV."""
     a, b, c = new("tv-1", "tv"), new("phone-1", "phone"), new("tv-2", "tv")
     for s in (a, b, c):

@@ -1,4 +1,4 @@
-"""How the `srm` commands fail at start and at their output's end (issue 21, item 7): one line
+"""How the `srm` commands fail at start and at their output's end: one line
 and exit 2 for a listen address in use, no traceback when stdout's reader has gone, one line
 for a metrics port in use. Each runs the real command as a process."""
 
