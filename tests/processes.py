@@ -148,10 +148,14 @@ def wait_ready(proc: SrmProcess, timeout: float = 90) -> None:
 
 
 @contextlib.contextmanager
-def srm_serve(tmp: Path, cwd: Path | None = None, **env: str) -> Iterator[SrmProcess]:
-    """`srm serve` on a free port, ready; stopped with SIGTERM afterwards."""
+def srm_serve(
+    tmp: Path, cwd: Path | None = None, auth_secret: str | None = SECRET, **env: str
+) -> Iterator[SrmProcess]:
+    """`srm serve` on a free port, ready; stopped with SIGTERM afterwards. *auth_secret*:
+    SRM_AUTH_SECRET, or None to leave the secret to the configuration file."""
     port = free_port()
-    variables = srm_env(SRM_PORT=str(port), SRM_AUTH_SECRET=SECRET, **env)
+    secret = {} if auth_secret is None else {"SRM_AUTH_SECRET": auth_secret}
+    variables = srm_env(SRM_PORT=str(port), **secret, **env)
     log = tmp / f"srm-serve-{port}.log"
     proc = SrmProcess(start_srm(["serve"], variables, log, cwd), port, log)
     try:

@@ -18,8 +18,8 @@ import jwt
 import pytest
 
 from srm.config import load
-from tests.processes import ROOT, SrmProcess, kill_group, srm_env, start_srm, wait_ready
-from tests.redis_servers import RedisProcess, free_port
+from tests.processes import ROOT, SrmProcess, srm_serve
+from tests.redis_servers import RedisProcess
 
 DEV_CONFIG = ROOT / "config" / "dev.toml"
 # The README's commands name ./.venv and ./config; the test runs them in a directory where
@@ -53,18 +53,11 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def dev_srm(real_redis: RedisProcess, tmp_path: Path) -> Iterator[SrmProcess]:
-    """`srm serve` as scripts/run starts it (config/dev.toml), on the test's Redis and port."""
-    port = free_port()
-    env = srm_env(SRM_PORT=str(port), SRM_CONFIG=str(DEV_CONFIG), SRM_REDIS_URL=real_redis.url)
-    log = tmp_path / "srm-serve.log"
-    srm = SrmProcess(start_srm(["serve"], env, log), port, log)
-    try:
-        wait_ready(srm)
+    """`srm serve` as scripts/run starts it (config/dev.toml, its secret), on the test's Redis."""
+    with srm_serve(
+        tmp_path, auth_secret=None, SRM_CONFIG=str(DEV_CONFIG), SRM_REDIS_URL=real_redis.url
+    ) as srm:
         yield srm
-    finally:
-        if srm.proc.poll() is None:
-            srm.stop()
-        kill_group(srm.proc)
 
 
 # Runs before the block: every curl call also writes its status line and headers to
