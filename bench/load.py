@@ -133,7 +133,9 @@ class Monitor:
 def count_commands(url: str, redis_url: str, tokens: list[str]) -> list[CommandCount]:
     """Commands Redis receives per setup, keep-alive and teardown (exact, via MONITOR)."""
     results = []
-    stats = redis.Redis.from_url(redis_url, decode_responses=True)
+    stats = redis.Redis.from_url(
+        redis_url, decode_responses=True, encoding_errors="surrogateescape"
+    )
     monitor = Monitor(redis_url)
     try:
         sids: dict[int, str] = {}

@@ -161,7 +161,7 @@ def stack(workers: int) -> Iterator[tuple[str, redis.Redis, subprocess.Popen[byt
             )
         )
         url = f"redis://127.0.0.1:{redis_port}/0"
-        client = redis.Redis.from_url(url, decode_responses=True)
+        client = redis.Redis.from_url(url, decode_responses=True, encoding_errors="surrogateescape")
         for _ in range(100):
             with contextlib.suppress(redis.ConnectionError):
                 client.ping()

@@ -48,6 +48,8 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SRM_ENDED_RETENTION": ("sessions", "ended_retention"),
     "SRM_REAPER_INTERVAL": ("reaper", "interval"),
     "SRM_AUTH_LIMIT_CLAIMS": ("auth", "limit_claims"),
+    "SRM_TRUSTED_PROXIES": ("network", "trusted_proxies"),
+    "SRM_DEVICES_MAX": ("devices", "max"),
 }
 # Variables that are not settings but are read elsewhere (not warned about).
 ENV_OTHER = frozenset({"SRM_CONFIG"})
@@ -161,6 +163,21 @@ class SessionSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    trusted_proxies: tuple[str, ...]
+    ipv4_prefix: int
+    ipv6_prefix: int
+    learn_home: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DevicesSettings:
+    max: int
+    forget_after_days: int
+    swap_cooldown_days: int
+
+
+@dataclass(frozen=True)
 class ReaperSettings:
     interval: float
     batch_size: int
@@ -199,6 +216,8 @@ class Settings:
     auth: AuthSettings
     operator: OperatorSettings
     sessions: SessionSettings
+    network: NetworkSettings
+    devices: DevicesSettings
     reaper: ReaperSettings
     events: EventsSettings
     logging: LoggingSettings
@@ -492,6 +511,7 @@ def _validate(s: Settings) -> None:
         200 <= s.sessions.deny_status <= 599,
         f"sessions.deny_status: an HTTP status 200..599, got {s.sessions.deny_status}",
     )
+    _validate_households(s.network, s.devices)
     _check(
         0.01 <= s.reaper.interval <= 3600,
         f"reaper.interval (SRM_REAPER_INTERVAL): 0.01..3600, got {s.reaper.interval}",
@@ -529,6 +549,32 @@ def _validate(s: Settings) -> None:
     _check(
         s.logging.level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
         f"logging.level: DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.logging.level!r}",
+    )
+
+
+def _validate_households(n: NetworkSettings, d: DevicesSettings) -> None:
+    for cidr in n.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"network.trusted_proxies (SRM_TRUSTED_PROXIES): {cidr!r} is not a CIDR"
+            ) from None
+    _check(8 <= n.ipv4_prefix <= 32, f"network.ipv4_prefix: 8..32, got {n.ipv4_prefix}")
+    # a network is stored as the first 8 bytes of the address (srm/network.py)
+    _check(16 <= n.ipv6_prefix <= 64, f"network.ipv6_prefix: 16..64, got {n.ipv6_prefix}")
+    _check(
+        all(1 <= len(t) <= 64 for t in n.learn_home),
+        "network.learn_home: device types of 1..64 characters",
+    )
+    _check(0 <= d.max <= 1000, f"devices.max (SRM_DEVICES_MAX): 0..1000, got {d.max}")
+    _check(
+        1 <= d.forget_after_days <= 3650,
+        f"devices.forget_after_days: 1..3650, got {d.forget_after_days}",
+    )
+    _check(
+        0 <= d.swap_cooldown_days <= 365,
+        f"devices.swap_cooldown_days: 0..365, got {d.swap_cooldown_days}",
     )
 
 

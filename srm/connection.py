@@ -71,9 +71,14 @@ def retry_policy() -> Retry:
     return Retry(ExponentialBackoff(cap=0.25, base=0.025), retries=2)
 
 
+# Replies are decoded as UTF-8; the few values that hold bytes (networks and addresses,
+# srm/network.py) come back as surrogate escapes, which network.to_bytes undoes exactly.
+DECODE: dict[str, Any] = {"decode_responses": True, "encoding_errors": "surrogateescape"}
+
+
 def common_options(settings: RedisSettings) -> dict[str, Any]:
     return {
-        "decode_responses": True,
+        **DECODE,
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.connect_timeout,
         "retry": retry_policy(),
@@ -361,7 +366,7 @@ def _cluster_client(target: Target, settings: RedisSettings) -> RedisCluster:
         max_connections=settings.pool_size,
         username=target.username,
         password=target.password,
-        decode_responses=True,
+        **DECODE,
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.connect_timeout,
         health_check_interval=options["health_check_interval"],

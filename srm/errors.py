@@ -12,7 +12,8 @@ SrmError
 │   └── StoreUnreached   SRM-0008 (the call never reached Redis: nothing to undo)
 ├── KeysUnavailable      SRM-0008
 ├── TooLarge             SRM-0009
-└── NoSuchPath           SRM-0010
+├── NoSuchPath           SRM-0010
+└── TooSoon              SRM-0011
 """
 
 from __future__ import annotations
@@ -71,17 +72,26 @@ class LimitReached(SrmError):
     message = "Maximum number of concurrent sessions reached for this account"
 
     def __init__(
-        self, active: int, limit: int, rule: str = "account", sessions: Sequence[Any] = ()
+        self,
+        active: int,
+        limit: int,
+        rule: str = "account",
+        sessions: Sequence[Any] = (),
+        devices: Sequence[Any] | None = None,
     ) -> None:
-        super().__init__(
-            f"the account allows at most {limit} active sessions"
-            if rule == "account"
-            else f"limit rule {rule} allows at most {limit} of these sessions"
-        )
-        self.active = active  # the ACTIVE sessions counted against the refusing limit
+        if rule == "account":
+            detail = f"the account allows at most {limit} active sessions"
+        elif devices is not None:
+            detail = f"the account allows at most {limit} registered devices"
+        else:
+            detail = f"limit rule {rule} allows at most {limit} of these sessions"
+        super().__init__(detail)
+        self.active = active  # the ACTIVE sessions (or devices) counted against the limit
         self.limit = limit
         self.rule = rule
         self.sessions = list(sessions)  # srm.model.Session of those, for the denial body
+        # the registered devices (srm.model.Device) when the device registry refused
+        self.devices = list(devices) if devices is not None else None
 
 
 class NotOperator(SrmError):
@@ -132,3 +142,15 @@ class NoSuchPath(SrmError):
 
     code = "SRM-0010"
     message = "No such path"
+
+
+class TooSoon(SrmError):
+    """Raised when a request comes sooner than allowed: a device removal within the swap
+    cooldown (or, later, an account's setups over their rate)."""
+
+    code = "SRM-0011"
+    message = "Too many requests, retry later"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, retry_after)  # whole seconds, for Retry-After

@@ -12,6 +12,9 @@ keys (each account key kind has its own fixed infix or suffix, so it is injectiv
 | ``srm:{s7}:ae:<accountId>`` | hash | the account's ENDED sessions (and tombstones) until removed |
 | ``srm:{s7}:acct:<accountId>:limit`` | string | optional per-account limit override |
 | ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
+| ``srm:{s7}:acct:<accountId>:home`` | string | the account's home networks (packed) |
+| ``srm:{s7}:acct:<accountId>:devices`` | hash | deviceId -> ``<first>,<last>,<type>`` (registry) |
+| ``srm:{s7}:acct:<accountId>:swap`` | string | set by a device removal, lives the swap cooldown |
 | ``srm:{s7}:due`` | zset | accountId -> earliest keep-alive deadline of its ACTIVE sessions |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
 | ``srm:{s7}:active`` | hash | ``n``: the shard's ACTIVE sessions; ``recounted``: its last recount |
@@ -77,6 +80,9 @@ class AccountKeys:
     ended: str  # the account's ENDED records, apart from the ACTIVE ones of state
     limit: str
     rule_limits: str
+    home: str  # the account's home networks
+    devices: str  # the account's device registry
+    swap: str  # the swap cooldown: exists while a device removal is too recent
     due: str
     reap: str
     events: str
@@ -158,6 +164,9 @@ class Keys:
                 keys.limit,
                 keys.rule_limits,
                 keys.legacy,
+                keys.home,
+                keys.devices,
+                keys.swap,
             )
             size = _DICT_ENTRY_BYTES + sys.getsizeof(keys) + sum(map(sys.getsizeof, strings))
             if self._accounts_bytes + size > ACCOUNT_CACHE_BYTES:
@@ -177,6 +186,9 @@ class Keys:
             ended=f"{tag}:ae:{account_id}",
             limit=base + "limit",
             rule_limits=base + "rlimit",
+            home=base + "home",
+            devices=base + "devices",
+            swap=base + "swap",
             due=self._due[shard],
             reap=self._reaps[shard],
             events=self._events[shard],

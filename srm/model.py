@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
+from srm.network import Networks
 from srm.rules import Rule
 
 DEFAULT_DEVICE_TYPE = "unknown"
@@ -43,6 +44,7 @@ class NewSession:
     quality: str | None = None
     replaces: str | None = None  # the sessionId this setup ends (REPLACED) if it succeeds
     max_sessions: int | None = None  # the token's limit claim, when honoured
+    address: bytes = b""  # the client address, packed (4 or 16 bytes; srm/network.py); b"": none
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,28 @@ class Session:
     end_reason: EndReason | None
     device_type: str = DEFAULT_DEVICE_TYPE
     quality: str | None = None
+    network: str | None = None  # CIDR of the client's network at setup
+    location: str | None = None  # "home" | "away" at setup; None: the account had no home
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device of an account's registry (times in ms)."""
+
+    device_id: str
+    device_type: str
+    first_seen: int
+    last_seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Devices:
+    """An account's registered devices, its cap, and when the next removal is allowed
+    (None: now)."""
+
+    devices: list[Device]
+    max: int
+    next_removal_at: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +134,7 @@ class DayUsage:
     ended: tuple[int, ...] = (0,) * len(USAGE_REASONS)
     watched_ms: int = 0
     peak_active: int = 0
+    registered: int = 0  # devices newly registered
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +152,17 @@ class EventPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Households:
+    """The [network] and [devices] settings the store applies."""
+
+    networks: Networks = field(default_factory=Networks)
+    learn_home: tuple[str, ...] = ()  # device types whose first session sets the home
+    devices_max: int = 0  # 0: no device registry
+    forget_after_ms: int = 90 * DAY_MS
+    swap_cooldown_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """The session rules the store applies (from the [sessions] settings)."""
 
@@ -135,6 +171,7 @@ class Policy:
     retention_ms: int
     evict: bool
     rules: tuple[Rule, ...] = ()
+    households: Households = field(default_factory=Households)
 
     @property
     def period_ms(self) -> int:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from srm.config import Settings
 from srm.keys import Keys
-from srm.model import EventPolicy, Policy
+from srm.model import DAY_MS, EventPolicy, Households, Policy
+from srm.network import Networks
 
 if TYPE_CHECKING:  # imported when used: srm.embedded (and so `srm reaper --check`) stays light
     from wsgiref.simple_server import WSGIServer
@@ -26,13 +27,20 @@ log = logging.getLogger(__name__)
 
 
 def policy(settings: Settings) -> Policy:
-    s = settings.sessions
+    s, n, d = settings.sessions, settings.network, settings.devices
     return Policy(
         timeout_ms=s.timeout * 1000,
         max_sessions=s.max_sessions,
         retention_ms=s.ended_retention * 1000,
         evict=s.limit_policy == "evict",
         rules=s.rules,
+        households=Households(
+            networks=Networks.of(n.trusted_proxies, n.ipv4_prefix, n.ipv6_prefix),
+            learn_home=n.learn_home,
+            devices_max=d.max,
+            forget_after_ms=d.forget_after_days * DAY_MS,
+            swap_cooldown_ms=d.swap_cooldown_days * DAY_MS,
+        ),
     )
 
 

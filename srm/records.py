@@ -19,6 +19,7 @@ from srm.model import (
     Session,
     State,
 )
+from srm.network import Networks
 
 SESSION_ID_LENGTH = 36
 COUNT_FIELD = "n"
@@ -26,7 +27,8 @@ _REASONS = frozenset(EndReason.__members__)
 _NUMBERS = re.compile(r"(-?\d+),(-?\d+),(-?\d+)(?:,(-?\d+),([A-Z]+))?;", re.ASCII)
 _LENGTH = re.compile(rb"(\d+):")  # a string's byte length, ASCII digits only
 # usage fields in their packed order (USAGE in _events.lua); trailing zeros are left out
-_USAGE_ORDER = ("started", "peak", "watched", "denied", *USAGE_REASONS)
+_USAGE_ORDER = ("started", "peak", "watched", "denied", *USAGE_REASONS, "registered")
+LOCATIONS = {"h": "home", "a": "away"}  # '-': the account had no home network
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,17 @@ class Record:
     ended_at: int | None = None
     reason: EndReason | None = None
     by_device_id: str = ""
+    where: bytes = b""  # location at setup and network (_account.lua); b"": not known
+
+    @property
+    def network(self) -> bytes:
+        """The network of the client at setup, as the store keeps it (srm/network.py)."""
+        return self.where[1:]
+
+    @property
+    def location(self) -> str | None:
+        """ "home" or "away" at setup; None when the account had no home network."""
+        return LOCATIONS.get(chr(self.where[0])) if self.where else None
 
     @property
     def ended(self) -> Ended | None:
@@ -66,8 +79,10 @@ def parse(value: str) -> Record | None:
     if match is None:
         return None
     created, ka_off, deadline_off, ended_off, reason_text = match.groups()
-    strings = _strings(value.encode(), len(match.group(0).encode()))
-    strings += [""] * (7 - len(strings))  # a damaged record: '' for what it lacks
+    raw = value.encode("utf-8", "surrogateescape")  # the bytes Redis holds (network.to_bytes)
+    parts = _strings(raw, len(match.group(0).encode()))
+    parts += [b""] * (8 - len(parts))  # a damaged or older record: '' for what it lacks
+    strings = [part.decode(errors="replace") for part in parts[:7]]
     created_ms = int(created)
     ka = created_ms + int(ka_off)
     reason = None
@@ -88,7 +103,9 @@ def parse(value: str) -> Record | None:
         groups=strings[5],
         ended_at=created_ms + int(ended_off) if ended_off is not None else None,
         reason=reason,
-        by_device_id=strings[6],
+        # an ENDED record has byDeviceId where an ACTIVE one has where (_account.lua)
+        by_device_id=strings[6] if reason is not None else "",
+        where=parts[7] if reason is not None else parts[6],
     )
 
 
@@ -104,25 +121,31 @@ def classify(value: str) -> tuple[int, bool] | None:
     return int(created) + int(ka_off) + int(deadline_off), reason is not None
 
 
-def _strings(raw: bytes, pos: int) -> list[str]:
+def _strings(raw: bytes, pos: int) -> list[bytes]:
     """The length-prefixed strings of a record from byte *pos* on, up to the first damaged
     one (record_strings in _account.lua reads them the same way)."""
     out = []
     while (prefix := _LENGTH.match(raw, pos)) is not None:
         start = prefix.end()
         n = int(prefix.group(1))
-        out.append(raw[start : start + n].decode(errors="replace"))
+        out.append(raw[start : start + n])
         pos = start + n
     return out
 
 
-def session(session_id: str, value: str | None, now: int, account_id: str) -> Session | None:
+def session(
+    session_id: str, value: str | None, now: int, account_id: str, networks: Networks
+) -> Session | None:
     """The session as callers see it; None when *value* is no session (missing, a tombstone,
-    a damaged one). A lapsed ACTIVE record reads as ENDED with TIMEOUT at its deadline."""
-    return session_of(session_id, parse(value) if value is not None else None, now, account_id)
+    a damaged one). A lapsed ACTIVE record reads as ENDED with TIMEOUT at its deadline.
+    *networks* shows its network (with the configured prefix)."""
+    record = parse(value) if value is not None else None
+    return session_of(session_id, record, now, account_id, networks)
 
 
-def session_of(session_id: str, record: Record | None, now: int, account_id: str) -> Session | None:
+def session_of(
+    session_id: str, record: Record | None, now: int, account_id: str, networks: Networks
+) -> Session | None:
     """The session a parsed record stands for (see session)."""
     if record is None:
         return None
@@ -147,6 +170,8 @@ def session_of(session_id: str, record: Record | None, now: int, account_id: str
         end_reason=reason,
         device_type=record.device_type or DEFAULT_DEVICE_TYPE,
         quality=record.quality or None,
+        network=networks.network_text(record.network),
+        location=record.location,
     )
 
 
@@ -172,4 +197,5 @@ def day_usage(day: int, packed: str) -> DayUsage:
         ended=tuple(v[reason] for reason in USAGE_REASONS),
         watched_ms=v["watched"],
         peak_active=v["peak"],
+        registered=v["registered"],
     )

@@ -1,10 +1,12 @@
 """Limit rules: which sessions a rule counts, in which group, and how the store records it.
 
 A rule counts the ACTIVE sessions that match all its filters (quality, device type, content
-type; an empty filter matches anything), per account, per (account, deviceId) or per
-(account, contentID). Setup decides the groups a new session counts in and records them with
-it (in the account's rules hash, see srm/keys.py), so ending it decrements exactly those
-counters even if the configuration changed meanwhile.
+type, location; an empty filter matches anything), per account, per (account, deviceId), per
+(account, contentID) or per (account, network); it bounds their number, or the number of
+distinct devices or networks among them (``count``). Setup decides the groups a new session
+counts in and records them with it (in its record, see srm/lua/_account.lua), so ending it
+decrements exactly those counters even if the configuration changed meanwhile. The location
+filter is applied by setup.lua, which alone knows the account's home networks.
 """
 
 from __future__ import annotations
@@ -15,13 +17,29 @@ from dataclasses import dataclass
 from typing import Any
 
 ACCOUNT_RULE = "account"  # the name under which a denial by the account limit is reported
+DEVICES_RULE = "devices"  # the name under which a denial by the device registry is reported
+RESERVED = (ACCOUNT_RULE, DEVICES_RULE)
 MAX_RULE_MAX = 1_000_000
-PER = ("account", "device", "content")
+PER = ("account", "device", "content", "network")
+COUNTS = ("sessions", "devices", "networks")
+LOCATIONS = ("home", "away")
 POLICIES = ("deny", "evict")
 RULE_NAME = re.compile(r"[a-z0-9-]{1,32}")
 RULE_KEYS = frozenset(
-    {"name", "max", "qualities", "device_types", "content_types", "per", "policy"}
+    {
+        "name",
+        "max",
+        "qualities",
+        "device_types",
+        "content_types",
+        "locations",
+        "per",
+        "count",
+        "policy",
+    }
 )
+_PER_SUFFIX = {"device": "/d", "content": "/c", "network": "/n"}
+_COUNT_SUFFIX = {"devices": "+d", "networks": "+n"}
 MAX_DEVICE_TYPE_LENGTH = 64
 
 
@@ -38,6 +56,8 @@ class Rule:
     content_types: tuple[str, ...] = ()
     per: str = "account"
     policy: str = "deny"
+    locations: tuple[str, ...] = ()  # "home", "away"; empty: anywhere
+    count: str = "sessions"  # what max bounds: sessions, distinct devices or networks
 
     def matches(self, quality: str | None, device_type: str, content_type: str) -> bool:
         """Whether a session with these attributes counts against this rule."""
@@ -50,16 +70,36 @@ class Rule:
     @property
     def reference(self) -> str:
         """How a session's record names this rule among its groups (_account.lua):
-        ``<rule>``, ``<rule>/d`` per device, ``<rule>/c`` per content."""
-        return self.name + {"device": "/d", "content": "/c"}.get(self.per, "")
+        ``<rule>``, then ``/d`` per device, ``/c`` per content, ``/n`` per network, then
+        ``+d`` or ``+n`` when it counts distinct devices or networks."""
+        return self.name + _PER_SUFFIX.get(self.per, "") + _COUNT_SUFFIX.get(self.count, "")
 
-    def group(self, device_id: str, content_id: str) -> str:
-        """The counter field of the group a matching session counts in: ``<rule>:<group>``."""
+    @property
+    def where(self) -> str:
+        """The location filter as setup.lua takes it: '' anywhere, 'h' home, 'a' away."""
+        if len(set(self.locations)) == 1:
+            return self.locations[0][0]
+        return ""
+
+    def _group(self, device_id: str, content_id: str, network: bytes) -> bytes:
         if self.per == "device":
-            return f"{self.name}:{device_id}"
+            return device_id.encode()
         if self.per == "content":
-            return f"{self.name}:{content_id}"
-        return f"{self.name}:"
+            return content_id.encode()
+        if self.per == "network":
+            return network
+        return b""
+
+    def fields(self, device_id: str, content_id: str, network: bytes) -> tuple[bytes, bytes]:
+        """The counter field of the group a matching session counts in, and the field
+        counting its device or network in that group (b'' when the rule counts sessions),
+        as group_fields in _account.lua builds them."""
+        group = self._group(device_id, content_id, network)
+        if self.count == "sessions":
+            return b"=" + self.name.encode() + b":" + group, b""
+        kind = b"=" + self.name.encode() + _COUNT_SUFFIX[self.count].encode()
+        value = device_id.encode() if self.count == "devices" else network
+        return kind + b":" + group, kind + b"#%d:" % len(group) + group + value
 
 
 def parse(
@@ -80,9 +120,9 @@ def parse(
         unknown = sorted(set(entry) - RULE_KEYS)
         if unknown:
             raise RuleError(f"{where}: unknown key {unknown[0]!r}")
-        if not isinstance(name, str) or not RULE_NAME.fullmatch(name) or name == ACCOUNT_RULE:
+        if not isinstance(name, str) or not RULE_NAME.fullmatch(name) or name in RESERVED:
             raise RuleError(
-                f"{where}: name must be 1..32 of a-z 0-9 - and not {ACCOUNT_RULE!r}, got {name!r}"
+                f"{where}: name must be 1..32 of a-z 0-9 - and not account or devices, got {name!r}"
             )
         if name in seen:
             raise RuleError(f"{where}: duplicate rule name")
@@ -98,6 +138,9 @@ def parse(
         rule_policy = entry.get("policy", policy)
         if rule_policy not in POLICIES:
             raise RuleError(f"{where}: policy must be deny or evict, got {rule_policy!r}")
+        count = entry.get("count", "sessions")
+        if count not in COUNTS:
+            raise RuleError(f"{where}: count must be one of {', '.join(COUNTS)}, got {count!r}")
         rules.append(
             Rule(
                 name=name,
@@ -107,6 +150,8 @@ def parse(
                 content_types=_names(entry, "content_types", content_types, where),
                 per=per,
                 policy=rule_policy,
+                locations=_names(entry, "locations", LOCATIONS, where),
+                count=count,
             )
         )
     return tuple(rules)

@@ -69,7 +69,7 @@ def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
 async def open_backend(request: pytest.FixtureRequest, name: str) -> AsyncIterator[Any]:
     """An emptied client of backend *name*: a real topology, or fakeredis."""
     if name == "fakeredis":
-        client = fakeredis.FakeAsyncRedis(decode_responses=True)
+        client = fakeredis.FakeAsyncRedis(decode_responses=True, encoding_errors="surrogateescape")
     else:
         client = connect(redis_settings(url=topology_url(request, name)))
     await client.flushall()

@@ -97,7 +97,9 @@ class RedisProcess:
         self.proc = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, decode_responses=True)
+        return redis.Redis.from_url(
+            self.url, decode_responses=True, encoding_errors="surrogateescape"
+        )
 
 
 def wait_for_redis(url: str, timeout: float = 10.0) -> None:

@@ -92,7 +92,12 @@ async def test_a_silent_redis_fails_the_batch_within_the_deadline(
     real_redis: RedisProcess, keyspace: k.Keys, policy: Policy, clock: Clock
 ) -> None:
     # no socket timeout of its own (redis-py's default is 5 s): only the deadline can answer
-    client = aioredis.Redis.from_url(real_redis.url, decode_responses=True, socket_timeout=None)
+    client = aioredis.Redis.from_url(
+        real_redis.url,
+        decode_responses=True,
+        encoding_errors="surrogateescape",
+        socket_timeout=None,
+    )
     store = SessionStore(client, keyspace, policy, clock=clock, deadline=0.3)
     await store.setup(new("warm"))
     with real_redis.client() as admin:

@@ -51,7 +51,9 @@ end
 
 @pytest.fixture
 async def redis(real_redis: RedisProcess) -> AsyncIterator[Any]:
-    client = aioredis.Redis.from_url(real_redis.url, decode_responses=True)
+    client = aioredis.Redis.from_url(
+        real_redis.url, decode_responses=True, encoding_errors="surrogateescape"
+    )
     yield client
     await client.aclose()
 

@@ -45,7 +45,7 @@ PAGES = (*console.paths("/srm"), *console.paths("/srm/v1"))
 @contextlib.asynccontextmanager
 async def _console_client(settings: Any) -> Any:
     store = SessionStore(
-        fakeredis.FakeAsyncRedis(decode_responses=True),
+        fakeredis.FakeAsyncRedis(decode_responses=True, encoding_errors="surrogateescape"),
         k.Keys(shards=16),
         Policy(timeout_ms=120_000, max_sessions=3, retention_ms=60_000, evict=False),
     )

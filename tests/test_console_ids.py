@@ -48,7 +48,9 @@ def _stored_session(redis_server: RedisProcess, account: str, device: str) -> st
     exist from before the service refused them in tokens, and must stay harmless."""
 
     async def create() -> str:
-        client = redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True)
+        client = redis.asyncio.Redis.from_url(
+            redis_server.url, decode_responses=True, encoding_errors="surrogateescape"
+        )
         try:
             store = SessionStore(
                 client,

@@ -84,7 +84,9 @@ def consumers(tmp_path: Path) -> Iterator[Callable[..., EventsProcess]]:
 
 @pytest.fixture
 async def redis(real_redis: RedisProcess) -> AsyncIterator[Any]:
-    client = aioredis.Redis.from_url(real_redis.url, decode_responses=True)
+    client = aioredis.Redis.from_url(
+        real_redis.url, decode_responses=True, encoding_errors="surrogateescape"
+    )
     yield client
     await client.aclose()
 
@@ -158,7 +160,9 @@ async def test_the_consumer_rides_out_a_redis_restart(
 ) -> None:
     keyspace = k.Keys(SHARDS)
     with redis_process("--appendonly", "yes") as server:
-        client = aioredis.Redis.from_url(server.url, decode_responses=True)
+        client = aioredis.Redis.from_url(
+            server.url, decode_responses=True, encoding_errors="surrogateescape"
+        )
         try:
             consumer = consumers(server.url, SRM_REDIS_REQUEST_DEADLINE="1.0")
             await changes(SessionStore(client, keyspace, POLICY), 50, "before")
@@ -168,7 +172,9 @@ async def test_the_consumer_rides_out_a_redis_restart(
             server.kill(signal.SIGTERM)  # a clean shutdown: the AOF keeps the streams and group
             await asyncio.sleep(1.0)
             server.start()
-            client = aioredis.Redis.from_url(server.url, decode_responses=True)
+            client = aioredis.Redis.from_url(
+                server.url, decode_responses=True, encoding_errors="surrogateescape"
+            )
             await changes(SessionStore(client, keyspace, POLICY), 50, "after")
             every = await written(client, keyspace)
             assert len(every) == 300

@@ -118,7 +118,9 @@ class SrmModel(RuleBasedStateMachine):
         # whose reply was lost (never confirmed): Policy.period_ms and setup_period_ms
         self.period = self.timeout or NO_TIMEOUT_MS
         self.setup_period = self.timeout or PROVISIONAL_MS
-        self.redis = aioredis.Redis.from_url(self.url, decode_responses=True)
+        self.redis = aioredis.Redis.from_url(
+            self.url, decode_responses=True, encoding_errors="surrogateescape"
+        )
         self.keys = k.Keys(shards=4)
         self.store = SessionStore(
             self.redis,

@@ -74,7 +74,9 @@ def stopped(proc: subprocess.Popen[bytes], sig: int, timeout: float = 15.0) -> i
 
 @pytest.fixture
 async def redis(real_redis: RedisProcess) -> AsyncIterator[Any]:
-    client = aioredis.Redis.from_url(real_redis.url, decode_responses=True)
+    client = aioredis.Redis.from_url(
+        real_redis.url, decode_responses=True, encoding_errors="surrogateescape"
+    )
     yield client
     await client.aclose()
 
@@ -224,7 +226,9 @@ async def test_reaper_rides_out_a_redis_outage(start: Start) -> None:
 
         await until(noticed, what="the reaper to notice the outage")
         server.start()  # same port, empty
-        redis = aioredis.Redis.from_url(server.url, decode_responses=True)
+        redis = aioredis.Redis.from_url(
+            server.url, decode_responses=True, encoding_errors="surrogateescape"
+        )
         try:
             past = SessionStore(redis, keyspace, POLICY, clock=lambda: wall_clock_ms() - HOUR_MS)
             ids = []
@@ -273,7 +277,11 @@ async def test_embedded_serve_ends_lapsed_sessions_by_itself(tmp_path: Path) -> 
                 return await listed() == []
 
             await until(removed, what="the embedded reaper to remove them")
-        store = aioredis.Redis(unix_socket_path=str(data / "redis.sock"), decode_responses=True)
+        store = aioredis.Redis(
+            unix_socket_path=str(data / "redis.sock"),
+            decode_responses=True,
+            encoding_errors="surrogateescape",
+        )
         try:
             assert not set(ids) & await mentioned_ids(store)
         finally:

@@ -72,21 +72,29 @@ end
 
 -- Session records (srm/records.py reads them the same way), times in ms:
 --   ACTIVE  "<created>,<ka - created>,<deadline - ka>;" then L(dev) L(cid) L(ctype) L(dt) L(q)
---           L(groups)
+--           L(groups) [L(where)]
 --   ENDED   "<created>,<ka - created>,<deadline - ka>,<endedAt - created>,<REASON>;" then the
---           same strings and L(byDeviceId) ('' when no device's setup ended it)
+--           same six strings, L(byDeviceId) ('' when no device's setup ended it), [L(where)]
 --   "T"     tombstone: a setup given up on (abort.lua)
 -- where L(s) is "<byte length>:<s>", so any deviceId or contentID is safe. dt is '' for the
 -- default device type, q '' for none; groups are the rule groups the session counts in, as
--- "<rule>[/d|/c],...": per account, per device, per content (rule names are [a-z0-9-]).
+-- "<rule>[/d|/c|/n][+d|+n],...": per account, per device, per content, per network; "+d" and
+-- "+n" for a rule counting distinct devices or networks (rule names are [a-z0-9-]). where:
+-- the location at setup ('h' home, 'a' away, '-' the account had no home) and the network
+-- (4 or 8 bytes, srm/network.py); left out when neither is known. Records of a version
+-- before networks have no where.
 local function L(s)
   return #s .. ':' .. s
 end
 
 -- the ACTIVE record of a new session
-local function record_new(now, deadline, dev, cid, ctype, dt, q, groups)
-  return now .. ',0,' .. (deadline - now) .. ';' .. L(dev) .. L(cid) .. L(ctype) .. L(dt) ..
+local function record_new(now, deadline, dev, cid, ctype, dt, q, groups, where)
+  local v = now .. ',0,' .. (deadline - now) .. ';' .. L(dev) .. L(cid) .. L(ctype) .. L(dt) ..
     L(q) .. L(groups)
+  if where ~= '' then
+    v = v .. L(where)
+  end
+  return v
 end
 
 -- record_times: created, ka, deadline and (ENDED) endedAt, reason of a record; nil for a
@@ -119,9 +127,10 @@ local function active_deadline(v)
   return tonumber(c) + tonumber(k) + tonumber(d)
 end
 
--- record_strings: dev, cid, ctype, dt, q, groups and by (ENDED) of a record; '' for any a
--- damaged record lacks (srm/records.py reads it the same way), so a damaged session still
--- ends cleanly (the audit then repairs the rule counters it could not name)
+-- record_strings: dev, cid, ctype, dt, q, groups, then where (ACTIVE) or by and where
+-- (ENDED) of a record; '' for any a damaged or older record lacks (srm/records.py reads it
+-- the same way), so a damaged session still ends cleanly (the audit then repairs the rule
+-- counters it could not name)
 local function record_strings(v)
   local out, pos = {}, (string.find(v, ';', 1, true) or #v) + 1
   while pos <= #v do
@@ -133,7 +142,7 @@ local function record_strings(v)
     out[#out + 1] = string.sub(v, first, first + tonumber(digits) - 1)
     pos = first + tonumber(digits)
   end
-  for i = #out + 1, 7 do
+  for i = #out + 1, 8 do
     out[i] = ''
   end
   return out
@@ -146,31 +155,70 @@ local function record_moved(v, created, ka, deadline)
   return created .. ',' .. (ka - created) .. ',' .. (deadline - ka) .. string.sub(v, semi)
 end
 
--- record_ended: the ACTIVE record v, ended at ended_at for reason (by: deviceId or '')
+-- record_ended: the ACTIVE record v, ended at ended_at for reason (by: deviceId or ''), which
+-- goes after the six strings every record has (before where)
 local function record_ended(v, ended_at, reason, by)
   local semi = string.find(v, ';', 1, true)
   local created = tonumber(string.match(v, '^(-?%d+)'))
+  local cut = semi + 1  -- just after the sixth string
+  for _ = 1, 6 do
+    local digits = string.match(v, '^(%d+):', cut)
+    if not digits then
+      break
+    end
+    cut = cut + #digits + 1 + tonumber(digits)
+  end
   return string.sub(v, 1, semi - 1) .. ',' .. (ended_at - created) .. ',' .. reason ..
-    string.sub(v, semi) .. L(by)
+    string.sub(v, semi, cut - 1) .. L(by) .. string.sub(v, cut)
 end
 
--- group_fields: the rule counter fields a session counts in, from its groups and ids (a
--- damaged reference names none; the audit repairs the counter it leaves)
-local function group_fields(groups, dev, cid)
+-- group_fields: the rule groups a session counts in, from the strings `s` of its ACTIVE
+-- record, each as {counter field, value field or false}: the counter "=<rule>:<group>" counts
+-- sessions; for a rule counting distinct devices (networks) it is "=<rule>+d:<group>"
+-- ("+n") and counts the distinct values, each of which has its own count of sessions in the
+-- value field "=<rule>+d#<group length>:<group><value>". A damaged reference names none;
+-- the audit repairs the counter it leaves.
+local function group_fields(s)
   local out = {}
-  for ref in string.gmatch(groups, '[^,]+') do
-    local name, per = string.match(ref, '^([^/]+)/?(%a?)$')
+  local net = string.sub(s[7], 2)
+  for ref in string.gmatch(s[6], '[^,]+') do
+    local name, per, count = string.match(ref, '^([%w-]+)/?([dcn]?)%+?([dn]?)$')
     if name then
       local group = ''
       if per == 'd' then
-        group = dev
+        group = s[1]
       elseif per == 'c' then
-        group = cid
+        group = s[2]
+      elseif per == 'n' then
+        group = net
       end
-      out[#out + 1] = '=' .. name .. ':' .. group
+      if count == '' then
+        out[#out + 1] = {'=' .. name .. ':' .. group, false}
+      else
+        local kind = '=' .. name .. '+' .. count
+        local value = count == 'd' and s[1] or net
+        out[#out + 1] = {kind .. ':' .. group, kind .. '#' .. #group .. ':' .. group .. value}
+      end
     end
   end
   return out
+end
+
+-- group_add: counts a session in (delta 1) or out of (-1) its group {field, value field}
+-- (group_fields); the fields brought to 0 are added to `gone`, for the caller's one HDEL
+local function group_add(state, g, delta, gone)
+  if g[2] then
+    local n = redis.call('HINCRBY', state, g[2], delta)
+    if n <= 0 then
+      gone[#gone + 1] = g[2]
+    end
+    if not ((delta > 0 and n == 1) or (delta < 0 and n <= 0)) then
+      return  -- the value was counted already, or still is
+    end
+  end
+  if redis.call('HINCRBY', state, g[1], delta) <= 0 then
+    gone[#gone + 1] = g[1]
+  end
 end
 
 -- is_record: whether a field of the account hash is a session record (its sessionId); a rule
@@ -294,10 +342,8 @@ local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
     gone[1] = N
   end
   active_add(acct, math.max(left, 0) - (left + 1))  -- N went from left + 1 to that
-  for _, field in ipairs(group_fields(s[6], s[1], s[2])) do
-    if redis.call('HINCRBY', acct.state, field, -1) <= 0 then
-      gone[#gone + 1] = field
-    end
+  for _, g in ipairs(group_fields(s)) do
+    group_add(acct.state, g, -1, gone)
   end
   if #gone > 0 then
     redis.call('HDEL', acct.state, unpack(gone))
@@ -372,4 +418,31 @@ local function end_lapsed(acct, now, purge_at, max, queued)
   local first = records[n + 1]  -- the earliest deadline left
   due_at(acct, first and first[2])
   return n
+end
+
+-- end_device_sessions: ends up to `batch` ACTIVE sessions of device `dev` of the account with
+-- `reason` (a lapsed one as TIMEOUT at its deadline) and makes the due score exact. Returns
+-- how many ended with `reason`, and 1 if more of the device's sessions are left, else 0.
+local function end_device_sessions(acct, dev, reason, now, purge_at, batch)
+  local records, all = active_records(acct)
+  local n, done, more, queued = 0, 0, 0, {}
+  local first  -- the earliest deadline left
+  for _, r in ipairs(records) do
+    local sid, deadline = r[1], r[2]
+    if record_strings(all[sid])[1] ~= dev then
+      first = first or deadline
+    elseif done >= batch then
+      more = 1
+      first = first or deadline
+    else
+      local _, as_asked = end_now(acct, sid, all[sid], deadline, reason, now, purge_at, queued)
+      if as_asked then
+        n = n + 1
+      end
+      done = done + 1
+    end
+  end
+  variadic('ZADD', acct.reap, queued)
+  due_at(acct, first)
+  return n, more
 end

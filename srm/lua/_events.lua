@@ -7,7 +7,11 @@
 -- one does not apply, so Redis stores the field names once per stream node:
 --   t type (S started, E ended, D denied, L limit changed), at ms, a accountId, s sessionId,
 --   d deviceId, dt deviceType, c contentID, ct contentType, q quality,
---   x endReason (E) | rule name (D, L), n duration ms (E) | new max, '' if removed (L)
+--   x endReason (E) | rule name (D, L) | how (X: CLIENT, OPERATOR, FORGOTTEN; H: OPERATOR,
+--   LEARNED), n duration ms (E) | new max, '' if removed (L), w where (S, E, D: location and
+--   network as records hold them, _account.lua) | the packed home networks (H)
+-- with types S started, E ended, D denied, L limit changed, R device registered, X device
+-- removed, H home networks changed
 -- The stream is trimmed approximately (whole nodes) by length and by age; the age is on the
 -- server's own clock, which also makes the entry ids.
 -- A stream is trimmed by age once per script call (a reaper batch ends hundreds of sessions
@@ -24,12 +28,12 @@ local function events_config(arg)
   end
 end
 
-local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n)
+local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n, w)
   if EVENTS == '' then
     return
   end
   local fields = {'t', t, 'at', at, 'a', a, 's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct, 'q', q,
-    'x', x, 'n', n}
+    'x', x, 'n', n, 'w', w or ''}
   if MAXLEN > 0 then
     redis.call('XADD', stream, 'MAXLEN', '~', MAXLEN, '*', unpack(fields))
   else
@@ -44,21 +48,21 @@ end
 
 -- Usage: in the account hash, one field per UTC day (days since the epoch, digits only)
 -- whose value is "started,peak active,watched ms,denied,TEARDOWN,TIMEOUT,OPERATOR,EVICTED,
--- REPLACED", trailing zeros left out. A day's field is read, changed and written back (a few
+-- REPLACED,devices registered", trailing zeros left out. A day's field is read, changed and written back (a few
 -- bytes); when a day is first written, the days older than USAGE_DAYS are dropped. An account
 -- hash left with no session record expires USAGE_DAYS later (purge.lua), so an account that
 -- stops watching leaves nothing behind.
 local USAGE_DAYS = 35
 local DAY_MS = 86400000
 local USAGE = {started = 1, denied = 4, TEARDOWN = 5, TIMEOUT = 6, OPERATOR = 7, EVICTED = 8,
-  REPLACED = 9}
+  REPLACED = 9, registered = 10}
 local PEAK, WATCHED = 2, 3
 
 -- usage_read: the counters of `day` in `key`, as numbers; drops the days older than
 -- USAGE_DAYS when `day` is new.
 local function usage_read(key, day)
   local packed = redis.call('HGET', key, day)
-  local v = {0, 0, 0, 0, 0, 0, 0, 0, 0}
+  local v = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
   if packed then
     local i = 1
     for number in string.gmatch(packed, '[^,]+') do
@@ -80,7 +84,7 @@ local function usage_read(key, day)
 end
 
 local function usage_write(key, day, v)
-  local last = 9
+  local last = 10
   while last > 1 and v[last] == 0 do
     last = last - 1
   end
@@ -133,24 +137,43 @@ end
 -- The events of one account (acct: account_keys(...) of _account.lua), each with its usage.
 -- `active`: the sessions the account has just before an end, or just after a start.
 
-local function session_started(acct, sid, at, d, dt, c, ct, q, active)
-  emit(acct.events, 'S', at, acct.id, sid, d, dt, c, ct, q, '', '')
+local function session_started(acct, sid, at, d, dt, c, ct, q, active, w)
+  emit(acct.events, 'S', at, acct.id, sid, d, dt, c, ct, q, '', '', w)
   usage_add(acct.state, at, 'started', 0, active)
 end
 
--- session_ended: called by end_session for every session it ends; s: the record's strings
--- (dev, cid, ctype, dt, q, ...)
+-- session_ended: called by end_session for every session it ends; s: the ACTIVE record's
+-- strings (dev, cid, ctype, dt, q, groups, where)
 local function session_ended(acct, sid, s, reason, ended_at, duration, active)
-  emit(acct.events, 'E', ended_at, acct.id, sid, s[1], s[4], s[2], s[3], s[5], reason, duration)
+  emit(acct.events, 'E', ended_at, acct.id, sid, s[1], s[4], s[2], s[3], s[5], reason, duration,
+    s[7])
   usage_add(acct.state, ended_at, reason, duration, active)
+end
+
+-- device_registered: device d (type dt) joined the account's registry at `at`; counted in
+-- the day's usage
+local function device_registered(acct, at, d, dt, active)
+  emit(acct.events, 'R', at, acct.id, '', d, dt, '', '', '', '', '')
+  usage_add(acct.state, at, 'registered', 0, active)
+end
+
+-- device_removed: device d left the registry: how CLIENT | OPERATOR | FORGOTTEN
+local function device_removed(stream, at, account, d, dt, how)
+  emit(stream, 'X', at, account, '', d, dt, '', '', '', how, '')
+end
+
+-- home_changed: the account's home networks are now `home` (packed, '' none): how OPERATOR |
+-- LEARNED
+local function home_changed(stream, at, account, home, how)
+  emit(stream, 'H', at, account, '', '', '', '', '', '', how, '', home)
 end
 
 -- session_denied: the setup of `sid` was refused by `rule` (max `max`). A short-lived marker
 -- (`marker`: "<rule>,<max>", for `kept` ms) lets a retry of the same call answer the same
 -- denial without a second event or count.
-local function session_denied(acct, marker, kept, rule, max, at, d, dt, c, ct, q, active)
+local function session_denied(acct, marker, kept, rule, max, at, d, dt, c, ct, q, active, w)
   redis.call('SET', marker, rule .. ',' .. max, 'PX', kept)
-  emit(acct.events, 'D', at, acct.id, '', d, dt, c, ct, q, rule, '')
+  emit(acct.events, 'D', at, acct.id, '', d, dt, c, ct, q, rule, '', w)
   usage_add(acct.state, at, 'denied', 0, active)
   denial_add(acct.denials, at, acct.id)
 end

@@ -69,8 +69,8 @@ local function migrate(acct)
     local sid, deadline = active[i], tonumber(active[i + 1])
     local v = legacy_record(acct, sid, deadline, groups[sid])
     local s = record_strings(v)
-    for _, field in ipairs(group_fields(s[6], s[1], s[2])) do
-      counters[field] = (counters[field] or 0) + 1
+    for _, g in ipairs(group_fields(s)) do  -- 0.x rules counted sessions only
+      counters[g[1]] = (counters[g[1]] or 0) + 1
     end
     records[#records + 1] = sid
     records[#records + 1] = v

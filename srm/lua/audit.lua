@@ -5,7 +5,8 @@
 -- for account i (i = 1..n): its own keys (AccountKeys.own, nth_account), its id
 -- ARGV[i] (all accounts of one call live in the shard)
 -- The truth of the account counter is the number of ACTIVE records; of a rule counter, the
--- number of ACTIVE sessions whose groups name it; of the due score, the earliest ACTIVE
+-- number of ACTIVE sessions whose groups name it (for a distinct count, of the distinct
+-- devices or networks among them, and of each value's sessions); of the due score, the earliest ACTIVE
 -- deadline; every ENDED record (and tombstone) is queued in reap. The audit is the one
 -- script that reads an account's ENDED hash whole. Returns a flat list {i, counter before,
 -- truth, other repairs} for every account with any repair.
@@ -27,9 +28,14 @@ for i = 1, #ARGV do
   end
   local want, fixes = {}, 0
   for _, r in ipairs(records) do
-    local s = record_strings(all[r[1]])
-    for _, field in ipairs(group_fields(s[6], s[1], s[2])) do
-      want[field] = (want[field] or 0) + 1
+    for _, g in ipairs(group_fields(record_strings(all[r[1]]))) do
+      local field, value = g[1], g[2]
+      if value then
+        want[value] = (want[value] or 0) + 1
+      end
+      if not value or want[value] == 1 then  -- a distinct count counts a value once
+        want[field] = (want[field] or 0) + 1
+      end
     end
   end
   for field, value in pairs(all) do

@@ -17,25 +17,5 @@ if legacy then
   return legacy
 end
 local purge_at = now + tonumber(ARGV[5])
-local batch = tonumber(ARGV[6])
-local records, all = active_records(acct)
-local n, done, more, queued = 0, 0, 0, {}
-local first  -- the earliest deadline left
-for _, r in ipairs(records) do
-  local sid, deadline = r[1], r[2]
-  if record_strings(all[sid])[1] ~= ARGV[3] then
-    first = first or deadline
-  elseif done >= batch then
-    more = 1
-    first = first or deadline
-  else
-    local _, as_asked = end_now(acct, sid, all[sid], deadline, ARGV[4], now, purge_at, queued)
-    if as_asked then
-      n = n + 1
-    end
-    done = done + 1
-  end
-end
-variadic('ZADD', acct.reap, queued)
-due_at(acct, first)
+local n, more = end_device_sessions(acct, ARGV[3], ARGV[4], now, purge_at, tonumber(ARGV[6]))
 return {more, count_call(KEYS[11], n, tonumber(ARGV[7]))}

@@ -9,6 +9,7 @@ of one part per concern, each in its own module:
 | ``boundary.py`` | Redis failures turned into SRM-0008 or SRM-0001, the one place they are |
 | ``scripts.py`` | each script's Lua text with the shared definitions it uses |
 | ``sessions.py`` | setup, keep-alive, teardown, operator ends, reading sessions |
+| ``households.py`` | an account's home networks and device registry |
 | ``limits.py`` | an account's limit overrides |
 | ``reports.py`` | usage per account and day, the denial report |
 | ``events.py`` | the session event streams |

@@ -53,6 +53,8 @@ class StoreBase:
         "abort",
         "end_all",
         "end_device",
+        "device_remove",
+        "home",
         "sweep",
         "purge",
         "audit",

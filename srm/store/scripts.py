@@ -6,7 +6,7 @@ import re
 from importlib import resources
 
 # The shared fragments, in the order a script needs them (each may use the ones before it).
-_FRAGMENTS = ("_time", "_events", "_account", "_legacy")
+_FRAGMENTS = ("_time", "_events", "_account", "_households", "_legacy")
 _DEFINITION = re.compile(r"local (?:function )?([\w, ]+?)\s*[(=]")
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _COMMENT = re.compile(r"--.*")

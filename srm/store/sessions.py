@@ -7,7 +7,7 @@ import uuid
 from enum import Enum
 from typing import Any
 
-from srm import listing, records
+from srm import listing, network, records
 from srm.errors import (
     InternalError,
     LimitReached,
@@ -24,7 +24,8 @@ from srm.model import (
     NewSession,
     Session,
 )
-from srm.store.base import StoreBase
+from srm.rules import DEVICES_RULE
+from srm.store.households import Households, device
 
 # How long the count of an end-all call is kept: far longer than any call with its retries.
 END_ALL_MARKER_MS = 600_000
@@ -35,7 +36,7 @@ class EndOutcome(Enum):
     ALREADY_ENDED = 2
 
 
-class Sessions(StoreBase):
+class Sessions(Households):
     """The client's and the operator's calls on sessions."""
 
     async def setup(self, new: NewSession) -> int:
@@ -46,21 +47,35 @@ class Sessions(StoreBase):
         Safe to retry with the same sessionId.
         """
         ak = self.keys.account(new.account_id)
-        matched = [
-            r
-            for r in self.policy.rules
-            if r.matches(new.quality, new.device_type, new.content_type)
-        ]
+        house = self.policy.households
+        networks = house.networks
+        address = network.parse_packed(new.address)
+        net = networks.network_bytes(address)
         rule_args: list[Any] = []
-        for rule in matched:
-            field = "=" + rule.group(new.device_id, new.content_id)
-            rule_args += [rule.name, field, rule.max, rule.policy]
+        for rule in self.policy.rules:
+            if rule.matches(new.quality, new.device_type, new.content_type):
+                field, value_field = rule.fields(new.device_id, new.content_id, net)
+                rule_args += [
+                    rule.name,
+                    rule.reference,
+                    field,
+                    rule.max,
+                    rule.policy,
+                    rule.count,
+                    value_field,
+                    rule.where,
+                ]
+        learned = b""
+        if address is not None and new.device_type in house.learn_home:
+            learned = network.pack_home([networks.network_of(address)])
         answer = await self._run(
             "setup",
             [
                 ak.limit,
                 ak.rule_limits,
                 self.keys.denied(new.account_id, new.session_id),
+                ak.home,
+                ak.devices,
                 *ak.lifecycle(),
             ],
             [
@@ -77,8 +92,12 @@ class Sessions(StoreBase):
                 "" if new.device_type == DEFAULT_DEVICE_TYPE else new.device_type,
                 new.quality or "",
                 new.replaces or "",
-                ",".join(r.reference for r in matched),
                 self._events,
+                new.address,
+                net,
+                learned,
+                house.devices_max,
+                house.forget_after_ms,
                 *rule_args,
             ],
             account=new.account_id,
@@ -89,13 +108,20 @@ class Sessions(StoreBase):
                 await self._confirm(new.account_id, new.session_id)
             return int(answer[1])
         if status == 0:
+            refusing = str(answer[3])
+            if refusing == DEVICES_RULE:
+                registered = [device(d, v) for d, v in answer[4:]]
+                if not registered:  # a retry answered from the denial's marker
+                    registered = (await self.devices(new.account_id)).devices
+                raise LimitReached(int(answer[1]), int(answer[2]), refusing, devices=registered)
             now = await self.now()
             counted = [
                 session
                 for sid, _deadline, value in answer[4:]
-                if (session := records.session(sid, value, now, new.account_id)) is not None
+                if (session := records.session(sid, value, now, new.account_id, networks))
+                is not None
             ]
-            raise LimitReached(int(answer[1]), int(answer[2]), str(answer[3]), counted)
+            raise LimitReached(int(answer[1]), int(answer[2]), refusing, counted)
         # -1: abandoned by an earlier try of this very call
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
 
@@ -247,7 +273,10 @@ class Sessions(StoreBase):
     async def get(self, account_id: str, session_id: str) -> Session:
         """One session of the account, ACTIVE or ENDED; SessionNotFound otherwise."""
         _limit, value = await self._read(account_id, session_id)
-        session = records.session(session_id, value, await self.now(), account_id)
+        now = await self.now()
+        session = records.session(
+            session_id, value, now, account_id, self.policy.households.networks
+        )
         if session is None:
             raise SessionNotFound()
         return session
@@ -275,7 +304,12 @@ class Sessions(StoreBase):
             sessions=[
                 session
                 for sid, record in picked
-                if (session := records.session_of(sid, record, now, account_id)) is not None
+                if (
+                    session := records.session_of(
+                        sid, record, now, account_id, self.policy.households.networks
+                    )
+                )
+                is not None
             ],
             active_count=walk.active,
             max_sessions=int(override) if override is not None else self.policy.max_sessions,

@@ -1,0 +1,46 @@
+-- device_remove: unregister a device of an account and end up to ARGV[6] of its ACTIVE
+-- sessions (a lapsed one ends as TIMEOUT at its deadline); end_device.lua ends the rest.
+--
+-- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[11] devices  srm:{sK}:acct:<a>:devices  hash    the device registry
+-- KEYS[12] swap     srm:{sK}:acct:<a>:swap     string  exists during the swap cooldown
+-- KEYS[13] marker   srm:{sK}:endall:<callId>   string  ended with ARGV[4] by this call so far
+-- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
+-- ARGV[2] accountId  ARGV[3] deviceId  ARGV[4] reason  ARGV[5] retention (ms)
+-- ARGV[6] batch  ARGV[7] lifetime of the marker (ms)  ARGV[8] events (_events.lua)
+-- ARGV[9] swap cooldown (ms, 0 none)  ARGV[10] '1': skip the cooldown (operator's force),
+-- and start none  ARGV[11] who removes it: CLIENT | OPERATOR (device.removed)
+-- ARGV[12] ms after which a device that set nothing up is forgotten (it is then unregistered)
+-- Returns {1, 1 if more of its sessions are left else 0, ended with ARGV[4] by this call} when
+-- removed; {0} when the device is not registered; {-1, ms until a removal is allowed}.
+-- The marker makes the call safe to run twice (its reply lost, then resent): a second run
+-- finds it and only ends what is left.
+local now = server_time(ARGV[1])
+local acct = account_keys(ARGV[2], 1)
+local device = ARGV[3]
+events_config(ARGV[8])
+local legacy = legacy_first(acct)
+if legacy then
+  return legacy
+end
+if redis.call('EXISTS', KEYS[13]) == 0 then
+  local value = redis.call('HGET', KEYS[11], device)
+  if not value or device_seen(value) < now - tonumber(ARGV[12]) then
+    return {0}
+  end
+  local force, cooldown = ARGV[10] == '1', tonumber(ARGV[9])
+  if not force then
+    local wait = redis.call('PTTL', KEYS[12])
+    if wait > 0 then
+      return {-1, wait}
+    end
+  end
+  redis.call('HDEL', KEYS[11], device)
+  if cooldown > 0 and not force then
+    redis.call('SET', KEYS[12], now, 'PX', cooldown)
+  end
+  device_removed(acct.events, now, acct.id, device, device_type(value), ARGV[11])
+end
+local n, more = end_device_sessions(acct, device, ARGV[4], now, now + tonumber(ARGV[5]),
+  tonumber(ARGV[6]))
+return {1, more, count_call(KEYS[13], n, tonumber(ARGV[7]))}
