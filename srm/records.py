@@ -175,6 +175,36 @@ def session_of(
     )
 
 
+_REF = re.compile(r"([\w-]+)/?([dcn]?)\+?([dn]?)", re.ASCII)
+
+
+def group_fields(record: Record) -> list[tuple[str, str | None]]:
+    """The rule groups an ACTIVE record counts in, each as (counter field, value field or
+    None), as group_fields in _account.lua builds them (byte strings shown as Redis replies
+    decode them: UTF-8 with surrogateescape)."""
+    out: list[tuple[str, str | None]] = []
+    net = record.network
+    for ref in filter(None, record.groups.split(",")):
+        match = _REF.fullmatch(ref)
+        if match is None:
+            continue
+        name, per, count = match.groups()
+        group = {"d": record.device_id.encode(), "c": record.content_id.encode(), "n": net}.get(
+            per, b""
+        )
+        if not count:
+            out.append((_text(b"=" + name.encode() + b":" + group), None))
+            continue
+        kind = b"=" + name.encode() + b"+" + count.encode()
+        value = record.device_id.encode() if count == "d" else net
+        out.append((_text(kind + b":" + group), _text(kind + b"#%d:" % len(group) + group + value)))
+    return out
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def ended_text(value: str) -> Ended:
     """keepalive.lua's answer for a session that ended: ``REASON|endedAtMs[|byDeviceId]``."""
     reason, _, rest = value.partition("|")

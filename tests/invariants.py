@@ -21,7 +21,8 @@ async def check(redis: Any, keyspace: k.Keys) -> None:
         parsed = keyspace.parse_account_key(key)
         if parsed is None:
             continue
-        assert parsed[1] in ("state", "ended_records", "limit", "rlimit"), f"0.x key {key} left"
+        kinds = ("state", "ended_records", "limit", "rlimit", "home", "devices", "swap")
+        assert parsed[1] in kinds, f"0.x key {key} left"
         if parsed[1] in ("state", "ended_records"):
             accounts.add(parsed[0])
     for shard in range(keyspace.shards):
@@ -70,7 +71,11 @@ async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> int:
     counters = {f: int(v) for f, v in fields.items() if f.startswith("=")}
     truth: dict[str, int] = {}
     for record in active.values():
-        for field in group_fields(record):
+        for field, value_field in records.group_fields(record):
+            if value_field is not None:
+                truth[value_field] = truth.get(value_field, 0) + 1
+                if truth[value_field] > 1:
+                    continue  # a distinct count counts each device or network once
             truth[field] = truth.get(field, 0) + 1
     assert counters == truth, f"{account_id}: rule counters {counters} != counted {truth}"
     score = await redis.zscore(ak.due, account_id)
@@ -82,13 +87,3 @@ async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> int:
             f"{account_id}: due {score} later than the earliest deadline {earliest}"
         )
     return len(active)
-
-
-def group_fields(record: records.Record) -> list[str]:
-    """The rule counter fields a session counts in (group_fields in _account.lua)."""
-    out = []
-    for ref in filter(None, record.groups.split(",")):
-        name, _, per = ref.partition("/")
-        group = {"d": record.device_id, "c": record.content_id}.get(per, "")
-        out.append(f"={name}:{group}")
-    return out

@@ -3,7 +3,7 @@
 --
 -- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- KEYS[11] devices  srm:{sK}:acct:<a>:devices  hash    the device registry
--- KEYS[12] swap     srm:{sK}:acct:<a>:swap     string  exists during the swap cooldown
+-- KEYS[12] swap     srm:{sK}:acct:<a>:swap     string  when the next removal is allowed (ms)
 -- KEYS[13] marker   srm:{sK}:endall:<callId>   string  ended with ARGV[4] by this call so far
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] accountId  ARGV[3] deviceId  ARGV[4] reason  ARGV[5] retention (ms)
@@ -29,15 +29,14 @@ if redis.call('EXISTS', KEYS[13]) == 0 then
     return {0}
   end
   local force, cooldown = ARGV[10] == '1', tonumber(ARGV[9])
-  if not force then
-    local wait = redis.call('PTTL', KEYS[12])
-    if wait > 0 then
-      return {-1, wait}
-    end
+  local allowed = tonumber(redis.call('GET', KEYS[12]) or '0') or 0
+  if not force and allowed > now then
+    return {-1, allowed - now}
   end
   redis.call('HDEL', KEYS[11], device)
   if cooldown > 0 and not force then
-    redis.call('SET', KEYS[12], now, 'PX', cooldown)
+    -- the time of the next allowed removal, on the scripts' clock; the TTL only cleans up
+    redis.call('SET', KEYS[12], now + cooldown, 'PX', cooldown)
   end
   device_removed(acct.events, now, acct.id, device, device_type(value), ARGV[11])
 end

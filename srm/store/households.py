@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from srm import network
 from srm.errors import SessionNotFound, SrmError, TooSoon
@@ -25,6 +25,11 @@ def device(device_id: str, value: str) -> Device:
         first_seen=int(first) if first.isdigit() else 0,
         last_seen=int(last) if last.isdigit() else 0,
     )
+
+
+def in_registration_order(devices: Iterable[Device]) -> list[Device]:
+    """Devices as listings show them: first registered first."""
+    return sorted(devices, key=lambda d: (d.first_seen, d.device_id))
 
 
 class Households(StoreBase):
@@ -51,18 +56,18 @@ class Households(StoreBase):
         ak = self.keys.account(account_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(ak.devices)
-        pipe.pttl(ak.swap)
-        flat, wait = await self._guard("devices", pipe.execute())
+        pipe.get(ak.swap)
+        flat, allowed = await self._guard("devices", pipe.execute())
         now = await self.now()
+        allowed = int(allowed) if allowed and allowed.isdigit() else 0
         since = now - self.policy.households.forget_after_ms
-        registered = sorted(
-            (d for d in (device(k, v) for k, v in flat.items()) if d.last_seen >= since),
-            key=lambda d: (d.first_seen, d.device_id),
+        registered = in_registration_order(
+            d for d in (device(k, v) for k, v in flat.items()) if d.last_seen >= since
         )
         return Devices(
             devices=registered,
             max=self.policy.households.devices_max,
-            next_removal_at=now + int(wait) if int(wait) > 0 else None,
+            next_removal_at=allowed if allowed > now else None,
         )
 
     async def remove_device(

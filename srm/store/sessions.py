@@ -25,7 +25,7 @@ from srm.model import (
     Session,
 )
 from srm.rules import DEVICES_RULE
-from srm.store.households import Households, device
+from srm.store.households import Households, device, in_registration_order
 
 # How long the count of an end-all call is kept: far longer than any call with its retries.
 END_ALL_MARKER_MS = 600_000
@@ -110,7 +110,7 @@ class Sessions(Households):
         if status == 0:
             refusing = str(answer[3])
             if refusing == DEVICES_RULE:
-                registered = [device(d, v) for d, v in answer[4:]]
+                registered = in_registration_order(device(d, v) for d, v in answer[4:])
                 if not registered:  # a retry answered from the denial's marker
                     registered = (await self.devices(new.account_id)).devices
                 raise LimitReached(int(answer[1]), int(answer[2]), refusing, devices=registered)
