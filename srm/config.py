@@ -50,6 +50,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SRM_AUTH_LIMIT_CLAIMS": ("auth", "limit_claims"),
     "SRM_TRUSTED_PROXIES": ("network", "trusted_proxies"),
     "SRM_DEVICES_MAX": ("devices", "max"),
+    "SRM_SETUPS_PER_MINUTE": ("limits", "setups_per_minute"),
 }
 # Variables that are not settings but are read elsewhere (not warned about).
 ENV_OTHER = frozenset({"SRM_CONFIG"})
@@ -178,6 +179,11 @@ class DevicesSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    setups_per_minute: int
+
+
+@dataclass(frozen=True)
 class ReaperSettings:
     interval: float
     batch_size: int
@@ -218,6 +224,7 @@ class Settings:
     sessions: SessionSettings
     network: NetworkSettings
     devices: DevicesSettings
+    limits: LimitsSettings
     reaper: ReaperSettings
     events: EventsSettings
     logging: LoggingSettings
@@ -512,6 +519,11 @@ def _validate(s: Settings) -> None:
         f"sessions.deny_status: an HTTP status 200..599, got {s.sessions.deny_status}",
     )
     _validate_households(s.network, s.devices)
+    _check(
+        0 <= s.limits.setups_per_minute <= 1_000_000,
+        "limits.setups_per_minute (SRM_SETUPS_PER_MINUTE): 0..1000000, "
+        f"got {s.limits.setups_per_minute}",
+    )
     _check(
         0.01 <= s.reaper.interval <= 3600,
         f"reaper.interval (SRM_REAPER_INTERVAL): 0.01..3600, got {s.reaper.interval}",

@@ -15,11 +15,13 @@ keys (each account key kind has its own fixed infix or suffix, so it is injectiv
 | ``srm:{s7}:acct:<accountId>:home`` | string | the account's home networks (packed) |
 | ``srm:{s7}:acct:<accountId>:devices`` | hash | deviceId -> ``<first>,<last>,<type>`` (registry) |
 | ``srm:{s7}:acct:<accountId>:swap`` | string | when the next device removal is allowed (ms) |
+| ``srm:{s7}:acct:<accountId>:rate`` | string | the account's setups this and last minute (TTL'd) |
 | ``srm:{s7}:due`` | zset | accountId -> earliest keep-alive deadline of its ACTIVE sessions |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
 | ``srm:{s7}:active`` | hash | ``n``: the shard's ACTIVE sessions; ``recounted``: its last recount |
 | ``srm:{s7}:events`` | stream | the shard's session events, trimmed approximately |
 | ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
+| ``srm:{s7}:denials:f<day>`` | zset | accountId -> setups flagged by monitor rules that day |
 | ``srm:{s7}:denied:<sessionId>`` | string | a denied setup's rule and max, for retries (TTL'd) |
 | ``srm:{s7}:endall:<callId>`` | string | sessions one end-all call has ended so far (TTL'd) |
 | ``srm:reaper:heartbeat:<id>`` | string | a reaper's TTL'd heartbeat |
@@ -31,6 +33,9 @@ listpack for an account of a few sessions:
 |---|---|
 | ``n`` | ACTIVE sessions (absent at 0): the account counter |
 | ``=<rule>:<group>`` | ACTIVE sessions counted in that rule group (absent at 0) |
+| ``=<rule>+d:<group>`` | distinct devices (``+n``: networks) counted in that rule group |
+| ``=<rule>+d#<len>:<group><value>`` | that device's (network's) ACTIVE sessions in the group |
+| ``><len>:<deviceId><playbackId>`` | the sessionId of that device's ACTIVE playback |
 | ``<day>`` (days since the epoch) | that UTC day's usage, packed |
 | ``<sessionId>`` | an ACTIVE session's record: times, device, content, rule groups |
 
@@ -83,6 +88,7 @@ class AccountKeys:
     home: str  # the account's home networks
     devices: str  # the account's device registry
     swap: str  # the swap cooldown: when the next device removal is allowed
+    rate: str  # the account's recent setups (limits.setups_per_minute)
     due: str
     reap: str
     events: str
@@ -189,6 +195,7 @@ class Keys:
             home=base + "home",
             devices=base + "devices",
             swap=base + "swap",
+            rate=base + "rate",
             due=self._due[shard],
             reap=self._reaps[shard],
             events=self._events[shard],
@@ -232,9 +239,10 @@ class Keys:
         """The account hashes of *shard* are this prefix and the accountId (recount.lua)."""
         return f"{self.tag(shard)}:a:"
 
-    def denials(self, shard: int, day: int) -> str:
-        """The shard's denial ranking of UTC *day* (days since the epoch)."""
-        return f"{self.tag(shard)}:denials:{day}"
+    def denials(self, shard: int, day: int, *, flagged: bool = False) -> str:
+        """The shard's denial ranking of UTC *day* (days since the epoch); *flagged*: its
+        ranking of setups flagged by monitor rules."""
+        return f"{self.tag(shard)}:denials:{'f' if flagged else ''}{day}"
 
     def denied(self, account_id: str, session_id: str) -> str:
         """The short-lived denial of one setup, in its account's shard (a retry of the call

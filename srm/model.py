@@ -45,6 +45,7 @@ class NewSession:
     replaces: str | None = None  # the sessionId this setup ends (REPLACED) if it succeeds
     max_sessions: int | None = None  # the token's limit claim, when honoured
     address: bytes = b""  # the client address, packed (4 or 16 bytes; srm/network.py); b"": none
+    playback_id: str | None = None  # joins the ACTIVE session of this device and playback
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,18 @@ class Session:
     quality: str | None = None
     network: str | None = None  # CIDR of the client's network at setup
     location: str | None = None  # "home" | "away" at setup; None: the account had no home
+    flagged: tuple[str, ...] = ()  # the monitor rules that flagged its setup
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What a setup did: created the session (or found it created by an earlier try of the
+    same call), or joined the ACTIVE session of the same device and playbackId."""
+
+    session_id: str
+    active: int  # the account's ACTIVE sessions after it
+    joined: bool = False
+    flagged: tuple[str, ...] = ()  # the monitor rules that flagged it
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,7 @@ class DayUsage:
     watched_ms: int = 0
     peak_active: int = 0
     registered: int = 0  # devices newly registered
+    flagged: int = 0  # setups flagged by monitor rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +186,7 @@ class Policy:
     evict: bool
     rules: tuple[Rule, ...] = ()
     households: Households = field(default_factory=Households)
+    setups_per_minute: int = 0  # per account; 0: any number
 
     @property
     def period_ms(self) -> int:

@@ -41,6 +41,7 @@ def policy(settings: Settings) -> Policy:
             forget_after_ms=d.forget_after_days * DAY_MS,
             swap_cooldown_ms=d.swap_cooldown_days * DAY_MS,
         ),
+        setups_per_minute=settings.limits.setups_per_minute,
     )
 
 

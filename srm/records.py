@@ -27,7 +27,7 @@ _REASONS = frozenset(EndReason.__members__)
 _NUMBERS = re.compile(r"(-?\d+),(-?\d+),(-?\d+)(?:,(-?\d+),([A-Z]+))?;", re.ASCII)
 _LENGTH = re.compile(rb"(\d+):")  # a string's byte length, ASCII digits only
 # usage fields in their packed order (USAGE in _events.lua); trailing zeros are left out
-_USAGE_ORDER = ("started", "peak", "watched", "denied", *USAGE_REASONS, "registered")
+_USAGE_ORDER = ("started", "peak", "watched", "denied", *USAGE_REASONS, "registered", "flagged")
 LOCATIONS = {"h": "home", "a": "away"}  # '-': the account had no home network
 
 
@@ -48,6 +48,8 @@ class Record:
     reason: EndReason | None = None
     by_device_id: str = ""
     where: bytes = b""  # location at setup and network (_account.lua); b"": not known
+    playback_id: str = ""
+    flagged: str = ""  # the monitor rules that flagged its setup, comma-separated
 
     @property
     def network(self) -> bytes:
@@ -69,7 +71,7 @@ class Record:
 def is_session_field(field: str) -> bool:
     """Whether a field of the account hash is a session record (is_record in _account.lua):
     a rule counter ``=<rule>:<group>`` may be as long as a sessionId."""
-    return len(field) == SESSION_ID_LENGTH and not field.startswith("=")
+    return len(field) == SESSION_ID_LENGTH and field[0] not in "=>"
 
 
 def parse(value: str) -> Record | None:
@@ -81,8 +83,10 @@ def parse(value: str) -> Record | None:
     created, ka_off, deadline_off, ended_off, reason_text = match.groups()
     raw = value.encode("utf-8", "surrogateescape")  # the bytes Redis holds (network.to_bytes)
     parts = _strings(raw, len(match.group(0).encode()))
-    parts += [b""] * (8 - len(parts))  # a damaged or older record: '' for what it lacks
+    parts += [b""] * (10 - len(parts))  # a damaged or older record: '' for what it lacks
     strings = [part.decode(errors="replace") for part in parts[:7]]
+    # an ENDED record has byDeviceId where an ACTIVE one has its extras (_account.lua)
+    extras = parts[7:10] if reason_text is not None else parts[6:9]
     created_ms = int(created)
     ka = created_ms + int(ka_off)
     reason = None
@@ -103,9 +107,10 @@ def parse(value: str) -> Record | None:
         groups=strings[5],
         ended_at=created_ms + int(ended_off) if ended_off is not None else None,
         reason=reason,
-        # an ENDED record has byDeviceId where an ACTIVE one has where (_account.lua)
         by_device_id=strings[6] if reason is not None else "",
-        where=parts[7] if reason is not None else parts[6],
+        where=extras[0],
+        playback_id=extras[1].decode(errors="replace"),
+        flagged=extras[2].decode(errors="replace"),
     )
 
 
@@ -172,6 +177,7 @@ def session_of(
         quality=record.quality or None,
         network=networks.network_text(record.network),
         location=record.location,
+        flagged=tuple(filter(None, record.flagged.split(","))),
     )
 
 
@@ -228,4 +234,5 @@ def day_usage(day: int, packed: str) -> DayUsage:
         watched_ms=v["watched"],
         peak_active=v["peak"],
         registered=v["registered"],
+        flagged=v["flagged"],
     )

@@ -36,8 +36,10 @@ RULE_KEYS = frozenset(
         "per",
         "count",
         "policy",
+        "mode",
     }
 )
+MODES = ("enforce", "monitor")
 _PER_SUFFIX = {"device": "/d", "content": "/c", "network": "/n"}
 _COUNT_SUFFIX = {"devices": "+d", "networks": "+n"}
 MAX_DEVICE_TYPE_LENGTH = 64
@@ -58,6 +60,7 @@ class Rule:
     policy: str = "deny"
     locations: tuple[str, ...] = ()  # "home", "away"; empty: anywhere
     count: str = "sessions"  # what max bounds: sessions, distinct devices or networks
+    mode: str = "enforce"  # "monitor": never refuses nor evicts, flags the setup instead
 
     def matches(self, quality: str | None, device_type: str, content_type: str) -> bool:
         """Whether a session with these attributes counts against this rule."""
@@ -138,6 +141,9 @@ def parse(
         rule_policy = entry.get("policy", policy)
         if rule_policy not in POLICIES:
             raise RuleError(f"{where}: policy must be deny or evict, got {rule_policy!r}")
+        mode = entry.get("mode", "enforce")
+        if mode not in MODES:
+            raise RuleError(f"{where}: mode must be enforce or monitor, got {mode!r}")
         count = entry.get("count", "sessions")
         if count not in COUNTS:
             raise RuleError(f"{where}: count must be one of {', '.join(COUNTS)}, got {count!r}")
@@ -152,6 +158,7 @@ def parse(
                 policy=rule_policy,
                 locations=_names(entry, "locations", LOCATIONS, where),
                 count=count,
+                mode=mode,
             )
         )
     return tuple(rules)

@@ -21,7 +21,7 @@ async def check(redis: Any, keyspace: k.Keys) -> None:
         parsed = keyspace.parse_account_key(key)
         if parsed is None:
             continue
-        kinds = ("state", "ended_records", "limit", "rlimit", "home", "devices", "swap")
+        kinds = ("state", "ended_records", "limit", "rlimit", "home", "devices", "swap", "rate")
         assert parsed[1] in kinds, f"0.x key {key} left"
         if parsed[1] in ("state", "ended_records"):
             accounts.add(parsed[0])
@@ -78,6 +78,13 @@ async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> int:
                     continue  # a distinct count counts each device or network once
             truth[field] = truth.get(field, 0) + 1
     assert counters == truth, f"{account_id}: rule counters {counters} != counted {truth}"
+    playbacks = {f: v for f, v in fields.items() if f.startswith(">")}
+    playing = {
+        f">{len(r.device_id.encode())}:{r.device_id}{r.playback_id}": sid
+        for sid, r in active.items()
+        if r.playback_id
+    }
+    assert playbacks == playing, f"{account_id}: playbacks {playbacks} != {playing}"
     score = await redis.zscore(ak.due, account_id)
     if not active:
         assert score is None, f"{account_id}: due with no ACTIVE session"

@@ -109,7 +109,7 @@ async def test_counting_goes_on_from_0x_counters(store: SessionStore, clock: Clo
     gamma = await store.get_limit("gamma")  # overrides are where they were
     assert gamma.max_sessions == 5 and gamma.rules is not None and gamma.rules["mobile"].max == 3
     clock.advance(121)  # epsilon's session lapses: a setup ends it first
-    assert await store.setup(new("epsilon")) == 1
+    assert (await store.setup(new("epsilon"))).active == 1
     got = await store.get("epsilon", IDS["epsilon-lapsing"])
     assert (got.state, got.end_reason) == (State.ENDED, EndReason.TIMEOUT)
 

@@ -56,7 +56,7 @@ async def test_a_setup_ends_every_lapsed_session_however_many(
     made = await many(store, MANY)
     clock.advance(600)  # every one lapses; no sweep runs
     await store.set_limit("acct-1", 1)
-    assert await store.setup(new("dev-new")) == 1
+    assert (await store.setup(new("dev-new"))).active == 1
     listing = await store.account_sessions("acct-1", limit=1)
     assert listing.active_count == 1
     got = await store.get("acct-1", made[-1].session_id)
@@ -113,11 +113,11 @@ async def test_the_audit_repairs_a_non_numeric_counter(store: SessionStore, keys
     assert [(r.counter, r.truth, r.rules) for r in repairs] == [(-1, 2, 1)]
     assert await store.redis.hget(ak.state, "n") == "2"
     assert await store.redis.hget(ak.state, "=per-device:dev-1") == "1"
-    assert await store.setup(new("dev-3")) == 3
+    assert (await store.setup(new("dev-3"))).active == 3
 
 
 async def test_a_damaged_denial_marker_is_checked_again(store: SessionStore, keyspace: Any) -> None:
     s = new()
     await store.redis.set(keyspace.denied("acct-1", s.session_id), "not a marker", px=10_000)
-    assert await store.setup(s) == 1
+    assert (await store.setup(s)).active == 1
     assert (await store.get("acct-1", s.session_id)).state is State.ACTIVE

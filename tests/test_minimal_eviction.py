@@ -44,7 +44,7 @@ async def test_a_setup_on_a_tv_ends_only_that_tvs_session(
         await store.setup(s)
         clock.advance(1)
     d = new("tv-2", "tv")
-    assert await store.setup(d) == 3
+    assert (await store.setup(d)).active == 3
     assert await state(store, a) == (State.ACTIVE, None)
     assert await state(store, b) == (State.ACTIVE, None)
     assert await state(store, c) == (State.ENDED, EndReason.EVICTED)
@@ -61,7 +61,7 @@ async def test_the_oldest_goes_when_any_one_would_do(store: SessionStore, clock:
         await store.setup(s)
         clock.advance(1)
     await store.keep_alive("acct-1", a.session_id)  # A is now the newest keep-alive
-    assert await store.setup(new("phone-2", "phone")) == 3
+    assert (await store.setup(new("phone-2", "phone"))).active == 3
     assert await state(store, a) == (State.ACTIVE, None)
     assert await state(store, b) == (State.ENDED, EndReason.EVICTED)
     assert await state(store, c) == (State.ACTIVE, None)

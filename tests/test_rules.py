@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from srm.errors import LimitReached, SessionNotFound
-from srm.model import EndReason, NewSession, Policy, State
+from srm.model import EndReason, NewSession, Policy, Started, State
 from srm.rules import Rule
 from srm.store import SessionStore
 from tests import invariants
@@ -131,7 +131,7 @@ async def test_zapping_on_a_tv_evicts_its_previous_session(store: SessionStore) 
     await store.setup(first)
     await store.setup(other_tv)
     second = new(device="tv-1", device_type="tv", content="ch2")
-    assert await store.setup(second) == 2
+    assert (await store.setup(second)).active == 2
     assert await state(store, first) == (State.ENDED, EndReason.EVICTED)
     assert await state(store, other_tv) == (State.ACTIVE, None)
     with pytest.raises(SessionNotFound) as gone:
@@ -167,7 +167,7 @@ async def test_replaces_ends_the_chosen_session_only_when_the_setup_succeeds(
     assert await state(store, plain) == (State.ACTIVE, None)
     # replacing the one that counts: the new one starts, the old one ends REPLACED
     chosen = new(quality="UHD", device="tv-2", replaces=uhd.session_id)
-    assert await store.setup(chosen) == 2
+    assert (await store.setup(chosen)).active == 2
     assert await state(store, uhd) == (State.ENDED, EndReason.REPLACED)
     with pytest.raises(SessionNotFound) as gone:
         await store.keep_alive("acct-1", uhd.session_id)
@@ -193,7 +193,7 @@ async def test_replaces_at_the_account_limit_makes_room(store: SessionStore) -> 
     sessions = [new() for _ in range(5)]
     for s in sessions:
         await store.setup(s)
-    assert await store.setup(new(replaces=sessions[3].session_id)) == 5
+    assert (await store.setup(new(replaces=sessions[3].session_id))).active == 5
     assert await state(store, sessions[3]) == (State.ENDED, EndReason.REPLACED)
 
 
@@ -205,7 +205,9 @@ async def test_lapsed_sessions_count_for_no_rule(store: SessionStore, clock: Clo
     await store.keep_alive(kept.account_id, kept.session_id)
     clock.advance(21)  # the first lapsed, no reaper ran; the tv's session is alive
     again = new(quality="UHD")
-    assert await store.setup(again) == 2  # uhd (max 1) let it in: the lapsed one is not counted
+    assert (
+        await store.setup(again)
+    ).active == 2  # uhd (max 1) let it in: the lapsed one is not counted
     assert await state(store, lapsed) == (State.ENDED, EndReason.TIMEOUT)
     assert await state(store, kept) == (State.ACTIVE, None)
     assert await state(store, again) == (State.ACTIVE, None)
@@ -316,8 +318,8 @@ async def test_sixty_concurrent_setups_yield_exactly_the_rules_max(
     results = await asyncio.gather(
         *(store.setup(new(**attributes)) for _ in range(60)), return_exceptions=True
     )
-    assert sum(isinstance(r, int) for r in results) == 4
-    assert all(isinstance(r, int | LimitReached) for r in results)
+    assert sum(isinstance(r, Started) for r in results) == 4
+    assert all(isinstance(r, Started | LimitReached) for r in results)
     assert {r.rule for r in results if isinstance(r, LimitReached)} == {rule.name}
 
 
@@ -328,7 +330,7 @@ async def test_concurrent_replaces_of_one_session_end_it_once(store: SessionStor
         *(store.setup(new(quality="UHD", replaces=target.session_id)) for _ in range(20)),
         return_exceptions=True,
     )
-    assert sum(isinstance(r, int) for r in results) == 1  # uhd max 1: one wins the slot
+    assert sum(isinstance(r, Started) for r in results) == 1  # uhd max 1: one wins the slot
     assert await state(store, target) == (State.ENDED, EndReason.REPLACED)
 
 

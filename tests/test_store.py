@@ -13,7 +13,7 @@ import pytest
 
 from srm import keys as k
 from srm.errors import InternalError, LimitReached, SessionNotFound
-from srm.model import EndReason, Policy, State
+from srm.model import EndReason, Policy, Started, State
 from srm.store import EndOutcome, SessionStore
 from tests.helpers import OTHER_BUILDS, TOPOLOGIES, Clock, new, open_backend
 
@@ -32,7 +32,7 @@ async def active_ids(store: SessionStore, account: str) -> set[str]:
 
 async def test_setup_creates_an_active_session(store: SessionStore, clock: Clock) -> None:
     s = new()
-    assert await store.setup(s) == 1
+    assert (await store.setup(s)).active == 1
     got = await store.get(s.account_id, s.session_id)
     assert got.state is State.ACTIVE
     assert (got.device_id, got.content_id, got.content_type) == ("dev-1", "100001V3D", "COD")
@@ -52,7 +52,7 @@ async def test_limit_denies_the_next_setup(store: SessionStore) -> None:
 
 async def test_concurrent_setups_give_exactly_the_limit(store: SessionStore) -> None:
     results = await asyncio.gather(*(store.setup(new()) for _ in range(60)), return_exceptions=True)
-    created = [r for r in results if isinstance(r, int)]
+    created = [r for r in results if isinstance(r, Started)]
     denied = [r for r in results if isinstance(r, LimitReached)]
     assert len(created) == 3
     assert len(denied) == 57
@@ -62,9 +62,9 @@ async def test_concurrent_setups_give_exactly_the_limit(store: SessionStore) -> 
 
 async def test_setup_retried_with_the_same_id_makes_one_session(store: SessionStore) -> None:
     s = new()
-    assert await store.setup(s) == 1
-    assert await store.setup(s) == 1
-    assert await store.setup(dataclasses.replace(s, device_id="other")) == 1
+    assert (await store.setup(s)).active == 1
+    assert (await store.setup(s)).active == 1
+    assert (await store.setup(dataclasses.replace(s, device_id="other"))).active == 1
     listing = await store.account_sessions("acct-1")
     assert [x.session_id for x in listing.sessions] == [s.session_id]
     assert listing.sessions[0].device_id == "dev-1"
@@ -75,7 +75,7 @@ async def test_retry_of_a_setup_at_the_limit_still_succeeds(store: SessionStore)
     for s in sessions:
         await store.setup(s)
     # the third setup's reply was lost; its retry must not be denied by its own session
-    assert await store.setup(sessions[2]) == 3
+    assert (await store.setup(sessions[2])).active == 3
 
 
 async def test_concurrent_teardowns_decrement_once(
@@ -111,7 +111,7 @@ async def test_teardown_frees_a_slot(store: SessionStore) -> None:
     for s in sessions:
         await store.setup(s)
     await store.end("acct-1", sessions[0].session_id, EndReason.TEARDOWN)
-    assert await store.setup(new()) == 3
+    assert (await store.setup(new())).active == 3
 
 
 async def test_unknown_session_is_not_found(store: SessionStore) -> None:
@@ -169,7 +169,7 @@ async def test_lapsed_sessions_never_block_a_new_one(store: SessionStore, clock:
         await store.setup(s)
     clock.advance(121)  # no reaper runs
     fresh = new()
-    assert await store.setup(fresh) == 1
+    assert (await store.setup(fresh)).active == 1
     listing = await store.account_sessions("acct-1")
     assert listing.active_count == 1
     ended = {s.session_id: s for s in listing.sessions if s.state is State.ENDED}
@@ -229,7 +229,7 @@ async def test_evict_policy_ends_the_oldest_keep_alive(
         clock.advance(1)
     await store.keep_alive("acct-1", first.session_id)  # now second is the oldest keep-alive
     fourth = new()
-    assert await store.setup(fourth) == 3
+    assert (await store.setup(fourth)).active == 3
     got = await store.get("acct-1", second.session_id)
     assert (got.state, got.end_reason) == (State.ENDED, EndReason.EVICTED)
     with pytest.raises(SessionNotFound):

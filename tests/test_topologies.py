@@ -24,7 +24,7 @@ from srm import keys as k
 from srm import records
 from srm.connection import connect, warm_up
 from srm.errors import LimitReached, StoreUnavailable
-from srm.model import EndReason, NewSession, Policy, State
+from srm.model import EndReason, NewSession, Policy, Started, State
 from srm.store import EndOutcome, SessionStore
 from tests import invariants
 from tests.helpers import (
@@ -124,7 +124,7 @@ async def test_replica_acks_make_unreplicated_changes_srm_0008(
     s = new("acked")
     await redis_client.script_flush()  # the first call must load its script on the way
     if replicated:
-        assert await store.setup(s) == 1
+        assert (await store.setup(s)).active == 1
         assert await store.end("acked", s.session_id, EndReason.TEARDOWN) is EndOutcome.ENDED
     else:
         with pytest.raises(StoreUnavailable, match="0 of 1 replicas"):
@@ -246,7 +246,7 @@ async def test_cluster_follows_a_resharded_slot(
         await store.keep_alive("moving", s.session_id)
         assert (await store.get("moving", s.session_id)).state is State.ACTIVE
         second = new("moving")
-        assert await store.setup(second) == 2
+        assert (await store.setup(second)).active == 2
         assert (await store.account_sessions("moving")).active_count == 2
         await store.end("moving", s.session_id, EndReason.TEARDOWN)
         assert len(session_keys(target)) == 2 and session_keys(source) == []
@@ -315,7 +315,7 @@ async def test_cluster_master_lost_answers_srm_0008_then_recovers(
         return got
 
     try:
-        assert all(isinstance(r, int) for r in await calls())
+        assert all(isinstance(r, Started) for r in await calls())
         victim.kill(signal.SIGKILL)
         outage = await calls()
         for account, result in zip(accounts, outage, strict=True):
@@ -329,9 +329,9 @@ async def test_cluster_master_lost_answers_srm_0008_then_recovers(
         while True:
             results = await calls()
             # meanwhile the cluster may answer CLUSTERDOWN: SRM-0008 as well, never SRM-0001
-            assert all(isinstance(r, int | LimitReached | StoreUnavailable) for r in results)
+            assert all(isinstance(r, Started | LimitReached | StoreUnavailable) for r in results)
             # served again: every account answered (a count, or its limit after the retries)
-            if all(isinstance(r, int | LimitReached) for r in results):
+            if all(isinstance(r, Started | LimitReached) for r in results):
                 break
             assert time.monotonic() < deadline, "the client never recovered"
             await asyncio.sleep(0.2)

@@ -229,7 +229,7 @@ async def test_keep_alive_disabled_lost_setup_lapses_when_its_abort_fails(
             await store.setup(new())
         clock.advance(PROVISIONAL_MS / 1000)
         fresh = new()
-        assert await store.setup(fresh) == 1  # the orphan lapsed: its slot is free
+        assert (await store.setup(fresh)).active == 1  # the orphan lapsed: its slot is free
         assert (await store.get("acct-1", lost.session_id)).end_reason is EndReason.TIMEOUT
         # a setup whose answer arrived has no deadline: it never lapses
         kept = await store.get("acct-1", fresh.session_id)

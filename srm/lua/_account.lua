@@ -72,29 +72,40 @@ end
 
 -- Session records (srm/records.py reads them the same way), times in ms:
 --   ACTIVE  "<created>,<ka - created>,<deadline - ka>;" then L(dev) L(cid) L(ctype) L(dt) L(q)
---           L(groups) [L(where)]
+--           L(groups), then the extras L(where) L(playbackId) L(flagged)
 --   ENDED   "<created>,<ka - created>,<deadline - ka>,<endedAt - created>,<REASON>;" then the
---           same six strings, L(byDeviceId) ('' when no device's setup ended it), [L(where)]
+--           same six strings, L(byDeviceId) ('' when no device's setup ended it), the extras
 --   "T"     tombstone: a setup given up on (abort.lua)
 -- where L(s) is "<byte length>:<s>", so any deviceId or contentID is safe. dt is '' for the
 -- default device type, q '' for none; groups are the rule groups the session counts in, as
 -- "<rule>[/d|/c|/n][+d|+n],...": per account, per device, per content, per network; "+d" and
 -- "+n" for a rule counting distinct devices or networks (rule names are [a-z0-9-]). where:
 -- the location at setup ('h' home, 'a' away, '-' the account had no home) and the network
--- (4 or 8 bytes, srm/network.py); left out when neither is known. Records of a version
--- before networks have no where.
+-- (4 or 8 bytes, srm/network.py), '' when neither is known; playbackId: the player's id of
+-- the playback ('' none); flagged: the monitor rules that flagged its setup, "<rule>,...".
+-- Extras that are '' at the end are left out (records of older versions have none).
 local function L(s)
   return #s .. ':' .. s
 end
 
--- the ACTIVE record of a new session
-local function record_new(now, deadline, dev, cid, ctype, dt, q, groups, where)
+-- the ACTIVE record of a new session; extras: {where, playbackId, flagged}
+local function record_new(now, deadline, dev, cid, ctype, dt, q, groups, extras)
   local v = now .. ',0,' .. (deadline - now) .. ';' .. L(dev) .. L(cid) .. L(ctype) .. L(dt) ..
     L(q) .. L(groups)
-  if where ~= '' then
-    v = v .. L(where)
+  local last = #extras
+  while last > 0 and extras[last] == '' do
+    last = last - 1
+  end
+  for i = 1, last do
+    v = v .. L(extras[i])
   end
   return v
+end
+
+-- playback_field: the account hash field holding the sessionId of the ACTIVE session of
+-- device dev's playback pb: ">" L(dev) pb
+local function playback_field(dev, pb)
+  return '>' .. #dev .. ':' .. dev .. pb
 end
 
 -- record_times: created, ka, deadline and (ENDED) endedAt, reason of a record; nil for a
@@ -127,8 +138,8 @@ local function active_deadline(v)
   return tonumber(c) + tonumber(k) + tonumber(d)
 end
 
--- record_strings: dev, cid, ctype, dt, q, groups, then where (ACTIVE) or by and where
--- (ENDED) of a record; '' for any a damaged or older record lacks (srm/records.py reads it
+-- record_strings: dev, cid, ctype, dt, q, groups, then where, playbackId, flagged (ACTIVE),
+-- or by and those three (ENDED) of a record; '' for any a damaged or older record lacks (srm/records.py reads it
 -- the same way), so a damaged session still ends cleanly (the audit then repairs the rule
 -- counters it could not name)
 local function record_strings(v)
@@ -142,7 +153,7 @@ local function record_strings(v)
     out[#out + 1] = string.sub(v, first, first + tonumber(digits) - 1)
     pos = first + tonumber(digits)
   end
-  for i = #out + 1, 8 do
+  for i = #out + 1, 10 do
     out[i] = ''
   end
   return out
@@ -222,9 +233,13 @@ local function group_add(state, g, delta, gone)
 end
 
 -- is_record: whether a field of the account hash is a session record (its sessionId); a rule
--- counter "=<rule>:<group>" may be as long
+-- counter "=<rule>:<group>" or a playback ">..." may be as long
 local function is_record(field)
-  return #field == 36 and string.sub(field, 1, 1) ~= '='
+  if #field ~= 36 then
+    return false
+  end
+  local first = string.byte(field)
+  return first ~= 61 and first ~= 62  -- '=', '>'
 end
 
 -- active_records: {sessionId, deadline} of every ACTIVE session of the account, lapsed ones
@@ -345,6 +360,9 @@ local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
   for _, g in ipairs(group_fields(s)) do
     group_add(acct.state, g, -1, gone)
   end
+  if s[8] ~= '' then
+    gone[#gone + 1] = playback_field(s[1], s[8])  -- its playback can no longer be joined
+  end
   if #gone > 0 then
     redis.call('HDEL', acct.state, unpack(gone))
   end
@@ -394,12 +412,13 @@ local function end_lapsed(acct, now, purge_at, max, queued)
     n = n + 1
   end
   if n > 0 and n == #records then
-    -- every ACTIVE session ends: the account counter and every rule counter go (to 0) at
-    -- once, instead of a decrement per session and group
+    -- every ACTIVE session ends: the account counter, every rule counter and every
+    -- playback go at once, instead of a decrement per session and group
     local gone = {N}
     active_add(acct, -(tonumber(all[N] or '0') or 0))
     for field in pairs(all) do
-      if string.byte(field, 1) == 61 then  -- '=': a rule counter
+      local first = string.byte(field, 1)
+      if first == 61 or first == 62 then  -- '=' a rule counter, '>' a playback
         gone[#gone + 1] = field
       end
     end

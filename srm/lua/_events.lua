@@ -7,7 +7,7 @@
 -- one does not apply, so Redis stores the field names once per stream node:
 --   t type (S started, E ended, D denied, L limit changed), at ms, a accountId, s sessionId,
 --   d deviceId, dt deviceType, c contentID, ct contentType, q quality,
---   x endReason (E) | rule name (D, L) | how (X: CLIENT, OPERATOR, FORGOTTEN; H: OPERATOR,
+--   x endReason (E) | rule name (D, L) | the monitor rules that flagged it (S) | how (X: CLIENT, OPERATOR, FORGOTTEN; H: OPERATOR,
 --   LEARNED), n duration ms (E) | new max, '' if removed (L), w where (S, E, D: location and
 --   network as records hold them, _account.lua) | the packed home networks (H)
 -- with types S started, E ended, D denied, L limit changed, R device registered, X device
@@ -48,21 +48,21 @@ end
 
 -- Usage: in the account hash, one field per UTC day (days since the epoch, digits only)
 -- whose value is "started,peak active,watched ms,denied,TEARDOWN,TIMEOUT,OPERATOR,EVICTED,
--- REPLACED,devices registered", trailing zeros left out. A day's field is read, changed and written back (a few
+-- REPLACED,devices registered,flagged", trailing zeros left out. A day's field is read, changed and written back (a few
 -- bytes); when a day is first written, the days older than USAGE_DAYS are dropped. An account
 -- hash left with no session record expires USAGE_DAYS later (purge.lua), so an account that
 -- stops watching leaves nothing behind.
 local USAGE_DAYS = 35
 local DAY_MS = 86400000
 local USAGE = {started = 1, denied = 4, TEARDOWN = 5, TIMEOUT = 6, OPERATOR = 7, EVICTED = 8,
-  REPLACED = 9, registered = 10}
+  REPLACED = 9, registered = 10, flagged = 11}
 local PEAK, WATCHED = 2, 3
 
 -- usage_read: the counters of `day` in `key`, as numbers; drops the days older than
 -- USAGE_DAYS when `day` is new.
 local function usage_read(key, day)
   local packed = redis.call('HGET', key, day)
-  local v = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  local v = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
   if packed then
     local i = 1
     for number in string.gmatch(packed, '[^,]+') do
@@ -84,7 +84,7 @@ local function usage_read(key, day)
 end
 
 local function usage_write(key, day, v)
-  local last = 10
+  local last = 11
   while last > 1 and v[last] == 0 do
     last = last - 1
   end
@@ -124,10 +124,10 @@ local function usage_add(key, at, what, watched, active)
   end
 end
 
--- Per-shard denial ranking of one UTC day: `prefix` is the shard's "srm:{sK}:denials:"
--- (in KEYS), completed with the day of `now`; the zset lives a day longer than the usage
--- it sums up.
-local function denial_add(prefix, now, account)
+-- Per-shard ranking of one UTC day: `prefix` is the shard's "srm:{sK}:denials:" (in KEYS),
+-- completed with the day of `now` (denied setups), or that and "f" (setups flagged by monitor
+-- rules); the zset lives a day longer than the usage it sums up.
+local function ranking_add(prefix, now, account)
   local key = prefix .. math.floor(tonumber(now) / DAY_MS)
   if tonumber(redis.call('ZINCRBY', key, 1, account)) == 1 then
     redis.call('PEXPIRE', key, (USAGE_DAYS + 1) * DAY_MS)
@@ -137,9 +137,15 @@ end
 -- The events of one account (acct: account_keys(...) of _account.lua), each with its usage.
 -- `active`: the sessions the account has just before an end, or just after a start.
 
-local function session_started(acct, sid, at, d, dt, c, ct, q, active, w)
-  emit(acct.events, 'S', at, acct.id, sid, d, dt, c, ct, q, '', '', w)
+-- session_started: `flagged` names the monitor rules that flagged the setup ('' none): they are
+-- counted in the day's usage and in the shard's daily ranking of flagged setups
+local function session_started(acct, sid, at, d, dt, c, ct, q, active, w, flagged)
+  emit(acct.events, 'S', at, acct.id, sid, d, dt, c, ct, q, flagged, '', w)
   usage_add(acct.state, at, 'started', 0, active)
+  if flagged ~= '' then
+    usage_add(acct.state, at, 'flagged', 0, active)
+    ranking_add(acct.denials .. 'f', at, acct.id)
+  end
 end
 
 -- session_ended: called by end_session for every session it ends; s: the ACTIVE record's
@@ -175,5 +181,5 @@ local function session_denied(acct, marker, kept, rule, max, at, d, dt, c, ct, q
   redis.call('SET', marker, rule .. ',' .. max, 'PX', kept)
   emit(acct.events, 'D', at, acct.id, '', d, dt, c, ct, q, rule, '', w)
   usage_add(acct.state, at, 'denied', 0, active)
-  denial_add(acct.denials, at, acct.id)
+  ranking_add(acct.denials, at, acct.id)
 end

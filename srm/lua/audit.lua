@@ -6,7 +6,8 @@
 -- ARGV[i] (all accounts of one call live in the shard)
 -- The truth of the account counter is the number of ACTIVE records; of a rule counter, the
 -- number of ACTIVE sessions whose groups name it (for a distinct count, of the distinct
--- devices or networks among them, and of each value's sessions); of the due score, the earliest ACTIVE
+-- devices or networks among them, and of each value's sessions); of a playback field, the
+-- ACTIVE session of that device and playbackId; of the due score, the earliest ACTIVE
 -- deadline; every ENDED record (and tombstone) is queued in reap. The audit is the one
 -- script that reads an account's ENDED hash whole. Returns a flat list {i, counter before,
 -- truth, other repairs} for every account with any repair.
@@ -28,7 +29,11 @@ for i = 1, #ARGV do
   end
   local want, fixes = {}, 0
   for _, r in ipairs(records) do
-    for _, g in ipairs(group_fields(record_strings(all[r[1]]))) do
+    local s = record_strings(all[r[1]])
+    if s[8] ~= '' then
+      want[playback_field(s[1], s[8])] = r[1]  -- its playback names it
+    end
+    for _, g in ipairs(group_fields(s)) do
       local field, value = g[1], g[2]
       if value then
         want[value] = (want[value] or 0) + 1
@@ -39,7 +44,15 @@ for i = 1, #ARGV do
     end
   end
   for field, value in pairs(all) do
-    if string.sub(field, 1, 1) == '=' and want[field] ~= tonumber(value) then
+    local first = string.sub(field, 1, 1)
+    if first == '>' and want[field] ~= value then
+      fixes = fixes + 1
+      if want[field] then
+        redis.call('HSET', acct.state, field, want[field])
+      else
+        redis.call('HDEL', acct.state, field)  -- no ACTIVE session of that playback
+      end
+    elseif first == '=' and want[field] ~= tonumber(value) then
       fixes = fixes + 1
       if want[field] then
         redis.call('HSET', acct.state, field, want[field])

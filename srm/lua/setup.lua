@@ -7,7 +7,8 @@
 -- KEYS[3] denied     srm:{sK}:denied:<sid>        string this setup's denial, for retries
 -- KEYS[4] home       srm:{sK}:acct:<a>:home       string the account's home networks
 -- KEYS[5] devices    srm:{sK}:acct:<a>:devices    hash   the device registry
--- KEYS[6..15] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[6] rate       srm:{sK}:acct:<a>:rate       string the account's recent setups
+-- KEYS[7..16] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
@@ -19,11 +20,17 @@
 -- bytes, srm/network.py)  ARGV[17] the home to learn when the account has none (packed; ''
 -- when this device type does not set it)  ARGV[18] devices.max (0: no registry)
 -- ARGV[19] ms after which a device that set nothing up is forgotten
+-- ARGV[20] playbackId ('' none)  ARGV[21] setups allowed per account and minute (0: any)
 -- then per rule the session matches (by quality, device type, content type), RULE_ARGS ARGV:
 -- name, reference (records' groups), counter field, configured max, policy, count ('sessions',
 -- 'devices', 'networks'), value field ('' when it counts sessions), location ('' anywhere,
--- 'h' home, 'a' away: setup applies this filter, it alone knows the home)
--- Returns {1 created | 2 created by an earlier try of this call, active after it, limit}, or
+-- 'h' home, 'a' away: setup applies this filter, it alone knows the home), mode ('enforce',
+-- 'monitor': never refuses nor evicts, flags the setup instead)
+-- Returns {1 created | 2 created by an earlier try of this call, active after it, limit,
+-- sessionId, the monitor rules that flagged it ("<rule>,...")}; {3, active, limit, sessionId}
+-- when it joined the ACTIVE session of the same device and playbackId (its deadline moved as
+-- by a keep-alive); {-2, ms} when the account is over its setups per minute (nothing else
+-- happened: retry in ms); or
 -- {0, counted against the refusing limit, its max, its name ('account' for the account
 -- limit, 'devices' for the registry), then up to 100 of the sessions it counts, oldest
 -- keep-alive first, each as {sessionId, deadline, its record}} when denied (so the denial
@@ -37,11 +44,36 @@
 -- and count nothing more.
 -- ms a denial's marker stays: a call is retried within redis.request_deadline (2 s)
 local DENIAL_KEPT = 10000
-local RULE_ARGS, FIRST_RULE = 8, 20
+
+-- rate_take: counts one setup in the account's rate `key` unless `limit` setups were made in
+-- the last minute, as a sliding window estimates it (the last whole minute's count weighted
+-- by how much of it the window still covers, plus this minute's); returns 0 when counted, else
+-- the ms until one more would be. The key holds "<minute>,<its count>,<the minute before's>".
+local MINUTE = 60000
+local function rate_take(key, now, limit)
+  local minute = math.floor(now / MINUTE)
+  local m, this, last = string.match(redis.call('GET', key) or '', '^(%d+),(%d+),(%d+)$')
+  m, this, last = tonumber(m), tonumber(this) or 0, tonumber(last) or 0
+  if m ~= minute then
+    last = m == minute - 1 and this or 0
+    this = 0
+  end
+  local into = now - minute * MINUTE  -- ms into this minute
+  if last * (MINUTE - into) / MINUTE + this + 1 <= limit then
+    redis.call('SET', key, minute .. ',' .. (this + 1) .. ',' .. last, 'PX', 2 * MINUTE)
+    return 0
+  end
+  if this + 1 <= limit then  -- fits once the last minute's weight has fallen enough
+    return math.max(1, math.ceil((MINUTE - into) - (limit - 1 - this) * MINUTE / last))
+  end
+  -- only after this minute, once its count, then weighing as the last, has fallen enough
+  return (MINUTE - into) + math.max(0, math.ceil(MINUTE - MINUTE * (limit - 1) / this))
+end
+local RULE_ARGS, FIRST_RULE = 9, 22
 local now = server_time(ARGV[1])
 local sid, account, device = ARGV[2], ARGV[3], ARGV[4]
 local address, net = ARGV[15], ARGV[16]
-local acct = account_keys(account, 6)
+local acct = account_keys(account, 7)
 events_config(ARGV[14])
 local legacy = legacy_first(acct)
 if legacy then
@@ -73,7 +105,8 @@ if existing then
   if existing == 'T' then
     return {-1, 0, 0}
   end
-  return {2, active, 0}
+  local strings, ended = record_strings(existing), select(5, record_times(existing))
+  return {2, active, 0, sid, ended and strings[10] or strings[9]}
 end
 local denied = redis.call('GET', KEYS[3])
 if denied then
@@ -82,6 +115,30 @@ if denied then
     return {0, active, tonumber(max), rule}
   end
   -- a marker of no known shape (damaged): checked again, as if there were none
+end
+
+-- at most ARGV[21] setups a minute, joins and denials included (one refused here is not
+-- counted: a client looping setups is held to the rate, not locked out)
+local per_minute = tonumber(ARGV[21])
+if per_minute > 0 then
+  local wait = rate_take(KEYS[6], now, per_minute)
+  if wait > 0 then
+    return {-2, wait}
+  end
+end
+
+-- the playback of an ACTIVE session of this device: the setup joins it
+local playback = ARGV[20]
+if playback ~= '' then
+  local joined = redis.call('HGET', acct.state, playback_field(device, playback))
+  local v = joined and redis.call('HGET', acct.state, joined)
+  local deadline = v and active_deadline(v)
+  if deadline and deadline > now then
+    local moved = now + tonumber(ARGV[7])
+    redis.call('HSET', acct.state, joined, record_moved(v, record_times(v), now, moved))
+    deadline_left(acct, deadline, moved, active)
+    return {3, active, 0, joined}
+  end
 end
 
 -- where the client is: home when its address lies in one of the account's home networks
@@ -134,7 +191,8 @@ for i = FIRST_RULE, #ARGV, RULE_ARGS do
   if at == '' or (at == 'h' and loc ~= 'a') or (at == 'a' and loc == 'a') then
     local max = redis.call('HGET', KEYS[2], ARGV[i]) or ARGV[i + 3]
     checks[#checks + 1] = {name = ARGV[i], field = ARGV[i + 2], max = tonumber(max),
-      policy = ARGV[i + 4], count = ARGV[i + 5], vfield = ARGV[i + 6]}
+      policy = ARGV[i + 4], count = ARGV[i + 5], vfield = ARGV[i + 6],
+      monitor = ARGV[i + 8] == 'monitor'}
     refs[#refs + 1] = ARGV[i + 1]
   end
 end
@@ -246,7 +304,7 @@ end
 -- allows.
 local victims, short = {}, {}
 for _, check in ipairs(checks) do
-  if check.policy == 'evict' and check.max > 0 and not fits(check) then
+  if check.policy == 'evict' and check.max > 0 and not check.monitor and not fits(check) then
     short[#short + 1] = check
   end
 end
@@ -324,7 +382,7 @@ if #short > 0 then
   end
 end
 for _, check in ipairs(checks) do
-  if not fits(check) then
+  if not check.monitor and not fits(check) then
     session_denied(acct, KEYS[3], DENIAL_KEPT, check.name, check.max, now, device, ARGV[11],
       ARGV[5], ARGV[6], ARGV[12], active, where)
     usage_only_expires(acct.state)  -- the day's usage, in an account that holds no session
@@ -344,7 +402,7 @@ for i = #victims, 1, -1 do
   gone[s] = nil
   local spare = true
   for _, check in ipairs(checks) do
-    if counts_in(check, s) and not fits(check) then
+    if not check.monitor and counts_in(check, s) and not fits(check) then
       spare = false
       break
     end
@@ -356,6 +414,16 @@ for i = #victims, 1, -1 do
   end
 end
 
+-- the monitor rules the setup would have been refused (or evicted) for: it is only flagged
+local flags = {}
+for _, check in ipairs(checks) do
+  if check.monitor and not fits(check) then
+    flags[#flags + 1] = check.name
+  end
+end
+local flagged = table.concat(flags, ',')
+
+usage_batch()  -- the day's usage is read and written once, however many changes count in it
 local ended = 0
 if replaced ~= '' then
   end_session(acct, replaced, all[replaced], 'REPLACED', now, purge_at, device)
@@ -380,8 +448,11 @@ if device_max > 0 then
 end
 local deadline = now + tonumber(ARGV[7])
 local record = record_new(now, deadline, device, ARGV[5], ARGV[6], ARGV[11], ARGV[12], groups,
-  where)
+  {where, playback, flagged})
 redis.call('HSET', acct.state, sid, record)
+if playback ~= '' then
+  redis.call('HSET', acct.state, playback_field(device, playback), sid)
+end
 redis.call('HINCRBY', acct.state, N, 1)
 active_add(acct, 1)
 if groups ~= '' then
@@ -393,5 +464,7 @@ end
 redis.call('PERSIST', acct.state)
 -- the score stays the earliest deadline: ended sessions may leave it earlier (never later)
 redis.call('ZADD', acct.due, 'LT', deadline, account)
-session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active, where)
-return {1, active, checks[1].max}
+session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active, where,
+  flagged)
+usage_flush()
+return {1, active, checks[1].max, sid, flagged}

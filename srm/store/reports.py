@@ -19,15 +19,17 @@ class Reports(StoreBase):
             if records.is_day_field(field)
         }
 
-    async def denials(self, day: int, top: int) -> list[tuple[str, int]]:
-        """The *top* accounts most often denied on UTC *day*, most denied first.
+    async def denials(self, day: int, top: int, *, flagged: bool = False) -> list[tuple[str, int]]:
+        """The *top* accounts most often denied on UTC *day*, most denied first (*flagged*:
+        most often flagged by monitor rules).
 
         Each shard keeps its own ranking; the top *top* of every shard are merged, so the work
         is bounded by shards x top whatever the number of accounts.
         """
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.keys.shards):
-            pipe.zrevrange(self.keys.denials(shard, day), 0, top - 1, withscores=True)
+            key = self.keys.denials(shard, day, flagged=flagged)
+            pipe.zrevrange(key, 0, top - 1, withscores=True)
         per_shard = await self._guard("denials", pipe.execute())
         merged = [(account, int(score)) for ranking in per_shard for account, score in ranking]
         merged.sort(key=lambda item: (-item[1], item[0]))

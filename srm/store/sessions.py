@@ -15,6 +15,7 @@ from srm.errors import (
     SrmError,
     StoreUnavailable,
     StoreUnreached,
+    TooSoon,
 )
 from srm.listing import Cursor
 from srm.model import (
@@ -23,6 +24,7 @@ from srm.model import (
     EndReason,
     NewSession,
     Session,
+    Started,
 )
 from srm.rules import DEVICES_RULE
 from srm.store.households import Households, device, in_registration_order
@@ -39,11 +41,13 @@ class EndOutcome(Enum):
 class Sessions(Households):
     """The client's and the operator's calls on sessions."""
 
-    async def setup(self, new: NewSession) -> int:
-        """Create the session unless a limit refuses it; the account's active count after it.
+    async def setup(self, new: NewSession) -> Started:
+        """Create the session unless a limit refuses it, or join the ACTIVE session of the same
+        device and playbackId.
 
         Raises LimitReached, naming the refusing limit and the sessions counted against it,
-        when the account limit or a limit rule is reached (and evicting cannot make room).
+        when the account limit or a limit rule is reached (and evicting cannot make room), or
+        the device registry is full; TooSoon when the account is over its setups per minute.
         Safe to retry with the same sessionId.
         """
         ak = self.keys.account(new.account_id)
@@ -51,20 +55,6 @@ class Sessions(Households):
         networks = house.networks
         address = network.parse_packed(new.address)
         net = networks.network_bytes(address)
-        rule_args: list[Any] = []
-        for rule in self.policy.rules:
-            if rule.matches(new.quality, new.device_type, new.content_type):
-                field, value_field = rule.fields(new.device_id, new.content_id, net)
-                rule_args += [
-                    rule.name,
-                    rule.reference,
-                    field,
-                    rule.max,
-                    rule.policy,
-                    rule.count,
-                    value_field,
-                    rule.where,
-                ]
         learned = b""
         if address is not None and new.device_type in house.learn_home:
             learned = network.pack_home([networks.network_of(address)])
@@ -76,6 +66,7 @@ class Sessions(Households):
                 self.keys.denied(new.account_id, new.session_id),
                 ak.home,
                 ak.devices,
+                ak.rate,
                 *ak.lifecycle(),
             ],
             [
@@ -98,15 +89,28 @@ class Sessions(Households):
                 learned,
                 house.devices_max,
                 house.forget_after_ms,
-                *rule_args,
+                new.playback_id or "",
+                self.policy.setups_per_minute,
+                *self._rule_args(new, net),
             ],
             account=new.account_id,
         )
         status = answer[0]
-        if status in (1, 2):
+        if status in (1, 2, 3):
+            started = Started(
+                session_id=str(answer[3]),
+                active=int(answer[1]),
+                joined=status == 3,
+                flagged=tuple(filter(None, str(answer[4]).split(","))) if status != 3 else (),
+            )
             if self.policy.timeout_ms == 0:
-                await self._confirm(new.account_id, new.session_id)
-            return int(answer[1])
+                await self._confirm(new.account_id, started.session_id)
+            return started
+        if status == -2:
+            raise TooSoon(
+                "the account is over its setups per minute (limits.setups_per_minute)",
+                -(-int(answer[1]) // 1000),
+            )
         if status == 0:
             refusing = str(answer[3])
             if refusing == DEVICES_RULE:
@@ -124,6 +128,25 @@ class Sessions(Households):
             raise LimitReached(int(answer[1]), int(answer[2]), refusing, counted)
         # -1: abandoned by an earlier try of this very call
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
+
+    def _rule_args(self, new: NewSession, net: bytes) -> list[Any]:
+        """setup.lua's ARGV for each rule the new session matches (see its header)."""
+        args: list[Any] = []
+        for rule in self.policy.rules:
+            if rule.matches(new.quality, new.device_type, new.content_type):
+                field, value_field = rule.fields(new.device_id, new.content_id, net)
+                args += [
+                    rule.name,
+                    rule.reference,
+                    field,
+                    rule.max,
+                    rule.policy,
+                    rule.count,
+                    value_field,
+                    rule.where,
+                    rule.mode,
+                ]
+        return args
 
     async def _confirm(self, account_id: str, session_id: str) -> None:
         """Keep-alive disabled: replace the provisional deadline of a setup known to have run.
