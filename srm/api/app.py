@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from srm import logs, metrics
+from srm import logs, metrics, process
 from srm.api import console, openapi
 from srm.api import handlers as h
 from srm.api.cursors import CursorSigner
@@ -141,6 +141,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         rule_names=frozenset(r.name for r in settings.sessions.rules),
         limit_claims=settings.auth.limit_claims,
         cursors=CursorSigner.of(settings),
+        networks=process.policy(settings).households.networks,
     )
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))

@@ -186,6 +186,7 @@ def usage(account: str, kept: dict[int, DayUsage], today: int, days: int) -> byt
                 "ended": dict(zip(USAGE_REASONS, u.ended, strict=True)),
                 "watchedSeconds": u.watched_ms // 1000,
                 "peakActive": u.peak_active,
+                "devicesRegistered": u.registered,
             }
         )
     return orjson.dumps({"accountId": account, "days": entries})
@@ -259,6 +260,8 @@ def session(s: Session) -> dict[str, Any]:
         "endReason": s.end_reason.value if s.end_reason else None,
         "deviceType": s.device_type,
         "quality": s.quality,
+        "network": s.network,
+        "location": s.location,
     }
 
 
@@ -276,6 +279,8 @@ SESSION_FIELDS = (
     "endReason",
     "deviceType",
     "quality",
+    "network",
+    "location",
 )
 DENIED_SESSION_FIELDS = (
     "sessionId",
@@ -286,6 +291,8 @@ DENIED_SESSION_FIELDS = (
     "quality",
     "createdAt",
     "lastKeepAliveAt",
+    "network",
+    "location",
 )
 
 

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from srm import metrics as srm_metrics
+from srm import network
 from srm.aborts import Aborter
 from srm.api import bodies
 from srm.api.cursors import CursorSigner
@@ -24,6 +25,7 @@ from srm.errors import (
     Unauthenticated,
 )
 from srm.model import DAY_MS, AccountSessions, EndReason, NewSession
+from srm.network import Networks
 from srm.store import SessionStore
 
 log = logging.getLogger("srm.api")
@@ -46,6 +48,7 @@ class Deps:
     rule_names: frozenset[str] = frozenset()
     limit_claims: bool = False  # honour the token's maxSessions claim
     cursors: CursorSigner = field(default_factory=lambda: CursorSigner(()))
+    networks: Networks = field(default_factory=Networks)  # trusted proxies, network prefixes
     aborts: Aborter = field(init=False)  # undoes setups whose outcome is unknown
 
     def __post_init__(self) -> None:
@@ -58,6 +61,13 @@ class Deps:
         if not token:
             raise Unauthenticated("Client-Token missing")
         return await self.verifier.authenticate(token.strip())
+
+    def client_address(self, request: web.Request) -> bytes:
+        """The packed client address of *request*: its TCP peer, or the right-most
+        X-Forwarded-For address that is not a trusted proxy when the peer is one (every
+        X-Forwarded-For header, in the order received); b'' when there is none."""
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        return network.pack_address(self.networks.client_address(request.remote, forwarded))
 
     def operator(self, request: web.Request) -> None:
         self.operators.check(_bearer(request))
@@ -127,6 +137,7 @@ async def setup(request: web.Request) -> web.Response:
         quality=wanted.quality,
         replaces=wanted.replaces,
         max_sessions=principal.max_sessions if deps.limit_claims else None,
+        address=deps.client_address(request),
     )
     try:
         await deps.store.setup(new)

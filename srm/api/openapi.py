@@ -145,6 +145,21 @@ def _schemas(settings: Settings) -> Json:
             "endReason": _nullable({"type": "string", "enum": [*reasons, None]}),
             "deviceType": {"type": "string"},
             "quality": _nullable({"type": "string"}),
+            "network": _nullable(
+                {
+                    "type": "string",
+                    "description": "Extension: the client's network at setup, a CIDR "
+                    "(network.ipv4_prefix or ipv6_prefix bits); null when not known",
+                }
+            ),
+            "location": _nullable(
+                {
+                    "type": "string",
+                    "enum": ["home", "away", None],
+                    "description": "Extension: whether the network was one of the account's "
+                    "home networks at setup; null when the account had none",
+                }
+            ),
         },
     }
     return {
@@ -312,7 +327,15 @@ def _schemas(settings: Settings) -> Json:
         "DayUsage": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["date", "started", "denied", "ended", "watchedSeconds", "peakActive"],
+            "required": [
+                "date",
+                "started",
+                "denied",
+                "ended",
+                "watchedSeconds",
+                "peakActive",
+                "devicesRegistered",
+            ],
             "properties": {
                 "date": {"type": "string", "format": "date"},
                 "started": count,
@@ -330,6 +353,10 @@ def _schemas(settings: Settings) -> Json:
                 "peakActive": {
                     **count,
                     "description": "The most sessions active at once seen by a change that day",
+                },
+                "devicesRegistered": {
+                    **count,
+                    "description": "Devices newly registered that day (devices.max)",
                 },
             },
         },
