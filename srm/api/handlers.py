@@ -199,6 +199,21 @@ async def get_own(request: web.Request) -> web.Response:
     return _json(orjson.dumps(bodies.session(session)))
 
 
+async def list_own_devices(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    principal = await deps.client(request)
+    return _json(bodies.devices(await deps.store.devices(principal.account_id)))
+
+
+async def remove_own_device(request: web.Request) -> web.Response:
+    """Unregister a device of the caller's account (any of its devices, itself included)."""
+    deps = request.app[DEPS]
+    principal = await deps.client(request)
+    device = bodies.device_id(request.match_info["deviceId"])
+    ended = await deps.store.remove_device(principal.account_id, device, by_operator=False)
+    return _json(orjson.dumps({"ended": ended}))
+
+
 # -- operator ----------------------------------------------------------------------------
 
 
@@ -225,6 +240,35 @@ async def end_device_sessions(request: web.Request) -> web.Response:
     device = bodies.device_id(request.match_info["deviceId"])
     ended = await deps.store.end_device(account, device, EndReason.OPERATOR)
     return _json(orjson.dumps({"ended": ended}))
+
+
+async def list_account_devices(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    return _json(bodies.devices(await deps.store.devices(account)))
+
+
+async def remove_account_device(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    device = bodies.device_id(request.match_info["deviceId"])
+    force = bodies.force_query(request.query.get("force"))
+    ended = await deps.store.remove_device(account, device, by_operator=True, force=force)
+    return _json(orjson.dumps({"ended": ended}))
+
+
+async def get_home(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    return _json(bodies.home(await deps.store.home(account)))
+
+
+async def put_home(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    networks = bodies.home_request(await deps.body(request))
+    return _json(bodies.home(await deps.store.set_home(account, networks)))
+
+
+async def delete_home(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    return _json(bodies.home(await deps.store.set_home(account, [])))
 
 
 async def get_limit(request: web.Request) -> web.Response:
