@@ -159,8 +159,9 @@ def _schemas(settings: Settings) -> Json:
                 {
                     "type": "string",
                     "enum": ["home", "away", None],
-                    "description": "Extension: whether the network was one of the account's "
-                    "home networks at setup; null when the account had none",
+                    "description": "Extension: home when the client address lay in one of "
+                    "the account's home networks at setup, else away; null when the account "
+                    "had none",
                 }
             ),
         },
