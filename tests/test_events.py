@@ -20,11 +20,13 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from srm import keys as k
+from srm import network
 from srm.config import EventsSettings
 from srm.errors import LimitReached
 from srm.events.consumer import Consumer, EventsMetrics
 from srm.events.sinks import WebhookSink, webhook_url
-from srm.model import DAY_MS, EndReason, EventPolicy, NewSession, Policy
+from srm.model import DAY_MS, EndReason, EventPolicy, Households, NewSession, Policy
+from srm.network import Networks
 from srm.store import SessionStore
 from tests import invariants
 from tests.helpers import (
@@ -173,11 +175,17 @@ async def test_every_lifecycle_over_http_is_one_event_per_change(
     assert start["deviceId"] == "tv" and start["contentID"] == "100001V3D"
     assert start["contentType"] == "COD" and start["sessionId"] == torn
     assert start["deviceType"] == "unknown" and start["quality"] is None
+    # the test client's peer, 127.0.0.1, cut to 24 bits; the account has no home network
+    assert (start["network"], start["location"]) == ("127.0.0.0/24", None)
     timeout = next(e for e in events if e.get("endReason") == "TIMEOUT")
     assert timeout["deviceId"] == "stb" and timeout["durationSeconds"] == 120.0
     denied = events[7]
     assert denied["rule"] == "account" and denied["deviceId"] == "over"
     assert denied["sessionId"] is None
+    assert (denied["network"], denied["location"]) == ("127.0.0.0/24", None)
+    assert timeout["network"] == "127.0.0.0/24"
+    for e in events:
+        assert ("network" in e) == e["type"].startswith("session.")
     assert [e["maxSessions"] for e in events[-2:]] == [5, None]
 
 
@@ -253,6 +261,7 @@ async def test_usage_of_a_scripted_day_and_a_session_across_midnight(
         # the night session 120 s, a and b 60 s each, c 120 s (to its deadline)
         "watchedSeconds": 120 + 60 + 60 + 120,
         "peakActive": 3,
+        "devicesRegistered": 0,  # no device registry (devices.max 0)
     }
     assert yesterday["started"] == 1 and yesterday["ended"]["TEARDOWN"] == 0
     assert yesterday["watchedSeconds"] == 0 and yesterday["peakActive"] == 1
@@ -545,7 +554,8 @@ def test_event_ids_name_the_shard_and_the_entry() -> None:
     assert e["id"] == "s7-1800000000000-3"
     assert e["at"] == "2027-01-15T08:00:00.000Z"
     assert e["deviceType"] == "unknown"  # the default, for a token without one
-    assert Counter(e.values())[None] == 4  # deviceId, contentID, contentType, quality
+    # deviceId, contentID, contentType, quality; network and location (no w: not known)
+    assert Counter(e.values())[None] == 6
 
 
 async def test_an_eviction_is_the_evicted_sessions_end_then_the_new_start(
@@ -649,3 +659,179 @@ def test_bad_events_settings_are_refused(env: dict[str, str]) -> None:
 
     with pytest.raises(ConfigError, match="events"):
         load(env=env)
+
+
+# -- households ---------------------------------------------------------------------------------
+
+
+def placed(
+    device: str, address: str, account: str = "house", device_type: str = "tv"
+) -> NewSession:
+    """A setup of *device* from the client address *address*."""
+    return NewSession(
+        str(uuid.uuid4()),
+        account,
+        device,
+        "100001V3D",
+        "COD",
+        device_type=device_type,
+        address=network.pack_address(network.parse_address(address)),
+    )
+
+
+HOUSEHOLDS = Households(
+    networks=Networks(ipv4_prefix=16, ipv6_prefix=48),  # not the defaults: the events use these
+    learn_home=("stb",),
+    devices_max=2,
+    forget_after_ms=DAY_MS,
+    swap_cooldown_ms=DAY_MS,
+)
+
+
+async def test_household_events_say_where_and_which_device(
+    redis_client: Any, keyspace: k.Keys, clock: Clock
+) -> None:
+    """Session events carry network and location; the registry's and the home's changes are
+    device.registered, device.removed (CLIENT, OPERATOR) and home.changed (OPERATOR)."""
+    policy = Policy(120_000, 5, 60_000, evict=False, households=HOUSEHOLDS)
+    store = SessionStore(redis_client, keyspace, policy, clock=clock)
+    home = network.parse_home(["203.0.113.0/24", "2001:db8::/40"])
+    await store.set_home("house", home)
+    await store.set_home("house", home)  # no change, no event
+    tv = placed("tv", "203.0.113.7")
+    await store.setup(tv)
+    tv6 = placed("tv", "2001:db8:5:7::1")
+    await store.setup(tv6)
+    phone = placed("phone", "198.51.100.9", device_type="")
+    await store.setup(phone)
+    with pytest.raises(LimitReached):
+        await store.setup(placed("laptop", "198.51.100.10", device_type="web"))
+    assert await store.remove_device("house", "phone", by_operator=False) == 1
+    assert await store.remove_device("house", "tv", by_operator=True, force=True) == 2
+    await store.set_home("house", [])
+
+    events = await events_of(store)
+    assert types(events) == [
+        "home.changed",
+        "device.registered",
+        "session.started",
+        "session.started",
+        "device.registered",
+        "session.started",
+        "session.denied",
+        "device.removed",
+        "session.ended",
+        "device.removed",
+        "session.ended",
+        "session.ended",
+        "home.changed",
+    ]
+    set_home, cleared = events[0], events[-1]
+    assert (set_home["networks"], set_home["reason"]) == (
+        ["203.0.113.0/24", "2001:db8::/40"],
+        "OPERATOR",
+    )
+    assert (cleared["networks"], cleared["reason"]) == ([], "OPERATOR")
+    assert set_home["deviceId"] is set_home["deviceType"] is set_home["sessionId"] is None
+    registered = [e for e in events if e["type"] == "device.registered"]
+    assert [(e["deviceId"], e["deviceType"]) for e in registered] == [
+        ("tv", "tv"),
+        ("phone", "unknown"),
+    ]
+    assert registered[0]["sessionId"] is None and "network" not in registered[0]
+    where = {
+        (e["type"], e["sessionId"] or e["deviceId"]): (e["network"], e["location"])
+        for e in events
+        if e["type"].startswith("session.")
+    }
+    assert where == {
+        ("session.started", tv.session_id): ("203.0.0.0/16", "home"),
+        ("session.started", tv6.session_id): ("2001:db8:5::/48", "home"),
+        ("session.started", phone.session_id): ("198.51.0.0/16", "away"),
+        ("session.denied", "laptop"): ("198.51.0.0/16", "away"),
+        ("session.ended", phone.session_id): ("198.51.0.0/16", "away"),
+        ("session.ended", tv.session_id): ("203.0.0.0/16", "home"),
+        ("session.ended", tv6.session_id): ("2001:db8:5::/48", "home"),
+    }
+    removed = [e for e in events if e["type"] == "device.removed"]
+    assert [(e["deviceId"], e["deviceType"], e["reason"]) for e in removed] == [
+        ("phone", "unknown", "CLIENT"),
+        ("tv", "tv", "OPERATOR"),
+    ]
+    assert {e["endReason"] for e in events if e["type"] == "session.ended"} == {"OPERATOR"}
+    (day,) = (await store.usage("house")).values()
+    assert day.registered == 2
+    await invariants.check(redis_client, keyspace)
+
+
+async def test_a_learned_home_and_forgotten_devices_are_events_too(
+    redis_client: Any, keyspace: k.Keys, clock: Clock
+) -> None:
+    policy = Policy(120_000, 5, 60_000, evict=False, households=HOUSEHOLDS)
+    store = SessionStore(redis_client, keyspace, policy, clock=clock)
+    await store.setup(placed("phone", "198.51.100.9", device_type="phone"))  # learns nothing
+    box = placed("box", "203.0.113.7", device_type="stb")
+    await store.setup(box)
+    clock.advance(86_401)  # both lapsed, and idle past forget_after
+    newcomer = placed("newcomer", "", device_type="web")  # no client address
+    await store.setup(newcomer)
+    events = await events_of(store)
+    assert types(events) == [
+        "device.registered",
+        "session.started",
+        "home.changed",
+        "device.registered",
+        "session.started",
+        "session.ended",
+        "session.ended",
+        "device.removed",
+        "device.removed",
+        "device.registered",
+        "session.started",
+    ]
+    learned = events[2]
+    assert (learned["networks"], learned["reason"]) == (["203.0.0.0/16"], "LEARNED")
+    assert (events[4]["network"], events[4]["location"]) == ("203.0.0.0/16", "home")
+    assert (events[1]["network"], events[1]["location"]) == ("198.51.0.0/16", None)
+    forgotten = sorted((e["deviceId"], e["reason"]) for e in events[7:9])
+    assert forgotten == [("box", "FORGOTTEN"), ("phone", "FORGOTTEN")]
+    # an address that is not known lies in no home network: away, on no network
+    assert (events[-1]["network"], events[-1]["location"]) == (None, "away")
+    await invariants.check(redis_client, keyspace)
+
+
+@pytest.mark.parametrize(
+    ("w", "network_text", "location"),
+    [
+        ("", None, None),
+        (
+            "h" + bytes([203, 0, 113, 0]).decode("utf-8", "surrogateescape"),
+            "203.0.113.0/24",
+            "home",
+        ),
+        ("a" + bytes(8).decode("utf-8", "surrogateescape"), "::/56", "away"),
+        ("-" + bytes([10, 1, 2, 0]).decode("utf-8", "surrogateescape"), "10.1.2.0/24", None),
+        ("h", None, "home"),
+        ("?" + "abc", None, None),  # damaged: never an error
+    ],
+)
+def test_an_events_where_field_reads_as_network_and_location(
+    w: str, network_text: str | None, location: str | None
+) -> None:
+    from srm.events.schema import event
+
+    e = event(0, "1-0", {"t": "S", "at": "1800000000000", "w": w})
+    assert (e["network"], e["location"]) == (network_text, location)
+
+
+def test_a_damaged_home_change_reads_as_the_networks_before_the_damage() -> None:
+    from srm.events.schema import event
+
+    packed = network.pack_home(network.parse_home(["203.0.113.0/24"]))
+    raw = (packed + b"\x10\x40\x20").decode("utf-8", "surrogateescape")
+    e = event(0, "1-0", {"t": "H", "at": "1800000000000", "x": "OPERATOR", "w": raw})
+    assert (e["type"], e["networks"], e["reason"]) == (
+        "home.changed",
+        ["203.0.113.0/24"],
+        "OPERATOR",
+    )

@@ -156,7 +156,10 @@ class Consumer:
             await self.prune()
         if not batch:
             return 0
-        await self.sink.deliver([event(shard, entry_id, f) for shard, entry_id, f in batch])
+        networks = self.store.policy.households.networks  # the [network] settings
+        await self.sink.deliver(
+            [event(shard, entry_id, f, networks) for shard, entry_id, f in batch]
+        )
         by_shard: dict[int, list[str]] = defaultdict(list)
         for shard, entry_id, _f in batch:
             by_shard[shard].append(entry_id)

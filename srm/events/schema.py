@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from srm import network
 from srm.api.bodies import iso
 from srm.model import DEFAULT_DEVICE_TYPE
+from srm.network import Networks
+from srm.records import LOCATIONS
 
 TYPES = {
     "S": "session.started",
     "E": "session.ended",
     "D": "session.denied",
     "L": "limit.changed",
+    "R": "device.registered",
+    "X": "device.removed",
+    "H": "home.changed",
 }
+SESSION_TYPES = frozenset("SED")  # the events of a setup or a session: they say where it was
+DEVICE_TYPES = frozenset("SEDRX")  # the events that name a device (with its type)
+_DEFAULT_NETWORKS = Networks()
 
 
 def event_id(shard: int, entry_id: str) -> str:
@@ -24,8 +33,22 @@ def _text(value: str | None) -> str | None:
     return value or None
 
 
-def event(shard: int, entry_id: str, f: dict[str, str]) -> dict[str, Any]:
-    kind = TYPES.get(f.get("t", ""), "unknown")
+def where(value: str | bytes | None, networks: Networks) -> tuple[str | None, str | None]:
+    """(network, location) of an event's ``w``: a location byte (h home, a away, - no home
+    network) then the network's 4 or 8 bytes, as records hold them; (None, None) for ''."""
+    raw = network.to_bytes(value or b"")
+    if not raw:
+        return None, None
+    return networks.network_text(raw[1:]), LOCATIONS.get(chr(raw[0]))
+
+
+def event(
+    shard: int, entry_id: str, f: dict[str, str], networks: Networks = _DEFAULT_NETWORKS
+) -> dict[str, Any]:
+    """The event of stream entry *entry_id* of *shard*, whose fields are *f*; *networks* (the
+    [network] settings) shows a network with the configured prefix."""
+    t = f.get("t", "")
+    kind = TYPES.get(t, "unknown")
     body: dict[str, Any] = {
         "id": event_id(shard, entry_id),
         "type": kind,
@@ -33,14 +56,14 @@ def event(shard: int, entry_id: str, f: dict[str, str]) -> dict[str, Any]:
         "accountId": _text(f.get("a")),
         "deviceId": _text(f.get("d")),
         # a session without a device type in its token has the default one
-        "deviceType": (f.get("dt") or DEFAULT_DEVICE_TYPE)
-        if f.get("t") in ("S", "E", "D")
-        else None,
+        "deviceType": (f.get("dt") or DEFAULT_DEVICE_TYPE) if t in DEVICE_TYPES else None,
         "sessionId": _text(f.get("s")),
         "contentID": _text(f.get("c")),
         "contentType": _text(f.get("ct")),
         "quality": _text(f.get("q")),
     }
+    if t in SESSION_TYPES:
+        body["network"], body["location"] = where(f.get("w"), networks)
     if kind == "session.ended":
         body["endReason"] = f.get("x")
         body["durationSeconds"] = int(float(f.get("n") or 0)) / 1000
@@ -49,4 +72,9 @@ def event(shard: int, entry_id: str, f: dict[str, str]) -> dict[str, Any]:
     elif kind == "limit.changed":
         body["rule"] = f.get("x")
         body["maxSessions"] = int(f["n"]) if f.get("n") else None
+    elif kind == "device.removed":
+        body["reason"] = f.get("x")
+    elif kind == "home.changed":
+        body["networks"] = network.unpack_home(network.to_bytes(f.get("w") or b""))
+        body["reason"] = f.get("x")
     return body
