@@ -7,6 +7,9 @@ from typing import Any
 from srm import keys as k
 from srm import records
 
+# the kinds of an account's keys (srm/keys.py); anything else under an account is a 0.x key
+ACCOUNT_KEY_KINDS = ("state", "ended_records", "limit", "rlimit", "home", "devices", "swap")
+
 
 async def check(redis: Any, keyspace: k.Keys) -> None:
     """For every account (one with a hash, an ENDED hash, or an entry in its shard's due index
@@ -21,8 +24,7 @@ async def check(redis: Any, keyspace: k.Keys) -> None:
         parsed = keyspace.parse_account_key(key)
         if parsed is None:
             continue
-        kinds = ("state", "ended_records", "limit", "rlimit", "home", "devices", "swap")
-        assert parsed[1] in kinds, f"0.x key {key} left"
+        assert parsed[1] in ACCOUNT_KEY_KINDS, f"0.x key {key} left"
         if parsed[1] in ("state", "ended_records"):
             accounts.add(parsed[0])
     for shard in range(keyspace.shards):

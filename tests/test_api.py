@@ -80,6 +80,8 @@ async def test_listing(client: Any, clock: Clock) -> None:
     assert set(s) == set(SESSION_FIELDS)
     assert s["accountId"] == "acct-1" and s["deviceId"] == "dev-1"
     assert (s["deviceType"], s["quality"]) == ("unknown", None)
+    # the test client's peer, cut to 24 bits; no home networks, so no location
+    assert (s["network"], s["location"]) == ("127.0.0.0/24", None)
     assert s["createdAt"].endswith("Z") and s["endedAt"] is None and s["endReason"] is None
     clock.advance(121)
     body = await (await client.get("/srm/sessions", headers=auth())).json()

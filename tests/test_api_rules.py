@@ -91,6 +91,7 @@ async def test_denial_names_the_rule_and_lists_what_it_counts_then_replaces(clie
     assert set(counted) == set(DENIED_SESSION_FIELDS)
     assert counted["sessionId"] == first_sid
     assert (counted["deviceId"], counted["deviceType"], counted["quality"]) == ("tv-1", "tv", "UHD")
+    assert (counted["network"], counted["location"]) == ("127.0.0.0/24", None)
     # the viewer chooses to stop it
     replaced = await start(
         client, "phone-1", quality="UHD", replaces=first_sid, claims={"deviceType": "phone"}

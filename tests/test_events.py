@@ -253,6 +253,7 @@ async def test_usage_of_a_scripted_day_and_a_session_across_midnight(
         # the night session 120 s, a and b 60 s each, c 120 s (to its deadline)
         "watchedSeconds": 120 + 60 + 60 + 120,
         "peakActive": 3,
+        "devicesRegistered": 0,  # no device registry (devices.max 0)
     }
     assert yesterday["started"] == 1 and yesterday["ended"]["TEARDOWN"] == 0
     assert yesterday["watchedSeconds"] == 0 and yesterday["peakActive"] == 1

@@ -14,6 +14,7 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from openapi_spec_validator import validate
 from schemathesis import checks as st_checks
 
+from srm import process
 from srm.api import console, openapi
 from srm.api.app import PREFIXES, create_app
 from srm.store import SessionStore
@@ -138,8 +139,12 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
     validate against the document's schema for their status."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    settings = settings.replace("sessions", deny_status=deny_status)
+    settings = settings.replace("sessions", deny_status=deny_status).replace(
+        "devices", max=2, swap_cooldown_days=1
+    )
     document = openapi.document(settings, PREFIXES)
+    # the settings' device registry, on the fixture's Redis and clock
+    store = SessionStore(store.redis, store.keys, process.policy(settings), clock=store.clock)
     client_ = {"Client-Token": token("acct-doc", "dev-1")}
     operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
     setup = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
@@ -198,6 +203,35 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
         report = await call("GET", "/srm/reports/denials", headers=operator)
         assert report["accounts"] == [{"accountId": "acct-doc", "denied": 1}]
         await call("GET", "/srm/reports/denials", headers=operator, query={"date": "2026-13-01"})
+        # households: home networks, the device registry, its denial and its cooldown
+        home = acct + "/home"
+        await call("PUT", home, headers=operator, body={"networks": ["127.0.0.0/8"]}, accountId="h")
+        await call("GET", home, headers=operator, accountId="h")
+        await call("PUT", home, headers=operator, body={"networks": ["x"]}, accountId="h")
+        await call("DELETE", home, headers=operator, accountId="h")
+        for device in ("tv", "phone", "laptop"):
+            house = {"Client-Token": token("h", device)}
+            answer = await call("POST", "/srm/sessions", headers=house, body=setup)
+        assert answer["denial"]["rule"] == "devices"
+        await call("GET", "/srm/devices", headers=house)
+        await call("GET", acct + "/devices", headers=operator, accountId="h")
+        await call("DELETE", "/srm/devices/{deviceId}", headers=house, deviceId="tv")
+        too_soon = await call("DELETE", "/srm/devices/{deviceId}", headers=house, deviceId="phone")
+        assert too_soon["errorResponse"]["errorCode"] == "SRM-0011"
+        await call("DELETE", "/srm/devices/{deviceId}", headers=house, deviceId="tv")  # 404
+        one = acct + "/devices/{deviceId}"
+        await call("DELETE", one, headers=operator, accountId="h", deviceId="phone")  # 429
+        await call(
+            "DELETE", one, headers=operator, query={"force": "no"}, accountId="h", deviceId="phone"
+        )
+        await call(
+            "DELETE",
+            one,
+            headers=operator,
+            query={"force": "true"},
+            accountId="h",
+            deviceId="phone",
+        )
         # service paths
         for path in ("/health", "/ready", "/metrics", "/srm/openapi.json", "/srm/v1/openapi.json"):
             await call("GET", path)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from srm import logs, metrics
+from srm import logs, metrics, process
 from srm.api import console, openapi
 from srm.api import handlers as h
 from srm.api.cursors import CursorSigner
@@ -36,10 +36,17 @@ def routes() -> Iterable[web.RouteDef]:
         yield web.get(f"{p}/sessions/{SID}", h.get_own, allow_head=False)
         yield web.put(f"{p}/sessions/{SID}", h.keep_alive)
         yield web.delete(f"{p}/sessions/{SID}", h.teardown)
+        yield web.get(f"{p}/devices", h.list_own_devices, allow_head=False)
+        yield web.delete(f"{p}/devices/{DEV}", h.remove_own_device)
         yield web.get(f"{p}/accounts/{ACCT}/sessions", h.list_account, allow_head=False)
         yield web.delete(f"{p}/accounts/{ACCT}/sessions", h.end_account_sessions)
         yield web.delete(f"{p}/accounts/{ACCT}/sessions/{SID}", h.end_account_session)
         yield web.delete(f"{p}/accounts/{ACCT}/devices/{DEV}/sessions", h.end_device_sessions)
+        yield web.get(f"{p}/accounts/{ACCT}/devices", h.list_account_devices, allow_head=False)
+        yield web.delete(f"{p}/accounts/{ACCT}/devices/{DEV}", h.remove_account_device)
+        yield web.get(f"{p}/accounts/{ACCT}/home", h.get_home, allow_head=False)
+        yield web.put(f"{p}/accounts/{ACCT}/home", h.put_home)
+        yield web.delete(f"{p}/accounts/{ACCT}/home", h.delete_home)
         yield web.get(f"{p}/accounts/{ACCT}/limit", h.get_limit, allow_head=False)
         yield web.put(f"{p}/accounts/{ACCT}/limit", h.put_limit)
         yield web.delete(f"{p}/accounts/{ACCT}/limit", h.delete_limit)
@@ -141,6 +148,7 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         rule_names=frozenset(r.name for r in settings.sessions.rules),
         limit_claims=settings.auth.limit_claims,
         cursors=CursorSigner.of(settings),
+        networks=process.policy(settings).households.networks,
     )
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))

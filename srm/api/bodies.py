@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from srm import network
 from srm.auth import DOT_SEGMENTS
 from srm.errors import MalformedRequest
 from srm.listing import DEFAULT_LIMIT, MAX_PAGE
@@ -19,6 +20,8 @@ from srm.model import (
     USAGE_REASONS,
     AccountSessions,
     DayUsage,
+    Device,
+    Devices,
     Ended,
     Limit,
     Session,
@@ -186,6 +189,7 @@ def usage(account: str, kept: dict[int, DayUsage], today: int, days: int) -> byt
                 "ended": dict(zip(USAGE_REASONS, u.ended, strict=True)),
                 "watchedSeconds": u.watched_ms // 1000,
                 "peakActive": u.peak_active,
+                "devicesRegistered": u.registered,
             }
         )
     return orjson.dumps({"accountId": account, "days": entries})
@@ -259,6 +263,8 @@ def session(s: Session) -> dict[str, Any]:
         "endReason": s.end_reason.value if s.end_reason else None,
         "deviceType": s.device_type,
         "quality": s.quality,
+        "network": s.network,
+        "location": s.location,
     }
 
 
@@ -276,6 +282,8 @@ SESSION_FIELDS = (
     "endReason",
     "deviceType",
     "quality",
+    "network",
+    "location",
 )
 DENIED_SESSION_FIELDS = (
     "sessionId",
@@ -286,6 +294,8 @@ DENIED_SESSION_FIELDS = (
     "quality",
     "createdAt",
     "lastKeepAliveAt",
+    "network",
+    "location",
 )
 
 
@@ -295,12 +305,19 @@ def denied_session(s: Session) -> dict[str, Any]:
     return {name: full[name] for name in DENIED_SESSION_FIELDS}
 
 
-def denial(rule: str, limit: int, sessions: list[Session]) -> dict[str, Any]:
-    return {
+def denial(
+    rule: str, limit: int, sessions: list[Session], devices: list[Device] | None = None
+) -> dict[str, Any]:
+    """The ``denial`` of an SRM-0005; a denial of the device registry (rule ``devices``) lists
+    the registered devices, beside an empty ``sessions``."""
+    body: dict[str, Any] = {
         "rule": rule,
         "max": limit,
         "sessions": [denied_session(s) for s in sessions if s.state is State.ACTIVE],
     }
+    if devices is not None:  # first registered first, as the registry's listing
+        body["devices"] = [device(d) for d in sorted(devices, key=_registered_order)]
+    return body
 
 
 def ended(how: Ended) -> dict[str, Any]:
@@ -338,3 +355,56 @@ def limit(value: Limit) -> bytes:
             "rules": {name: {"max": r.max, "override": r.override} for name, r in rules.items()},
         }
     )
+
+
+# -- households -----------------------------------------------------------------------------
+
+
+def home_request(body: bytes) -> list[network.Network]:
+    """The home networks of an operator's ``{"networks": [...]}``: 0..4 CIDRs, no other key."""
+    request = json_object(body)
+    if "networks" not in request:
+        raise MalformedRequest("networks is required")
+    unknown = sorted(set(request) - {"networks"})
+    if unknown:
+        raise MalformedRequest(f"unknown key {unknown[0][:64]!r}: the body holds networks only")
+    try:
+        return network.parse_home(request["networks"])
+    except ValueError as exc:
+        raise MalformedRequest(str(exc)) from None
+
+
+def home(networks: list[str]) -> bytes:
+    return orjson.dumps({"networks": networks})
+
+
+def _registered_order(d: Device) -> tuple[int, str]:
+    return d.first_seen, d.device_id
+
+
+def device(d: Device) -> dict[str, Any]:
+    return {
+        "deviceId": d.device_id,
+        "deviceType": d.device_type,
+        "firstSeenAt": iso(d.first_seen),
+        "lastSeenAt": iso(d.last_seen),
+    }
+
+
+def devices(registry: Devices) -> bytes:
+    return orjson.dumps(
+        {
+            "devices": [device(d) for d in registry.devices],
+            "max": registry.max,
+            "nextRemovalAt": iso(registry.next_removal_at),
+        }
+    )
+
+
+def force_query(raw: str | None) -> bool:
+    """The ``force`` query parameter of an operator's device removal: absent, or ``true``."""
+    if raw is None:
+        return False
+    if raw != "true":
+        raise MalformedRequest("force must be true, or left out")
+    return True

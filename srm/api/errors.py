@@ -21,6 +21,7 @@ from srm.errors import (
     SessionNotFound,
     SrmError,
     TooLarge,
+    TooSoon,
     Unauthenticated,
 )
 
@@ -39,12 +40,15 @@ STATUS = {
     "SRM-0008": 503,
     "SRM-0009": 413,
     "SRM-0010": 404,
+    "SRM-0011": 429,
 }
 HEADERS_TOO_LARGE = 431
 DETAIL_HEADER = "X-SRM-Error-Detail"
 # RFC 9110 (11.6.1): a 401 carries at least one challenge. Client-Token holds the same JWT
 # that the Authorization header's Bearer scheme (RFC 6750) carries.
 CHALLENGE = 'Bearer realm="srm"'
+# RFC 9110 (10.2.3), on SRM-0011: whole seconds before the request may succeed
+RETRY_AFTER = "Retry-After"
 
 
 def http_status(error: SrmError, deny_status: int = 200) -> int:
@@ -69,7 +73,7 @@ def error_body(error: SrmError, status: int) -> bytes:
     if detail:
         body["detail"] = detail
     if isinstance(error, LimitReached):
-        body["denial"] = bodies.denial(error.rule, error.limit, error.sessions)
+        body["denial"] = bodies.denial(error.rule, error.limit, error.sessions, error.devices)
     elif isinstance(error, SessionNotFound) and error.ended is not None:
         body["ended"] = bodies.ended(error.ended)
     return orjson.dumps(body)
@@ -92,6 +96,8 @@ def error_response(error: SrmError, deny_status: int = 200) -> web.Response:
         response.headers[DETAIL_HEADER] = detail.encode("ascii", "replace").decode()
     if status == STATUS[Unauthenticated.code]:
         response.headers["WWW-Authenticate"] = CHALLENGE
+    if isinstance(error, TooSoon):
+        response.headers[RETRY_AFTER] = str(error.retry_after)
     return response
 
 

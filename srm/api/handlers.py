@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from srm import metrics as srm_metrics
+from srm import network
 from srm.aborts import Aborter
 from srm.api import bodies
 from srm.api.cursors import CursorSigner
@@ -24,6 +25,7 @@ from srm.errors import (
     Unauthenticated,
 )
 from srm.model import DAY_MS, AccountSessions, EndReason, NewSession
+from srm.network import Networks
 from srm.store import SessionStore
 
 log = logging.getLogger("srm.api")
@@ -46,6 +48,7 @@ class Deps:
     rule_names: frozenset[str] = frozenset()
     limit_claims: bool = False  # honour the token's maxSessions claim
     cursors: CursorSigner = field(default_factory=lambda: CursorSigner(()))
+    networks: Networks = field(default_factory=Networks)  # trusted proxies, network prefixes
     aborts: Aborter = field(init=False)  # undoes setups whose outcome is unknown
 
     def __post_init__(self) -> None:
@@ -58,6 +61,13 @@ class Deps:
         if not token:
             raise Unauthenticated("Client-Token missing")
         return await self.verifier.authenticate(token.strip())
+
+    def client_address(self, request: web.Request) -> bytes:
+        """The packed client address of *request*: its TCP peer, or the right-most
+        X-Forwarded-For address that is not a trusted proxy when the peer is one (every
+        X-Forwarded-For header, in the order received); b'' when there is none."""
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        return network.pack_address(self.networks.client_address(request.remote, forwarded))
 
     def operator(self, request: web.Request) -> None:
         self.operators.check(_bearer(request))
@@ -127,6 +137,7 @@ async def setup(request: web.Request) -> web.Response:
         quality=wanted.quality,
         replaces=wanted.replaces,
         max_sessions=principal.max_sessions if deps.limit_claims else None,
+        address=deps.client_address(request),
     )
     try:
         await deps.store.setup(new)
@@ -188,6 +199,21 @@ async def get_own(request: web.Request) -> web.Response:
     return _json(orjson.dumps(bodies.session(session)))
 
 
+async def list_own_devices(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    principal = await deps.client(request)
+    return _json(bodies.devices(await deps.store.devices(principal.account_id)))
+
+
+async def remove_own_device(request: web.Request) -> web.Response:
+    """Unregister a device of the caller's account (any of its devices, itself included)."""
+    deps = request.app[DEPS]
+    principal = await deps.client(request)
+    device = bodies.device_id(request.match_info["deviceId"])
+    ended = await deps.store.remove_device(principal.account_id, device, by_operator=False)
+    return _json(orjson.dumps({"ended": ended}))
+
+
 # -- operator ----------------------------------------------------------------------------
 
 
@@ -214,6 +240,35 @@ async def end_device_sessions(request: web.Request) -> web.Response:
     device = bodies.device_id(request.match_info["deviceId"])
     ended = await deps.store.end_device(account, device, EndReason.OPERATOR)
     return _json(orjson.dumps({"ended": ended}))
+
+
+async def list_account_devices(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    return _json(bodies.devices(await deps.store.devices(account)))
+
+
+async def remove_account_device(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    device = bodies.device_id(request.match_info["deviceId"])
+    force = bodies.force_query(request.query.get("force"))
+    ended = await deps.store.remove_device(account, device, by_operator=True, force=force)
+    return _json(orjson.dumps({"ended": ended}))
+
+
+async def get_home(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    return _json(bodies.home(await deps.store.home(account)))
+
+
+async def put_home(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    networks = bodies.home_request(await deps.body(request))
+    return _json(bodies.home(await deps.store.set_home(account, networks)))
+
+
+async def delete_home(request: web.Request) -> web.Response:
+    deps, account = _operator_account(request)
+    return _json(bodies.home(await deps.store.set_home(account, [])))
 
 
 async def get_limit(request: web.Request) -> web.Response:

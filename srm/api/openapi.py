@@ -14,7 +14,7 @@ import orjson
 
 from srm import __version__, listing
 from srm.api import bodies, console
-from srm.api.errors import CHALLENGE, HEADERS_TOO_LARGE, STATUS, http_status
+from srm.api.errors import CHALLENGE, HEADERS_TOO_LARGE, RETRY_AFTER, STATUS, http_status
 from srm.config import Settings
 from srm.errors import (
     InternalError,
@@ -27,9 +27,11 @@ from srm.errors import (
     SrmError,
     StoreUnavailable,
     TooLarge,
+    TooSoon,
     Unauthenticated,
 )
 from srm.model import USAGE_DAYS, USAGE_REASONS
+from srm.network import MAX_HOME_NETWORKS
 
 JSON = "application/json"
 
@@ -47,6 +49,7 @@ _ERROR_ANSWERS: dict[str, SrmError] = {
     "HeadersTooLarge": TooLarge(headers=True),
     "Internal": InternalError(),
     "Unavailable": StoreUnavailable(),
+    "TooSoon": TooSoon("too soon", 1),
 }
 
 
@@ -145,6 +148,21 @@ def _schemas(settings: Settings) -> Json:
             "endReason": _nullable({"type": "string", "enum": [*reasons, None]}),
             "deviceType": {"type": "string"},
             "quality": _nullable({"type": "string"}),
+            "network": _nullable(
+                {
+                    "type": "string",
+                    "description": "Extension: the client's network at setup, a CIDR "
+                    "(network.ipv4_prefix or ipv6_prefix bits); null when not known",
+                }
+            ),
+            "location": _nullable(
+                {
+                    "type": "string",
+                    "enum": ["home", "away", None],
+                    "description": "Extension: whether the network was one of the account's "
+                    "home networks at setup; null when the account had none",
+                }
+            ),
         },
     }
     return {
@@ -164,7 +182,9 @@ def _schemas(settings: Settings) -> Json:
             "required": ["rule", "max", "sessions"],
             "description": "The limit that refused the setup (`account`, or a limit rule's "
             "name) and the ACTIVE sessions counted against it (at most 100, oldest "
-            "keep-alive first): stop one of these by setting up again with `replaces`.",
+            "keep-alive first): stop one of these by setting up again with `replaces`. "
+            "When the device registry refused (rule `devices`, devices.max), `sessions` is "
+            "empty and `devices` lists the registered devices: remove one to make room.",
             "properties": {
                 "rule": {"type": "string"},
                 "max": {"type": "integer", "minimum": 0},
@@ -172,6 +192,12 @@ def _schemas(settings: Settings) -> Json:
                     "type": "array",
                     "maxItems": 100,
                     "items": _subset(session, bodies.DENIED_SESSION_FIELDS),
+                },
+                "devices": {
+                    "type": "array",
+                    "description": "Extension, on the `devices` denial only: the account's "
+                    "registered devices, first registered first",
+                    "items": _ref("schemas", "Device"),
                 },
             },
         },
@@ -312,7 +338,15 @@ def _schemas(settings: Settings) -> Json:
         "DayUsage": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["date", "started", "denied", "ended", "watchedSeconds", "peakActive"],
+            "required": [
+                "date",
+                "started",
+                "denied",
+                "ended",
+                "watchedSeconds",
+                "peakActive",
+                "devicesRegistered",
+            ],
             "properties": {
                 "date": {"type": "string", "format": "date"},
                 "started": count,
@@ -330,6 +364,10 @@ def _schemas(settings: Settings) -> Json:
                 "peakActive": {
                     **count,
                     "description": "The most sessions active at once seen by a change that day",
+                },
+                "devicesRegistered": {
+                    **count,
+                    "description": "Devices newly registered that day (devices.max)",
                 },
             },
         },
@@ -351,6 +389,56 @@ def _schemas(settings: Settings) -> Json:
                 },
             },
         },
+        "Device": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["deviceId", "deviceType", "firstSeenAt", "lastSeenAt"],
+            "description": "A registered device: its first and latest successful setup",
+            "properties": {
+                "deviceId": {"type": "string"},
+                "deviceType": {"type": "string"},
+                "firstSeenAt": {"type": "string", "format": "date-time"},
+                "lastSeenAt": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Devices": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["devices", "max", "nextRemovalAt"],
+            "properties": {
+                "devices": {
+                    "type": "array",
+                    "description": "The registered devices, first registered first",
+                    "items": _ref("schemas", "Device"),
+                },
+                "max": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "devices.max; 0: no device registry",
+                },
+                "nextRemovalAt": _nullable(
+                    {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "When the swap cooldown allows the next removal; null: now",
+                    }
+                ),
+            },
+        },
+        "HomeRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["networks"],
+            "description": "The account's home networks (an empty list clears them); anything "
+            "else is SRM-0002 and changes nothing.",
+            "properties": {"networks": _home_networks("CIDRs (host bits are cleared)")},
+        },
+        "Home": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["networks"],
+            "properties": {"networks": _home_networks("The account's home networks")},
+        },
         "Ended": {
             "type": "object",
             "additionalProperties": False,
@@ -363,6 +451,15 @@ def _schemas(settings: Settings) -> Json:
             "required": ["status"],
             "properties": {"status": {"type": "string", "enum": ["ok", "ready"]}},
         },
+    }
+
+
+def _home_networks(description: str) -> Json:
+    return {
+        "type": "array",
+        "maxItems": MAX_HOME_NETWORKS,
+        "description": description,
+        "items": {"type": "string", "example": "203.0.113.0/24"},
     }
 
 
@@ -424,6 +521,13 @@ def _responses() -> Json:
             f"{TooLarge.code}: request line or header block over the limit"
         ),
         "Internal": _error_response(f"{InternalError.code}: unexpected internal error"),
+        "TooSoon": {
+            **_error_response(
+                f"{TooSoon.code}: too soon: a device removal within the account's swap "
+                "cooldown (devices.swap_cooldown_days); retry after Retry-After seconds"
+            ),
+            "headers": {**_ERROR_HEADERS, RETRY_AFTER: _ref("headers", RETRY_AFTER)},
+        },
         "Unavailable": _error_response(
             f"{StoreUnavailable.code}: the session store is unreachable or did not answer "
             "in time, or (with a JWKS URL) no signing keys could be fetched yet; keep-alive "
@@ -508,6 +612,7 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
                 "client",
                 setup_answers,
                 [_error("Malformed"), _error("BodyTooLarge"), *auth],
+                query_params=("ForwardedFor",),
                 body="SetupRequest",
             ),
             "get": _operation(
@@ -517,6 +622,26 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
                 {"200": _ok("A page of the account's sessions", _ref("schemas", "SessionList"))},
                 [_error("Malformed"), *auth],
                 query_params=PAGE,
+            ),
+        },
+        f"{prefix}/devices": {
+            "get": _operation(
+                f"listOwnDevices{suffix}",
+                "The caller's account's registered devices (extension)",
+                "client",
+                {"200": _ok("The device registry", _ref("schemas", "Devices"))},
+                auth,
+            ),
+        },
+        f"{prefix}/devices/{{deviceId}}": {
+            "delete": _operation(
+                f"removeOwnDevice{suffix}",
+                "Unregister a device of the caller's account and end its active sessions "
+                "(endReason OPERATOR), at most once per swap cooldown (extension)",
+                "client",
+                {"200": _ok("How many sessions this call ended", _ref("schemas", "Ended"))},
+                [_error("Malformed"), _error("NotFound"), _error("TooSoon"), *auth],
+                path_params=("DeviceId",),
             ),
         },
         f"{prefix}/sessions/{{sessionId}}": {
@@ -552,6 +677,7 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
     errors = [_error("Malformed"), _error("NotOperator"), _error("Unavailable")]
     acct = ("AccountId",)
     limit = _ref("schemas", "Limit")
+    home = _ref("schemas", "Home")
     return {
         f"{prefix}/accounts/{{accountId}}/sessions": {
             "get": _operation(
@@ -580,6 +706,55 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
                 {"200": _ok("How many sessions this call ended", _ref("schemas", "Ended"))},
                 errors,
                 path_params=("AccountId", "DeviceId"),
+            ),
+        },
+        f"{prefix}/accounts/{{accountId}}/devices": {
+            "get": _operation(
+                f"listAccountDevices{suffix}",
+                "The account's registered devices",
+                "operator",
+                {"200": _ok("The device registry", _ref("schemas", "Devices"))},
+                errors,
+                path_params=acct,
+            ),
+        },
+        f"{prefix}/accounts/{{accountId}}/devices/{{deviceId}}": {
+            "delete": _operation(
+                f"removeAccountDevice{suffix}",
+                "Unregister a device of the account and end its active sessions (endReason "
+                "OPERATOR); force=true skips the swap cooldown",
+                "operator",
+                {"200": _ok("How many sessions this call ended", _ref("schemas", "Ended"))},
+                [*errors, _error("NotFound"), _error("TooSoon")],
+                path_params=("AccountId", "DeviceId"),
+                query_params=("Force",),
+            ),
+        },
+        f"{prefix}/accounts/{{accountId}}/home": {
+            "get": _operation(
+                f"getHome{suffix}",
+                "The account's home networks",
+                "operator",
+                {"200": _ok("The home networks", home)},
+                errors,
+                path_params=acct,
+            ),
+            "put": _operation(
+                f"setHome{suffix}",
+                f"Set the account's home networks (0 to {MAX_HOME_NETWORKS} CIDRs)",
+                "operator",
+                {"200": _ok("The new home networks", home)},
+                [*errors, _error("BodyTooLarge")],
+                path_params=acct,
+                body="HomeRequest",
+            ),
+            "delete": _operation(
+                f"clearHome{suffix}",
+                "Clear the account's home networks: its sessions have no location",
+                "operator",
+                {"200": _ok("No home networks", home)},
+                errors,
+                path_params=acct,
             ),
         },
         f"{prefix}/accounts/{{accountId}}/sessions/{{sessionId}}": {
@@ -838,6 +1013,14 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "SRM-0002",
                     "schema": {"type": "integer", "minimum": 1, "maximum": listing.MAX_PAGE},
                 },
+                "Force": {
+                    "name": "force",
+                    "in": "query",
+                    "required": False,
+                    "description": "true: skip the swap cooldown (and start none); any other "
+                    "value is SRM-0002",
+                    "schema": {"type": "string", "enum": ["true"]},
+                },
                 "Cursor": {
                     "name": "cursor",
                     "in": "query",
@@ -845,6 +1028,15 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "description": "The `next` of the previous page (opaque); one that this "
                     "service did not make is SRM-0002",
                     "schema": {"type": "string", "minLength": 1},
+                },
+                "ForwardedFor": {
+                    "name": "X-Forwarded-For",
+                    "in": "header",
+                    "required": False,
+                    "description": "Extension: believed only from a peer in "
+                    "network.trusted_proxies (SRM_TRUSTED_PROXIES), whose right-most address "
+                    "that is not a trusted proxy is then the client's; ignored otherwise",
+                    "schema": {"type": "string"},
                 },
                 "RequestId": {
                     "name": "X-Request-ID",
@@ -869,6 +1061,11 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "description": "A short, non-secret explanation of an error, the body's "
                     "`detail` in ASCII (extension)",
                     "schema": {"type": "string"},
+                },
+                RETRY_AFTER: {
+                    "description": "Whole seconds before the request may succeed (on 429 SRM-0011)",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
                 },
                 "WWW-Authenticate": {
                     "description": "The challenge of a 401 (RFC 9110)",
