@@ -346,10 +346,13 @@ class Console:
             "/srm/v1/accounts/{accountId}/usage",
             "/srm/v1/reports/denials",
             "/srm/v1/accounts/{accountId}/devices/{deviceId}/sessions",
+            "/srm/v1/accounts/{accountId}/devices",
+            "/srm/v1/accounts/{accountId}/home",
         )
         return [
             re.compile(
                 re.escape(p).replace(r"\{accountId\}", "[^/]+").replace(r"\{deviceId\}", "[^/]+")
+                + r"(?:\?|$)"  # the whole path, with or without a query
             )
             for p in wanted
             if p not in documented

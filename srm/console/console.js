@@ -26,7 +26,11 @@
     pages: [null], // the cursor of every page walked so far; the last one is shown
     timer: null,
     limit: null,
-    activeCount: 0
+    activeCount: 0,
+    registry: null, // {max, nextRemovalAt} of the last device listing
+    removal: null, // {deviceId, generation}: the device whose removal is being asked
+    home: null, // the home networks last shown
+    missing: {} // features this server lacks (404 SRM-0010), by name
   };
 
   function $(id) {
@@ -95,10 +99,14 @@
 
   // -- the API ---------------------------------------------------------------------------
 
-  function ApiError(status, code, message) {
+  // *detail*: the answer's one sentence of what exactly was wrong (API.md, "Error body");
+  // *retryAfter*: its Retry-After header in seconds (429), or null.
+  function ApiError(status, code, message, detail, retryAfter) {
     this.status = status;
     this.code = code;
     this.message = message;
+    this.detail = typeof detail === 'string' ? detail : '';
+    this.retryAfter = retryAfter === undefined ? null : retryAfter;
   }
 
   // *parts*: the path's segments after /srm/v1 (see address); *params*: its query, if any.
@@ -132,8 +140,10 @@
           }
           if (response.ok) return data;
           var error = data && data.errorResponse ? data.errorResponse : {};
+          var wait = /^\d{1,10}$/.test(response.headers.get('Retry-After') || '')
+            ? Number(response.headers.get('Retry-After')) : null;
           throw new ApiError(response.status, error.errorCode || '',
-            error.errorMessage || response.statusText || '');
+            error.errorMessage || response.statusText || '', data && data.detail, wait);
         });
       },
       function () {
@@ -244,10 +254,12 @@
       return 'That session no longer exists: it was already removed (404 SRM-0004).';
     }
     if (error.status === 400) {
-      return 'The server refused the request (400 ' + error.code + '): ' + error.message;
+      return 'The server refused the request (400 ' + error.code + '): ' +
+        (error.detail || error.message);
     }
     return 'Unexpected answer from the server: HTTP ' + error.status +
-      (error.code ? ' ' + error.code : '') + (error.message ? ': ' + error.message : '') + '.';
+      (error.code ? ' ' + error.code : '') + (error.message ? ': ' + error.message : '') + '.' +
+      (error.detail ? ' ' + error.detail : '');
   }
 
   // A refused key ends the sign-in wherever it is noticed.
@@ -420,7 +432,9 @@
     say($('sessions-error'), '');
     say($('limits-error'), '');
     show($('end-all-box'), false);
+    resetHousehold();
     show($('account-view'), true);
+    show($('household'), true);
     show($('limits'), true);
     show($('usage'), true);
     notify('');
@@ -429,10 +443,29 @@
     loadUsage();
   }
 
+  function resetHousehold() {
+    state.registry = null;
+    state.removal = null;
+    state.home = null;
+    state.missing = {};
+    show($('device-box'), false);
+    $('devices-summary').textContent = 'Loading…';
+    $('devices-body').replaceChildren();
+    show($('devices-empty'), false);
+    say($('devices-error'), '');
+    $('home-networks').replaceChildren();
+    $('home-input').value = '';
+    $('home-save').disabled = false;
+    show($('home-form'), true);
+    say($('home-error'), '');
+  }
+
   function closeAccount() {
     state.account = null;
     state.generation++;
     show($('account-view'), false);
+    show($('household'), false);
+    resetHousehold();
     show($('limits'), false);
     show($('usage'), false);
     $('sessions').replaceChildren();
@@ -469,6 +502,7 @@
         if (generation !== state.generation) return;
         say($('sessions-error'), '');
         renderSessions(listing || {});
+        refreshHousehold();
         scheduleRefresh();
       },
       function (error) {
@@ -571,6 +605,8 @@
     cell('Content', [el('span', { class: 'mono' }, text(s.contentID)),
       s.contentType ? el('span', { class: 'muted' }, ' ' + s.contentType) : null]),
     cell('Quality', text(s.quality)),
+    cell('Network, location', [el('span', { class: 'network', 'data-testid': 'session-network' },
+      text(s.network)), ' ', locationBadge(s.location)]),
     cell('State', el('span', { class: 'badge ' + (active ? 'badge-active' : 'badge-ended'),
       'data-testid': 'session-state' }, text(s.state))),
     cell('Created', time(s.createdAt)),
@@ -588,6 +624,18 @@
       });
     });
     return row;
+  }
+
+  // "home" or "away" (at setup) as a badge; null (no home network then) as a dash
+  function locationBadge(value) {
+    var known = value === 'home' || value === 'away';
+    return el('span', {
+      class: known ? 'badge badge-' + value : null,
+      'data-testid': 'session-location',
+      'data-location': known ? value : '',
+      title: known ? 'Where the session was set up from: ' + value
+        : 'The account had no home network when this session was set up'
+    }, text(value));
   }
 
   function text(value) {
@@ -697,6 +745,318 @@
   function firstPage() {
     state.pages = [null];
     refreshSessions();
+  }
+
+  // -- households: registered devices and home networks ----------------------------------
+  // Both are read again with every refresh of the session table (a setup registers a
+  // device; network.learn_home may set a home), and at once after every change made here.
+
+  function refreshHousehold() {
+    if (!state.key || !state.account) return;
+    if (!state.missing.devices) loadDevices();
+    if (!state.missing.home) loadHome();
+  }
+
+  // A failed read says so in *place* until the next good read; what an action says stays
+  // until the next action (a refresh does not wipe it).
+  function loadFailed(place, error, what) {
+    handle(error, what, place);
+    place.dataset.fromLoad = 'yes';
+  }
+
+  function loaded(place) {
+    if (place.dataset.fromLoad === 'yes') say(place, '');
+    place.dataset.fromLoad = '';
+  }
+
+  function actionFailed(place, text) {
+    say(place, text, 'error');
+    place.dataset.fromLoad = '';
+  }
+
+  function missing(feature, error, place, what) {
+    if (!isUnavailable(error)) return false;
+    state.missing[feature] = true; // asked again only at the next lookup
+    say(place, describe(error, what), 'error');
+    if (feature === 'devices') {
+      $('devices-summary').textContent = '';
+      show($('devices-body').closest('.table-wrap'), false);
+    } else {
+      show($('home-form'), false);
+    }
+    return true;
+  }
+
+  function loadDevices() {
+    var generation = state.generation;
+    return api('GET', accountParts(state.account).concat('devices')).then(
+      function (answer) {
+        if (generation === state.generation) renderDevices(answer || {});
+      },
+      function (error) {
+        if (generation !== state.generation) return;
+        if (!missing('devices', error, $('devices-error'), 'The device registry')) {
+          loadFailed($('devices-error'), error, 'The device registry');
+        }
+      }
+    );
+  }
+
+  function plural(n, word) {
+    return n + ' ' + word + (n === 1 ? '' : 's');
+  }
+
+  // "about 3 days" for a Retry-After of 259200 seconds
+  function duration(seconds) {
+    var s = Math.max(0, Math.round(Number(seconds) || 0));
+    if (s < 120) return plural(s, 'second');
+    if (s < 7200) return 'about ' + plural(Math.round(s / 60), 'minute');
+    if (s < 172800) return 'about ' + plural(Math.round(s / 3600), 'hour');
+    return 'about ' + plural(Math.round(s / 86400), 'day');
+  }
+
+  function renderDevices(answer) {
+    var devices = Array.isArray(answer.devices) ? answer.devices : [];
+    var max = Number(answer.max) || 0;
+    state.registry = { max: max, nextRemovalAt: answer.nextRemovalAt || null };
+    loaded($('devices-error'));
+    var summary = $('devices-summary');
+    if (max === 0) {
+      summary.replaceChildren('No device registry on this server (devices.max is 0): ' +
+        'devices are neither registered nor capped, and the swap cooldown does not apply.' +
+        (devices.length ? ' The devices below were registered while it was on.' : ''));
+    } else {
+      summary.replaceChildren(
+        el('strong', null, devices.length + ' of ' + max + ' devices registered. '),
+        answer.nextRemovalAt
+          ? el('span', { 'data-testid': 'devices-cooldown' },
+            'Swap cooldown: the account may remove its next device after ',
+            time(answer.nextRemovalAt), '.')
+          : el('span', { 'data-testid': 'devices-cooldown' },
+            'A device can be removed now.'));
+    }
+
+    var focused = document.activeElement;
+    var keep = focused && focused.dataset && focused.dataset.deviceAction
+      ? focused.dataset.deviceRef : null;
+    var body = $('devices-body');
+    body.replaceChildren.apply(body, devices.map(deviceRow));
+    show($('devices-empty'), devices.length === 0 && max > 0);
+    show(body.closest('.table-wrap'), devices.length > 0);
+    if (keep !== null) {
+      var again = body.querySelector('[data-device-action="remove"][data-device-ref="' +
+        cssEscape(keep) + '"]');
+      if (again) again.focus();
+    }
+  }
+
+  function deviceRow(d) {
+    var deviceId = String(d.deviceId);
+    var pending = state.removal !== null && state.removal.deviceId === deviceId;
+    var remove = el('button', {
+      type: 'button',
+      class: 'danger small',
+      'data-testid': 'remove-device',
+      'data-device-action': 'remove',
+      'data-device-ref': deviceId,
+      'aria-label': 'Remove device ' + text(deviceId) + ' from the account',
+      disabled: pending
+    }, 'Remove');
+    remove.addEventListener('click', function () { askRemoveDevice(deviceId); });
+    return el('tr', { 'data-testid': 'device-row', 'data-device-id': deviceId,
+      class: pending ? 'pending' : null },
+    cell('Device', text(deviceId), 'mono'),
+    cell('Device type', text(d.deviceType)),
+    cell('First seen', time(d.firstSeenAt)),
+    cell('Last seen', time(d.lastSeenAt)),
+    cell('Actions', remove, 'actions'));
+  }
+
+  function deviceButtons(stage) {
+    show($('remove-device-confirm'), stage === 'confirm');
+    show($('remove-device-force'), stage === 'force');
+    $('remove-device-confirm').disabled = false;
+    $('remove-device-force').disabled = false;
+  }
+
+  function askRemoveDevice(deviceId) {
+    state.removal = { deviceId: deviceId, generation: state.generation };
+    actionFailed($('devices-error'), '');
+    var registry = state.registry || {};
+    var cooldown = registry.max > 0
+      ? ' A removal starts the account\'s swap cooldown (if the server has one), during ' +
+        'which the account cannot remove another device.'
+      : '';
+    $('device-question').textContent = 'Remove device ' + deviceId + ' from account ' +
+      state.account + '? It is unregistered and its active sessions end now (end reason ' +
+      'OPERATOR); to play again it must register anew, taking a free place.' + cooldown;
+    deviceButtons('confirm');
+    show($('device-box'), true);
+    markPending();
+    $('remove-device-cancel').focus();
+  }
+
+  function markPending() {
+    var ref = state.removal ? state.removal.deviceId : null;
+    $('devices-body').querySelectorAll('[data-testid="device-row"]').forEach(function (row) {
+      var pending = row.dataset.deviceId === ref;
+      row.classList.toggle('pending', pending);
+      row.querySelector('[data-testid="remove-device"]').disabled = pending;
+    });
+  }
+
+  function closeDeviceBox(focusDevice) {
+    var removal = state.removal;
+    state.removal = null;
+    show($('device-box'), false);
+    markPending();
+    if (focusDevice && removal) {
+      var button = $('devices-body').querySelector('[data-device-action="remove"]' +
+        '[data-device-ref="' + cssEscape(removal.deviceId) + '"]');
+      if (button) button.focus();
+    }
+  }
+
+  // The 429 of a removal inside the swap cooldown: say why, and offer the operator's force.
+  function offerForce(removal, error) {
+    var wait = error.retryAfter;
+    var when = wait === null ? 'later'
+      : 'in ' + duration(wait) + ' (at ' + new Date(Date.now() + wait * 1000).toISOString()
+        .slice(0, 16).replace('T', ' ') + ' UTC)';
+    $('device-question').textContent = 'Device ' + removal.deviceId + ' was not removed ' +
+      '(429 SRM-0011): this account removed a device recently, and its swap cooldown allows ' +
+      'the next removal ' + when + '. The cooldown stops a shared account from swapping ' +
+      'devices in and out. As an operator you can remove it anyway: it is unregistered and ' +
+      'its sessions end now, and this forced removal does not restart the cooldown.';
+    deviceButtons('force');
+    $('remove-device-force').focus();
+  }
+
+  function removeDevice(force) {
+    var removal = state.removal;
+    if (!removal || removal.generation !== state.generation) return;
+    var generation = state.generation;
+    $('remove-device-confirm').disabled = true;
+    $('remove-device-force').disabled = true;
+    var parts = accountParts(state.account).concat('devices', id('device', removal.deviceId));
+    api('DELETE', parts, force ? { force: 'true' } : null).then(
+      function (answer) {
+        if (generation !== state.generation) return;
+        var n = answer && typeof answer.ended === 'number' ? answer.ended : 0;
+        if (state.removal === removal) closeDeviceBox(false);
+        notify('Device ' + removal.deviceId + ' removed' +
+          (force ? ' (swap cooldown skipped)' : '') + ': ended ' + plural(n, 'session') + '.',
+        'ok');
+        $('devices-refresh').focus();
+        refreshSessions(); // and the devices with it
+      },
+      function (error) {
+        if (generation !== state.generation) return;
+        if (error instanceof ApiError && error.status === 429 && !force) {
+          if (state.removal === removal) offerForce(removal, error); // unless cancelled
+          return;
+        }
+        if (state.removal === removal) closeDeviceBox(true);
+        if (error instanceof ApiError && error.status === 404 && error.code === 'SRM-0004') {
+          actionFailed($('devices-error'), 'Device ' + removal.deviceId + ' is not registered ' +
+            'to this account (any more): nothing was removed (404 SRM-0004).');
+          loadDevices();
+          return;
+        }
+        if (error instanceof ApiError && error.status === 403) {
+          handle(error);
+          return;
+        }
+        actionFailed($('devices-error'), describe(error, 'Removing a device'));
+      }
+    );
+  }
+
+  function loadHome() {
+    var generation = state.generation;
+    return api('GET', accountParts(state.account).concat('home')).then(
+      function (answer) {
+        if (generation === state.generation) renderHome(answer || {});
+      },
+      function (error) {
+        if (generation !== state.generation) return;
+        if (!missing('home', error, $('home-error'), 'Home networks')) {
+          loadFailed($('home-error'), error, 'Home networks');
+        }
+      }
+    );
+  }
+
+  // *replace*: put the networks kept into the input even if it has the focus (after a change)
+  function renderHome(answer, replace) {
+    var networks = Array.isArray(answer.networks) ? answer.networks.map(String) : [];
+    var previous = state.home;
+    state.home = networks;
+    loaded($('home-error'));
+    var list = $('home-networks');
+    if (networks.length) {
+      list.replaceChildren(el('ul', { class: 'home-list' }, networks.map(function (cidr) {
+        return el('li', { class: 'mono', 'data-testid': 'home-network' }, cidr);
+      })));
+    } else {
+      list.replaceChildren(el('p', { class: 'muted', 'data-testid': 'home-none' },
+        'No home network is set: new sessions get no location, and rules by location ' +
+        'count every session as home.'));
+    }
+    var input = $('home-input');
+    var changed = !previous || previous.join(',') !== networks.join(',');
+    if (replace || (document.activeElement !== input && (changed || input.value === ''))) {
+      input.value = networks.join(', ');
+    }
+    $('home-clear').disabled = networks.length === 0;
+  }
+
+  function changeHome(method, body, done) {
+    var generation = state.generation;
+    $('home-save').disabled = true;
+    $('home-clear').disabled = true;
+    api(method, accountParts(state.account).concat('home'), null, body).then(
+      function (answer) {
+        if (generation !== state.generation) return;
+        $('home-save').disabled = false;
+        actionFailed($('home-error'), '');
+        renderHome(answer || {}, true); // the input shows what the server keeps
+        notify(done(state.home), 'ok');
+        refreshSessions();
+      },
+      function (error) {
+        if (generation !== state.generation) return;
+        $('home-save').disabled = false;
+        $('home-clear').disabled = !(state.home && state.home.length);
+        if (error instanceof ApiError && error.status === 400) {
+          actionFailed($('home-error'), 'The home networks were not changed (400 ' +
+            error.code + '): ' + (error.detail || error.message));
+          $('home-input').focus();
+          return;
+        }
+        if (error instanceof ApiError && error.status === 403) {
+          handle(error);
+          return;
+        }
+        actionFailed($('home-error'), describe(error, method === 'DELETE'
+          ? 'Clearing the home networks' : 'Setting the home networks'));
+      }
+    );
+  }
+
+  function saveHome(event) {
+    event.preventDefault();
+    var networks = $('home-input').value.split(/[\s,]+/).filter(Boolean);
+    changeHome('PUT', { networks: networks }, function (kept) {
+      return kept.length ? 'Home networks set: ' + kept.join(', ') + '.'
+        : 'Home networks cleared.';
+    });
+  }
+
+  function clearHome() {
+    changeHome('DELETE', undefined, function () {
+      return 'Home networks cleared: new sessions get no location.';
+    });
   }
 
   // -- limits ----------------------------------------------------------------------------
@@ -1014,6 +1374,15 @@
       if (state.account) loadUsage();
     });
     $('denials-refresh').addEventListener('click', refreshDenials);
+    $('devices-refresh').addEventListener('click', refreshHousehold);
+    $('remove-device-confirm').addEventListener('click', function () { removeDevice(false); });
+    $('remove-device-force').addEventListener('click', function () { removeDevice(true); });
+    $('remove-device-cancel').addEventListener('click', function () { closeDeviceBox(true); });
+    $('device-box').addEventListener('keydown', function (event) {
+      if (event.key === 'Escape') closeDeviceBox(true);
+    });
+    $('home-form').addEventListener('submit', saveHome);
+    $('home-clear').addEventListener('click', clearHome);
     window.addEventListener('hashchange', onHashChange);
     document.addEventListener('visibilitychange', function () {
       if (!document.hidden && state.account && state.key) refreshSessions();
