@@ -136,6 +136,19 @@ SETUP_ABORTS = Counter(
     "gave_up (every attempt failed), dropped (the queue was full)",
     ["outcome"],
 )
+SETUP_JOINS = Counter(
+    "srm_setup_joins_total",
+    "Setups that joined the ACTIVE session of the same device and playbackId (no slot counted)",
+)
+SETUP_FLAGGED = Counter(
+    "srm_setups_flagged_total",
+    "Setups flagged by a monitor rule that would have denied or evicted for them, by rule",
+    ["rule"],
+)
+SETUP_RATE_LIMITED = Counter(
+    "srm_setups_rate_limited_total",
+    "Setups refused because the account was over limits.setups_per_minute (SRM-0011)",
+)
 JWKS_FETCHES = Counter(
     "srm_jwks_fetches_total",
     "JWKS document fetches by result: ok, or why the document was refused and the cached "
@@ -178,6 +191,7 @@ _errors = _cached(ERRORS)
 _store_seconds = _cached(STORE_SECONDS)
 _store_errors = _cached(STORE_ERRORS)
 _setup_aborts = _cached(SETUP_ABORTS)
+_setups_flagged = _cached(SETUP_FLAGGED)
 _jwks_fetches = _cached(JWKS_FETCHES)
 _jwks_unknown_kid = _cached(JWKS_UNKNOWN_KID)
 
@@ -291,6 +305,18 @@ def store_error(operation: str, error_code: str) -> None:
 
 def setup_abort(outcome: str) -> None:
     _setup_aborts(outcome).inc()
+
+
+def setup_started(joined: bool, flagged: tuple[str, ...]) -> None:
+    """Count what a setup that succeeded did beyond creating a session."""
+    if joined:
+        SETUP_JOINS.inc()
+    for rule in flagged:
+        _setups_flagged(rule).inc()
+
+
+def setup_rate_limited() -> None:
+    SETUP_RATE_LIMITED.inc()
 
 
 def jwks_fetch(result: str, keys: int | None = None, at: float | None = None) -> None:

@@ -262,6 +262,7 @@ async def test_usage_of_a_scripted_day_and_a_session_across_midnight(
         "watchedSeconds": 120 + 60 + 60 + 120,
         "peakActive": 3,
         "devicesRegistered": 0,  # no device registry (devices.max 0)
+        "flagged": 0,  # no monitor rule
     }
     assert yesterday["started"] == 1 and yesterday["ended"]["TEARDOWN"] == 0
     assert yesterday["watchedSeconds"] == 0 and yesterday["peakActive"] == 1

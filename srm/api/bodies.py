@@ -29,6 +29,7 @@ from srm.model import (
 )
 
 MAX_CONTENT_ID_LENGTH = 256
+MAX_PLAYBACK_ID_LENGTH = 128
 # A contentID must hold a character that is not blank. "Blank" is spelled out, one list of
 # code points, because regex engines disagree on \s: Python's counts U+001C..U+001F and U+0085,
 # ECMAScript's (OpenAPI validators, browsers) U+FEFF instead. The list is every character
@@ -101,13 +102,14 @@ class SetupRequest:
     content_type: str
     quality: str | None
     replaces: str | None
+    playback_id: str | None = None
 
 
 def setup_request(
     body: bytes, content_types: tuple[str, ...], qualities: tuple[str, ...]
 ) -> SetupRequest:
-    """A setup body: contentID and contentType are mandatory, as in the SRM; quality and
-    replaces are optional extensions."""
+    """A setup body: contentID and contentType are mandatory, as in the SRM; quality,
+    replaces and playbackId are optional extensions."""
     request = json_object(body)
     content = request.get("content")
     if not isinstance(content, dict):
@@ -128,7 +130,14 @@ def setup_request(
         if not isinstance(replaces, str) or len(replaces) != 36 or not _UUID.fullmatch(replaces):
             raise MalformedRequest("replaces is not a sessionId (UUID)")
         replaces = replaces.lower()
-    return SetupRequest(content_id, content_type, quality, replaces)
+    playback = request.get("playbackId")
+    if playback is not None and (
+        not isinstance(playback, str) or not 1 <= len(playback) <= MAX_PLAYBACK_ID_LENGTH
+    ):
+        raise MalformedRequest(
+            f"playbackId must be a string of 1 to {MAX_PLAYBACK_ID_LENGTH} characters"
+        )
+    return SetupRequest(content_id, content_type, quality, replaces, playback)
 
 
 def _limit_value(value: Any, what: str) -> int:
@@ -148,6 +157,15 @@ def _bounded_int(raw: str | None, name: str, default: int, low: int, high: int) 
 def usage_days(raw: str | None) -> int:
     """The ``days`` query parameter of a usage report: 1..35, default 7."""
     return _bounded_int(raw, "days", DEFAULT_USAGE_DAYS, 1, USAGE_DAYS)
+
+
+def flag(raw: str | None, name: str) -> bool:
+    """A boolean query parameter: absent or ``false`` is False, ``true`` True."""
+    if raw is None or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise MalformedRequest(f"{name} must be true or false")
 
 
 def denials_query(raw_date: str | None, raw_top: str | None) -> tuple[int | None, int]:
@@ -190,16 +208,19 @@ def usage(account: str, kept: dict[int, DayUsage], today: int, days: int) -> byt
                 "watchedSeconds": u.watched_ms // 1000,
                 "peakActive": u.peak_active,
                 "devicesRegistered": u.registered,
+                "flagged": u.flagged,
             }
         )
     return orjson.dumps({"accountId": account, "days": entries})
 
 
-def denial_report(day: int, ranking: list[tuple[str, int]]) -> bytes:
+def denial_report(day: int, ranking: list[tuple[str, int]], *, flagged: bool = False) -> bytes:
+    """The denials report; *flagged*: the ranking of setups flagged by monitor rules."""
+    what = "flagged" if flagged else "denied"
     return orjson.dumps(
         {
             "date": day_text(day),
-            "accounts": [{"accountId": a, "denied": n} for a, n in ranking],
+            "accounts": [{"accountId": a, what: n} for a, n in ranking],
         }
     )
 
@@ -265,6 +286,7 @@ def session(s: Session) -> dict[str, Any]:
         "quality": s.quality,
         "network": s.network,
         "location": s.location,
+        "flagged": list(s.flagged),
     }
 
 
@@ -284,6 +306,7 @@ SESSION_FIELDS = (
     "quality",
     "network",
     "location",
+    "flagged",
 )
 DENIED_SESSION_FIELDS = (
     "sessionId",
@@ -402,9 +425,5 @@ def devices(registry: Devices) -> bytes:
 
 
 def force_query(raw: str | None) -> bool:
-    """The ``force`` query parameter of an operator's device removal: absent, or ``true``."""
-    if raw is None:
-        return False
-    if raw != "true":
-        raise MalformedRequest("force must be true, or left out")
-    return True
+    """The ``force`` query parameter of an operator's device removal (see flag)."""
+    return flag(raw, "force")

@@ -22,6 +22,7 @@ from srm.errors import (
     MalformedRequest,
     StoreUnavailable,
     StoreUnreached,
+    TooSoon,
     Unauthenticated,
 )
 from srm.model import DAY_MS, AccountSessions, EndReason, NewSession
@@ -138,16 +139,21 @@ async def setup(request: web.Request) -> web.Response:
         replaces=wanted.replaces,
         max_sessions=principal.max_sessions if deps.limit_claims else None,
         address=deps.client_address(request),
+        playback_id=wanted.playback_id,
     )
     try:
-        await deps.store.setup(new)
+        started = await deps.store.setup(new)
     except StoreUnreached:
         raise  # never sent: nothing to undo
     except (StoreUnavailable, asyncio.CancelledError):
         # sent, or maybe sent (cancelled while queued or in flight): it may have run
         deps.aborts.submit(principal.account_id, sid)
         raise
-    return _json(bodies.setup_success(sid, deps.timeout))
+    except TooSoon:
+        srm_metrics.setup_rate_limited()
+        raise
+    srm_metrics.setup_started(started.joined, started.flagged)
+    return _json(bodies.setup_success(started.session_id, deps.timeout))
 
 
 async def keep_alive(request: web.Request) -> web.Response:
@@ -299,8 +305,10 @@ async def get_denials(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     deps.operator(request)
     wanted, top = bodies.denials_query(request.query.get("date"), request.query.get("top"))
+    flagged = bodies.flag(request.query.get("flagged"), "flagged")
     day = bodies.report_day(wanted, await deps.store.now() // DAY_MS)
-    return _json(bodies.denial_report(day, await deps.store.denials(day, top)))
+    ranking = await deps.store.denials(day, top, flagged=flagged)
+    return _json(bodies.denial_report(day, ranking, flagged=flagged))
 
 
 # -- service -----------------------------------------------------------------------------

@@ -164,6 +164,12 @@ def _schemas(settings: Settings) -> Json:
                     "had none",
                 }
             ),
+            "flagged": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Extension: the monitor rules (mode = monitor) that would have "
+                "denied or evicted for this setup; empty when none",
+            },
         },
     }
     return {
@@ -347,6 +353,7 @@ def _schemas(settings: Settings) -> Json:
                 "watchedSeconds",
                 "peakActive",
                 "devicesRegistered",
+                "flagged",
             ],
             "properties": {
                 "date": {"type": "string", "format": "date"},
@@ -370,6 +377,10 @@ def _schemas(settings: Settings) -> Json:
                     **count,
                     "description": "Devices newly registered that day (devices.max)",
                 },
+                "flagged": {
+                    **count,
+                    "description": "Setups flagged by monitor rules that day",
+                },
             },
         },
         "DenialReport": {
@@ -380,12 +391,17 @@ def _schemas(settings: Settings) -> Json:
                 "date": {"type": "string", "format": "date"},
                 "accounts": {
                     "type": "array",
-                    "description": "Most denied first",
+                    "description": "Most denied first (with flagged=true: most flagged "
+                    "first, each entry then carrying `flagged` instead of `denied`)",
                     "items": {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["accountId", "denied"],
-                        "properties": {"accountId": {"type": "string"}, "denied": count},
+                        "required": ["accountId"],
+                        "properties": {
+                            "accountId": {"type": "string"},
+                            "denied": count,
+                            "flagged": count,
+                        },
                     },
                 },
             },
@@ -1018,9 +1034,9 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "name": "force",
                     "in": "query",
                     "required": False,
-                    "description": "true: skip the swap cooldown (and start none); any other "
-                    "value is SRM-0002",
-                    "schema": {"type": "string", "enum": ["true"]},
+                    "description": "true: skip the swap cooldown (and start none); false (the "
+                    "default): keep it; any other value is SRM-0002",
+                    "schema": {"type": "string", "enum": ["true", "false"]},
                 },
                 "Cursor": {
                     "name": "cursor",

@@ -8,7 +8,8 @@ of one part per concern, each in its own module:
 | ``base.py`` | every call's path: scripts, autopipeline, gate, deadline, replica acks, clock |
 | ``boundary.py`` | Redis failures turned into SRM-0008 or SRM-0001, the one place they are |
 | ``scripts.py`` | each script's Lua text with the shared definitions it uses |
-| ``sessions.py`` | setup, keep-alive, teardown, operator ends, reading sessions |
+| ``sessions.py`` | setup, keep-alive, teardown, operator ends |
+| ``reads.py`` | one session, an account's listing |
 | ``households.py`` | an account's home networks and device registry |
 | ``limits.py`` | an account's limit overrides |
 | ``reports.py`` | usage per account and day, the denial report |
@@ -25,6 +26,7 @@ from srm.store.boundary import UNAVAILABLE_DETAILS, LegacyFirst
 from srm.store.events import EventLog
 from srm.store.heartbeats import Heartbeats
 from srm.store.limits import Limits
+from srm.store.reads import SessionReads
 from srm.store.reaper import ACCOUNT_KINDS, ReaperPasses, Repair, SweepResult
 from srm.store.reports import Reports
 from srm.store.scripts import load_script_source
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 
-class SessionStore(Sessions, Limits, Reports, EventLog, ReaperPasses, Heartbeats):
+class SessionStore(Sessions, SessionReads, Limits, Reports, EventLog, ReaperPasses, Heartbeats):
     """SRM's state in Redis, behind typed methods.
 
     Time is the Redis server's (see srm/clock.py). A *clock* (ms) replaces it, in tests only:
