@@ -21,6 +21,8 @@
 -- when this device type does not set it)  ARGV[18] devices.max (0: no registry)
 -- ARGV[19] ms after which a device that set nothing up is forgotten
 -- ARGV[20] playbackId ('' none)  ARGV[21] setups allowed per account and minute (0: any)
+-- ARGV[22] keep-alive period (ms): a join's deadline (ARGV[7] is provisional for a new
+-- session when keep-alive is disabled; a joined one is not new)
 -- then per rule the session matches (by quality, device type, content type), RULE_ARGS ARGV:
 -- name, reference (records' groups), counter field, configured max, policy, count ('sessions',
 -- 'devices', 'networks'), value field ('' when it counts sessions), location ('' anywhere,
@@ -69,7 +71,7 @@ local function rate_take(key, now, limit)
   -- only after this minute, once its count, then weighing as the last, has fallen enough
   return (MINUTE - into) + math.max(0, math.ceil(MINUTE - MINUTE * (limit - 1) / this))
 end
-local RULE_ARGS, FIRST_RULE = 9, 22
+local RULE_ARGS, FIRST_RULE = 9, 23
 local now = server_time(ARGV[1])
 local sid, account, device = ARGV[2], ARGV[3], ARGV[4]
 local address, net = ARGV[15], ARGV[16]
@@ -134,8 +136,12 @@ if playback ~= '' then
   local v = joined and redis.call('HGET', acct.state, joined)
   local deadline = v and active_deadline(v)
   if deadline and deadline > now then
-    local moved = now + tonumber(ARGV[7])
-    redis.call('HSET', acct.state, joined, record_moved(v, record_times(v), now, moved))
+    -- a keep-alive at now; at least 1 ms after the creation, so that the undo of the setup
+    -- that created it (abort.lua) sees that a player holds it
+    local created = record_times(v)
+    local ka = math.max(now, created + 1)
+    local moved = ka + tonumber(ARGV[22])
+    redis.call('HSET', acct.state, joined, record_moved(v, created, ka, moved))
     deadline_left(acct, deadline, moved, active)
     return {3, active, 0, joined}
   end

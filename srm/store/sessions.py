@@ -88,6 +88,7 @@ class Sessions(Households):
                 house.forget_after_ms,
                 new.playback_id or "",
                 self.policy.setups_per_minute,
+                self.policy.period_ms,
                 *self._rule_args(new, net),
             ],
             account=new.account_id,
@@ -100,7 +101,7 @@ class Sessions(Households):
                 joined=status == 3,
                 flagged=tuple(filter(None, str(answer[4]).split(","))) if status != 3 else (),
             )
-            if self.policy.timeout_ms == 0:
+            if self.policy.timeout_ms == 0 and not started.joined:  # a join is no new session
                 await self._confirm(new.account_id, started.session_id)
             return started
         if status == -2:
