@@ -308,6 +308,25 @@ async def test_a_full_registry_refuses_a_new_device_and_lists_the_registered(
     assert (usage.registered, usage.denied) == (2, 1)
 
 
+async def test_last_seen_is_written_at_most_hourly_or_when_the_type_changes(
+    store: SessionStore, clock: Clock
+) -> None:
+    store = registry(store)
+    await store.setup(new("tv-1"))
+    first = clock.now
+    clock.advance(1800)
+    await store.setup(new("tv-1"))
+    assert [d.last_seen for d in (await store.devices("acct-1")).devices] == [first]
+    await store.setup(new("tv-1", device_type="stb"))  # a new type is written at once
+    seen = (await store.devices("acct-1")).devices
+    assert [(d.device_type, d.last_seen, d.first_seen) for d in seen] == [
+        ("stb", clock.now, first)
+    ]
+    clock.advance(3601)
+    await store.setup(new("tv-1", device_type="stb"))
+    assert [d.last_seen for d in (await store.devices("acct-1")).devices] == [clock.now]
+
+
 async def test_a_denied_setup_registers_nothing(store: SessionStore) -> None:
     store = with_policy(registry(store), rules=(Rule("none", 0, device_types=("tablet",)),))
     with pytest.raises(LimitReached):

@@ -46,6 +46,8 @@
 -- and count nothing more.
 -- ms a denial's marker stays: a call is retried within redis.request_deadline (2 s)
 local DENIAL_KEPT = 10000
+-- ms between two writes of a registered device's lastSeen
+local SEEN_EVERY = 3600000
 
 -- rate_take: counts one setup in the account's rate `key` unless `limit` setups were made in
 -- the last minute, as a sliding window estimates it (the last whole minute's count weighted
@@ -192,10 +194,17 @@ end
 local checks = {{name = 'account', max = tonumber(redis.call('GET', KEYS[1]) or ARGV[8]),
   policy = ARGV[10], count = 'sessions'}}
 local refs = {}
+local overrides = {}
+if #ARGV >= FIRST_RULE then
+  local flat = redis.call('HGETALL', KEYS[2])
+  for j = 1, #flat, 2 do
+    overrides[flat[j]] = flat[j + 1]
+  end
+end
 for i = FIRST_RULE, #ARGV, RULE_ARGS do
   local at = ARGV[i + 7]
   if at == '' or (at == 'h' and loc ~= 'a') or (at == 'a' and loc == 'a') then
-    local max = redis.call('HGET', KEYS[2], ARGV[i]) or ARGV[i + 3]
+    local max = overrides[ARGV[i]] or ARGV[i + 3]
     checks[#checks + 1] = {name = ARGV[i], field = ARGV[i + 2], max = tonumber(max),
       policy = ARGV[i + 4], count = ARGV[i + 5], vfield = ARGV[i + 6],
       monitor = ARGV[i + 8] == 'monitor'}
@@ -239,7 +248,10 @@ end
 local mine = {devices = device, networks = net}  -- the new session's values
 local function counted(check)
   if check.field then
-    return tonumber(redis.call('HGET', acct.state, check.field) or '0')
+    if not check.n then
+      check.n = tonumber(redis.call('HGET', acct.state, check.field) or '0')
+    end
+    return check.n
   end
   return active
 end
@@ -256,7 +268,10 @@ local function standing(check)
     return n, 1
   end
   if next(gone) == nil then
-    local have = tonumber(redis.call('HGET', acct.state, check.vfield) or '0')
+    if not check.have then
+      check.have = tonumber(redis.call('HGET', acct.state, check.vfield) or '0')
+    end
+    local have = check.have
     return counted(check), have > 0 and 0 or 1
   end
   load()
@@ -444,7 +459,11 @@ if learned then
   home_changed(acct.events, now, account, home, 'LEARNED')
 end
 active = active - ended + 1
-if device_max > 0 then
+-- a registered device's lastSeen is written at most once an hour (or when its type changed):
+-- forget_after counts days, and most setups then write nothing to the registry
+local seen_lately = registered and device_seen(registered) > now - SEEN_EVERY and
+  device_type(registered) == ARGV[11]
+if device_max > 0 and not seen_lately then
   local first = registered and string.match(registered, '^(%d+),') or now
   redis.call('HSET', KEYS[5], device, first .. ',' .. now .. ',' .. ARGV[11])
   redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[19]))
@@ -461,10 +480,10 @@ if playback ~= '' then
 end
 redis.call('HINCRBY', acct.state, N, 1)
 active_add(acct, 1)
-if groups ~= '' then
-  local none = {}
-  for _, g in ipairs(group_fields(record_strings(record))) do
-    group_add(acct.state, g, 1, none)
+local none = {}
+for _, check in ipairs(checks) do
+  if check.field then
+    group_add(acct.state, {check.field, check.vfield ~= '' and check.vfield}, 1, none)
   end
 end
 redis.call('PERSIST', acct.state)
