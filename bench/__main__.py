@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from bench import events, load, procs, storage
+from bench import events, households, load, procs, storage
 from bench.options import parse
 
 Row = tuple[str, str, str, str]  # target, goal, measured, met
@@ -59,12 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     # SIGTERM unwinds like Ctrl-C, so every server this run started is stopped on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    parts = {"http", "commands", "memory", "latency", "reaper", "rules", "events", "cluster"}
+    parts = {
+        "http",
+        "commands",
+        "memory",
+        "latency",
+        "reaper",
+        "rules",
+        "events",
+        "cluster",
+        "households",
+    }
     only = set(a.only.split(",")) if a.only else parts
     if a.quick:  # the regression guard: the ratio with one worker and commands per request
         a.workers, a.rounds, a.seconds, only = "1", 3, 3.0, {"http", "commands"}
     rows: list[Row] = []
     say(f"machine: {machine()}")
+    if a.households:
+        say(
+            "configuration: the households of docs/households.md's worked examples on; setups "
+            "pass X-Forwarded-For through a trusted proxy (the http and commands parts)"
+        )
     with tempfile.TemporaryDirectory(prefix="srm-bench-") as tmp:
         work = Path(tmp)
         tokens = load.write_tokens(work / "tokens.txt", a.accounts)
@@ -73,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             if "http" in only:
                 http_rows(a, rds, tokens, rows)
             if "commands" in only:
-                command_rows(redis_url, tokens, rows)
+                command_rows(a, redis_url, tokens, rows)
             if "memory" in only:
                 memory_rows(a, redis_url, rows)
             if "latency" in only:
@@ -86,10 +101,25 @@ def main(argv: list[str] | None = None) -> int:
                 event_rows(a, redis_url, tokens, rows)
             if "cluster" in only:
                 cluster_rows(a, redis_url, rows)
+            if "households" in only:
+                household_rows(a, redis_url, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
     return 0
+
+
+def serve_env(a: argparse.Namespace) -> dict[str, str]:
+    """The configuration `srm serve` runs with: the user's (storage.USER_ENV), or with
+    --households the worked examples' households, behind a trusted proxy."""
+    if a.households:
+        return {**households.env("on"), "SRM_TRUSTED_PROXIES": "127.0.0.1/32"}
+    return storage.USER_ENV
+
+
+def on(a: argparse.Namespace) -> str:
+    """What a row's label adds when --households is on."""
+    return ", households on" if a.households else ""
 
 
 def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list[Row]) -> None:
@@ -109,10 +139,11 @@ def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list
         client.flushall()
         with (
             procs.ceiling(workers) as top,
-            procs.srm_serve(rds.url, workers, **storage.USER_ENV) as srm,
+            procs.srm_serve(rds.url, workers, **serve_env(a)) as srm,
         ):
             for server in (top, srm):
-                load.wrk(server.url, tokens, a.connections, 5)  # warm-up: pools, token cache
+                # warm-up: pools, token cache
+                load.wrk(server.url, tokens, a.connections, 5, forwarded=a.households)
             runs: dict[str, list[load.WrkResult]] = {"ceiling": [], "srm": []}
             cpu = {"ceiling": 0.0, "srm": 0.0, "redis": 0.0}
             script_usec = 0.0  # Redis's own time in SRM's scripts (INFO commandstats)
@@ -120,7 +151,11 @@ def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list
                 for name, server in (("ceiling", top), ("srm", srm)):
                     client.config_resetstat()
                     before = server.cpu_seconds(), rds.cpu_seconds()
-                    runs[name].append(load.wrk(server.url, tokens, a.connections, a.seconds))
+                    runs[name].append(
+                        load.wrk(
+                            server.url, tokens, a.connections, a.seconds, forwarded=a.households
+                        )
+                    )
                     cpu[name] += server.cpu_seconds() - before[0]
                     if name == "srm":
                         cpu["redis"] += rds.cpu_seconds() - before[1]
@@ -150,7 +185,7 @@ def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list
         say(f"{workers} worker(s) srm/ceiling per round {[round(r, 2) for r in ratios]}")
         say(f"{workers} worker(s) RATIO {ratio:.2f} (srm/ceiling, median of {a.rounds} rounds)")
         rows.append((
-            f"lifecycle throughput, {workers} worker(s), {a.connections} connections",
+            f"lifecycle throughput, {workers} worker(s), {a.connections} connections{on(a)}",
             ">= 0.6 x ceiling",
             f"{srm_r.rps:.0f} req/s vs ceiling {top_r.rps:.0f} req/s: ratio **{ratio:.2f}** "
             f"(rounds {', '.join(f'{r:.2f}' for r in ratios)}); CPU per request: srm "
@@ -161,14 +196,14 @@ def http_rows(a: argparse.Namespace, rds: procs.Server, tokens: Path, rows: list
         p99 = statistics.median(r.p99_ms for r in runs["srm"])
         top_p99 = statistics.median(r.p99_ms for r in runs["ceiling"])
         rows.append((
-            f"p99 latency, {workers} worker(s), {a.connections} connections, full load",
+            f"p99 latency, {workers} worker(s), {a.connections} connections, full load{on(a)}",
             "<= 2 x ceiling's p99",
             f"p99 {p99:.1f} ms vs ceiling {top_p99:.1f} ms: **{p99 / top_p99:.1f}x** "
             f"(median of the rounds' p99; p50 {srm_r.p50_ms:.1f} vs {top_r.p50_ms:.1f} ms)",
             "yes" if p99 <= 2 * top_p99 else "no",
         ))  # fmt: skip
         rows.append((
-            f"Redis time per request, {workers} worker(s)",
+            f"Redis time per request, {workers} worker(s){on(a)}",
             "(capacity model)",
             f"{us['scripts']:.1f} us running scripts (INFO commandstats); redis-server CPU "
             f"{us['redis']:.0f} us (its network I/O included)",
@@ -187,11 +222,11 @@ def _median(results: list[load.WrkResult]) -> load.WrkResult:
     return sorted(results, key=lambda r: r.rps)[len(results) // 2]
 
 
-def command_rows(redis_url: str, tokens: Path, rows: list[Row]) -> None:
+def command_rows(a: argparse.Namespace, redis_url: str, tokens: Path, rows: list[Row]) -> None:
     few = tokens.read_text().split()
     redis.Redis.from_url(redis_url).flushall()
-    with procs.srm_serve(redis_url, 1, **storage.USER_ENV) as srm:
-        counts = load.count_commands(srm.url, redis_url, few)
+    with procs.srm_serve(redis_url, 1, **serve_env(a)) as srm:
+        counts = load.count_commands(srm.url, redis_url, few, forwarded=a.households)
     for c in counts:
         # a connection the pool opens meanwhile says HELLO (and PING on its first use): once
         # per connection, not per request
@@ -203,7 +238,7 @@ def command_rows(redis_url: str, tokens: Path, rows: list[Row]) -> None:
         )
         extra = f"; plus {handshake} from a new pool connection" if handshake else ""
         rows.append((
-            f"Redis commands per {c.kind}",
+            f"Redis commands per {c.kind}{on(a)}",
             "exactly 1",
             f"{per:.3f} ({c.commands - sum(handshake.values())} for {c.requests}{extra})",
             "yes" if per == 1 and c.names.get("evalsha") == c.requests else "no",
@@ -327,6 +362,85 @@ def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
         "",
     ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()
+
+
+def household_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
+    """Households (docs/households.md): Redis time, commands and memory per setup with the
+    worked examples' settings on, beside the same sessions with them off (bench/households.py)."""
+    c = asyncio.run(
+        households.households_cost(redis_url, a.households_sessions, a.samples, a.rounds)
+    )
+    for phase in households.PHASES:
+        us, cpu = c.setup_us[phase], c.cpu_us[phase]
+        say(
+            f"households, {phase} setups: Redis {us['on']:.1f} us per setup on, "
+            f"{us['addresses']:.1f} us with addresses only, {us['off']:.1f} us off: ratio "
+            f"{c.ratio(phase):.2f} (rounds {[round(r, 2) for r in c.round_ratios(phase)]}); "
+            f"redis-server main thread CPU {cpu['on']:.1f} / {cpu['addresses']:.1f} / "
+            f"{cpu['off']:.1f} us per setup"
+        )
+    for config in households.CONFIGS:
+        b = c.breakdown[config]
+        say(
+            f"households {config}: {c.bytes_per_session[config]:.0f} bytes per active session; "
+            f"MEMORY USAGE of an account of three: hash {b.account_hash}, registry "
+            f"{b.devices_key}, home {b.home_key}; a TV session's record {b.record} bytes; "
+            f"{b.counter_fields} counter fields of {b.counter_bytes} bytes"
+        )
+    say(
+        f"households: record bytes {c.record_bytes}; registry {c.bytes_per_device:.0f} bytes "
+        f"per device (36-character deviceIds); commands sent for {c.setups_counted} setups: "
+        f"{c.commands}"
+    )
+    for phase, what in (("repeat", "a device's later setups"), ("first", "a device's first")):
+        us = c.setup_us[phase]
+        rows.append((
+            f"Redis time per setup, households on vs off ({what})",
+            "<= 1.2 x off" if phase == "repeat" else "(context)",
+            f"{us['on']:.1f} vs {us['off']:.1f} us (medians of {a.rounds} rounds of "
+            f"{a.samples}): **{c.ratio(phase):.2f}x** (median of the rounds' ratios "
+            f"{', '.join(f'{r:.2f}' for r in c.round_ratios(phase))}); addresses only "
+            f"{us['addresses']:.1f} us",
+            ("yes" if c.ratio(phase) <= 1.2 else "no") if phase == "repeat" else "",
+        ))  # fmt: skip
+    rows.append((
+        "Redis commands per setup, households on",
+        "exactly 1",
+        f"{c.commands_per_setup:.3f} ({c.setups_counted} setups, one denied: {c.commands})",
+        "yes" if c.commands_per_setup == 1 else "no",
+    ))  # fmt: skip
+    off, on = c.bytes_per_session["off"], c.bytes_per_session["on"]
+    rows.append((
+        "Redis memory per active session, households on vs off (3 per account)",
+        "(cost)",
+        f"{on:.0f} vs {off:.0f} bytes (addresses only {c.bytes_per_session['addresses']:.0f}); "
+        f"registry {c.bytes_per_device:.0f} bytes per device, home key "
+        f"{c.breakdown['on'].home_key} bytes",
+        "",
+    ))  # fmt: skip
+    redis.Redis.from_url(redis_url).flushall()
+    if a.callgrind_setups and households.callgrind_available():
+        counts = households.instructions(a.callgrind_setups)
+        for phase in households.PHASES:
+            k = counts[phase]
+            ratio = k["on"] / k["off"]
+            say(
+                f"households, {phase} setups: thousands of instructions in EVALSHA per setup "
+                + ", ".join(f"{config} {n:.0f}k" for config, n in k.items())
+                + f": on/off {ratio:.2f}"
+            )
+            examples = ", ".join(
+                f"{name} {k[name]:.0f}k ({k[name] / k['off']:.2f}x)" for name in households.EXAMPLES
+            )
+            rows.append((
+                f"Redis instructions per setup (callgrind), households on vs off ({phase})",
+                "<= 1.2 x off" if phase == "repeat" else "(context)",
+                f"{k['on']:.0f}k vs {k['off']:.0f}k: **{ratio:.2f}x**; addresses only "
+                f"{k['addresses']:.0f}k; each example alone: {examples}",
+                ("yes" if ratio <= 1.2 else "no") if phase == "repeat" else "",
+            ))  # fmt: skip
+    elif a.callgrind_setups:
+        say("households: valgrind not installed, instructions per setup not counted")
 
 
 def cluster_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:

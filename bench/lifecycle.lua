@@ -4,8 +4,11 @@
 -- connections: a wrk thread is then one connection, so each response belongs to the request
 -- just sent and teardown always names the session its own setup created.
 --
--- usage: wrk -t N -c N -s lifecycle.lua URL -- TOKENS_FILE KEEPALIVES N
--- TOKENS_FILE holds one Client-Token per line, each for a different account.
+-- usage: wrk -t N -c N -s lifecycle.lua URL -- TOKENS_FILE KEEPALIVES N [xff]
+-- TOKENS_FILE holds one Client-Token per line, each for a different account. With "xff",
+-- each setup carries X-Forwarded-For: an address of its account's own /24, the token's line
+-- number i (from 0) giving 10.<i div 256 mod 256>.<i mod 256>.7 (bench/load.py,
+-- forwarded_for), as a load balancer in front of SRM would send it.
 
 local counter = 1
 local threads = {}
@@ -22,6 +25,9 @@ local step = 0          -- 0: setup next; 1..keepalives: keep-alive; keepalives+
 local sid = nil
 local token = nil
 local next_token = 0
+local first_token = 0   -- the line (from 0) of this thread's first token
+local lines = 1         -- tokens in the file
+local forwarded = false
 failed = 0  -- globals: done() reads them from every thread
 denied = 0
 last_failure = ""
@@ -41,6 +47,8 @@ function init(args)
   for i = 1, per do
     tokens[i] = all[(first + i - 1) % #all + 1]
   end
+  first_token, lines = first, #all
+  forwarded = args[4] == "xff"
 end
 
 local function pick_token()
@@ -52,8 +60,13 @@ function request()
   if step == 0 or sid == nil then
     step = 0
     token = pick_token()
-    return wrk.format("POST", "/srm/sessions",
-      {["Client-Token"] = token, ["Content-Type"] = "application/json"}, body)
+    local headers = {["Client-Token"] = token, ["Content-Type"] = "application/json"}
+    if forwarded then
+      local line = (first_token + next_token - 1) % lines
+      headers["X-Forwarded-For"] = string.format("10.%d.%d.7", math.floor(line / 256) % 256,
+        line % 256)
+    end
+    return wrk.format("POST", "/srm/sessions", headers, body)
   end
   local path = "/srm/sessions/" .. sid
   if step <= keepalives then

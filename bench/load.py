@@ -65,12 +65,20 @@ class WrkResult:
         return self.requests / self.seconds
 
 
-def wrk(url: str, tokens: Path, connections: int, seconds: float, keepalives: int = 1) -> WrkResult:
-    """wrk with one thread per connection (see lifecycle.lua), for *seconds*."""
+def wrk(
+    url: str,
+    tokens: Path,
+    connections: int,
+    seconds: float,
+    keepalives: int = 1,
+    forwarded: bool = False,
+) -> WrkResult:
+    """wrk with one thread per connection (see lifecycle.lua), for *seconds*; *forwarded*:
+    setups carry X-Forwarded-For, an address of their account's (as through a proxy)."""
     out = subprocess.run(
         ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{seconds:g}s",
          "--timeout", "5s", "-s", str(LIFECYCLE_LUA), url,
-         "--", str(tokens), str(keepalives), str(connections)],
+         "--", str(tokens), str(keepalives), str(connections), "xff" if forwarded else ""],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     )  # fmt: skip
     match = re.search(r"^RESULT (\{.*\})$", out.stdout, re.MULTILINE)
@@ -130,8 +138,11 @@ class Monitor:
         self.client.close()
 
 
-def count_commands(url: str, redis_url: str, tokens: list[str]) -> list[CommandCount]:
-    """Commands Redis receives per setup, keep-alive and teardown (exact, via MONITOR)."""
+def count_commands(
+    url: str, redis_url: str, tokens: list[str], forwarded: bool = False
+) -> list[CommandCount]:
+    """Commands Redis receives per setup, keep-alive and teardown (exact, via MONITOR);
+    *forwarded*: setups carry X-Forwarded-For (forwarded_for)."""
     results = []
     stats = redis.Redis.from_url(
         redis_url, decode_responses=True, encoding_errors="surrogateescape"
@@ -140,12 +151,12 @@ def count_commands(url: str, redis_url: str, tokens: list[str]) -> list[CommandC
     try:
         sids: dict[int, str] = {}
         for kind in ("setup", "keepalive", "teardown"):  # warm-up: pool connections open
-            asyncio.run(_phase(url, tokens, kind, sids))
+            asyncio.run(_phase(url, tokens, kind, sids, forwarded))
         monitor.drain()
         for kind in ("setup", "keepalive", "teardown"):
             stats.config_resetstat()
             monitor.drain(0.1)
-            asyncio.run(_phase(url, tokens, kind, sids))
+            asyncio.run(_phase(url, tokens, kind, sids, forwarded))
             time.sleep(0.2)
             names = monitor.drain()
             names.pop("config|resetstat", None)
@@ -159,12 +170,22 @@ def count_commands(url: str, redis_url: str, tokens: list[str]) -> list[CommandC
     return results
 
 
-async def _phase(url: str, tokens: list[str], kind: str, sids: dict[int, str]) -> None:
+def forwarded_for(account: int) -> str:
+    """The client address of an account's setups in a forwarded run: its own /24 (10.x.y.7),
+    as lifecycle.lua writes it."""
+    return f"10.{account // 256 % 256}.{account % 256}.7"
+
+
+async def _phase(
+    url: str, tokens: list[str], kind: str, sids: dict[int, str], forwarded: bool
+) -> None:
     todo = iter(range(len(tokens)))
 
     async def worker(http: aiohttp.ClientSession) -> None:
         for i in todo:
             headers = {"Client-Token": tokens[i]}
+            if forwarded:
+                headers["X-Forwarded-For"] = forwarded_for(i)
             if kind == "setup":
                 body = {
                     "content": {"contentID": "100001V3D", "contentType": "COD"},

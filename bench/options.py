@@ -31,15 +31,33 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cost-calls", type=int, default=5000, help="calls per script, cluster part")
     p.add_argument("--event-lifecycles", type=int, default=20_000, help="events: memory sample")
     p.add_argument(
+        "--households-sessions", type=int, default=30_000, help="households: memory sample"
+    )
+    p.add_argument(
+        "--callgrind-setups",
+        type=int,
+        default=300,
+        help="households: setups per configuration counted in instructions under valgrind "
+        "(0: not counted)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="regression guard, under 2 minutes: throughput ratio (1 worker, 3 rounds of 3 s) "
         "and Redis commands per request",
     )
     p.add_argument(
+        "--households",
+        action="store_true",
+        help="run the http and commands parts with the household settings of "
+        "docs/households.md's worked examples on, setups passing X-Forwarded-For through a "
+        "trusted proxy (127.0.0.1)",
+    )
+    p.add_argument(
         "--only",
         default="",
-        help="comma list of parts: http,commands,memory,latency,reaper,rules,events,cluster",
+        help="comma list of parts: "
+        "http,commands,memory,latency,reaper,rules,events,cluster,households",
     )
     return p.parse_args(argv)
 

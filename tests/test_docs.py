@@ -156,3 +156,37 @@ def test_slugs_follow_github() -> None:
     )
     assert slug("List the account's sessions") == "list-the-accounts-sessions"
     assert slug("Running `srm serve`") == "running-srm-serve"
+
+
+# Settings described on another page, which configuration.md links from their section.
+_SETTINGS_ELSEWHERE = {"auth": ROOT / "docs" / "identity.md"}
+
+
+def undocumented_settings() -> list[str]:
+    """The settings of srm/defaults.toml without a row (``| `name` |``) in their section's
+    table of docs/configuration.md (or, for some, of the page that section links)."""
+    import tomllib
+
+    defaults = tomllib.loads((ROOT / "srm" / "defaults.toml").read_text())
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    missing = []
+    for section, values in defaults.items():
+        heading = re.search(rf"^### `\[{section}\]`.*$", text, re.MULTILINE)
+        if heading is None:
+            missing.append(f"[{section}]")
+            continue
+        end = re.compile(r"^##", re.MULTILINE).search(text, heading.end())
+        body = text[heading.end() : end.start() if end else len(text)]
+        elsewhere = _SETTINGS_ELSEWHERE.get(section)
+        if elsewhere is not None:
+            body += elsewhere.read_text()
+        missing += [
+            f"{section}.{name}"
+            for name in values
+            if not re.search(rf"^\| `{re.escape(name)}` \|", body, re.MULTILINE)
+        ]
+    return missing
+
+
+def test_every_setting_is_described_in_the_configuration_reference() -> None:
+    assert undocumented_settings() == []

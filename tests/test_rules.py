@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from ipaddress import ip_address
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from srm import network
 from srm.errors import LimitReached, SessionNotFound
-from srm.model import EndReason, NewSession, Policy, Started, State
+from srm.keys import Keys
+from srm.model import EndReason, Households, NewSession, Policy, Started, State
 from srm.rules import Rule
 from srm.store import SessionStore
 from tests import invariants
@@ -45,6 +48,7 @@ def new(
     content_type: str = "COD",
     replaces: str | None = None,
     account: str = "acct-1",
+    address: str | None = None,
 ) -> NewSession:
     return NewSession(
         str(uuid.uuid4()),
@@ -55,6 +59,7 @@ def new(
         device_type=device_type,
         quality=quality,
         replaces=replaces,
+        address=network.pack_address(ip_address(address)) if address else b"",
     )
 
 
@@ -100,6 +105,67 @@ async def test_setups_allowed_and_denied_are_one_redis_command_each(
     assert denied.value.sessions[0].device_id == "tv-1"
     handshakes = {"PING", "HELLO", "CLIENT", "SELECT", "AUTH"}  # new pooled connections
     assert [command for command in sent if command not in handshakes] == ["EVALSHA", "EVALSHA"]
+
+
+@pytest.mark.parametrize("redis_client", ["standalone"], indirect=True)
+async def test_setups_with_households_on_are_one_redis_command_each(
+    redis_client: Any, keyspace: Keys, clock: Clock
+) -> None:
+    """With the households of docs/households.md on (rules by location and network, a
+    learned home, a device registry), a setup that learns the home and registers its device,
+    one that evicts, and ones denied by the registry, by location and per network are each
+    one command from the client: the home, the registry and the counts are read and written
+    inside the setup script."""
+    households = (
+        Rule("away", 1, locations=("away",)),
+        Rule("two-places", 2, count="networks", policy="evict"),
+        Rule("per-network", 2, per="network"),
+    )
+    policy = Policy(
+        timeout_ms=120_000,
+        max_sessions=5,
+        retention_ms=60_000,
+        evict=False,
+        rules=(*RULES, *households),
+        households=Households(learn_home=("tv",), devices_max=3),
+    )
+    store = SessionStore(redis_client, keyspace, policy, clock=clock, max_in_flight=64)
+    await store.setup(new(account="acct-0"))  # the script loaded, a connection open
+    denials = []
+    sent: list[str] = []
+    async with redis_client.monitor() as monitor:
+        tv = new(device="tv-1", device_type="tv", address="203.0.113.7")
+        await store.setup(tv)  # learns the home, registers the TV
+        for allowed in (
+            new(device="web-anna", address="203.0.113.45"),
+            new(device="web-ben", address="198.51.100.20"),  # away
+        ):
+            clock.advance(1)  # keep-alives in order: the eviction's choice does not tie
+            await store.setup(allowed)
+        for refused in (
+            new(device="laptop", address="192.0.2.33"),  # a fourth device
+            new(device="web-anna", address="192.0.2.33"),  # a second stream away
+        ):
+            with pytest.raises(LimitReached) as denied:
+                await store.setup(refused)
+            denials.append(denied.value.rule)
+        await store.setup(new(device="tv-1", device_type="tv", address="203.0.113.7"))  # evicts
+        with pytest.raises(LimitReached) as denied:
+            await store.setup(new(device="web-anna", address="203.0.113.46"))
+        denials.append(denied.value.rule)
+        await redis_client.echo("end of the setups")
+        async for entry in monitor.listen():
+            if entry["client_type"] == "lua":
+                continue  # the script's own commands
+            if "end of the setups" in entry["command"]:
+                break
+            sent.append(entry["command"].split()[0].upper())
+    assert denials == ["devices", "away", "per-network"]
+    assert await state(store, tv) == (State.ENDED, EndReason.EVICTED)
+    assert await store.home("acct-1") == ["203.0.113.0/24"]
+    handshakes = {"PING", "HELLO", "CLIENT", "SELECT", "AUTH"}  # new pooled connections
+    assert [command for command in sent if command not in handshakes] == ["EVALSHA"] * 7
+    await invariants.check(redis_client, keyspace)
 
 
 async def test_the_account_limit_is_reported_as_account(store: SessionStore) -> None:
