@@ -212,6 +212,26 @@ for i = FIRST_RULE, #ARGV, RULE_ARGS do
   end
 end
 local groups = table.concat(refs, ',')
+-- every rule's counter (and value count) in one read: n, have
+if #checks > 1 then
+  local fields = {}
+  for i = 2, #checks do
+    fields[#fields + 1] = checks[i].field
+    if checks[i].vfield ~= '' then
+      fields[#fields + 1] = checks[i].vfield
+    end
+  end
+  local got = redis.call('HMGET', acct.state, unpack(fields))
+  local j = 1
+  for i = 2, #checks do
+    checks[i].n = tonumber(got[j] or '0') or 0
+    j = j + 1
+    if checks[i].vfield ~= '' then
+      checks[i].have = tonumber(got[j] or '0') or 0
+      j = j + 1
+    end
+  end
+end
 
 local gone = {}  -- sessionId -> true: replaced or evicted by this setup
 local strings_of = {}
@@ -247,13 +267,7 @@ local function value(check, s)
 end
 local mine = {devices = device, networks = net}  -- the new session's values
 local function counted(check)
-  if check.field then
-    if not check.n then
-      check.n = tonumber(redis.call('HGET', acct.state, check.field) or '0')
-    end
-    return check.n
-  end
-  return active
+  return check.field and check.n or active
 end
 -- standing: what the check counts once the sessions in `gone` have ended, and what the new
 -- session adds to it (a session of a device or network the group counts already adds nothing)
@@ -268,11 +282,7 @@ local function standing(check)
     return n, 1
   end
   if next(gone) == nil then
-    if not check.have then
-      check.have = tonumber(redis.call('HGET', acct.state, check.vfield) or '0')
-    end
-    local have = check.have
-    return counted(check), have > 0 and 0 or 1
+    return counted(check), check.have > 0 and 0 or 1
   end
   load()
   local seen, n = {}, 0
@@ -474,18 +484,37 @@ end
 local deadline = now + tonumber(ARGV[7])
 local record = record_new(now, deadline, device, ARGV[5], ARGV[6], ARGV[11], ARGV[12], groups,
   {where, playback, flagged})
-redis.call('HSET', acct.state, sid, record)
+local writes = {sid, record}
 if playback ~= '' then
-  redis.call('HSET', acct.state, playback_field(device, playback), sid)
+  writes[#writes + 1] = playback_field(device, playback)
+  writes[#writes + 1] = sid
 end
-redis.call('HINCRBY', acct.state, N, 1)
-active_add(acct, 1)
-local none = {}
-for _, check in ipairs(checks) do
-  if check.field then
+if ended == 0 then
+  -- nothing ended: every counter is still what was read, so one HSET writes them all
+  writes[#writes + 1] = N
+  writes[#writes + 1] = active
+  for i = 2, #checks do
+    local check = checks[i]
+    if check.vfield ~= '' then
+      writes[#writes + 1] = check.vfield
+      writes[#writes + 1] = check.have + 1
+    end
+    if check.vfield == '' or check.have == 0 then
+      writes[#writes + 1] = check.field
+      writes[#writes + 1] = check.n + 1
+    end
+  end
+  redis.call('HSET', acct.state, unpack(writes))
+else
+  redis.call('HSET', acct.state, unpack(writes))
+  redis.call('HINCRBY', acct.state, N, 1)
+  local none = {}
+  for i = 2, #checks do
+    local check = checks[i]
     group_add(acct.state, {check.field, check.vfield ~= '' and check.vfield}, 1, none)
   end
 end
+active_add(acct, 1)
 redis.call('PERSIST', acct.state)
 -- the score stays the earliest deadline: ended sessions may leave it earlier (never later)
 redis.call('ZADD', acct.due, 'LT', deadline, account)
