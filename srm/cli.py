@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -34,13 +36,47 @@ def _parser() -> argparse.ArgumentParser:
         help="consumer group: its consumers share the events (default srm-events)",
     )
     token = sub.add_parser(
-        "token", help="mint a Client-Token with the (first) configured HS secret"
+        "token",
+        help="mint a Client-Token with the (first) configured HS secret, else the "
+        "development one of config/dev.toml",
     )
-    token.add_argument("--account", required=True)
-    token.add_argument("--device", required=True)
+    token.add_argument("--account", required=True, help="the accountId claim")
+    token.add_argument("--device", required=True, help="the deviceId claim")
+    token.add_argument(
+        "--device-type",
+        type=_device_type,
+        help="the deviceType claim (1..64 characters: tv, phone, ...; limit rules match on it)",
+    )
+    token.add_argument(
+        "--max-sessions",
+        type=_max_sessions,
+        help="the maxSessions claim (0..1000000; honoured when auth.limit_claims is true)",
+    )
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     sub.add_parser("config", help="print the effective settings (secrets masked)")
     return parser
+
+
+def _device_type(text: str) -> str:
+    from srm.auth import MAX_DEVICE_TYPE_LENGTH
+
+    if not 1 <= len(text) <= MAX_DEVICE_TYPE_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"a deviceType has 1 to {MAX_DEVICE_TYPE_LENGTH} characters"
+        )
+    return text
+
+
+def _max_sessions(text: str) -> int:
+    from srm.auth import MAX_SESSIONS_CLAIM
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SESSIONS_CLAIM:
+        raise argparse.ArgumentTypeError(f"an integer 0..{MAX_SESSIONS_CLAIM}, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,20 +117,66 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 2
 
 
+def dev_config() -> Path | None:
+    """config/dev.toml, the development overlay scripts/run uses: in the working directory
+    (a checkout's root), else beside the package (a checkout installed editable)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = root / "config" / "dev.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _token_settings(settings: Settings) -> Settings:
+    """The settings to sign with: the configured ones, or, when SRM_CONFIG is unset and they
+    have no key at all, the development overlay's (said on stderr; SRM_* variables apply)."""
+    from srm.config import HMAC_ALGORITHMS
+
+    a = settings.auth
+    if os.environ.get("SRM_CONFIG") or a.hmac_secrets or a.jwks_url:
+        return settings
+    if a.algorithms[0] not in HMAC_ALGORITHMS:
+        return settings
+    found = dev_config()
+    if found is None:
+        return settings
+    print(f"srm: token: no SRM_CONFIG or SRM_AUTH_SECRET, signed with {found}", file=sys.stderr)
+    return load(extra_file=found)
+
+
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from srm.auth import mint
     from srm.config import HMAC_ALGORITHMS
 
+    settings = _token_settings(settings)
     algorithm = settings.auth.algorithms[0]
     secrets = settings.auth.hmac_secrets
-    if settings.auth.jwks_url or algorithm not in HMAC_ALGORITHMS or not secrets:
+    if settings.auth.jwks_url or algorithm not in HMAC_ALGORITHMS:
         print(
-            "srm: token needs an HS* algorithm, auth.secret (SRM_AUTH_SECRET) or auth.secrets "
-            "(SRM_AUTH_SECRETS), and no auth.jwks_url",
+            f"srm: token: signs with an HS secret only, and auth.algorithm is {algorithm} "
+            "(or auth.jwks_url is set): mint tokens with your issuer",
             file=sys.stderr,
         )
         return 2
-    return _print(mint(secrets[0], args.account, args.device, ttl=args.ttl, algorithm=algorithm))
+    if not secrets:
+        print(
+            "srm: token: no HS secret: set SRM_AUTH_SECRET, or SRM_CONFIG to a TOML file "
+            "with auth.secret (config/dev.toml of a checkout for local runs)",
+            file=sys.stderr,
+        )
+        return 2
+    claims: dict[str, Any] = {}
+    if args.device_type is not None:
+        claims["deviceType"] = args.device_type
+    if args.max_sessions is not None:
+        claims["maxSessions"] = args.max_sessions
+    if settings.auth.issuer:
+        claims["iss"] = settings.auth.issuer
+    if settings.auth.audience:
+        claims["aud"] = settings.auth.audience
+    return _print(
+        mint(secrets[0], args.account, args.device, ttl=args.ttl, algorithm=algorithm, **claims)
+    )
 
 
 def _print(text: str) -> int:

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import auth
-from tests.players import SHARDS, Ledger, call, run_load, verify
+from tests.players import LOAD_ENV, SHARDS, Ledger, call, run_load, verify
 from tests.processes import SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess, free_port
 
@@ -43,6 +43,7 @@ def serve_on(
         SRM_REDIS_URL=redis.url,
         SRM_REDIS_SHARDS=str(SHARDS),
         SRM_REDIS_REQUEST_DEADLINE="1.5",
+        **LOAD_ENV,
         **env,
     )
 

@@ -319,9 +319,7 @@ async def test_last_seen_is_written_at_most_hourly_or_when_the_type_changes(
     assert [d.last_seen for d in (await store.devices("acct-1")).devices] == [first]
     await store.setup(new("tv-1", device_type="stb"))  # a new type is written at once
     seen = (await store.devices("acct-1")).devices
-    assert [(d.device_type, d.last_seen, d.first_seen) for d in seen] == [
-        ("stb", clock.now, first)
-    ]
+    assert [(d.device_type, d.last_seen, d.first_seen) for d in seen] == [("stb", clock.now, first)]
     clock.advance(3601)
     await store.setup(new("tv-1", device_type="stb"))
     assert [d.last_seen for d in (await store.devices("acct-1")).devices] == [clock.now]

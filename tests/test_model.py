@@ -1,6 +1,6 @@
 """Model-based test: random interleavings of every store operation against a real redis-server,
-checked after each step against a plain-Python model of the SRM (limit rules and replaces
-included)."""
+checked after each step against a plain-Python model of the SRM (limit rules, replaces and
+joins of a playback included)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ RULES = (
 )
 DEVICES = {"tv1": "tv", "tv2": "tv", "ph": "phone"}
 CONTENTS = [("c1", "COD"), ("c1", "LIVE"), ("c2", "LIVE")]
+PLAYBACKS = [None, "p1", "p2"]
 
 
 @dataclass
@@ -69,8 +70,10 @@ class ModelSession:
     ka: int
     deadline: int
     device: str = "dev"
-    groups: tuple[str, ...] = ()
+    groups: tuple[bytes, ...] = ()
     quality: str | None = None
+    playback: str | None = None
+    joined: bool = False  # a later setup joined it (its playbackId)
     reason: EndReason | None = None
     ended_at: int | None = None
     purge_at: int | None = None
@@ -208,9 +211,9 @@ class SrmModel(RuleBasedStateMachine):
 
     # -- rules ---------------------------------------------------------------------------
 
-    def checks(self, account: str, new: NewSession) -> list[tuple[str, str | None, int, str]]:
+    def checks(self, account: str, new: NewSession) -> list[tuple[str, bytes | None, int, str]]:
         """(name, group field or None for the account, max, policy) of each limit to fit."""
-        checks: list[tuple[str, str | None, int, str]] = [
+        checks: list[tuple[str, bytes | None, int, str]] = [
             (
                 "account",
                 None,
@@ -220,7 +223,7 @@ class SrmModel(RuleBasedStateMachine):
         ]
         for r in RULES:
             if r.matches(new.quality, new.device_type, new.content_type):
-                field = r.group(new.device_id, new.content_id)
+                field, _value = r.fields(new.device_id, new.content_id, b"")
                 checks.append(
                     (r.name, field, self.rule_limits.get((account, r.name), r.max), r.policy)
                 )
@@ -235,6 +238,7 @@ class SrmModel(RuleBasedStateMachine):
         replaces=st.one_of(st.none(), sessions_bundle),
         claim=st.one_of(st.none(), st.integers(0, 3)),
         reply=st.sampled_from(["answered", "lost", "resent"]),
+        playback=st.sampled_from(PLAYBACKS),
     )
     def setup(
         self,
@@ -245,13 +249,14 @@ class SrmModel(RuleBasedStateMachine):
         replaces: str | None,
         claim: int | None,
         reply: str,
+        playback: str | None,
     ) -> str:
         """A setup. Its *reply* may be lost: the script ran, the caller gets SRM-0008 and the
         store never learns it ran, so with keep-alive disabled the session keeps its
         provisional deadline (abort_setup, setup_retried and advance take it from there); or
         resent, the second run answering as for a retry (the same denial without its
-        sessions, or "created by an earlier try", then confirmed)."""
-        reply_lost = reply == "lost"
+        sessions, or "created by an earlier try", then confirmed). With a *playback* that an
+        ACTIVE session of the same account and device has, it joins that session instead."""
         sid = str(uuid.uuid4())
         new = NewSession(
             sid,
@@ -262,18 +267,31 @@ class SrmModel(RuleBasedStateMachine):
             quality=quality,
             replaces=replaces,
             max_sessions=claim,
+            playback_id=playback,
         )
         self.end_lapsed(account)
+        joining = next(
+            (
+                s
+                for s in self.live(account)
+                if playback is not None and (s.device, s.playback) == (device, playback)
+            ),
+            None,
+        )
+        if joining is not None:
+            self.join(new, joining, reply)
+            return sid
+        reply_lost = reply == "lost"
         live = sorted(self.live(account), key=lambda s: (s.deadline, s.sid))
         checks = self.checks(account, new)
 
-        def counts(field: str | None, s: ModelSession) -> bool:
+        def counts(field: bytes | None, s: ModelSession) -> bool:
             return field is None or field in s.groups
 
         gone: list[ModelSession] = [s for s in live if s.sid == replaces]
         victims: list[ModelSession] = []
 
-        def remaining(field: str | None) -> int:
+        def remaining(field: bytes | None) -> int:
             return sum(1 for s in live if counts(field, s) and s not in gone)
 
         # victims, jointly (setup.lua): oldest keep-alive first, each session an unmet evict
@@ -309,7 +327,9 @@ class SrmModel(RuleBasedStateMachine):
         try:
             lossy = reply != "answered"
             with self.reply_lost("setup", resent=reply == "resent") if lossy else nullcontext():
-                active = self.run(self.store.setup(new))
+                started = self.run(self.store.setup(new))
+            assert not started.joined and started.session_id == sid
+            active = started.active
         except LimitReached as exc:
             denied = exc
         except StoreUnavailable:
@@ -341,12 +361,52 @@ class SrmModel(RuleBasedStateMachine):
         # known to have run: confirmed (keep-alive disabled: it never lapses); else provisional
         deadline = self.now + (self.setup_period if reply_lost else self.period)
         self.sessions[sid] = ModelSession(
-            sid, account, self.now, self.now, deadline, device, groups, quality
+            sid, account, self.now, self.now, deadline, device, groups, quality, playback
         )
         self.history[sid] = None
         assert active == (None if reply_lost else len(self.live(account)))
         self.count(account, self.now, "started", 0, len(self.live(account)))
         return sid
+
+    @precondition(
+        lambda self: any(s.active(self.now) and s.playback for s in self.sessions.values())
+    )
+    @rule(
+        pick=st.integers(0, 99),
+        content=st.sampled_from(CONTENTS),
+        replaces=st.one_of(st.none(), sessions_bundle),
+        reply=st.sampled_from(["answered", "lost", "resent"]),
+    )
+    def setup_joining(
+        self, pick: int, content: tuple[str, str], replaces: str | None, reply: str
+    ) -> None:
+        """A setup naming the playbackId of a live session of its device: a retry whose
+        answer was lost, or another connection of the same player (the content it names and
+        a replaces play no part: it joins). From the other rules few setups find one."""
+        live = sorted(
+            (s for s in self.sessions.values() if s.active(self.now) and s.playback),
+            key=lambda s: s.sid,
+        )
+        s = live[pick % len(live)]
+        self.setup(s.account, s.device, None, content, replaces, None, reply, s.playback)
+
+    def join(self, new: NewSession, s: ModelSession, reply: str) -> None:
+        """A setup with the playbackId of *s*, ACTIVE on the same device: answered with *s*,
+        no slot, no usage, no event; its deadline moves as on a keep-alive (never provisional:
+        it is no new session), its keep-alive time at least 1 ms past its creation. A lost
+        reply leaves the caller SRM-0008 (the API then undoes the joining call's own
+        sessionId: nothing)."""
+        try:
+            lossy = reply != "answered"
+            with self.reply_lost("setup", resent=reply == "resent") if lossy else nullcontext():
+                started = self.run(self.store.setup(new))
+        except StoreUnavailable:
+            assert reply == "lost"
+        else:
+            assert (started.session_id, started.joined, started.flagged) == (s.sid, True, ())
+            assert started.active == len(self.live(s.account))
+        s.ka = max(self.now, s.created + 1)
+        s.deadline, s.joined = s.ka + self.period, True
 
     @rule(sid=sessions_bundle)
     def setup_retried(self, sid: str) -> None:
@@ -376,6 +436,10 @@ class SrmModel(RuleBasedStateMachine):
         ends (TEARDOWN, or TIMEOUT once lapsed); an id no setup used yet is refused for ever
         (a tombstone until the reaper removes it)."""
         s = self.sessions.get(sid)
+        if s is not None and s.active(self.now) and s.ka > s.created:
+            # joined or kept alive since it was made: a player holds it, the undo leaves it
+            assert self.run(self.store.abort_setup(s.account, sid)) == 4
+            return
         account = s.account if s is not None else ACCOUNTS[0]
         if s is None and sid in self.tombstones:
             account = self.tombstones[sid][0]

@@ -130,6 +130,9 @@ class DocumentedAnswers:
         return {"content": {openapi.JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
 
+FLAGGED = {"flagged": "true"}
+
+
 @pytest.mark.parametrize("redis_client", ["fakeredis"], indirect=True)
 @pytest.mark.parametrize("deny_status", [200, 409])
 async def test_every_answer_the_api_sends_is_the_documented_one(
@@ -139,8 +142,10 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
     validate against the document's schema for their status."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    settings = settings.replace("sessions", deny_status=deny_status).replace(
-        "devices", max=2, swap_cooldown_days=1
+    settings = (
+        settings.replace("sessions", deny_status=deny_status)
+        .replace("devices", max=2, swap_cooldown_days=1)
+        .replace("limits", setups_per_minute=6)
     )
     document = openapi.document(settings, PREFIXES)
     # the settings' device registry, on the fixture's Redis and clock
@@ -163,6 +168,16 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
         sids[2] = (await call("POST", "/srm/sessions", headers=client_, body=replacing))[
             "successResponse"
         ]["sessionId"]
+        await call("GET", "/srm/sessions", headers=client_)
+        # one playback, one slot: a retry names the playbackId and joins; the rate's 429
+        rated = {"Client-Token": token("acct-rate", "dev-1")}
+        played = {**setup, "playbackId": "pb-1"}
+        first = await call("POST", "/srm/sessions", headers=rated, body=played)
+        for _ in range(5):
+            joined = await call("POST", "/srm/sessions", headers=rated, body=played)
+            assert joined == first
+        over = await call("POST", "/srm/sessions", headers=rated, body=played)
+        assert over["errorResponse"]["errorCode"] == "SRM-0011"
         await call("GET", "/srm/sessions", headers=client_)
         await call("GET", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])
         await call("PUT", f"/srm/sessions/{sid}", headers=client_, sessionId=sids[0])
@@ -203,6 +218,9 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
         report = await call("GET", "/srm/reports/denials", headers=operator)
         assert report["accounts"] == [{"accountId": "acct-doc", "denied": 1}]
         await call("GET", "/srm/reports/denials", headers=operator, query={"date": "2026-13-01"})
+        flagged = await call("GET", "/srm/reports/denials", headers=operator, query=FLAGGED)
+        assert flagged["accounts"] == []  # no monitor rule here
+        await call("GET", "/srm/reports/denials", headers=operator, query={"flagged": "yes"})
         # households: home networks, the device registry, its denial and its cooldown
         home = acct + "/home"
         await call("PUT", home, headers=operator, body={"networks": ["127.0.0.0/8"]}, accountId="h")

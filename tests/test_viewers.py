@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from unittest.mock import patch
 
 import pytest
 
-from srm.errors import LimitReached, SessionNotFound, TooSoon
+from srm.errors import LimitReached, SessionNotFound, StoreUnavailable, TooSoon
 from srm.model import EndReason, NewSession, Policy, Started, State
 from srm.rules import Rule
 from srm.store import SessionStore
@@ -222,3 +223,38 @@ async def test_a_retried_setup_is_one_setup_of_the_rate(store: SessionStore) -> 
 
 def test_started_is_what_setup_answers() -> None:
     assert Started("x", 1).joined is False
+
+
+# -- a join and the undo of an unknown outcome ------------------------------------------------
+
+
+async def test_the_undo_of_a_lost_setup_spares_the_session_a_retry_joined(
+    store: SessionStore,
+) -> None:
+    """A setup ran but its reply was lost (SRM-0008): the API undoes it in the background
+    (abort_setup). The player retries at once with the same playbackId and joins the session
+    the lost try created, and is told its sessionId. An undo that runs after that join must not
+    end the session the player now holds."""
+    lost = new("pb-1")
+    await store.setup(lost)  # it ran; the API never saw the reply and queued the undo
+    retried = await store.setup(new("pb-1"))
+    assert retried.joined and retried.session_id == lost.session_id  # the player holds it
+    await store.abort_setup("acct-1", lost.session_id)  # the background undo, late
+    await store.keep_alive("acct-1", retried.session_id)  # still the player's
+
+
+async def test_with_keep_alive_disabled_a_lost_join_never_shortens_the_session(
+    store: SessionStore, clock: Clock
+) -> None:
+    store = changed(store, timeout_ms=0)
+    first = await store.setup(new("pb-1"))  # answered, so confirmed: it never lapses
+    real = store._run
+
+    async def reply_lost(name: str, *args: object, **kwargs: object) -> object:
+        await real(name, *args, **kwargs)  # the join runs in Redis; its reply is lost
+        raise StoreUnavailable(f"{name}: reply lost")
+
+    with patch.object(store, "_run", reply_lost), pytest.raises(StoreUnavailable):
+        await store.setup(new("pb-1"))  # SRM-0008: nothing confirms the join
+    clock.advance(61)  # the first player plays on: no keep-alives without a timeout
+    assert await actives(store) == [first.session_id]

@@ -50,6 +50,7 @@ _ERROR_ANSWERS: dict[str, SrmError] = {
     "Internal": InternalError(),
     "Unavailable": StoreUnavailable(),
     "TooSoon": TooSoon("too soon", 1),
+    "TooManySetups": TooSoon("too many setups", 1),
 }
 
 
@@ -258,6 +259,17 @@ def _schemas(settings: Settings) -> Json:
                     "description": "Extension: a sessionId of the caller's account to end "
                     "(REPLACED) in the same step, only if this setup then succeeds; null: "
                     "as if absent.",
+                },
+                "playbackId": {
+                    "type": "string",
+                    "nullable": True,
+                    "minLength": 1,
+                    "maxLength": bodies.MAX_PLAYBACK_ID_LENGTH,
+                    "description": "Extension: the player's id of this playback, fresh per "
+                    "playback and the same on every retry. A setup naming the playbackId of "
+                    "an ACTIVE session of the same account and device joins it: the answer "
+                    "is that session's sessionId, no slot is counted, and its deadline moves "
+                    "as on a keep-alive. null: as if absent.",
                 },
             },
         },
@@ -545,6 +557,14 @@ def _responses() -> Json:
             ),
             "headers": {**_ERROR_HEADERS, RETRY_AFTER: _ref("headers", RETRY_AFTER)},
         },
+        "TooManySetups": {
+            **_error_response(
+                f"{TooSoon.code}: too many requests: the account's setups over "
+                "limits.setups_per_minute (a sliding minute; denied and joined setups count); "
+                "nothing was created or counted as denied; retry after Retry-After seconds"
+            ),
+            "headers": {**_ERROR_HEADERS, RETRY_AFTER: _ref("headers", RETRY_AFTER)},
+        },
         "Unavailable": _error_response(
             f"{StoreUnavailable.code}: the session store is unreachable or did not answer "
             "in time, or (with a JWKS URL) no signing keys could be fetched yet; keep-alive "
@@ -628,7 +648,7 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
                 "Session setup: create a session unless the account is at its limit",
                 "client",
                 setup_answers,
-                [_error("Malformed"), _error("BodyTooLarge"), *auth],
+                [_error("Malformed"), _error("BodyTooLarge"), _error("TooManySetups"), *auth],
                 query_params=("ForwardedFor",),
                 body="SetupRequest",
             ),
@@ -799,11 +819,12 @@ def _operator_paths(prefix: str, suffix: str) -> Json:
         f"{prefix}/reports/denials": {
             "get": _operation(
                 f"getDenials{suffix}",
-                "The accounts most often denied at their limit on one UTC day",
+                "The accounts most often denied at their limit on one UTC day (flagged=true: "
+                "most often flagged by monitor rules)",
                 "operator",
                 {"200": _ok("The denial report", _ref("schemas", "DenialReport"))},
                 errors,
-                query_params=("Date", "Top"),
+                query_params=("Date", "Top", "Flagged"),
             ),
         },
         f"{prefix}/accounts/{{accountId}}/limit": {
@@ -1036,6 +1057,15 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "required": False,
                     "description": "true: skip the swap cooldown (and start none); false (the "
                     "default): keep it; any other value is SRM-0002",
+                    "schema": {"type": "string", "enum": ["true", "false"]},
+                },
+                "Flagged": {
+                    "name": "flagged",
+                    "in": "query",
+                    "required": False,
+                    "description": "true: rank accounts by setups flagged by monitor rules "
+                    "(mode = monitor) instead of denied ones; false (the default): denied; any "
+                    "other value is SRM-0002",
                     "schema": {"type": "string", "enum": ["true", "false"]},
                 },
                 "Cursor": {

@@ -607,8 +607,8 @@
     cell('Quality', text(s.quality)),
     cell('Network, location', [el('span', { class: 'network', 'data-testid': 'session-network' },
       text(s.network)), ' ', locationBadge(s.location)]),
-    cell('State', el('span', { class: 'badge ' + (active ? 'badge-active' : 'badge-ended'),
-      'data-testid': 'session-state' }, text(s.state))),
+    cell('State', [el('span', { class: 'badge ' + (active ? 'badge-active' : 'badge-ended'),
+      'data-testid': 'session-state' }, text(s.state))].concat(flaggedBadges(s.flagged))),
     cell('Created', time(s.createdAt)),
     cell('Last keep-alive', time(s.lastKeepAliveAt)),
     cell(active ? 'Expires' : 'Ended', active ? time(s.expiresAt, 'never') : time(s.endedAt)),
@@ -624,6 +624,21 @@
       });
     });
     return row;
+  }
+
+  // The monitor rules (mode = "monitor") that would have refused or evicted for this
+  // session's setup: one badge each, after the state
+  function flaggedBadges(rules) {
+    if (!Array.isArray(rules)) return [];
+    return rules.map(function (rule) {
+      return el('span', {
+        class: 'badge badge-flagged',
+        'data-testid': 'session-flagged',
+        'data-rule': String(rule),
+        title: 'Flagged by monitor rule ' + String(rule) + ': enforced, it would have ' +
+          'refused or evicted for this setup'
+      }, '⚑ ' + String(rule));
+    });
   }
 
   // "home" or "away" (at setup) as a badge; null (no home network then) as a dash
@@ -1299,10 +1314,14 @@
     var table = el('table', { class: 'usage-table' },
       el('thead', null, el('tr', null, el('th', { scope: 'col' }, 'Day (UTC)'),
         el('th', { scope: 'col' }, 'Started'), el('th', { scope: 'col' }, 'Denied'),
+        el('th', { scope: 'col' }, 'Flagged'),
         el('th', { scope: 'col' }, 'Hours watched'), el('th', { scope: 'col' }, 'Peak active'))),
       el('tbody', null, days.slice().reverse().map(function (d) {
         return el('tr', null, el('td', null, text(d.date)), el('td', null, text(d.started)),
-          el('td', null, text(d.denied)), el('td', null, String(hours(d.watchedSeconds))),
+          el('td', null, text(d.denied)),
+          el('td', { 'data-testid': 'usage-flagged' }, d.flagged === undefined ? '—'
+            : String(Number(d.flagged) || 0)),
+          el('td', null, String(hours(d.watchedSeconds))),
           el('td', null, text(d.peakActive)));
       })));
     return [
@@ -1315,14 +1334,23 @@
 
   // -- denials report --------------------------------------------------------------------
 
+  // The panel ranks accounts by denied setups, or (its toggle) by setups flagged by monitor
+  // rules; an answer for the ranking no longer asked for is dropped
   function loadDenials() {
     var generation = state.keyGeneration;
+    var flagged = $('denials-flagged').checked;
     var report = $('denials-report');
-    return api('GET', ['reports', 'denials'], { top: DENIALS_TOP }).then(function (answer) {
-      if (generation === state.keyGeneration) renderDenials(answer || {});
+    var query = { top: DENIALS_TOP };
+    if (flagged) query.flagged = 'true';
+    $('denials-heading').textContent = flagged ? 'Flagged today' : 'Denials today';
+    var current = function () {
+      return generation === state.keyGeneration && $('denials-flagged').checked === flagged;
+    };
+    return api('GET', ['reports', 'denials'], query).then(function (answer) {
+      if (current()) renderDenials(answer || {}, flagged);
       return answer;
     }, function (error) {
-      if (generation === state.keyGeneration) {
+      if (current()) {
         report.replaceChildren(el('p', { class: 'message error' },
           describe(error, 'The denials report')));
       }
@@ -1336,20 +1364,24 @@
     });
   }
 
-  function renderDenials(answer) {
+  function renderDenials(answer, flagged) {
     var accounts = Array.isArray(answer.accounts) ? answer.accounts : [];
     var report = $('denials-report');
-    var heading = el('p', { class: 'muted' }, 'Accounts turned away at their limit on ' +
-      text(answer.date) + ' (UTC), most first.');
+    report.dataset.ranking = flagged ? 'flagged' : 'denied';
+    var heading = el('p', { class: 'muted' }, (flagged
+      ? 'Accounts whose setups monitor rules flagged (they would have been refused or ' +
+        'caused an eviction) on '
+      : 'Accounts turned away at their limit on ') + text(answer.date) + ' (UTC), most first.');
     if (!accounts.length) {
-      report.replaceChildren(heading, el('p', null, 'No denials so far today.'));
+      report.replaceChildren(heading, el('p', null,
+        flagged ? 'No flagged setups so far today.' : 'No denials so far today.'));
       return;
     }
     report.replaceChildren(heading, el('ol', { class: 'denials' }, accounts.map(function (a) {
       var link = el('a', { href: accountHash(String(a.accountId)), class: 'mono',
         'data-testid': 'denials-account' }, text(a.accountId));
       return el('li', null, link, el('span', { class: 'count' },
-        text(a.denied) + ' denied'));
+        flagged ? text(a.flagged) + ' flagged' : text(a.denied) + ' denied'));
     })));
   }
 
@@ -1374,6 +1406,7 @@
       if (state.account) loadUsage();
     });
     $('denials-refresh').addEventListener('click', refreshDenials);
+    $('denials-flagged').addEventListener('change', refreshDenials);
     $('devices-refresh').addEventListener('click', refreshHousehold);
     $('remove-device-confirm').addEventListener('click', function () { removeDevice(false); });
     $('remove-device-force').addEventListener('click', function () { removeDevice(true); });

@@ -64,7 +64,10 @@ def event(
     }
     if t in SESSION_TYPES:
         body["network"], body["location"] = where(f.get("w"), networks)
-    if kind == "session.ended":
+    if kind == "session.started":
+        # the monitor rules that would have denied or evicted for this setup (x: "r1,r2")
+        body["flagged"] = [rule for rule in (f.get("x") or "").split(",") if rule]
+    elif kind == "session.ended":
         body["endReason"] = f.get("x")
         body["durationSeconds"] = int(float(f.get("n") or 0)) / 1000
     elif kind == "session.denied":
