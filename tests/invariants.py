@@ -2,28 +2,49 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from srm import keys as k
 from srm import records
 
+# the per-account keys of this version beside the two hashes (srm/keys.py)
+ACCOUNT_KINDS = ("state", "ended_records", "limit", "rlimit", "home", "devices", "swap")
+REGISTRY_VALUE = re.compile(r"(\d+),(\d+),(.*)", re.DOTALL)
 
-async def check(redis: Any, keyspace: k.Keys) -> None:
+
+async def check(redis: Any, keyspace: k.Keys, *, devices_max: int | None = None) -> None:
     """For every account (one with a hash, an ENDED hash, or an entry in its shard's due index
     or purge queue): the counter is its number of ACTIVE records; every rule counter is the
-    number of ACTIVE sessions whose groups name it; the due score is there exactly when a
-    session is ACTIVE and is never later than its deadline; the account hash holds no ENDED
-    record and the ENDED hash no ACTIVE one; every ENDED record and tombstone is queued for
-    removal; no 0.x key is left. For every shard: its count of ACTIVE sessions is the sum of
-    its accounts' ACTIVE sessions."""
+    number of ACTIVE sessions whose groups name it, or for a rule counting distinct devices
+    or networks the number of distinct values among them, each value's field counting its
+    sessions; the due score is there exactly when a session is ACTIVE and is never later
+    than its deadline; the account hash holds no ENDED record and the ENDED hash no ACTIVE
+    one; every ENDED record and tombstone is queued for removal; no 0.x key is left. Every
+    device registry holds well-formed entries (first seen <= last seen), at most
+    *devices_max* of them when given. For every shard: its count of ACTIVE sessions is the
+    sum of its accounts' ACTIVE sessions."""
     accounts: set[str] = set()
+    registries: list[str] = []
     async for key in redis.scan_iter(match=f"{keyspace.prefix}:*", count=1000):
         parsed = keyspace.parse_account_key(key)
         if parsed is None:
             continue
-        assert parsed[1] in ("state", "ended_records", "limit", "rlimit"), f"0.x key {key} left"
+        assert parsed[1] in ACCOUNT_KINDS, f"0.x key {key} left"
         if parsed[1] in ("state", "ended_records"):
             accounts.add(parsed[0])
+        elif parsed[1] == "devices":
+            registries.append(key)
+    for key in registries:
+        entries = await redis.hgetall(key)
+        assert devices_max is None or len(entries) <= devices_max, (
+            f"{key}: {len(entries)} registered devices, more than {devices_max}"
+        )
+        for device_id, value in entries.items():
+            match = REGISTRY_VALUE.fullmatch(value)
+            assert match is not None and int(match[1]) <= int(match[2]), (
+                f"{key}: {device_id!r} -> {value!r}"
+            )
     for shard in range(keyspace.shards):
         # the indexes name accounts too: one whose hash is gone must have no entry left
         accounts.update(await redis.zrange(keyspace.due(shard), 0, -1))
@@ -70,7 +91,11 @@ async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> int:
     counters = {f: int(v) for f, v in fields.items() if f.startswith("=")}
     truth: dict[str, int] = {}
     for record in active.values():
-        for field in group_fields(record):
+        for field, value_field in group_fields(record):
+            if value_field is not None:
+                truth[value_field] = truth.get(value_field, 0) + 1
+                if truth[value_field] > 1:
+                    continue  # a distinct count counts each device (network) once
             truth[field] = truth.get(field, 0) + 1
     assert counters == truth, f"{account_id}: rule counters {counters} != counted {truth}"
     score = await redis.zscore(ak.due, account_id)
@@ -84,11 +109,32 @@ async def check_account(redis: Any, keyspace: k.Keys, account_id: str) -> int:
     return len(active)
 
 
-def group_fields(record: records.Record) -> list[str]:
-    """The rule counter fields a session counts in (group_fields in _account.lua)."""
-    out = []
+GROUP_REFERENCE = re.compile(r"([a-z0-9-]+)(?:/([dcn]))?(?:\+([dn]))?")
+
+
+def group_fields(record: records.Record) -> list[tuple[str, str | None]]:
+    """The rule counter fields a session counts in, each with the field counting its device
+    or network there (None when the rule counts sessions), as group_fields in _account.lua
+    builds them: ``=<rule>:<group>``, or ``=<rule>+d:<group>`` and
+    ``=<rule>+d#<group length>:<group><value>`` (``+n`` for networks). Fields hold bytes
+    (a network is 4 or 8 of them): they are compared as the clients decode them."""
+    device = record.device_id.encode()
+    out: list[tuple[str, str | None]] = []
     for ref in filter(None, record.groups.split(",")):
-        name, _, per = ref.partition("/")
-        group = {"d": record.device_id, "c": record.content_id}.get(per, "")
-        out.append(f"={name}:{group}")
+        match = GROUP_REFERENCE.fullmatch(ref)
+        if match is None:
+            continue  # a damaged reference names no group (the audit repairs its counter)
+        name, per, count = match[1].encode(), match[2], match[3]
+        group = {"d": device, "c": record.content_id.encode(), "n": record.network}.get(per, b"")
+        if count is None:
+            out.append((_text(b"=" + name + b":" + group), None))
+            continue
+        kind = b"=" + name + b"+" + count.encode()
+        value = device if count == "d" else record.network
+        out.append((_text(kind + b":" + group), _text(kind + b"#%d:" % len(group) + group + value)))
     return out
+
+
+def _text(raw: bytes) -> str:
+    """A field name as the tests' clients read it (decoded with surrogateescape)."""
+    return raw.decode("utf-8", "surrogateescape")
