@@ -14,7 +14,7 @@ keys (each account key kind has its own fixed infix or suffix, so it is injectiv
 | ``srm:{s7}:acct:<accountId>:rlimit`` | hash | rule name -> per-account override of its max |
 | ``srm:{s7}:acct:<accountId>:home`` | string | the account's home networks (packed) |
 | ``srm:{s7}:acct:<accountId>:devices`` | hash | deviceId -> ``<first>,<last>,<type>`` (registry) |
-| ``srm:{s7}:acct:<accountId>:swap`` | string | set by a device removal, lives the swap cooldown |
+| ``srm:{s7}:acct:<accountId>:swap`` | string | when a device removal's swap cooldown ends (ms) |
 | ``srm:{s7}:due`` | zset | accountId -> earliest keep-alive deadline of its ACTIVE sessions |
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
 | ``srm:{s7}:active`` | hash | ``n``: the shard's ACTIVE sessions; ``recounted``: its last recount |
@@ -82,7 +82,7 @@ class AccountKeys:
     rule_limits: str
     home: str  # the account's home networks
     devices: str  # the account's device registry
-    swap: str  # the swap cooldown: exists while a device removal is too recent
+    swap: str  # when the swap cooldown of the last device removal ends (expires then)
     due: str
     reap: str
     events: str

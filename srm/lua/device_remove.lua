@@ -3,7 +3,8 @@
 --
 -- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- KEYS[11] devices  srm:{sK}:acct:<a>:devices  hash    the device registry
--- KEYS[12] swap     srm:{sK}:acct:<a>:swap     string  exists during the swap cooldown
+-- KEYS[12] swap     srm:{sK}:acct:<a>:swap     string  when the swap cooldown ends (ms, on
+--                                                      the scripts' clock); expires then
 -- KEYS[13] marker   srm:{sK}:endall:<callId>   string  ended with ARGV[4] by this call so far
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] accountId  ARGV[3] deviceId  ARGV[4] reason  ARGV[5] retention (ms)
@@ -30,14 +31,15 @@ if redis.call('EXISTS', KEYS[13]) == 0 then
   end
   local force, cooldown = ARGV[10] == '1', tonumber(ARGV[9])
   if not force then
-    local wait = redis.call('PTTL', KEYS[12])
-    if wait > 0 then
-      return {-1, wait}
+    -- compared on the clock of every other time (ARGV[1] in tests), not by the key's TTL
+    local ends = tonumber(redis.call('GET', KEYS[12]) or '')
+    if ends and ends > now then
+      return {-1, ends - now}
     end
   end
   redis.call('HDEL', KEYS[11], device)
   if cooldown > 0 and not force then
-    redis.call('SET', KEYS[12], now, 'PX', cooldown)
+    redis.call('SET', KEYS[12], now + cooldown, 'PX', cooldown)
   end
   device_removed(acct.events, now, acct.id, device, device_type(value), ARGV[11])
 end

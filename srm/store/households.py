@@ -51,9 +51,10 @@ class Households(StoreBase):
         ak = self.keys.account(account_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(ak.devices)
-        pipe.pttl(ak.swap)
-        flat, wait = await self._guard("devices", pipe.execute())
+        pipe.get(ak.swap)  # when the swap cooldown ends (device_remove.lua)
+        flat, ends = await self._guard("devices", pipe.execute())
         now = await self.now()
+        next_removal = int(ends) if ends and ends.isdigit() else 0
         since = now - self.policy.households.forget_after_ms
         registered = sorted(
             (d for d in (device(k, v) for k, v in flat.items()) if d.last_seen >= since),
@@ -62,7 +63,7 @@ class Households(StoreBase):
         return Devices(
             devices=registered,
             max=self.policy.households.devices_max,
-            next_removal_at=now + int(wait) if int(wait) > 0 else None,
+            next_removal_at=next_removal if next_removal > now else None,
         )
 
     async def remove_device(
