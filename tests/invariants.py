@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from srm import keys as k
@@ -10,16 +11,22 @@ from srm import records
 # the kinds of an account's keys (srm/keys.py); anything else under an account is a 0.x key
 ACCOUNT_KEY_KINDS = ("state", "ended_records", "limit", "rlimit", "home", "devices", "swap", "rate")
 
+REGISTRY_VALUE = re.compile(r"(\d+),(\d+),(.*)", re.DOTALL)
 
-async def check(redis: Any, keyspace: k.Keys) -> None:
+
+async def check(redis: Any, keyspace: k.Keys, *, devices_max: int | None = None) -> None:
     """For every account (one with a hash, an ENDED hash, or an entry in its shard's due index
     or purge queue): the counter is its number of ACTIVE records; every rule counter is the
-    number of ACTIVE sessions whose groups name it; the due score is there exactly when a
-    session is ACTIVE and is never later than its deadline; the account hash holds no ENDED
-    record and the ENDED hash no ACTIVE one; every ENDED record and tombstone is queued for
-    removal; no 0.x key is left. For every shard: its count of ACTIVE sessions is the sum of
-    its accounts' ACTIVE sessions."""
+    number of ACTIVE sessions whose groups name it, or for a rule counting distinct devices
+    or networks the number of distinct values among them, each value's field counting its
+    sessions; the due score is there exactly when a session is ACTIVE and is never later
+    than its deadline; the account hash holds no ENDED record and the ENDED hash no ACTIVE
+    one; every ENDED record and tombstone is queued for removal; no 0.x key is left. Every
+    device registry holds well-formed entries (first seen <= last seen), at most
+    *devices_max* of them when given. For every shard: its count of ACTIVE sessions is the
+    sum of its accounts' ACTIVE sessions."""
     accounts: set[str] = set()
+    registries: list[str] = []
     async for key in redis.scan_iter(match=f"{keyspace.prefix}:*", count=1000):
         parsed = keyspace.parse_account_key(key)
         if parsed is None:
@@ -27,6 +34,18 @@ async def check(redis: Any, keyspace: k.Keys) -> None:
         assert parsed[1] in ACCOUNT_KEY_KINDS, f"0.x key {key} left"
         if parsed[1] in ("state", "ended_records"):
             accounts.add(parsed[0])
+        elif parsed[1] == "devices":
+            registries.append(key)
+    for key in registries:
+        entries = await redis.hgetall(key)
+        assert devices_max is None or len(entries) <= devices_max, (
+            f"{key}: {len(entries)} registered devices, more than {devices_max}"
+        )
+        for device_id, value in entries.items():
+            match = REGISTRY_VALUE.fullmatch(value)
+            assert match is not None and int(match[1]) <= int(match[2]), (
+                f"{key}: {device_id!r} -> {value!r}"
+            )
     for shard in range(keyspace.shards):
         # the indexes name accounts too: one whose hash is gone must have no entry left
         accounts.update(await redis.zrange(keyspace.due(shard), 0, -1))

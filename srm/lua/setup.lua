@@ -329,10 +329,14 @@ end
 -- Victims are chosen jointly for every evict limit (docs/rules.md, "Deny or evict"). The
 -- candidates are the live sessions one by one, and, for a limit on distinct devices or
 -- networks, each device's (network's) sessions in its group together, ordered by their latest
--- keep-alive; oldest first, a candidate is taken while an evict limit it would relieve still
--- needs room. Then, newest first, a taken session is given back when every limit holds without
--- it. No victim left could then be kept, and the ones kept are the oldest a minimal choice
--- allows.
+-- keep-alive (ties: by the sessionId of their oldest session, fewer sessions first, then in
+-- the order they were made: single sessions, then each limit's in the limits' order; a total
+-- order, so the choice does not depend on how table.sort treats equal elements); oldest
+-- first, a candidate is taken while an evict limit it would relieve still needs room. Then,
+-- newest keep-alive first (not the order taken: a device's sessions taken together may be
+-- older than sessions taken before them), a taken session is given back when every limit
+-- holds without it. No victim left could then be kept (giving one back only ever takes
+-- room), and where either of two could be kept, the newer one is.
 local victims, short = {}, {}
 for _, check in ipairs(checks) do
   if check.policy == 'evict' and check.max > 0 and not check.monitor and not fits(check) then
@@ -344,7 +348,8 @@ if #short > 0 then
   local candidates = {}
   for _, r in ipairs(records) do
     if r[2] > now and not gone[r[1]] then
-      candidates[#candidates + 1] = {at = r[2], id = r[1], sessions = {r[1]}}
+      candidates[#candidates + 1] = {at = r[2], id = r[1], sessions = {r[1]},
+        made = #candidates + 1}
     end
   end
   for _, check in ipairs(short) do
@@ -367,6 +372,7 @@ if #short > 0 then
         end
       end
       for _, unit in ipairs(order) do
+        unit.made = #candidates + 1
         candidates[#candidates + 1] = unit
       end
     end
@@ -378,7 +384,10 @@ if #short > 0 then
     if a.id ~= b.id then
       return a.id < b.id
     end
-    return #a.sessions < #b.sessions
+    if #a.sessions ~= #b.sessions then
+      return #a.sessions < #b.sessions
+    end
+    return a.made < b.made
   end)
   local needy = #short
   for _, candidate in ipairs(candidates) do
@@ -428,6 +437,18 @@ for _, check in ipairs(checks) do
   end
 end
 
+if #victims > 1 then
+  local deadline = {}
+  for _, r in ipairs(records) do
+    deadline[r[1]] = r[2]
+  end
+  table.sort(victims, function(a, b)
+    if deadline[a] ~= deadline[b] then
+      return deadline[a] < deadline[b]
+    end
+    return a < b
+  end)
+end
 for i = #victims, 1, -1 do
   local s = victims[i]
   gone[s] = nil
