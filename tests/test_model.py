@@ -427,9 +427,12 @@ class SrmModel(RuleBasedStateMachine):
 
     # -- rules and households ------------------------------------------------------------
 
-    def fresh(self, entry: list[Any]) -> bool:
-        """Whether a registry entry is still registered (set something up recently)."""
-        return bool(entry[1] >= self.now - FORGET_MS)
+    def fresh(self, entry: list[Any], account: str, device: str) -> bool:
+        """Whether a registry entry is still registered: it set something up recently, or
+        it streams now (a streaming device is never forgotten)."""
+        return bool(entry[1] >= self.now - FORGET_MS) or any(
+            s.device == device for s in self.live(account)
+        )
 
     @rule(
         target=sessions_bundle,
@@ -505,11 +508,12 @@ class SrmModel(RuleBasedStateMachine):
         # the registry: an unregistered device needs a place, after forgetting the devices
         # that set nothing up for too long (only then: the setup forgets them)
         registry = self.registry.setdefault(account, {})
-        registered = device in registry and self.fresh(registry[device])
+        registered = device in registry and self.fresh(registry[device], account, device)
         full = False
         if not registered and len(registry) >= DEVICES_MAX:
-            for stale in [d for d, entry in registry.items() if not self.fresh(entry)]:
-                del registry[stale]
+            stale = [d for d, entry in registry.items() if not self.fresh(entry, account, d)]
+            for d in stale:
+                del registry[d]
                 self.household_events["X"] += 1
             full = len(registry) >= DEVICES_MAX
         account_limit = Check(
@@ -872,7 +876,7 @@ class SrmModel(RuleBasedStateMachine):
         force = by == "force"
         removal = self.store.remove_device(account, device, by_operator=by != "client", force=force)
         with self.reply_lost("device_remove", resent=True) if resent else nullcontext():
-            if entry is None or not self.fresh(entry):
+            if entry is None or not self.fresh(entry, account, device):
                 with pytest.raises(SessionNotFound):
                     self.run(removal)
                 return
@@ -992,7 +996,9 @@ class SrmModel(RuleBasedStateMachine):
             assert [
                 (d.first_seen, d.device_id, d.device_type, d.last_seen) for d in listed.devices
             ] == sorted(
-                (e[0], device, e[2], e[1]) for device, e in registry.items() if self.fresh(e)
+                (e[0], device, e[2], e[1])
+                for device, e in registry.items()
+                if self.fresh(e, account, device)
             ), account
             ends = self.cooldown.get(account, 0)
             assert listed.max == DEVICES_MAX

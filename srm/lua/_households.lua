@@ -39,12 +39,13 @@ local function device_type(value)
 end
 
 -- forget_devices: unregisters the devices of the registry `key` that set nothing up since
--- `before` (device.removed, FORGOTTEN); the devices left
-local function forget_devices(key, acct, before, now)
+-- `before` and do not stream now (`streams(deviceId)`) (device.removed, FORGOTTEN); the
+-- devices left
+local function forget_devices(key, acct, before, now, streams)
   local flat = redis.call('HGETALL', key)
   local forgotten, left = {}, 0
   for i = 1, #flat, 2 do
-    if device_seen(flat[i + 1]) < before then
+    if device_seen(flat[i + 1]) < before and not streams(flat[i]) then
       forgotten[#forgotten + 1] = flat[i]
       device_removed(acct.events, now, acct.id, flat[i], device_type(flat[i + 1]), 'FORGOTTEN')
     else

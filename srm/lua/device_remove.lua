@@ -25,8 +25,21 @@ if legacy then
 end
 if redis.call('EXISTS', KEYS[13]) == 0 then
   local value = redis.call('HGET', KEYS[11], device)
-  if not value or device_seen(value) < now - tonumber(ARGV[12]) then
+  if not value then
     return {0}
+  end
+  if device_seen(value) < now - tonumber(ARGV[12]) then
+    -- forgotten, unless it streams now (setup.lua never forgets a streaming device)
+    local records, all = active_records(acct)
+    local streams = false
+    for _, r in ipairs(records) do
+      if r[2] > now and record_strings(all[r[1]])[1] == device then
+        streams = true
+      end
+    end
+    if not streams then
+      return {0}
+    end
   end
   local force, cooldown = ARGV[10] == '1', tonumber(ARGV[9])
   local allowed = tonumber(redis.call('GET', KEYS[12]) or '0') or 0

@@ -46,8 +46,9 @@
 -- and count nothing more.
 -- ms a denial's marker stays: a call is retried within redis.request_deadline (2 s)
 local DENIAL_KEPT = 10000
--- ms between two writes of a registered device's lastSeen
-local SEEN_EVERY = 3600000
+-- ms between two writes of a registered device's lastSeen: an hour, or a 24th of
+-- forget_after when that is shorter (a device is then forgotten at most that much early)
+local SEEN_EVERY = math.min(3600000, math.floor(tonumber(ARGV[19]) / 24))
 
 -- rate_take: counts one setup in the account's rate `key` unless `limit` setups were made in
 -- the last minute, as a sliding window estimates it (the last whole minute's count weighted
@@ -166,16 +167,30 @@ if where == '-' then
 end
 
 -- the device registry: an unregistered device needs a free place, after forgetting the
--- devices that set nothing up for too long
+-- devices that set nothing up for too long (a device streaming now is never forgotten: its
+-- last setup may be older than forget_after, its place is still taken)
 local device_max = tonumber(ARGV[18])
 local registered = device_max > 0 and redis.call('HGET', KEYS[5], device)
-if registered and device_seen(registered) < now - tonumber(ARGV[19]) then
+local streaming  -- deviceId -> true for the devices with a live session, read when needed
+local function streams(dev)
+  if not streaming then
+    load()
+    streaming = {}
+    for _, r in ipairs(records) do
+      if r[2] > now then
+        streaming[record_strings(all[r[1]])[1]] = true
+      end
+    end
+  end
+  return streaming[dev] == true
+end
+if registered and device_seen(registered) < now - tonumber(ARGV[19]) and not streams(device) then
   registered = false  -- forgotten: it registers again, as a new device
 end
 if device_max > 0 and not registered then
   local n = redis.call('HLEN', KEYS[5])
   if n >= device_max then
-    n = forget_devices(KEYS[5], acct, now - tonumber(ARGV[19]), now)
+    n = forget_devices(KEYS[5], acct, now - tonumber(ARGV[19]), now, streams)
   end
   if n >= device_max then
     session_denied(acct, KEYS[3], DENIAL_KEPT, 'devices', device_max, now, device, ARGV[11],

@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from collections.abc import Iterable, Sequence
 
-from srm import network
+from srm import network, records
 from srm.errors import SessionNotFound, SrmError, TooSoon
 from srm.model import DEFAULT_DEVICE_TYPE, Device, Devices, EndReason
 from srm.store.base import StoreBase
@@ -57,12 +57,23 @@ class Households(StoreBase):
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(ak.devices)
         pipe.get(ak.swap)
-        flat, allowed = await self._guard("devices", pipe.execute())
+        pipe.hgetall(ak.state)
+        flat, allowed, state = await self._guard("devices", pipe.execute())
         now = await self.now()
         allowed = int(allowed) if allowed and allowed.isdigit() else 0
         since = now - self.policy.households.forget_after_ms
+        streaming = {  # a device streaming now is registered, however old its last setup
+            r.device_id
+            for field, value in state.items()
+            if records.is_session_field(field)
+            and (r := records.parse(value)) is not None
+            and r.reason is None
+            and r.deadline > now
+        }
         registered = in_registration_order(
-            d for d in (device(k, v) for k, v in flat.items()) if d.last_seen >= since
+            d
+            for d in (device(k, v) for k, v in flat.items())
+            if d.last_seen >= since or d.device_id in streaming
         )
         return Devices(
             devices=registered,
