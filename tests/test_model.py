@@ -845,7 +845,9 @@ class SrmModel(RuleBasedStateMachine):
         assert self.run(self.store.end_device(account, device, EndReason.OPERATOR)) == len(live)
 
     @precondition(
-        lambda self: any(self.fresh(e) for r in self.registry.values() for e in r.values())
+        lambda self: any(
+            self.fresh(e, a, d) for a, r in self.registry.items() for d, e in r.items()
+        )
     )
     @rule(
         pick=st.integers(0, 99),
@@ -858,7 +860,7 @@ class SrmModel(RuleBasedStateMachine):
             (account, device)
             for account, registry in self.registry.items()
             for device, entry in registry.items()
-            if self.fresh(entry)
+            if self.fresh(entry, account, device)
         )
         self.remove_device(*registered[pick % len(registered)], by, resent)
 
