@@ -327,6 +327,33 @@ def setups_by_worker(directory: Path, pid: int) -> float:
     return total
 
 
+def requests_by_worker(directory: Path, pid: int) -> float:
+    """Every request answered by worker *pid*, from its own multiprocess counter file."""
+    path = directory / f"counter_{pid}.db"
+    if not path.exists():
+        return 0.0
+    return sum(
+        value
+        for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(str(path))
+        if json.loads(key)[1] == "srm_http_requests_total"
+    )
+
+
+async def both_answering(base: str, directory: Path, workers: list[int]) -> None:
+    """Until every worker has answered a request: /ready answers once one worker listens,
+    and on a loaded machine the other may start seconds later, when a burst would all go to
+    the first (SO_REUSEPORT spreads connections over the sockets that exist)."""
+    connector = aiohttp.TCPConnector(force_close=True, limit=0)
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession(connector=connector) as http:
+        while not all(requests_by_worker(directory, pid) > 0 for pid in workers):
+            assert time.monotonic() < deadline, "a worker never answered a request"
+            for _ in range(10):
+                async with http.get(base + "/health") as resp:
+                    assert resp.status == 200
+            await asyncio.sleep(0.5)  # each worker folds its counts every second
+
+
 async def burst(base: str, count: int) -> list[tuple[int, dict[str, Any], str | None]]:
     """*count* setups of one account at once, each on a new connection (so the kernel spreads
     them over the workers' SO_REUSEPORT sockets): (status, body, Retry-After) of each."""
@@ -361,6 +388,7 @@ async def test_the_rate_holds_across_two_api_workers(
         workers = workers_of(srm.proc.pid)
         assert len(workers) == 2
         shared = metrics_dir_of(workers[0])
+        await both_answering(srm.base, shared, workers)
         # the window slides: a burst astride a minute's end may let one more through (the
         # last minute's weight has just begun to fall), so it starts early in a minute
         if time.time() % 60 > 40:
