@@ -17,10 +17,13 @@ from typing import Any
 import aiohttp
 import fakeredis
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from srm import process
+from srm.api.app import create_app
 from srm.auth import mint
-from srm.config import EventsSettings, ReaperSettings, RedisSettings, defaults
+from srm.config import EventsSettings, ReaperSettings, RedisSettings, Settings, defaults
 from srm.connection import connect
 from srm.errors import SrmError
 from srm.model import NewSession
@@ -251,3 +254,12 @@ async def drift_counter(store: SessionStore, account_id: str, value: int | str |
         await store.redis.hset(ak.state, COUNT_FIELD, value)
     if delta := number(value) - number(old):
         await store.redis.hincrby(store.keys.active(ak.shard), COUNT_FIELD, delta)
+
+
+@contextlib.asynccontextmanager
+async def api(settings: Settings, store: SessionStore) -> AsyncIterator[Any]:
+    """A test client of the API for *settings*, on a store that applies them (same Redis,
+    same clock as *store*)."""
+    applied = SessionStore(store.redis, store.keys, process.policy(settings), clock=store.clock)
+    async with TestClient(TestServer(create_app(settings, applied))) as client:
+        yield client

@@ -4,7 +4,6 @@ its denial and its swap cooldown (429 SRM-0011 with Retry-After)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -14,12 +13,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 
 from srm import process
 from srm.api import bodies
-from srm.api.app import create_app
 from srm.config import Settings, load
 from srm.model import DAY_MS, Device, Policy
 from srm.store import SessionStore
@@ -30,6 +27,7 @@ from tests.helpers import (
     SETUP,
     T0,
     Clock,
+    api,
     expect_error,
     open_backend,
     token,
@@ -63,15 +61,6 @@ def settings() -> Settings:
 @pytest.fixture
 def policy(settings: Settings) -> Policy:
     return process.policy(settings)
-
-
-@contextlib.asynccontextmanager
-async def api(settings: Settings, store: SessionStore) -> AsyncIterator[Any]:
-    """A test client of the API for *settings*, on a store that applies them (same Redis,
-    same clock as *store*)."""
-    applied = SessionStore(store.redis, store.keys, process.policy(settings), clock=store.clock)
-    async with TestClient(TestServer(create_app(settings, applied))) as client:
-        yield client
 
 
 def client_headers(

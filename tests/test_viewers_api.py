@@ -7,7 +7,6 @@ all three."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,11 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from srm import process
-from srm.api.app import create_app
 from srm.config import Settings, load
 from srm.metrics import MmapedDict
 from srm.model import DAY_MS, Policy
@@ -31,6 +28,7 @@ from tests.helpers import (
     SECRET,
     SETUP,
     Clock,
+    api,
     expect_error,
     open_backend,
     token,
@@ -78,15 +76,6 @@ def settings() -> Settings:
 @pytest.fixture
 def policy(settings: Settings) -> Policy:
     return process.policy(settings)
-
-
-@contextlib.asynccontextmanager
-async def api(settings: Settings, store: SessionStore) -> AsyncIterator[Any]:
-    """A test client of the API for *settings*, on a store that applies them (same Redis,
-    same clock as *store*)."""
-    applied = SessionStore(store.redis, store.keys, process.policy(settings), clock=store.clock)
-    async with TestClient(TestServer(create_app(settings, applied))) as client:
-        yield client
 
 
 def client_headers(account: str = "acct-1", device: str = "tv-1") -> dict[str, str]:

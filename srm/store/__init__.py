@@ -25,12 +25,13 @@ from srm.store.base import EVENTS_ON, Clock, wall_clock_ms
 from srm.store.boundary import UNAVAILABLE_DETAILS, LegacyFirst
 from srm.store.events import EventLog
 from srm.store.heartbeats import Heartbeats
+from srm.store.households import END_ALL_MARKER_MS
 from srm.store.limits import Limits
 from srm.store.reads import SessionReads
 from srm.store.reaper import ACCOUNT_KINDS, ReaperPasses, Repair, SweepResult
 from srm.store.reports import Reports
 from srm.store.scripts import load_script_source
-from srm.store.sessions import END_ALL_MARKER_MS, EndOutcome, Sessions
+from srm.store.sessions import EndOutcome, Sessions
 
 __all__ = [
     "ACCOUNT_KINDS",

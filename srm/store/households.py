@@ -11,8 +11,9 @@ from srm.errors import SessionNotFound, SrmError, TooSoon
 from srm.model import DEFAULT_DEVICE_TYPE, Device, Devices, EndReason
 from srm.store.base import StoreBase
 
-# How long the count of a device removal is kept: far longer than any call with its retries.
-REMOVAL_MARKER_MS = 600_000
+# How long the count of an operator call that ends sessions in batches (end-all, end-device,
+# a device removal) is kept: far longer than any call with its retries.
+END_ALL_MARKER_MS = 600_000
 
 
 def device(device_id: str, value: str) -> Device:
@@ -103,7 +104,7 @@ class Households(StoreBase):
                 EndReason.OPERATOR.value,
                 self.policy.retention_ms,
                 1000,
-                REMOVAL_MARKER_MS,
+                END_ALL_MARKER_MS,
                 self._events,
                 house.swap_cooldown_ms,
                 "1" if force else "",
@@ -121,8 +122,22 @@ class Households(StoreBase):
                 "the account removed a device less than devices.swap_cooldown_days ago",
                 seconds,
             )
-        more, total = int(answer[1]), int(answer[2])
-        while more:
+        if int(answer[1]):  # more of its sessions than one batch
+            return await self._end_device_batches(
+                account_id, device_id, EndReason.OPERATOR, marker, 1000
+            )
+        with contextlib.suppress(SrmError):  # else it expires by itself
+            await self._guard("end_all_marker", self.redis.delete(marker))
+        return int(answer[2])
+
+    async def _end_device_batches(
+        self, account_id: str, device_id: str, reason: EndReason, marker: str, batch: int
+    ) -> int:
+        """Run end_device.lua until no ACTIVE session of the device is left; every call adds
+        what it ended to *marker*, the call's total (so a batch run twice, its reply lost,
+        still counts once). Deletes the marker; returns the total."""
+        ak = self.keys.account(account_id)
+        while True:
             more, total = await self._run(
                 "end_device",
                 [*ak.lifecycle(), marker],
@@ -130,15 +145,16 @@ class Households(StoreBase):
                     self._clock_override(),
                     account_id,
                     device_id,
-                    EndReason.OPERATOR.value,
+                    reason.value,
                     self.policy.retention_ms,
-                    1000,
-                    REMOVAL_MARKER_MS,
+                    batch,
+                    END_ALL_MARKER_MS,
                     self._events,
                 ],
                 account=account_id,
             )
-            more, total = int(more), int(total)
+            if not int(more):
+                break
         with contextlib.suppress(SrmError):  # else it expires by itself
             await self._guard("end_all_marker", self.redis.delete(marker))
-        return total
+        return int(total)

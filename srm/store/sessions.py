@@ -24,10 +24,7 @@ from srm.model import (
     Started,
 )
 from srm.rules import DEVICES_RULE
-from srm.store.households import Households, device, in_registration_order
-
-# How long the count of an end-all call is kept: far longer than any call with its retries.
-END_ALL_MARKER_MS = 600_000
+from srm.store.households import END_ALL_MARKER_MS, Households, device, in_registration_order
 
 
 class EndOutcome(Enum):
@@ -218,29 +215,8 @@ class Sessions(Households):
         marker counting what this call ended, so a call run twice (its reply lost, then
         resent) still reports the sessions its first run ended.
         """
-        ak = self.keys.account(account_id)
         marker = self.keys.end_all_marker(account_id, str(uuid.uuid4()))
-        while True:
-            more, total = await self._run(
-                "end_device",
-                [*ak.lifecycle(), marker],
-                [
-                    self._clock_override(),
-                    account_id,
-                    device_id,
-                    reason.value,
-                    self.policy.retention_ms,
-                    batch,
-                    END_ALL_MARKER_MS,
-                    self._events,
-                ],
-                account=account_id,
-            )
-            if not int(more):
-                break
-        with contextlib.suppress(SrmError):  # else it expires by itself
-            await self._guard("end_all_marker", self.redis.delete(marker))
-        return int(total)
+        return await self._end_device_batches(account_id, device_id, reason, marker, batch)
 
     async def abort_setup(self, account_id: str, session_id: str) -> int:
         """Undo a setup whose outcome is unknown (see abort.lua); returns the script status."""
