@@ -17,7 +17,9 @@ import json
 import logging
 import math
 import os
+import re
 import ssl
+import string
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,9 +70,11 @@ class ConfigError(ValueError):
 # Field metadata of the settings that are secrets, declared as
 # ``name: str = field(repr=False, metadata=SECRET)``: left out of ``repr``, masked by
 # `srm config` and scrubbed from every log line (see :func:`secret_values`). SECRET is a
-# string or a tuple of them; SECRET_URL a URL whose password and secret query values are.
+# string or a tuple of them; SECRET_URL a URL whose password and secret query values are;
+# SECRET_MAPPING a table whose values are.
 SECRET = {"secret": "value"}
 SECRET_URL = {"secret": "url"}
+SECRET_MAPPING = {"secret": "mapping"}  # a table whose values are secrets (drm.headers)
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,42 @@ class EventsSettings:
 
 
 @dataclass(frozen=True)
+class CdnSettings:
+    key: str = field(repr=False, metadata=SECRET)
+    keys: tuple[str, ...] = field(repr=False, metadata=SECRET)
+    algorithm: str
+    slack: int
+    acl: str
+    token_name: str
+    revocations_maxlen: int
+    poll_interval: float
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key)
+
+    @property
+    def edge_keys(self) -> tuple[str, ...]:
+        """Every key an edge accepts: ``key`` (which signs) first, then ``keys``."""
+        return tuple(dict.fromkeys(k.lower() for k in (self.key, *self.keys) if k))
+
+
+@dataclass(frozen=True)
+class DrmSettings:
+    upstream_url: str = field(repr=False, metadata=SECRET_URL)
+    token_key: str = field(repr=False, metadata=SECRET)
+    token_algorithm: str
+    token_header: str
+    headers: dict[str, str] = field(repr=False, metadata=SECRET_MAPPING)
+    timeout: float
+    pool_size: int
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.upstream_url)
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str
 
@@ -227,6 +267,8 @@ class Settings:
     limits: LimitsSettings
     reaper: ReaperSettings
     events: EventsSettings
+    cdn: CdnSettings
+    drm: DrmSettings
     logging: LoggingSettings
 
     def replace(self, section: str, **changes: Any) -> Settings:
@@ -265,6 +307,8 @@ def secret_values(settings: Settings) -> list[str]:
                 found += [value] if isinstance(value, str) else list(value)
             elif kind == "url":
                 found += [form for raw in _url_secrets(value) for form in (raw, unquote(raw))]
+            elif kind == "mapping":
+                found += list(value.values())
     return [s for s in dict.fromkeys(found) if s]
 
 
@@ -273,28 +317,44 @@ def _mask(kind: str | None, value: Any) -> Any:
         return (MASK if value else "") if isinstance(value, str) else [MASK] * len(value)
     if kind == "url":
         return mask_url(value)
+    if kind == "mapping":
+        return {name: MASK for name in value}
     return value
 
 
 def mask_url(url: str) -> str:
-    """*url* with its password and secret query values replaced by ``***``."""
-    for raw in _url_secrets(url):
-        url = url.replace(raw, MASK)
-    return url
+    """*url* with its password and secret query values replaced by ``***`` where they stand
+    (a password that also occurs elsewhere in the URL, ``p`` of ``http`` say, leaves the
+    rest as it is)."""
+    return _split_url_secrets(url, MASK)[0]
 
 
 def _url_secrets(url: str) -> list[str]:
     """The password (or a bare ``secret@host`` userinfo) and secret query values of *url*,
     as written in it."""
+    return _split_url_secrets(url, MASK)[1]
+
+
+def _split_url_secrets(url: str, mask: str) -> tuple[str, list[str]]:
+    """*url* with its secrets replaced by *mask*, and the secrets as written."""
     parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0]
+    userinfo, at, host = parts.netloc.rpartition("@")
     user, sep, password = userinfo.partition(":")
-    found = [password if sep else user]
-    for pair in parts.query.split("&"):
-        name, _, value = pair.partition("=")
-        if any(word in unquote(name).lower() for word in _SECRET_QUERY_WORDS):
+    found = [password if sep else user] if at else []
+    if at and found[0]:
+        userinfo = f"{user}:{mask}" if sep else mask
+    query = []
+    for pair in parts.query.split("&") if parts.query else []:
+        name, eq, value = pair.partition("=")
+        if value and any(word in unquote(name).lower() for word in _SECRET_QUERY_WORDS):
             found.append(value)
-    return [s for s in found if s]
+            value = mask
+        query.append(f"{name}{eq}{value}")
+    netloc = f"{userinfo}@{host}" if at else host
+    shown = f"{parts.scheme}://{netloc}{parts.path}" if "://" in url else url.split("?")[0]
+    shown += f"?{'&'.join(query)}" if "?" in url else ""
+    shown += f"#{parts.fragment}" if "#" in url else ""
+    return shown, [s for s in found if s]
 
 
 def load(env: Mapping[str, str] | None = None, extra_file: str | Path | None = None) -> Settings:
@@ -441,6 +501,20 @@ def _to_strings(value: Any, name: str) -> tuple[str, ...]:
     raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
 
 
+def _to_table(value: Any, name: str) -> dict[str, str]:
+    """A TOML table of strings, or (from the environment) a JSON object of strings."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise ConfigError(f"{name}: expected a JSON object of strings") from None
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        return dict(value)
+    raise ConfigError(f"{name}: expected a table of strings, got {value!r}")
+
+
 def _no_rules_yet(value: Any, name: str) -> tuple[Rule, ...]:
     return ()  # the rules are parsed once the rest is valid (_rules)
 
@@ -452,6 +526,7 @@ _COERCIONS: dict[object, Callable[[Any, str], Any]] = {
     float: _to_float,
     str: _to_str,
     tuple[str, ...]: _to_strings,
+    dict[str, str]: _to_table,
     tuple[Rule, ...]: _no_rules_yet,
 }
 
@@ -558,6 +633,7 @@ def _validate(s: Settings) -> None:
     _check(0 <= s.events.metrics_port <= 65535, "events.metrics_port: 0..65535")
     _check(s.events.webhook_timeout > 0, "events.webhook_timeout: must be positive")
     _check(s.events.retry_cap >= 0.1, "events.retry_cap: at least 0.1")
+    _validate_enforcement(s)
     _check(
         s.logging.level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"},
         f"logging.level: DEBUG, INFO, WARNING, ERROR or CRITICAL, got {s.logging.level!r}",
@@ -588,6 +664,81 @@ def _validate_households(n: NetworkSettings, d: DevicesSettings) -> None:
         0 <= d.swap_cooldown_days <= 365,
         f"devices.swap_cooldown_days: 0..365, got {d.swap_cooldown_days}",
     )
+
+
+CDN_ALGORITHMS = frozenset({"sha256", "sha1", "md5"})
+# what a cdn.acl template may name; each value is percent-encoded when filled in
+CDN_ACL_FIELDS = frozenset({"contentID", "sessionId"})
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+
+
+def _is_hex_key(key: str) -> bool:
+    return len(key) >= 2 and len(key) % 2 == 0 and all(c in string.hexdigits for c in key)
+
+
+def _validate_enforcement(s: Settings) -> None:
+    c, d = s.cdn, s.drm
+    for key in (c.key, *c.keys):
+        _check(
+            _is_hex_key(key) if key else key is c.key,
+            "cdn.key (SRM_CDN_KEY) and cdn.keys: hex keys (an even number of hex digits)",
+        )
+    _check(not c.keys or c.enabled, "cdn.keys: needs cdn.key (SRM_CDN_KEY), the signing key")
+    _check(
+        c.algorithm in CDN_ALGORITHMS,
+        f"cdn.algorithm: one of {sorted(CDN_ALGORITHMS)}, got {c.algorithm!r}",
+    )
+    _check(0 <= c.slack <= 3600, f"cdn.slack: 0..3600 seconds, got {c.slack}")
+    fields = set(re.findall(r"{(\w*)}", c.acl))
+    _check(
+        c.acl.startswith("/") and fields <= CDN_ACL_FIELDS and "~" not in c.acl,
+        f"cdn.acl: a path starting with '/' (no '~'), whose only placeholders are "
+        f"{{contentID}} and {{sessionId}}, got {c.acl!r}",
+    )
+    _check(
+        bool(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", c.token_name)),
+        f"cdn.token_name: 1..64 of A-Z a-z 0-9 _ -, got {c.token_name!r}",
+    )
+    _check(
+        1 <= c.revocations_maxlen <= 10_000_000,
+        f"cdn.revocations_maxlen: 1..10000000 per shard, got {c.revocations_maxlen}",
+    )
+    _check(0.1 <= c.poll_interval <= 60, f"cdn.poll_interval: 0.1..60, got {c.poll_interval}")
+    _check(
+        not c.enabled or s.sessions.timeout > 0,
+        "cdn.key (SRM_CDN_KEY): CDN tokens expire at a session's deadline plus cdn.slack, "
+        "which needs keep-alive (sessions.timeout > 0)",
+    )
+    if d.upstream_url:
+        try:
+            parts = urlsplit(d.upstream_url)
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ConfigError("drm.upstream_url (SRM_DRM_UPSTREAM_URL): not a valid URL") from None
+        _check(
+            parts.scheme in {"http", "https"} and bool(parts.hostname),
+            "drm.upstream_url (SRM_DRM_UPSTREAM_URL): an http:// or https:// URL with a host",
+        )
+        _check(
+            bool(d.token_key),
+            "drm.token_key (SRM_DRM_TOKEN_KEY): required with drm.upstream_url (it signs the "
+            "upfront token the licence server checks)",
+        )
+    _check(
+        d.token_algorithm in HMAC_ALGORITHMS,
+        f"drm.token_algorithm: one of {sorted(HMAC_ALGORITHMS)}, got {d.token_algorithm!r}",
+    )
+    _check(
+        bool(_HEADER_NAME.match(d.token_header)),
+        f"drm.token_header: a header name, got {d.token_header!r}",
+    )
+    for name, value in d.headers.items():
+        _check(
+            bool(_HEADER_NAME.match(name)) and "\r" not in value and "\n" not in value,
+            f"drm.headers: {name!r} is not a header name, or its value spans lines",
+        )
+    _check(0 < d.timeout <= 60, f"drm.timeout: 0 < seconds <= 60, got {d.timeout}")
+    _check(1 <= d.pool_size <= 10000, f"drm.pool_size: 1..10000, got {d.pool_size}")
 
 
 def _validate_auth(a: AuthSettings) -> None:

@@ -111,11 +111,47 @@ def test_a_bad_file_is_refused_naming_what_is_wrong(
         ({"SRM_AUTH_JWKS_URL": "http://id.example.com/certs"}, "auth.jwks_url"),
         ({"SRM_LOGGING_LEVEL": "LOUD"}, "logging.level"),
         ({"SRM_CONFIG": "/nonexistent.toml"}, "SRM_CONFIG: cannot read"),
+        ({"SRM_CDN_KEY": "not-hex"}, r"cdn\.key \(SRM_CDN_KEY\)"),
+        ({"SRM_CDN_KEY": "abc"}, r"cdn\.key \(SRM_CDN_KEY\)"),  # odd: not whole bytes
+        ({"SRM_CDN_KEYS": "abcd"}, r"cdn\.keys: needs cdn\.key"),
+        ({"SRM_CDN_KEY": "ab", "SRM_SESSION_TIMEOUT": "0"}, "needs keep-alive"),
+        ({"SRM_CDN_ALGORITHM": "sha512"}, "cdn.algorithm"),
+        ({"SRM_CDN_ACL": "/{contentId}/*"}, "cdn.acl"),  # not a field: contentID
+        ({"SRM_CDN_ACL": "/a~b"}, "cdn.acl"),
+        ({"SRM_CDN_ACL": "*"}, "cdn.acl"),
+        ({"SRM_CDN_TOKEN_NAME": "a b"}, "cdn.token_name"),
+        ({"SRM_DRM_UPSTREAM_URL": "ftp://lic"}, r"drm\.upstream_url"),
+        ({"SRM_DRM_UPSTREAM_URL": "http://lic:port"}, r"drm\.upstream_url .*valid URL"),
+        ({"SRM_DRM_UPSTREAM_URL": "http://lic"}, r"drm\.token_key \(SRM_DRM_TOKEN_KEY\)"),
+        ({"SRM_DRM_HEADERS": "[1]"}, r"drm\.headers .*table of strings"),
+        ({"SRM_DRM_HEADERS": "{"}, r"drm\.headers .*JSON object"),
+        ({"SRM_DRM_HEADERS": '{"a b": "1"}'}, r"drm\.headers: 'a b'"),
+        ({"SRM_DRM_HEADERS": '{"x": "1\\r\\nY: 2"}'}, r"drm\.headers"),
+        ({"SRM_DRM_TOKEN_HEADER": "x:y"}, "drm.token_header"),
+        ({"SRM_DRM_TOKEN_ALGORITHM": "RS256"}, "drm.token_algorithm"),
+        ({"SRM_DRM_TIMEOUT": "0"}, "drm.timeout"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_setting(variables: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load(env=variables)
+
+
+def test_the_enforcement_sections_read_their_tables_and_keys(tmp_path: Path) -> None:
+    path = tmp_path / "srm.toml"
+    path.write_text(
+        '[cdn]\nkey = "0A1b"\nkeys = ["ffee", "0a1b"]\n'
+        '[drm]\nupstream_url = "https://lic.example/acquire"\ntoken_key = "k"\n'
+        '[drm.headers]\nx-api-key = "v-1"\n'
+    )
+    settings = load(env={"SRM_CONFIG": str(path)})
+    assert settings.cdn.enabled and settings.cdn.edge_keys == ("0a1b", "ffee")
+    assert settings.drm.enabled and settings.drm.headers == {"x-api-key": "v-1"}
+    shown = masked(settings)
+    assert shown["drm"]["headers"] == {"x-api-key": "***"} and shown["cdn"]["key"] == "***"
+    from_env = load(env={"SRM_DRM_HEADERS": '{"x-api-key": "v-2"}'})
+    assert from_env.drm.headers == {"x-api-key": "v-2"} and not from_env.drm.enabled
+    assert not defaults().cdn.enabled and not defaults().drm.enabled
 
 
 def test_serving_needs_the_key_of_the_configured_algorithm() -> None:
@@ -204,6 +240,8 @@ def test_srm_config_masks_every_secret() -> None:
         ("redis+cluster://h1,h2?sentinel_password=x-4&auth_token=t-5", None),
         ("unix:///tmp/redis.sock?password=pw-6", "unix:///tmp/redis.sock?password=***"),
         ("redis://host:6379/0", "redis://host:6379/0"),
+        ("redis://u:r@redis:6379", "redis://u:***@redis:6379"),  # a password also in the host
+        ("redis://s@redis/0?password=s", "redis://***@redis/0?password=***"),
     ],
 )
 def test_redis_url_credentials_are_masked(url: str, shown: str | None) -> None:
@@ -223,6 +261,11 @@ def test_every_secret_setting_is_masked_and_scrubbed() -> None:
         ("auth", "secret"),
         ("auth", "public_key"),
         ("operator", "keys"),
+        ("cdn", "key"),
+        ("cdn", "keys"),
+        ("drm", "upstream_url"),
+        ("drm", "token_key"),
+        ("drm", "headers"),
     }
     settings = defaults()
     for section, f in fields:
@@ -231,6 +274,8 @@ def test_every_secret_setting_is_masked_and_scrubbed() -> None:
             value = f"marker-{section}-{f.name}"
             if isinstance(getattr(settings, section).__dict__[f.name], tuple):
                 value = (value,)
+        elif f.metadata["secret"] == "mapping":
+            value = {"x-name": f"marker-{section}-{f.name}"}
         settings = settings.replace(section, **{f.name: value})
     shown = json.dumps(masked(settings))
     assert "marker-" not in shown and "marker-" not in repr(settings)
