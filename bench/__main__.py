@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from bench import events, households, load, procs, storage
+from bench import enforcement, events, households, load, procs, storage
 from bench.options import parse
 
 Row = tuple[str, str, str, str]  # target, goal, measured, met
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "events",
         "cluster",
         "households",
+        "enforcement",
     }
     only = set(a.only.split(",")) if a.only else parts
     if a.quick:  # the regression guard: the ratio with one worker and commands per request
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 cluster_rows(a, redis_url, rows)
             if "households" in only:
                 household_rows(a, redis_url, rows)
+            if "enforcement" in only:
+                enforcement_rows(a, redis_url, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
@@ -362,6 +365,45 @@ def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
         "",
     ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()
+
+
+def enforcement_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
+    """Enforcement (docs/enforcement.md): what a CDN token, a revocation and a poll of the
+    feed cost, each beside the same work without it (bench/enforcement.py)."""
+    c = asyncio.run(enforcement.enforcement_cost(redis_url, a.samples, a.rounds))
+    say(
+        f"enforcement: keep-alive Redis {c.keepalive_us['token']:.1f} us with a CDN token vs "
+        f"{c.keepalive_us['plain']:.1f} us plain; minting the token {c.mint_us:.1f} us of "
+        f"SRM CPU; operator end {c.end_us['feed']:.1f} us with the revocation feed vs "
+        f"{c.end_us['off']:.1f} us off"
+    )
+    say(
+        f"enforcement: a poll of {c.shards} shards {c.poll_ms['empty']:.2f} ms empty, "
+        f"{c.poll_ms['entries']:.2f} ms with {enforcement.FEED_ENTRIES} entries (Redis "
+        f"{c.poll_redis_us['empty']:.0f} / {c.poll_redis_us['entries']:.0f} us); "
+        f"{c.bytes_per_entry:.0f} bytes per revocation"
+    )
+    rows.append((
+        "keep-alive with a CDN token vs plain",
+        "(cost)",
+        f"Redis {c.keepalive_us['token']:.1f} vs {c.keepalive_us['plain']:.1f} us; "
+        f"+{c.mint_us:.1f} us SRM CPU to mint",
+        "",
+    ))  # fmt: skip
+    rows.append((
+        "operator end with the revocation feed vs off",
+        "(cost)",
+        f"Redis {c.end_us['feed']:.1f} vs {c.end_us['off']:.1f} us; "
+        f"{c.bytes_per_entry:.0f} bytes per revocation",
+        "",
+    ))  # fmt: skip
+    rows.append((
+        f"one poll of the revocation feed ({c.shards} shards)",
+        "(cost)",
+        f"{c.poll_ms['empty']:.2f} ms empty, {c.poll_ms['entries']:.2f} ms with "
+        f"{enforcement.FEED_ENTRIES} entries",
+        "",
+    ))  # fmt: skip
 
 
 def household_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:

@@ -57,7 +57,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma list of parts: "
-        "http,commands,memory,latency,reaper,rules,events,cluster,households",
+        "http,commands,memory,latency,reaper,rules,events,cluster,households,enforcement",
     )
     return p.parse_args(argv)
 

@@ -20,6 +20,7 @@ keys (each account key kind has its own fixed infix or suffix, so it is injectiv
 | ``srm:{s7}:reap`` | zset | ``<accountId>/<sessionId>`` -> removal time, the purge queue |
 | ``srm:{s7}:active`` | hash | ``n``: the shard's ACTIVE sessions; ``recounted``: its last recount |
 | ``srm:{s7}:events`` | stream | the shard's session events, trimmed approximately |
+| ``srm:{s7}:revoked`` | stream | sessions whose CDN token was revoked, each until it expires |
 | ``srm:{s7}:denials:<day>`` | zset | accountId -> setups denied that UTC day (a TTL'd report) |
 | ``srm:{s7}:denials:f<day>`` | zset | accountId -> setups flagged by monitor rules that day |
 | ``srm:{s7}:denied:<sessionId>`` | string | a denied setup's rule and max, for retries (TTL'd) |
@@ -97,7 +98,8 @@ class AccountKeys:
     legacy_sessions: str  # the shard's 0.x record prefix: legacy_sessions + sessionId
     legacy_deadlines: str  # the shard's 0.x deadline index
     active: str  # the shard's count of ACTIVE sessions (a hash: n, recounted)
-    shard_list: tuple[str, ...]  # the seven above from due, in that order
+    revoked: str  # the shard's revocation feed ([cdn]: ended sessions whose token is valid)
+    shard_list: tuple[str, ...]  # the eight above from due, in that order
 
     def lifecycle(self) -> list[str]:
         """The keys that changing the account's sessions touches (events, usage and the move
@@ -112,7 +114,7 @@ class AccountKeys:
 
     def shard_keys(self) -> list[str]:
         """The shard's keys of lifecycle(): due, reap, events, denials, legacy_sessions,
-        legacy_deadlines, active (Keys builds the list, in that order)."""
+        legacy_deadlines, active, revoked (Keys builds the list, in that order)."""
         return list(self.shard_list)
 
 
@@ -132,6 +134,7 @@ class Keys:
         self._legacy_sessions = [f"{tag}:sess:" for tag in self._tags]
         self._legacy_deadlines = [f"{tag}:deadlines" for tag in self._tags]
         self._active = [f"{tag}:active" for tag in self._tags]
+        self._revoked = [f"{tag}:revoked" for tag in self._tags]
         self._shard_lists = [
             (
                 self._due[shard],
@@ -141,6 +144,7 @@ class Keys:
                 self._legacy_sessions[shard],
                 self._legacy_deadlines[shard],
                 self._active[shard],
+                self._revoked[shard],
             )
             for shard in range(shards)
         ]
@@ -204,6 +208,7 @@ class Keys:
             legacy_sessions=self._legacy_sessions[shard],
             legacy_deadlines=self._legacy_deadlines[shard],
             active=self._active[shard],
+            revoked=self._revoked[shard],
             shard_list=self._shard_lists[shard],
         )
 
@@ -222,6 +227,11 @@ class Keys:
     def events(self, shard: int) -> str:
         self.tag(shard)
         return self._events[shard]
+
+    def revoked(self, shard: int) -> str:
+        """The shard's revocation feed (a stream; GET /srm/v1/revocations reads it)."""
+        self.tag(shard)
+        return self._revoked[shard]
 
     def legacy_deadlines(self, shard: int) -> str:
         """The 0.x deadline index of *shard* (``<accountId>/<sessionId>`` members), emptied

@@ -77,6 +77,18 @@ class Started:
     active: int  # the account's ACTIVE sessions after it
     joined: bool = False
     flagged: tuple[str, ...] = ()  # the monitor rules that flagged it
+    at_ms: int = 0  # the store's time of the setup
+    deadline_ms: int = 0  # the session's deadline after it
+    content_id: str | None = None  # a joined session's contentID (None: the setup's own)
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A keep-alive that moved a session's deadline, with what a token for it names."""
+
+    at_ms: int  # the store's time of the keep-alive
+    deadline_ms: int  # the new deadline
+    content_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +137,24 @@ class AccountSessions:
 
 
 @dataclass(frozen=True, slots=True)
+class Revoked:
+    """A session whose CDN token an edge must refuse until *until_s* (the token's exp)."""
+
+    session_id: str
+    ended_at_ms: int
+    reason: EndReason
+    until_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Revocations:
+    """One poll of the revocation feed; *next_ms* is where the following one starts."""
+
+    revoked: list[Revoked]
+    next_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Limit:
     max_sessions: int
     override: bool
@@ -152,17 +182,32 @@ class DayUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationFeed:
+    """The revocation feed of [cdn]: a session's token outlives its deadline by *slack_s*;
+    each shard's feed keeps about *maxlen* entries at most."""
+
+    slack_s: int = 30
+    maxlen: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class EventPolicy:
-    """Whether the scripts write events, and how the streams are trimmed."""
+    """The feeds the scripts write as they change sessions: the events (whether, and how
+    their streams are trimmed), and the revocation feed (None: off, without [cdn])."""
 
     enabled: bool = True
     maxlen: int = 1000
     max_age_ms: int = 86_400_000
+    revocations: RevocationFeed | None = None
 
     @property
     def argument(self) -> str:
-        """The events ARGV of the scripts (see lua/_events.lua)."""
-        return f"{self.maxlen},{self.max_age_ms}" if self.enabled else ""
+        """The events ARGV of the scripts (see lua/_events.lua), the revocation feed's
+        settings after a '|' when it is on."""
+        events = f"{self.maxlen},{self.max_age_ms}" if self.enabled else ""
+        if self.revocations is None:
+            return events
+        return f"{events}|{self.revocations.slack_s},{self.revocations.maxlen}"
 
 
 @dataclass(frozen=True, slots=True)

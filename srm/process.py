@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from srm.config import Settings
 from srm.keys import Keys
-from srm.model import DAY_MS, EventPolicy, Households, Policy
+from srm.model import DAY_MS, EventPolicy, Households, Policy, RevocationFeed
 from srm.network import Networks
 
 if TYPE_CHECKING:  # imported when used: srm.embedded (and so `srm reaper --check`) stays light
@@ -46,8 +46,11 @@ def policy(settings: Settings) -> Policy:
 
 
 def event_policy(settings: Settings) -> EventPolicy:
-    e = settings.events
-    return EventPolicy(enabled=e.enabled, maxlen=e.maxlen, max_age_ms=e.max_age * 1000)
+    e, c = settings.events, settings.cdn
+    revocations = RevocationFeed(c.slack, c.revocations_maxlen) if c.enabled else None
+    return EventPolicy(
+        enabled=e.enabled, maxlen=e.maxlen, max_age_ms=e.max_age * 1000, revocations=revocations
+    )
 
 
 def make_store(settings: Settings, redis: Any) -> SessionStore:

@@ -260,6 +260,12 @@ async def drift_counter(store: SessionStore, account_id: str, value: int | str |
 async def api(settings: Settings, store: SessionStore) -> AsyncIterator[Any]:
     """A test client of the API for *settings*, on a store that applies them (same Redis,
     same clock as *store*)."""
-    applied = SessionStore(store.redis, store.keys, process.policy(settings), clock=store.clock)
+    applied = SessionStore(
+        store.redis,
+        store.keys,
+        process.policy(settings),
+        clock=store.clock,
+        events=process.event_policy(settings),
+    )
     async with TestClient(TestServer(create_app(settings, applied))) as client:
         yield client

@@ -32,6 +32,7 @@ from hypothesis.stateful import (
 )
 
 from srm import keys as k
+from srm.cdn import expiry
 from srm.errors import InternalError, LimitReached, SessionNotFound, StoreUnavailable, TooSoon
 from srm.model import (
     DAY_MS,
@@ -40,9 +41,11 @@ from srm.model import (
     USAGE_REASONS,
     DayUsage,
     EndReason,
+    EventPolicy,
     Households,
     NewSession,
     Policy,
+    RevocationFeed,
     State,
 )
 from srm.rules import Rule
@@ -54,6 +57,9 @@ ACCOUNTS = ["acct-a", "acct-{b}", "acct:c"]
 HOUSEHOLD = ACCOUNTS[1]  # the account setup_in_a_household fills
 TIMEOUT_MS = 30_000
 RETENTION_MS = 20_000
+# the CDN token's slack (s): the feed revokes ends by others (REVOKED_BY) while one is valid
+REVOKE_SLACK_S = 7
+REVOKED_BY = (EndReason.EVICTED, EndReason.REPLACED, EndReason.OPERATOR)
 DEFAULT_LIMIT = 3
 # 31 s before a UTC midnight: a session set up at T0 lapses a second before it and the clock
 # often crosses it before that session is ended, so usage is counted on two days (an end on
@@ -339,6 +345,7 @@ class SrmModel(RuleBasedStateMachine):
                 households=households,
             ),
             clock=lambda: self.now,
+            events=EventPolicy(revocations=RevocationFeed(REVOKE_SLACK_S, 1_000_000)),
         )
         self.run(self.redis.flushall())
         self.sessions: dict[str, ModelSession] = {}
@@ -355,6 +362,8 @@ class SrmModel(RuleBasedStateMachine):
         # store holds it, forgotten devices included until a setup forgets them
         self.registry: dict[str, dict[str, list[Any]]] = {}
         self.cooldown: dict[str, int] = {}  # account -> when its swap cooldown ends
+        # sid -> (reason, the token's exp): sessions ended by others while a token was valid
+        self.revoked: dict[str, tuple[str, int]] = {}
         self.ids = 0  # session ids drawn (new_sid)
         self.household_events: Counter[str] = Counter()  # R registered, X removed, H home
 
@@ -413,6 +422,9 @@ class SrmModel(RuleBasedStateMachine):
             1 for x in self.sessions.values() if x.account == s.account and x.reason is None
         )
         self.count(s.account, at, reason.value, max(0, at - s.created), active)
+        until = expiry(s.deadline, REVOKE_SLACK_S)
+        if reason in REVOKED_BY and until * 1000 > at:
+            self.revoked[s.sid] = (reason.value, until)
         s.reason, s.ended_at, s.purge_at, s.by = reason, at, self.now + RETENTION_MS, by
         self.history[s.sid] = reason
 
@@ -1046,6 +1058,18 @@ class SrmModel(RuleBasedStateMachine):
         assert ended == {sid: [r.value] for sid, r in self.history.items() if r is not None}
         assert denied == self.denials
         assert household == +self.household_events
+
+    @invariant()
+    def one_revocation_per_end_by_another(self) -> None:
+        """The revocation feed holds exactly the sessions ended by anyone but their player
+        while their token was valid, each once, with its token's exp."""
+        entries = [
+            entry
+            for shard in range(self.keys.shards)
+            for _id, entry in self.run(self.redis.xrange(self.keys.revoked(shard)))
+        ]
+        assert Counter(e["s"] for e in entries) == Counter(self.revoked.keys())
+        assert {e["s"]: (e["r"], int(e["u"])) for e in entries} == self.revoked
 
 
 # About 7 s alone; a loaded 2-core machine runs it several times slower, and a failure's

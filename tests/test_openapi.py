@@ -347,3 +347,61 @@ def test_the_live_api_keeps_to_its_document(live_schema: Any, operation_id: str)
         case.call_and_validate(headers=headers, checks=CHECKS, timeout=10)
 
     check()
+
+
+@pytest.mark.parametrize("redis_client", ["fakeredis"], indirect=True)
+async def test_with_cdn_the_tokens_and_the_feed_are_documented_as_answered(
+    settings: Any, store: SessionStore
+) -> None:
+    """[cdn] adds cdnToken to a setup's answer, a body to a keep-alive's and the revocation
+    feed: the document says so, and the live answers validate against it."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    settings = settings.replace("cdn", key="00ff" * 8)
+    document = openapi.document(settings, PREFIXES)
+    validate(document)
+    store = SessionStore(
+        store.redis,
+        store.keys,
+        process.policy(settings),
+        clock=store.clock,
+        events=process.event_policy(settings),
+    )
+    app = create_app(settings, store)
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.method.lower() in METHODS
+    }
+    assert {("get", f"{p}/revocations") for p in PREFIXES} <= served
+    assert {(m, p) for p, item in document["paths"].items() for m in item} == served
+    client_ = {"Client-Token": token("acct-cdn", "dev-1")}
+    operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+    setup = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+    sid = "{sessionId}"
+    async with TestClient(TestServer(app)) as http:
+        call = DocumentedAnswers(http, document)
+        for prefix in PREFIXES:
+            made = await call("POST", f"{prefix}/sessions", headers=client_, body=setup)
+            session = made["successResponse"]["sessionId"]
+            assert made["successResponse"]["cdnToken"]
+            kept = await call("PUT", f"{prefix}/sessions/{sid}", headers=client_, sessionId=session)
+            assert kept["cdnToken"]
+            await call(
+                "DELETE",
+                prefix + "/accounts/{accountId}/sessions/" + sid,
+                headers=operator,
+                accountId="acct-cdn",
+                sessionId=session,
+            )
+            polled = await call("GET", f"{prefix}/revocations", headers=operator)
+            assert session in [r["sessionId"] for r in polled["revoked"]]
+            await call(
+                "GET", f"{prefix}/revocations", headers=operator, query={"cursor": polled["next"]}
+            )
+            forged = await call(
+                "GET", f"{prefix}/revocations", headers=operator, query={"cursor": "a::"}
+            )
+            assert forged["errorResponse"]["errorCode"] == "SRM-0002"
+            refused = await call("GET", f"{prefix}/revocations", headers=client_)
+            assert refused["errorResponse"]["errorCode"] in ("SRM-0003", "SRM-0006")

@@ -16,6 +16,7 @@ from srm.api.errors import answer
 from srm.api.handlers import DEPS, Deps, read_body
 from srm.api.observability import ERROR_CODE, HEADER, REQUEST_ID, ROUTE, request_id, route_of
 from srm.auth import OperatorKeys, TokenVerifier
+from srm.cdn import CdnTokens
 from srm.config import Settings
 from srm.errors import TooLarge
 from srm.store import SessionStore
@@ -29,7 +30,8 @@ ACCT = "{accountId:[^/]+}"
 DEV = "{deviceId:[^/]+}"
 
 
-def routes() -> Iterable[web.RouteDef]:
+def routes(settings: Settings) -> Iterable[web.RouteDef]:
+    """Every route; those of a section that is not configured ([cdn]) are left out: 404."""
     for p in PREFIXES:
         yield web.post(f"{p}/sessions", h.setup)
         yield web.get(f"{p}/sessions", h.list_own, allow_head=False)
@@ -52,6 +54,8 @@ def routes() -> Iterable[web.RouteDef]:
         yield web.delete(f"{p}/accounts/{ACCT}/limit", h.delete_limit)
         yield web.get(f"{p}/accounts/{ACCT}/usage", h.get_usage, allow_head=False)
         yield web.get(f"{p}/reports/denials", h.get_denials, allow_head=False)
+        if settings.cdn.enabled:
+            yield web.get(f"{p}/revocations", h.get_revocations, allow_head=False)
         yield web.get(f"{p}/openapi.json", h.openapi, allow_head=False)
     yield web.get("/health", h.health, allow_head=False)
     yield web.get("/ready", h.ready, allow_head=False)
@@ -149,10 +153,11 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
         limit_claims=settings.auth.limit_claims,
         cursors=CursorSigner.of(settings),
         networks=process.policy(settings).households.networks,
+        cdn=CdnTokens(settings.cdn) if settings.cdn.enabled else None,
     )
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))
-    app.add_routes(list(routes()))
+    app.add_routes(list(routes(settings)))
     if service.verifier.jwks is not None:
         app.cleanup_ctx.append(_jwks_refresh)
     # on cleanup, not on shutdown: aiohttp runs cleanup after the requests in flight have

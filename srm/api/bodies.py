@@ -24,6 +24,7 @@ from srm.model import (
     Devices,
     Ended,
     Limit,
+    Revocations,
     Session,
     State,
 )
@@ -362,11 +363,38 @@ def session_list(listing: AccountSessions) -> bytes:
     )
 
 
-def setup_success(sid: str, timeout: int) -> bytes:
+def setup_success(sid: str, timeout: int, cdn_token: str | None = None) -> bytes:
     body: dict[str, Any] = {"sessionId": sid}
     if timeout > 0:
         body["timeout"] = timeout
+    if cdn_token is not None:
+        body["cdnToken"] = cdn_token
     return orjson.dumps({"successResponse": body})
+
+
+def keep_alive_success(cdn_token: str) -> bytes:
+    return orjson.dumps({"cdnToken": cdn_token})
+
+
+def revocations(feed: Revocations, cursor: str) -> bytes:
+    """The revocation feed's answer; *cursor*: the signed position of the next poll."""
+    revoked = [
+        {
+            "sessionId": r.session_id,
+            "endedAt": iso(r.ended_at_ms),
+            "endReason": r.reason.value,
+            "until": r.until_s,
+        }
+        for r in feed.revoked
+    ]
+    return orjson.dumps({"revoked": revoked, "next": cursor})
+
+
+def revocation_cursor(value: str) -> int:
+    """The position inside a revocation cursor the API signed (a time in ms)."""
+    if not value.isascii() or not value.isdigit() or len(value) > 15:
+        raise MalformedRequest("cursor is not one the revocation feed gave out")
+    return int(value)
 
 
 def limit(value: Limit) -> bytes:

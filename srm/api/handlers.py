@@ -17,6 +17,7 @@ from srm.api import bodies
 from srm.api.cursors import CursorSigner
 from srm.api.errors import malformed_body
 from srm.auth import OperatorKeys, Principal, TokenVerifier
+from srm.cdn import CdnTokens
 from srm.errors import (
     KeysUnavailable,
     MalformedRequest,
@@ -50,6 +51,7 @@ class Deps:
     limit_claims: bool = False  # honour the token's maxSessions claim
     cursors: CursorSigner = field(default_factory=lambda: CursorSigner(()))
     networks: Networks = field(default_factory=Networks)  # trusted proxies, network prefixes
+    cdn: CdnTokens | None = None  # [cdn]: setups and keep-alives answer a CDN token
     aborts: Aborter = field(init=False)  # undoes setups whose outcome is unknown
 
     def __post_init__(self) -> None:
@@ -153,15 +155,24 @@ async def setup(request: web.Request) -> web.Response:
         srm_metrics.setup_rate_limited()
         raise
     srm_metrics.setup_started(started.joined, started.flagged)
-    return _json(bodies.setup_success(started.session_id, deps.timeout))
+    token = None
+    if deps.cdn is not None:
+        content = new.content_id if started.content_id is None else started.content_id
+        token = deps.cdn.token(started.session_id, content, started.at_ms, started.deadline_ms)
+    return _json(bodies.setup_success(started.session_id, deps.timeout, token))
 
 
 async def keep_alive(request: web.Request) -> web.Response:
+    """An empty answer; with [cdn], the session's new CDN token."""
     deps = request.app[DEPS]
     principal = await deps.client(request)
     sid = bodies.session_id(request.match_info["sessionId"])
-    await deps.store.keep_alive(principal.account_id, sid)
-    return web.Response()
+    if deps.cdn is None:
+        await deps.store.keep_alive(principal.account_id, sid)
+        return web.Response()
+    kept = await deps.store.keep_alive_for_token(principal.account_id, sid)
+    token = deps.cdn.token(sid, kept.content_id, kept.at_ms, kept.deadline_ms)
+    return _json(bodies.keep_alive_success(token))
 
 
 async def teardown(request: web.Request) -> web.Response:
@@ -299,6 +310,23 @@ async def get_usage(request: web.Request) -> web.Response:
     kept = await deps.store.usage(account)
     today = await deps.store.now() // DAY_MS
     return _json(bodies.usage(account, kept, today, days))
+
+
+# revocation cursors are signed as those of a listing, for no account ("" is none)
+_FEED = ""
+_FEED_PAGE = 1000  # revocations read per shard and poll
+
+
+async def get_revocations(request: web.Request) -> web.Response:
+    """The sessions an edge must refuse although their CDN token is valid ([cdn] only)."""
+    deps = request.app[DEPS]
+    deps.operator(request)
+    cursor = request.query.get("cursor")
+    since = None
+    if cursor is not None:
+        since = bodies.revocation_cursor(deps.cursors.open(_FEED, cursor))
+    feed = await deps.store.revocations(since, _FEED_PAGE)
+    return _json(bodies.revocations(feed, deps.cursors.sign(_FEED, str(feed.next_ms))))
 
 
 async def get_denials(request: web.Request) -> web.Response:

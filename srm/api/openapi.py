@@ -273,7 +273,48 @@ def _schemas(settings: Settings) -> Json:
                 },
             },
         },
-        "SetupSuccess": _setup_success(settings.sessions.timeout),
+        "SetupSuccess": _setup_success(settings.sessions.timeout, settings.cdn.enabled),
+        "KeepAliveSuccess": {
+            "type": "object",
+            "required": ["cdnToken"],
+            "additionalProperties": False,
+            "properties": {"cdnToken": _CDN_TOKEN},
+        },
+        "Revocations": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["revoked", "next"],
+            "properties": {
+                "revoked": {
+                    "type": "array",
+                    "description": "Sessions ended by anyone but their own player (EVICTED, "
+                    "REPLACED, OPERATOR, a device removal) while a token issued to them was "
+                    "valid; an entry may come again in the next poll, never missed",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["sessionId", "endedAt", "endReason", "until"],
+                        "properties": {
+                            "sessionId": {"type": "string", "format": "uuid"},
+                            "endedAt": {"type": "string", "format": "date-time"},
+                            "endReason": {
+                                "type": "string",
+                                "enum": ["EVICTED", "REPLACED", "OPERATOR"],
+                            },
+                            "until": {
+                                "type": "integer",
+                                "description": "The token's exp (epoch seconds): refuse the "
+                                "session's id until then",
+                            },
+                        },
+                    },
+                },
+                "next": {
+                    "type": "string",
+                    "description": "The cursor of the next poll (opaque)",
+                },
+            },
+        },
         "Session": session,
         "SessionList": {
             "type": "object",
@@ -492,8 +533,19 @@ def _home_networks(description: str) -> Json:
     }
 
 
-def _setup_success(timeout: int) -> Json:
-    """successResponse: the sessionId, and the keep-alive period unless keep-alive is off."""
+_CDN_TOKEN: Json = {
+    "type": "string",
+    "description": "An Akamai EdgeAuth (Token Auth 2.0) token bound to the session "
+    "(`st~exp~acl~id~hmac`: id the sessionId, exp its deadline plus cdn.slack, acl from "
+    "cdn.acl), for the CDN edge ([cdn] only)",
+    "example": "st=1780000000~exp=1780000151~acl=/*~id=6f1c0b1e-0d1f-4a55-9a52-6c0ad9c1d6a1"
+    "~hmac=8f1c...",
+}
+
+
+def _setup_success(timeout: int, cdn: bool) -> Json:
+    """successResponse: the sessionId, the keep-alive period unless keep-alive is off, and
+    with [cdn] the session's CDN token."""
     answer: Json = {"sessionId": {"type": "string", "format": "uuid"}}
     if timeout > 0:
         answer["timeout"] = {
@@ -502,6 +554,8 @@ def _setup_success(timeout: int) -> Json:
             "description": "Keep-alive period in seconds (sessions.timeout); absent when "
             "keep-alive is disabled (timeout 0).",
         }
+    if cdn:
+        answer["cdnToken"] = _CDN_TOKEN
     return {
         "type": "object",
         "required": ["successResponse"],
@@ -694,7 +748,14 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
                 f"keepAlive{suffix}",
                 "Keep-alive: the session's deadline becomes now + timeout",
                 "client",
-                {"200": _ok("Kept alive (empty body)")},
+                {
+                    "200": _ok(
+                        "Kept alive, with the session's new CDN token",
+                        _ref("schemas", "KeepAliveSuccess"),
+                    )
+                    if settings.cdn.enabled
+                    else _ok("Kept alive (empty body)")
+                },
                 by_id,
                 path_params=sid,
             ),
@@ -710,12 +771,25 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
     }
 
 
-def _operator_paths(prefix: str, suffix: str) -> Json:
+def _operator_paths(prefix: str, suffix: str, settings: Settings) -> Json:
     errors = [_error("Malformed"), _error("NotOperator"), _error("Unavailable")]
     acct = ("AccountId",)
     limit = _ref("schemas", "Limit")
     home = _ref("schemas", "Home")
-    return {
+    paths: Json = {}
+    if settings.cdn.enabled:
+        paths[f"{prefix}/revocations"] = {
+            "get": _operation(
+                f"getRevocations{suffix}",
+                "The revocation feed of CDN tokens: sessions an edge must refuse until their "
+                "token expires ([cdn] only; without it 404)",
+                "operator",
+                {"200": _ok("One poll of the feed", _ref("schemas", "Revocations"))},
+                errors,
+                query_params=("RevocationCursor",),
+            ),
+        }
+    return paths | {
         f"{prefix}/accounts/{{accountId}}/sessions": {
             "get": _operation(
                 f"listAccountSessions{suffix}",
@@ -954,7 +1028,7 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
     paths: Json = {}
     for prefix, suffix in named:
         paths.update(_client_paths(prefix, suffix, settings))
-        paths.update(_operator_paths(prefix, suffix))
+        paths.update(_operator_paths(prefix, suffix, settings))
     paths.update(_service_paths(named))
     paths.update(_console_paths(named))
     return {
@@ -1058,6 +1132,14 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
                     "description": "true: skip the swap cooldown (and start none); false (the "
                     "default): keep it; any other value is SRM-0002",
                     "schema": {"type": "string", "enum": ["true", "false"]},
+                },
+                "RevocationCursor": {
+                    "name": "cursor",
+                    "in": "query",
+                    "required": False,
+                    "description": "The `next` of the previous poll (opaque); absent: every "
+                    "revocation still valid. One that this service did not give out is SRM-0002",
+                    "schema": {"type": "string", "minLength": 1},
                 },
                 "Flagged": {
                     "name": "flagged",

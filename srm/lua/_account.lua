@@ -9,10 +9,12 @@
 -- index of earliest deadlines; reap: the shard's purge queue; events: the shard's stream;
 -- denials: prefix of the shard's daily denial rankings; legacy_sessions, legacy_deadlines: the
 -- shard's 0.x record prefix and index; active: the shard's count of ACTIVE sessions (a hash,
--- field n; active_add).
+-- field n; active_add); revoked: the shard's revocation feed (revoke, _events.lua).
 local OWN = {'state', 'legacy', 'ended'}
 local SHARD = {'due', 'reap', 'events', 'denials', 'legacy_sessions', 'legacy_deadlines',
-  'active'}
+  'active', 'revoked'}
+-- LIFECYCLE: how many keys AccountKeys.lifecycle() gives; a script's own keys follow them
+local LIFECYCLE = #OWN + #SHARD
 
 -- The account hash holds, besides its session records (field: sessionId), the field N (the
 -- ACTIVE count), rule counters "=<rule>:<group>" and usage days (digits only).
@@ -324,8 +326,9 @@ local function deadline_left(acct, old, new, left)
 end
 
 -- end_record: records the end of session `sid` (ACTIVE record `v`, its strings `s`; the
--- ENDED record moves to the account's ENDED hash), counts
--- its usage, emits session.ended and queues it for removal; `active`: the account's ACTIVE
+-- ENDED record moves to the account's ENDED hash), counts its usage, emits session.ended,
+-- revokes its CDN token when another than its player ended it (revoke) and queues it for
+-- removal; `active`: the account's ACTIVE
 -- sessions just before. The counters are the caller's (end_session).
 --   reason: TEARDOWN|TIMEOUT|OPERATOR|EVICTED|REPLACED; ended_at: ms
 --   purge_at: ms when the reaper may remove it; by: deviceId whose setup ended it, or nil
@@ -333,8 +336,9 @@ end
 local function end_record(acct, sid, v, s, reason, ended_at, purge_at, by, queued, active)
   redis.call('HSET', acct.ended, sid, record_ended(v, ended_at, reason, by or ''))
   redis.call('HDEL', acct.state, sid)
-  local created = record_times(v)
+  local created, _, deadline = record_times(v)
   session_ended(acct, sid, s, reason, ended_at, math.max(0, ended_at - created), active)
+  revoke(acct.revoked, sid, reason, ended_at, deadline)
   local mbr = acct.id .. '/' .. sid
   if queued then
     queued[#queued + 1] = purge_at

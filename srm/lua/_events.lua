@@ -16,11 +16,20 @@
 -- server's own clock, which also makes the entry ids.
 -- A stream is trimmed by age once per script call (a reaper batch ends hundreds of sessions
 -- into one stream: one trim covers them all).
+-- The same ARGV carries, after a '|', the revocation feed's settings when [cdn] is on:
+-- "<slack s>,<maxlen>" (revoke); without the '|' no session is ever revoked.
 local EVENTS, MAXLEN, MAX_AGE = '', 0, 0
 local TRIMMED = {}
+local REVOKE_SLACK, REVOKE_MAXLEN = nil, 0
 
 local function events_config(arg)
   EVENTS = arg or ''
+  local bar = string.find(EVENTS, '|', 1, true)
+  if bar then
+    local slack, maxlen = string.match(string.sub(EVENTS, bar + 1), '^(%d+),(%d+)$')
+    REVOKE_SLACK, REVOKE_MAXLEN = tonumber(slack), tonumber(maxlen)
+    EVENTS = string.sub(EVENTS, 1, bar - 1)
+  end
   if EVENTS ~= '' then
     local comma = string.find(EVENTS, ',', 1, true)
     MAXLEN = tonumber(string.sub(EVENTS, 1, comma - 1))
@@ -43,6 +52,25 @@ local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n, w)
     TRIMMED[stream] = true
     local time = redis.call('TIME')
     redis.call('XTRIM', stream, 'MINID', '~', tonumber(time[1]) * 1000 - MAX_AGE)
+  end
+end
+
+-- Revocations: the sessions a CDN edge must refuse although their token is still valid.
+-- A token issued for a session expires at its deadline plus the slack (srm/cdn.py: exp is
+-- the deadline in whole seconds, rounded up, plus cdn.slack); a session ended by anyone but
+-- its own player (REVOKED_BY) while that holds is appended to the shard's feed, in the
+-- script that ends it: s sessionId, e endedAt ms, r endReason, u the token's exp (s). The
+-- stream is bounded by length (MAXLEN ~) and the reaper trims what expired (XTRIM MINID).
+local REVOKED_BY = {EVICTED = true, REPLACED = true, OPERATOR = true}
+
+local function revoke(stream, sid, reason, ended_at, deadline)
+  if not REVOKE_SLACK or not REVOKED_BY[reason] or not deadline then
+    return
+  end
+  local exp = math.floor((deadline + 999) / 1000) + REVOKE_SLACK
+  if exp * 1000 > ended_at then
+    redis.call('XADD', stream, 'MAXLEN', '~', REVOKE_MAXLEN, '*', 's', sid, 'e', ended_at,
+      'r', reason, 'u', exp)
   end
 end
 

@@ -5,7 +5,7 @@
 -- this sessionId creates nothing (it lives in the account's ENDED hash, with the records the
 -- reaper removes); the reaper removes the tombstone after the retention.
 --
--- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[1..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] retention (ms)  ARGV[5] events (_events.lua)
 -- Returns 1 ended, 2 already ended (or denied), 3 tombstone written, 4 kept (joined since).

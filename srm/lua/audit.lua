@@ -1,7 +1,7 @@
 -- audit: check account counters, rule counters and due scores against what they count,
 -- repair drift.
 --
--- KEYS[1..7] the shard's keys (AccountKeys.shard_keys, _account.lua)
+-- KEYS[1..8] the shard's keys (AccountKeys.shard_keys, _account.lua)
 -- for account i (i = 1..n): its own keys (AccountKeys.own, nth_account), its id
 -- ARGV[i] (all accounts of one call live in the shard)
 -- The truth of the account counter is the number of ACTIVE records; of a rule counter, the

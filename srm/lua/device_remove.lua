@@ -1,10 +1,10 @@
 -- device_remove: unregister a device of an account and end up to ARGV[6] of its ACTIVE
 -- sessions (a lapsed one ends as TIMEOUT at its deadline); end_device.lua ends the rest.
 --
--- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
--- KEYS[11] devices  srm:{sK}:acct:<a>:devices  hash    the device registry
--- KEYS[12] swap     srm:{sK}:acct:<a>:swap     string  when the next removal is allowed (ms)
--- KEYS[13] marker   srm:{sK}:endall:<callId>   string  ended with ARGV[4] by this call so far
+-- KEYS[1..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[12] devices  srm:{sK}:acct:<a>:devices  hash    the device registry
+-- KEYS[13] swap     srm:{sK}:acct:<a>:swap     string  when the next removal is allowed (ms)
+-- KEYS[14] marker   srm:{sK}:endall:<callId>   string  ended with ARGV[4] by this call so far
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] accountId  ARGV[3] deviceId  ARGV[4] reason  ARGV[5] retention (ms)
 -- ARGV[6] batch  ARGV[7] lifetime of the marker (ms)  ARGV[8] events (_events.lua)
@@ -23,8 +23,8 @@ local legacy = legacy_first(acct)
 if legacy then
   return legacy
 end
-if redis.call('EXISTS', KEYS[13]) == 0 then
-  local value = redis.call('HGET', KEYS[11], device)
+if redis.call('EXISTS', KEYS[LIFECYCLE + 3]) == 0 then
+  local value = redis.call('HGET', KEYS[LIFECYCLE + 1], device)
   if not value then
     return {0}
   end
@@ -42,17 +42,17 @@ if redis.call('EXISTS', KEYS[13]) == 0 then
     end
   end
   local force, cooldown = ARGV[10] == '1', tonumber(ARGV[9])
-  local allowed = tonumber(redis.call('GET', KEYS[12]) or '0') or 0
+  local allowed = tonumber(redis.call('GET', KEYS[LIFECYCLE + 2]) or '0') or 0
   if not force and allowed > now then
     return {-1, allowed - now}
   end
-  redis.call('HDEL', KEYS[11], device)
+  redis.call('HDEL', KEYS[LIFECYCLE + 1], device)
   if cooldown > 0 and not force then
     -- the time of the next allowed removal, on the scripts' clock; the TTL only cleans up
-    redis.call('SET', KEYS[12], now + cooldown, 'PX', cooldown)
+    redis.call('SET', KEYS[LIFECYCLE + 2], now + cooldown, 'PX', cooldown)
   end
   device_removed(acct.events, now, acct.id, device, device_type(value), ARGV[11])
 end
 local n, more = end_device_sessions(acct, device, ARGV[4], now, now + tonumber(ARGV[5]),
   tonumber(ARGV[6]))
-return {1, more, count_call(KEYS[13], n, tonumber(ARGV[7]))}
+return {1, more, count_call(KEYS[LIFECYCLE + 3], n, tonumber(ARGV[7]))}

@@ -1,7 +1,7 @@
 -- end: teardown (client or operator) of one session, exactly once however often it is
 -- retried or raced. A session whose deadline has already passed ends as TIMEOUT.
 --
--- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[1..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] reason  ARGV[5] retention (ms)
 -- ARGV[6] events (_events.lua)

@@ -1,8 +1,8 @@
 -- end_all: end up to ARGV[4] ACTIVE sessions of one account (operator), lapsed ones as
 -- TIMEOUT at their deadline, oldest keep-alive first.
 --
--- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
--- KEYS[11] marker  srm:{sK}:endall:<callId>  string: ended with ARGV[3] by this call so far
+-- KEYS[1..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[12] marker  srm:{sK}:endall:<callId>  string: ended with ARGV[3] by this call so far
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] accountId  ARGV[3] reason  ARGV[4] batch  ARGV[5] retention (ms)
 -- ARGV[6] lifetime of the marker (ms)  ARGV[7] events (_events.lua)
@@ -31,5 +31,5 @@ end
 variadic('ZADD', acct.reap, queued)
 local first = records[n + lapsed + 1]  -- the earliest deadline left
 due_at(acct, first and first[2])
-local total = count_call(KEYS[11], n, tonumber(ARGV[6]))
+local total = count_call(KEYS[LIFECYCLE + 1], n, tonumber(ARGV[6]))
 return {n, lapsed, #records - n - lapsed, total}

@@ -1,11 +1,13 @@
 -- keepalive: move an ACTIVE, not lapsed session's deadline to now + timeout.
 --
--- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[1..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] keep-alive period (ms)
 -- ARGV[5] '1': move the deadline only, leaving the keep-alive time (a setup's confirmation,
 --         not a keep-alive: lastKeepAliveAt stays the setup time); else '0' or empty
--- Returns 1 when the deadline moved, 0 when the session is unknown, or how it ended while it
+-- ARGV[6] '1': answer a moved deadline with {1, now, deadline, contentID} (what a CDN token
+--         or a licence's upfront token names); else '0' or empty
+-- Returns 1 when the deadline moved (or that table), 0 when the session is unknown, or how it ended while it
 -- is not removed yet: "REASON|endedAtMs[|byDeviceId]" (a lapsed one: "TIMEOUT|deadline").
 -- A lapsed session is left for the sweep (or the account's next setup) to end.
 local now = server_time(ARGV[1])
@@ -36,4 +38,7 @@ if ARGV[5] ~= '1' then
 end
 redis.call('HSET', acct.state, sid, record_moved(v, created, ka, moved))
 deadline_left(acct, deadline, moved, tonumber(redis.call('HGET', acct.state, N) or '0'))
+if ARGV[6] == '1' then
+  return {1, now, moved, record_strings(v)[2]}
+end
 return 1

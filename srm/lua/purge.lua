@@ -2,7 +2,7 @@
 -- caller read the due members first (ZRANGEBYSCORE reap, bounded); each is re-checked here, so
 -- two reapers never remove anything twice.
 --
--- KEYS[1..7] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, events,
+-- KEYS[1..8] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, events,
 -- denials, legacy_sessions (the 0.x record prefix), legacy_deadlines, active
 -- then for member i (i = 1..n), its account's own keys (AccountKeys.own, nth_account)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)

@@ -1,8 +1,8 @@
 -- read: an account's hash (or one session's record) and its limit override, 0.x data moved
 -- first, in one call; a listing also gets one page of the account's ENDED records.
 --
--- KEYS[1..10] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
--- KEYS[11] limit  srm:{sK}:acct:<a>:limit  string (read)
+-- KEYS[1..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[12] limit  srm:{sK}:acct:<a>:limit  string (read)
 -- ARGV[1] accountId  ARGV[2] sessionId, or '' for the whole account hash
 -- ARGV[3] where the page of ENDED records starts: an HSCAN position of the ENDED hash
 -- ARGV[4] the last sessionId listed from the HSCAN batch at that position ('' none)
@@ -19,7 +19,7 @@ local legacy = legacy_first(acct)
 if legacy then
   return legacy
 end
-local limit = redis.call('GET', KEYS[11])
+local limit = redis.call('GET', KEYS[LIFECYCLE + 1])
 if ARGV[2] ~= '' then
   return {limit, find_record(acct, ARGV[2])}
 end

@@ -8,7 +8,7 @@
 -- KEYS[4] home       srm:{sK}:acct:<a>:home       string the account's home networks
 -- KEYS[5] devices    srm:{sK}:acct:<a>:devices    hash   the device registry
 -- KEYS[6] rate       srm:{sK}:acct:<a>:rate       string the account's recent setups
--- KEYS[7..16] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[7..17] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] deviceId  ARGV[5] contentID
 -- ARGV[6] contentType  ARGV[7] keep-alive period (ms)  ARGV[8] account limit (claim or default)
@@ -29,9 +29,10 @@
 -- 'h' home, 'a' away: setup applies this filter, it alone knows the home), mode ('enforce',
 -- 'monitor': never refuses nor evicts, flags the setup instead)
 -- Returns {1 created | 2 created by an earlier try of this call, active after it, limit,
--- sessionId, the monitor rules that flagged it ("<rule>,...")}; {3, active, limit, sessionId}
--- when it joined the ACTIVE session of the same device and playbackId (its deadline moved as
--- by a keep-alive); {-2, ms} when the account is over its setups per minute (nothing else
+-- sessionId, the monitor rules that flagged it ("<rule>,..."), now, its deadline (ms: the
+-- CDN token's times)}; {3, active, limit, sessionId, '', now, deadline, its contentID} when
+-- it joined the ACTIVE session of the same device and playbackId (its deadline moved as by a
+-- keep-alive); {-2, ms} when the account is over its setups per minute (nothing else
 -- happened: retry in ms); or
 -- {0, counted against the refusing limit, its max, its name ('account' for the account
 -- limit, 'devices' for the registry), then up to 100 of the sessions it counts, oldest
@@ -110,8 +111,9 @@ if existing then
   if existing == 'T' then
     return {-1, 0, 0}
   end
-  local strings, ended = record_strings(existing), select(5, record_times(existing))
-  return {2, active, 0, sid, ended and strings[10] or strings[9]}
+  local strings = record_strings(existing)
+  local _, _, deadline, _, ended = record_times(existing)
+  return {2, active, 0, sid, ended and strings[10] or strings[9], now, deadline or 0}
 end
 local denied = redis.call('GET', KEYS[3])
 if denied then
@@ -146,7 +148,7 @@ if playback ~= '' then
     local moved = ka + tonumber(ARGV[22])
     redis.call('HSET', acct.state, joined, record_moved(v, created, ka, moved))
     deadline_left(acct, deadline, moved, active)
-    return {3, active, 0, joined}
+    return {3, active, 0, joined, '', now, moved, record_strings(v)[2]}
   end
 end
 
@@ -557,4 +559,4 @@ redis.call('ZADD', acct.due, 'LT', deadline, account)
 session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active, where,
   flagged)
 usage_flush()
-return {1, active, checks[1].max, sid, flagged}
+return {1, active, checks[1].max, sid, flagged, now, deadline}

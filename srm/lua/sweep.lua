@@ -3,7 +3,7 @@
 -- with its keys; every account is re-checked here, so a keep-alive, teardown or other reaper
 -- that got there first wins and nothing is ended twice.
 --
--- KEYS[1..7] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, ...
+-- KEYS[1..8] the shard's keys (AccountKeys.shard_keys, _account.lua): due, reap, ...
 -- then for account i (i = 1..n), its own keys (AccountKeys.own, nth_account)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] retention (ms)  ARGV[3] events (_events.lua)  ARGV[3+i] accountId i

@@ -45,6 +45,7 @@ BACKOFF_BASE = 0.1  # seconds before the first retry after an error
 BACKOFF_CAP = 5.0  # longest wait between retries
 PASS_JITTER = 0.2  # each pass lasts interval * (1 +/- this)
 PARALLEL_SHARDS = 4  # shards reaped at once when behind (measured: bench/run --only reaper)
+TRIM_EVERY = 10.0  # seconds between two trims of a shard's revocation feed ([cdn])
 
 
 class ReaperMetrics:
@@ -59,6 +60,11 @@ class ReaperMetrics:
         self.purged = Counter(
             "srm_reaper_sessions_purged",
             "Ended sessions removed after their retention",
+            registry=registry,
+        )
+        self.revocations_trimmed = Counter(
+            "srm_reaper_revocations_trimmed",
+            "Entries of the revocation feed removed after their CDN token expired",
             registry=registry,
         )
         self.batches = Counter(
@@ -132,6 +138,7 @@ class Reaper:
         # each shard's count of ACTIVE sessions, as last read; the gauge is their sum once
         # every shard has been read
         self._active: dict[int, int] = {}
+        self._trimmed: dict[int, float] = {}  # shard -> when its revocation feed was trimmed
 
     # -- the loops -------------------------------------------------------------------------
 
@@ -209,6 +216,7 @@ class Reaper:
         self._active[shard] = active
         if len(self._active) == self.shards:
             self.metrics.active.set(sum(self._active.values()))
+        await self._trim_revocations(shard)
         if age is None:
             return 0.0
         batch, m = self.settings.batch_size, self.metrics
@@ -227,6 +235,16 @@ class Reaper:
             if removed < batch:
                 break
         return age / 1000
+
+    async def _trim_revocations(self, shard: int) -> None:
+        """Remove the shard's revocations whose token has expired, every TRIM_EVERY seconds
+        (with [cdn] only: else there is no feed)."""
+        lifetime = self.store.revocation_lifetime_ms
+        if lifetime is None or time.monotonic() < self._trimmed.get(shard, 0.0) + TRIM_EVERY:
+            return
+        with self.metrics.timed("trim"):
+            self.metrics.revocations_trimmed.inc(await self.store.trim_revocations(shard, lifetime))
+        self._trimmed[shard] = time.monotonic()
 
     async def audit(self) -> int:
         """Repair every drifted counter, in chunks of ``batch_size`` accounts of one shard, as

@@ -14,6 +14,7 @@ of one part per concern, each in its own module:
 | ``limits.py`` | an account's limit overrides |
 | ``reports.py`` | usage per account and day, the denial report |
 | ``events.py`` | the session event streams |
+| ``revocations.py`` | the revocation feed of CDN tokens |
 | ``reaper.py`` | the reaper's passes: sweep, purge, audit, the account walk |
 | ``legacy.py`` | the move of SRM 0.x data |
 | ``heartbeats.py`` | reaper heartbeats |
@@ -30,6 +31,7 @@ from srm.store.limits import Limits
 from srm.store.reads import SessionReads
 from srm.store.reaper import ACCOUNT_KINDS, ReaperPasses, Repair, SweepResult
 from srm.store.reports import Reports
+from srm.store.revocations import RevocationFeed
 from srm.store.scripts import load_script_source
 from srm.store.sessions import EndOutcome, Sessions
 
@@ -49,7 +51,16 @@ __all__ = [
 ]
 
 
-class SessionStore(Sessions, SessionReads, Limits, Reports, EventLog, ReaperPasses, Heartbeats):
+class SessionStore(
+    Sessions,
+    SessionReads,
+    Limits,
+    Reports,
+    EventLog,
+    RevocationFeed,
+    ReaperPasses,
+    Heartbeats,
+):
     """SRM's state in Redis, behind typed methods.
 
     Time is the Redis server's (see srm/clock.py). A *clock* (ms) replaces it, in tests only:

@@ -89,6 +89,7 @@ class StoreBase:
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
         }
+        self.feeds = events
         self._events = events.argument
         self._gate = InFlightGate(max_in_flight, in_flight_wait)  # 0: no bound
         self.replica_acks = replica_acks

@@ -20,6 +20,7 @@ from srm.errors import (
 from srm.model import (
     DEFAULT_DEVICE_TYPE,
     EndReason,
+    Kept,
     NewSession,
     Started,
 )
@@ -97,6 +98,9 @@ class Sessions(Households):
                 active=int(answer[1]),
                 joined=status == 3,
                 flagged=tuple(filter(None, str(answer[4]).split(","))) if status != 3 else (),
+                at_ms=int(answer[5]),
+                deadline_ms=int(answer[6]),
+                content_id=str(answer[7]) if status == 3 else None,
             )
             if self.policy.timeout_ms == 0 and not started.joined:  # a join is no new session
                 await self._confirm(new.account_id, started.session_id)
@@ -161,20 +165,23 @@ class Sessions(Households):
 
         *confirm*: a setup's confirmation, which leaves lastKeepAliveAt at the setup time.
         """
+        await self._keep_alive(account_id, session_id, "1" if confirm else "0", "0")
+
+    async def keep_alive_for_token(self, account_id: str, session_id: str) -> Kept:
+        """A keep-alive (as keep_alive) that answers the new deadline and the session's
+        contentID, which a token for the session (CDN, licence) names."""
+        kept = await self._keep_alive(account_id, session_id, "0", "1")
+        return Kept(int(kept[1]), int(kept[2]), str(kept[3]))
+
+    async def _keep_alive(self, account_id: str, session_id: str, confirm: str, tell: str) -> Any:
         moved = await self._run(
             "keepalive",
             self.keys.account(account_id).lifecycle(),
-            [
-                self._clock_override(),
-                session_id,
-                account_id,
-                self.policy.period_ms,
-                "1" if confirm else "0",
-            ],
+            [self._clock_override(), session_id, account_id, self.policy.period_ms, confirm, tell],
             account=account_id,
         )
-        if moved == 1:
-            return
+        if moved == 1 or isinstance(moved, list):
+            return moved
         if isinstance(moved, str | bytes) and moved:
             raise SessionNotFound(
                 ended=records.ended_text(moved if isinstance(moved, str) else moved.decode())
