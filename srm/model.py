@@ -80,6 +80,16 @@ class Started:
 
 
 @dataclass(frozen=True, slots=True)
+class KeptAlive:
+    """What a keep-alive that moved a session's deadline tells when asked: when it ran (the
+    Redis server's clock), the new deadline and the session's contentID."""
+
+    at: int
+    deadline: int
+    content_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
     """A device of an account's registry (times in ms)."""
 

@@ -5,6 +5,8 @@
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] keep-alive period (ms)
 -- ARGV[5] '1': move the deadline only, leaving the keep-alive time (a setup's confirmation,
 --         not a keep-alive: lastKeepAliveAt stays the setup time); else '0' or empty
+-- ARGV[6] '1': answer {now, new deadline, contentID} instead of 1 when the deadline moved (the
+--         licence proxy names the content in its upfront token); else absent, '0' or empty
 -- Returns 1 when the deadline moved, 0 when the session is unknown, or how it ended while it
 -- is not removed yet: "REASON|endedAtMs[|byDeviceId]" (a lapsed one: "TIMEOUT|deadline").
 -- A lapsed session is left for the sweep (or the account's next setup) to end.
@@ -36,4 +38,7 @@ if ARGV[5] ~= '1' then
 end
 redis.call('HSET', acct.state, sid, record_moved(v, created, ka, moved))
 deadline_left(acct, deadline, moved, tonumber(redis.call('HGET', acct.state, N) or '0'))
+if ARGV[6] == '1' then
+  return {now, moved, record_strings(v)[2]}
+end
 return 1

@@ -20,6 +20,7 @@ from srm.errors import (
 from srm.model import (
     DEFAULT_DEVICE_TYPE,
     EndReason,
+    KeptAlive,
     NewSession,
     Started,
 )
@@ -173,13 +174,22 @@ class Sessions(Households):
             ],
             account=account_id,
         )
-        if moved == 1:
-            return
-        if isinstance(moved, str | bytes) and moved:
-            raise SessionNotFound(
-                ended=records.ended_text(moved if isinstance(moved, str) else moved.decode())
-            )
-        raise SessionNotFound()
+        if moved != 1:
+            raise _not_kept_alive(moved)
+
+    async def keep_alive_content(self, account_id: str, session_id: str) -> KeptAlive:
+        """A keep-alive (as :meth:`keep_alive`, in the same script call) that also tells when
+        it ran, the new deadline and the session's contentID."""
+        moved = await self._run(
+            "keepalive",
+            self.keys.account(account_id).lifecycle(),
+            [self._clock_override(), session_id, account_id, self.policy.period_ms, "0", "1"],
+            account=account_id,
+        )
+        if not isinstance(moved, list):
+            raise _not_kept_alive(moved)
+        at, deadline, content_id = moved
+        return KeptAlive(int(at), int(deadline), str(content_id))
 
     async def end(self, account_id: str, session_id: str, reason: EndReason) -> EndOutcome:
         """End one session exactly once; ALREADY_ENDED on repeats, SessionNotFound if unknown."""
@@ -264,3 +274,12 @@ class Sessions(Households):
         with contextlib.suppress(SrmError):  # else it expires by itself
             await self._guard("end_all_marker", self.redis.delete(marker))
         return int(total)
+
+
+def _not_kept_alive(answer: Any) -> SessionNotFound:
+    """SessionNotFound for keepalive.lua's *answer* when the deadline did not move: with how
+    the session ended while it is not removed yet."""
+    if isinstance(answer, str | bytes) and answer:
+        text = answer if isinstance(answer, str) else answer.decode()
+        return SessionNotFound(ended=records.ended_text(text))
+    return SessionNotFound()
