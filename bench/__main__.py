@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from bench import enforcement, events, households, load, procs, storage
+from bench import enforcement, events, households, licence, load, procs, storage
 from bench.options import parse
 
 Row = tuple[str, str, str, str]  # target, goal, measured, met
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "cluster",
         "households",
         "enforcement",
+        "drm",
     }
     only = set(a.only.split(",")) if a.only else parts
     if a.quick:  # the regression guard: the ratio with one worker and commands per request
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 household_rows(a, redis_url, rows)
             if "enforcement" in only:
                 enforcement_rows(a, redis_url, rows)
+            if "drm" in only:
+                drm_rows(a, redis_url, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
@@ -348,6 +351,28 @@ def event_rows(a: argparse.Namespace, redis_url: str, tokens: Path, rows: list[R
         f"{a.rounds} alternating rounds)",
         "yes" if h.ratio >= 0.9 else "no",
     ))  # fmt: skip
+
+
+def drm_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
+    """The DRM licence proxy (docs/enforcement.md): srm CPU per licence request beside a
+    plain keep-alive of the same sessions (bench/licence.py)."""
+    c = licence.licence_cost(redis_url, a.licence_sessions, a.licence_requests, a.rounds)
+    say(
+        f"drm: srm CPU per keep-alive {c.keepalive_us:.0f} us, per licence {c.licence_us:.0f} "
+        f"us; {c.extra_us:.0f} us more per licence, median of the rounds' differences "
+        f"{[round(x) for x in c.extra_rounds]} ({c.requests} of each per round; keep-alive "
+        f"{[round(x) for x in c.keepalive_rounds]}, licence "
+        f"{[round(x) for x in c.licence_rounds]}); {c.licence_rps:.0f} licences/s"
+    )
+    rows.append((
+        "srm CPU per proxied licence beyond its keep-alive (1 worker)",
+        "(cost)",
+        f"**{c.extra_us:.0f} us** (rounds {', '.join(f'{x:.0f}' for x in c.extra_rounds)}; "
+        f"{c.licence_us:.0f} us per licence vs {c.keepalive_us:.0f} us per keep-alive, "
+        f"medians of {a.rounds} rounds of {c.requests})",
+        "",
+    ))  # fmt: skip
+    redis.Redis.from_url(redis_url).flushall()
 
 
 def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:

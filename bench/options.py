@@ -34,6 +34,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--households-sessions", type=int, default=30_000, help="households: memory sample"
     )
     p.add_argument(
+        "--licence-requests", type=int, default=3000, help="drm: requests per round and kind"
+    )
+    p.add_argument(
+        "--licence-sessions", type=int, default=200, help="drm: sessions the requests cycle over"
+    )
+    p.add_argument(
         "--callgrind-setups",
         type=int,
         default=300,
@@ -57,7 +63,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma list of parts: "
-        "http,commands,memory,latency,reaper,rules,events,cluster,households,enforcement",
+        "http,commands,memory,latency,reaper,rules,events,cluster,households,enforcement,drm",
     )
     return p.parse_args(argv)
 

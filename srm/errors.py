@@ -13,7 +13,8 @@ SrmError
 ├── KeysUnavailable      SRM-0008
 ├── TooLarge             SRM-0009
 ├── NoSuchPath           SRM-0010
-└── TooSoon              SRM-0011
+├── TooSoon              SRM-0011
+└── LicenceServerFailed  SRM-0012 (502; 504 when it did not answer in time)
 """
 
 from __future__ import annotations
@@ -154,3 +155,16 @@ class TooSoon(SrmError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = max(1, retry_after)  # whole seconds, for Retry-After
+
+
+class LicenceServerFailed(SrmError):
+    """Raised when the DRM licence server behind /srm/license failed: answered 5xx (or
+    something else than a licence or a refusal), could not be reached, or (*timed_out*) did
+    not answer within drm.timeout."""
+
+    code = "SRM-0012"
+    message = "The DRM licence server failed or did not answer in time"
+
+    def __init__(self, detail: str | None = None, *, timed_out: bool = False) -> None:
+        super().__init__(detail)
+        self.timed_out = timed_out

@@ -171,6 +171,35 @@ JWKS_UNKNOWN_KID = Counter(
     ["refetch"],
 )
 
+# A licence server answers within milliseconds to a second or so; drm.timeout is at most 60 s.
+_LICENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LICENCES_FORWARDED = Counter(
+    "srm_licences_forwarded_total",
+    "Licence challenges forwarded to the licence server (the session's keep-alive succeeded)",
+)
+LICENCES_REFUSED = Counter(
+    "srm_licences_refused_total",
+    "Licence requests answered SRM-0004 and not forwarded: the session was ended, lapsed, "
+    "unknown or another account's",
+)
+LICENCE_UPSTREAM_ANSWERS = Counter(
+    "srm_licence_upstream_answers_total",
+    "Answers of the licence server by status class (2xx, 3xx, 4xx, 5xx)",
+    ["status_class"],
+)
+LICENCE_UPSTREAM_SECONDS = Histogram(
+    "srm_licence_upstream_duration_seconds",
+    "Time from forwarding a licence challenge to the licence server's whole answer (or to "
+    "the failure)",
+    buckets=_LICENCE_BUCKETS,
+)
+LICENCE_UPSTREAM_FAILURES = Counter(
+    "srm_licence_upstream_failures_total",
+    "Forwarded licence challenges answered SRM-0012, by reason: answer (5xx, a redirect or an "
+    "oversized answer: 502), unreachable (502), timeout (504)",
+    ["reason"],
+)
+
 
 def _cached(metric: Any) -> Callable[..., Any]:
     """``metric.labels(*values)``, memoised: the lookup takes a lock and builds a key."""
@@ -194,6 +223,8 @@ _setup_aborts = _cached(SETUP_ABORTS)
 _setups_flagged = _cached(SETUP_FLAGGED)
 _jwks_fetches = _cached(JWKS_FETCHES)
 _jwks_unknown_kid = _cached(JWKS_UNKNOWN_KID)
+_licence_answers = _cached(LICENCE_UPSTREAM_ANSWERS)
+_licence_failures = _cached(LICENCE_UPSTREAM_FAILURES)
 
 
 class _Pending:
@@ -331,6 +362,21 @@ def jwks_fetch(result: str, keys: int | None = None, at: float | None = None) ->
 def jwks_unknown_kid(refetch: str) -> None:
     """Count a token with an unknown kid: *refetch* is "fetched", "shared" or "rate_limited"."""
     _jwks_unknown_kid(refetch).inc()
+
+
+def licence_refused() -> None:
+    LICENCES_REFUSED.inc()
+
+
+def licence_upstream(seconds: float, status: int | None, failure: str = "") -> None:
+    """Count one forwarded licence challenge: the licence server's *status* (None: no
+    answer), the time it took, and the *failure* reason when it was answered SRM-0012."""
+    LICENCES_FORWARDED.inc()
+    LICENCE_UPSTREAM_SECONDS.observe(seconds)
+    if status is not None:
+        _licence_answers(f"{status // 100}xx").inc()
+    if failure:
+        _licence_failures(failure).inc()
 
 
 def exposition() -> bytes:

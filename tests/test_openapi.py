@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,19 +18,34 @@ from schemathesis import checks as st_checks
 from srm import process
 from srm.api import console, openapi
 from srm.api.app import PREFIXES, create_app
+from srm.keys import Keys
 from srm.store import SessionStore
-from tests.helpers import OPERATOR_KEY, every_error_class, token
+from tests.helpers import OPERATOR_KEY, every_error_class, open_backend, token
+from tests.licence_server import BAD_CHALLENGE, LICENCE, TOKEN_KEY, LicenceServer
+from tests.licence_server import HEADERS as LICENCE_HEADERS
 from tests.processes import SrmProcess, srm_serve
 from tests.redis_servers import RedisProcess
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
-def test_the_document_is_valid_openapi_3(settings: Any) -> None:
-    validate(openapi.document(settings, PREFIXES))
+def with_drm(settings: Any, upstream: str = "http://127.0.0.1:9/license") -> Any:
+    """*settings* with [drm] configured: the licence proxy's paths are served."""
+    return settings.replace(
+        "drm", upstream_url=upstream, token_key=TOKEN_KEY, headers=dict(LICENCE_HEADERS)
+    )
 
 
-def test_every_route_is_documented_and_nothing_else(settings: Any, store: SessionStore) -> None:
+@pytest.mark.parametrize("drm", [False, True], ids=["without-drm", "with-drm"])
+def test_the_document_is_valid_openapi_3(settings: Any, drm: bool) -> None:
+    validate(openapi.document(with_drm(settings) if drm else settings, PREFIXES))
+
+
+@pytest.mark.parametrize("drm", [False, True], ids=["without-drm", "with-drm"])
+def test_every_route_is_documented_and_nothing_else(
+    settings: Any, store: SessionStore, drm: bool
+) -> None:
+    settings = with_drm(settings) if drm else settings
     app = create_app(settings, store)
     served = {
         (route.method.lower(), route.resource.canonical)
@@ -44,6 +60,8 @@ def test_every_route_is_documented_and_nothing_else(settings: Any, store: Sessio
         if method in METHODS
     }
     assert served == documented
+    licence = {("post", f"{prefix}/license/{{sessionId}}") for prefix in PREFIXES}
+    assert licence <= documented if drm else not licence & documented
     assert len({op["operationId"] for _, item in doc["paths"].items() for op in item.values()}) == (
         len(documented)
     )
@@ -105,15 +123,20 @@ class DocumentedAnswers:
         else:
             self.seen.add((method.lower(), template))
             answers = item[method.lower()]["responses"]
-            assert str(resp.status) in answers, f"{method} {path}: {resp.status} undocumented"
-            spec = self._resolve(answers[str(resp.status)])
+            # a status, else its range ("4XX": a licence server's refusal passed back)
+            status = next(
+                (s for s in (str(resp.status), f"{resp.status // 100}XX") if s in answers), None
+            )
+            assert status is not None, f"{method} {path}: {resp.status} undocumented"
+            spec = self._resolve(answers[status])
         content = await resp.read()
         if "content" not in spec:
             assert content == b"", f"{method} {path}: documented without a body"
             return None
-        assert resp.content_type in spec["content"], f"{method} {path}: {resp.content_type}"
-        if resp.content_type != openapi.JSON:
-            return content.decode()
+        media = resp.content_type if resp.content_type in spec["content"] else "*/*"
+        assert media in spec["content"], f"{method} {path}: {resp.content_type}"
+        if media != openapi.JSON:
+            return content.decode() if media.startswith("text/") else content
         value = json.loads(content)
         schema = {**spec["content"][openapi.JSON]["schema"], "components": self.doc["components"]}
         validator = OAS30Validator(schema, format_checker=oas30_format_checker)
@@ -276,6 +299,48 @@ async def test_every_answer_the_api_sends_is_the_documented_one(
         for method in item
     }
     assert latest - call.seen == set(), "operations without a checked answer"
+
+
+async def test_every_answer_of_the_licence_proxy_is_the_documented_one(
+    settings: Any, request: pytest.FixtureRequest
+) -> None:
+    """The licence path's answers (the licence server's licence and refusal passed back,
+    SRM's own errors, SRM-0012's 502 and 504) against the document, on a real Redis and a
+    fake licence server that checks the upfront token."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async with LicenceServer() as fake, open_backend(request, "standalone") as redis:
+        settings = with_drm(settings, fake.url).replace("drm", timeout=0.3)
+        document = openapi.document(settings, PREFIXES)
+        store = SessionStore(redis, Keys(settings.redis.shards), process.policy(settings))
+        client_ = {"Client-Token": token("acct-doc", "dev-1")}
+        setup = {"content": {"contentID": "100001V3D", "contentType": "COD"}}
+        path = "/srm/license/{sessionId}"
+        async with TestClient(TestServer(create_app(settings, store))) as http:
+            call = DocumentedAnswers(http, document)
+            answer = await call("POST", "/srm/sessions", headers=client_, body=setup)
+            sid = answer["successResponse"]["sessionId"]
+            assert await call(
+                "POST", path, headers=client_, raw=b"\x00challenge", sessionId=sid
+            ) == (LICENCE)
+            assert fake.seen[-1].get("refused") is None
+            await call("POST", path, headers=client_, raw=BAD_CHALLENGE, sessionId=sid)  # 403
+            await call("POST", path, raw=b"challenge", sessionId=sid)  # 401
+            await call("POST", path, headers=client_, raw=b"", sessionId=sid)  # 400
+            await call("POST", path, headers=client_, raw=b"x" * 70_000, sessionId=sid)  # 413
+            other = str(uuid.uuid4())
+            await call("POST", path, headers=client_, raw=b"challenge", sessionId=other)  # 404
+            fake.status = 503
+            await call("POST", path, headers=client_, raw=b"challenge", sessionId=sid)  # 502
+            fake.status, fake.delay = None, 3.0
+            await call("POST", path, headers=client_, raw=b"challenge", sessionId=sid)  # 504
+            await call("DELETE", "/srm/sessions/{sessionId}", headers=client_, sessionId=sid)
+            ended = await call("POST", path, headers=client_, raw=b"challenge", sessionId=sid)
+            assert ended["ended"]["endReason"] == "TEARDOWN"
+            await call(
+                "POST", "/srm/v1/license/{sessionId}", headers=client_, raw=b"c", sessionId=sid
+            )
+    assert call.seen >= {("post", path), ("post", "/srm/v1/license/{sessionId}")}
 
 
 # -- schemathesis against a live server ------------------------------------------------------

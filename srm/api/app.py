@@ -9,7 +9,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from srm import logs, metrics, process
-from srm.api import console, openapi
+from srm.api import console, licence, openapi
 from srm.api import handlers as h
 from srm.api.cursors import CursorSigner
 from srm.api.errors import answer
@@ -158,6 +158,8 @@ def create_app(settings: Settings, store: SessionStore) -> web.Application:
     app[DEPS] = service
     app[console.CONSOLE] = console.load(bool(settings.operator.keys))
     app.add_routes(list(routes(settings)))
+    if settings.drm.enabled:
+        licence.install(app, settings.drm, PREFIXES)
     if service.verifier.jwks is not None:
         app.cleanup_ctx.append(_jwks_refresh)
     # on cleanup, not on shutdown: aiohttp runs cleanup after the requests in flight have

@@ -14,6 +14,7 @@ from srm.api import bodies
 from srm.api.observability import ERROR_CODE
 from srm.errors import (
     InternalError,
+    LicenceServerFailed,
     LimitReached,
     MalformedRequest,
     MethodNotAllowed,
@@ -29,7 +30,8 @@ log = logging.getLogger("srm.api")
 
 # The HTTP status of each SRM code, the one table of it: openapi.py derives the document's
 # statuses from it. SRM-0005 answers the configured sessions.deny_status; SRM-0009 answers
-# HEADERS_TOO_LARGE instead when the request line or headers are over the limit.
+# HEADERS_TOO_LARGE instead when the request line or headers are over the limit; SRM-0012
+# answers LICENCE_TIMEOUT instead when the licence server did not answer in time.
 STATUS = {
     "SRM-0001": 500,
     "SRM-0002": 400,
@@ -41,8 +43,10 @@ STATUS = {
     "SRM-0009": 413,
     "SRM-0010": 404,
     "SRM-0011": 429,
+    "SRM-0012": 502,
 }
 HEADERS_TOO_LARGE = 431
+LICENCE_TIMEOUT = 504  # SRM-0012 when the licence server did not answer in time
 DETAIL_HEADER = "X-SRM-Error-Detail"
 # RFC 9110 (11.6.1): a 401 carries at least one challenge. Client-Token holds the same JWT
 # that the Authorization header's Bearer scheme (RFC 6750) carries.
@@ -56,6 +60,8 @@ def http_status(error: SrmError, deny_status: int = 200) -> int:
         return deny_status
     if isinstance(error, TooLarge) and error.headers:
         return HEADERS_TOO_LARGE
+    if isinstance(error, LicenceServerFailed) and error.timed_out:
+        return LICENCE_TIMEOUT
     return STATUS[error.code]
 
 

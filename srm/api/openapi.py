@@ -13,11 +13,19 @@ from typing import Any
 import orjson
 
 from srm import __version__, listing
-from srm.api import bodies, console
-from srm.api.errors import CHALLENGE, HEADERS_TOO_LARGE, RETRY_AFTER, STATUS, http_status
+from srm.api import bodies, console, licence
+from srm.api.errors import (
+    CHALLENGE,
+    HEADERS_TOO_LARGE,
+    LICENCE_TIMEOUT,
+    RETRY_AFTER,
+    STATUS,
+    http_status,
+)
 from srm.config import Settings
 from srm.errors import (
     InternalError,
+    LicenceServerFailed,
     LimitReached,
     MalformedRequest,
     MethodNotAllowed,
@@ -51,6 +59,8 @@ _ERROR_ANSWERS: dict[str, SrmError] = {
     "Unavailable": StoreUnavailable(),
     "TooSoon": TooSoon("too soon", 1),
     "TooManySetups": TooSoon("too many setups", 1),
+    "LicenceServerFailed": LicenceServerFailed(),
+    "LicenceServerTimeout": LicenceServerFailed(timed_out=True),
 }
 
 
@@ -125,7 +135,7 @@ def _schemas(settings: Settings) -> Json:
     count = {"type": "integer", "minimum": 0}
     qualities = list(settings.sessions.qualities)
     reasons = ["TEARDOWN", "TIMEOUT", "OPERATOR", "EVICTED", "REPLACED"]
-    statuses = {str(s) for s in (*STATUS.values(), HEADERS_TOO_LARGE)} | {deny}
+    statuses = {str(s) for s in (*STATUS.values(), HEADERS_TOO_LARGE, LICENCE_TIMEOUT)} | {deny}
     generic = _error_schema(
         sorted({*STATUS, LimitReached.code}), sorted(statuses), ["ERROR", "DENIED"]
     )
@@ -624,6 +634,14 @@ def _responses() -> Json:
             "in time, or (with a JWKS URL) no signing keys could be fetched yet; keep-alive "
             "and teardown are safe to retry"
         ),
+        "LicenceServerFailed": _error_response(
+            f"{LicenceServerFailed.code}: the DRM licence server answered 5xx (or a redirect, "
+            "or an answer over 1 MiB) or could not be reached; the session was kept alive"
+        ),
+        "LicenceServerTimeout": _error_response(
+            f"{LicenceServerFailed.code}: the DRM licence server did not answer within "
+            "drm.timeout seconds; the session was kept alive"
+        ),
     }
 
 
@@ -769,6 +787,66 @@ def _client_paths(prefix: str, suffix: str, settings: Settings) -> Json:
             ),
         },
     }
+
+
+def _licence_paths(prefix: str, suffix: str, settings: Settings) -> Json:
+    """POST {prefix}/license/{sessionId}: present only with [drm] configured."""
+    passed_back = {
+        "description": "The licence server's answer, passed back as it is: its status, body "
+        "and Content-Type byte for byte",
+        "headers": _REQUEST_ID_HEADER,
+        "content": {
+            media: {"schema": {"type": "string", "format": "binary"}}
+            for media in (licence.OCTET_STREAM, "*/*")
+        },
+    }
+    refused = {
+        **passed_back,
+        "description": "The licence server refused the challenge (its 4xx, passed back as it "
+        "is). SRM's own 4xx answers (400, 401, 404, 413) are errorResponses; a licence "
+        "server's answer of the same status carries the licence server's body instead",
+    }
+    op = _operation(
+        f"license{suffix}",
+        "DRM licence: the session's keep-alive, then the CDM's licence challenge forwarded to "
+        "the licence server with an upfront token naming the session (extension, with [drm])",
+        "client",
+        {"2XX": passed_back, "4XX": refused},
+        [
+            _error("Malformed"),
+            _error("NotFound"),
+            _error("BodyTooLarge"),
+            _error("Unauthenticated"),
+            _error("Unavailable"),
+            _error("LicenceServerFailed"),
+            _error("LicenceServerTimeout"),
+        ],
+        path_params=("SessionId",),
+    )
+    op["description"] = (
+        "Moves the session's deadline exactly as a keep-alive does. Only when that succeeded "
+        "is the body forwarded to drm.upstream_url, with the configured headers and a JWT in "
+        f"the header {settings.drm.token_header} (signed with drm.token_key; claims sessionId, "
+        f"accountId, deviceId, contentID, iat and exp, {licence.TOKEN_SECONDS} s later). An "
+        "ended, lapsed, unknown or another account's session answers 404 SRM-0004 (with "
+        "`ended` while an ended session is not removed yet) and nothing is forwarded."
+    )
+    op["requestBody"] = {
+        "required": True,
+        "description": "The CDM's licence challenge, opaque bytes (not empty); forwarded with "
+        "its Content-Type",
+        "content": {
+            licence.OCTET_STREAM: {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "minLength": 1,
+                    "maxLength": settings.server.max_body_bytes,
+                }
+            }
+        },
+    }
+    return {f"{prefix}/license/{{sessionId}}": {"post": op}}
 
 
 def _operator_paths(prefix: str, suffix: str, settings: Settings) -> Json:
@@ -1029,6 +1107,8 @@ def document(settings: Settings, prefixes: tuple[str, ...]) -> Json:
     for prefix, suffix in named:
         paths.update(_client_paths(prefix, suffix, settings))
         paths.update(_operator_paths(prefix, suffix, settings))
+        if settings.drm.enabled:
+            paths.update(_licence_paths(prefix, suffix, settings))
     paths.update(_service_paths(named))
     paths.update(_console_paths(named))
     return {

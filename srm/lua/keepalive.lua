@@ -7,7 +7,8 @@
 --         not a keep-alive: lastKeepAliveAt stays the setup time); else '0' or empty
 -- ARGV[6] '1': answer a moved deadline with {1, now, deadline, contentID} (what a CDN token
 --         or a licence's upfront token names); else '0' or empty
--- Returns 1 when the deadline moved (or that table), 0 when the session is unknown, or how it ended while it
+-- Returns 1 when the deadline moved (or that table), 0 when the session is unknown, or how it
+-- ended while it
 -- is not removed yet: "REASON|endedAtMs[|byDeviceId]" (a lapsed one: "TIMEOUT|deadline").
 -- A lapsed session is left for the sweep (or the account's next setup) to end.
 local now = server_time(ARGV[1])
