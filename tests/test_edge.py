@@ -1,6 +1,6 @@
 """The reference edge (deploy/edge/): a real nginx with the shipped njs check and the
 `srm edge` poller, against tokens the reference implementation (akamai-edgeauth) mints and a
-fake revocation feed; the end-to-end test against `srm serve` is in test_edge_e2e.py."""
+fake revocation feed, then end to end: nginx, `srm edge` and `srm serve` on a real Redis."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from srm.cdn import CdnTokens
 from srm.config import CdnSettings, defaults
 from srm.edge import (
     CursorRefused,
@@ -38,10 +39,11 @@ from srm.edge import (
     quoted,
     write_if_changed,
 )
-from tests.helpers import OPERATOR_KEY, until
+from tests.helpers import OPERATOR, OPERATOR_KEY, until
+from tests.helpers import token as client_token
 from tests.nginx import Nginx, build, running
-from tests.processes import SrmProcess, srm_env, start_srm
-from tests.redis_servers import free_port
+from tests.processes import SrmProcess, srm_env, srm_serve, start_srm
+from tests.redis_servers import RedisProcess, free_port
 
 KEY = "52a152a152a152a152a152a152a152a1"
 NEW_KEY = "0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -541,3 +543,129 @@ async def test_a_key_that_is_not_hex_is_no_empty_key(edge: Nginx) -> None:
     signed = mint().rpartition("~hmac=")[0]
     forged = f"{signed}~hmac={hmac.new(b'', signed.encode(), hashlib.sha256).hexdigest()}"
     assert (await get(edge.base, f"{seg()}?__token__={forged}")).refused == "bad hmac"
+
+
+# -- end to end: nginx, `srm edge` and `srm serve` on a real Redis ---------------------------
+
+
+@dataclass
+class Viewer:
+    """A player of one account and device, talking to a real `srm serve`."""
+
+    http: aiohttp.ClientSession
+    srm: SrmProcess
+    account: str
+    device: str
+
+    async def setup(self, content: str = "100001V3D") -> tuple[str, str]:
+        """(sessionId, cdnToken) of a new session."""
+        async with self.http.post(
+            f"{self.srm.base}/srm/v1/sessions",
+            json={"content": {"contentID": content, "contentType": "COD"}},
+            headers={"Client-Token": client_token(self.account, self.device)},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            answer = (await resp.json())["successResponse"]
+        return answer["sessionId"], answer["cdnToken"]
+
+    async def keep_alive(self, sid: str) -> str:
+        async with self.http.put(
+            f"{self.srm.base}/srm/v1/sessions/{sid}",
+            headers={"Client-Token": client_token(self.account, self.device)},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            return str((await resp.json())["cdnToken"])
+
+
+@pytest.mark.slow
+async def test_end_to_end_tokens_from_srm_open_segments_until_srm_revokes_them(
+    real_redis: RedisProcess, tmp_path: Path
+) -> None:
+    env = {
+        "SRM_REDIS_URL": real_redis.url,
+        "SRM_OPERATOR_KEYS": OPERATOR_KEY,
+        "SRM_CDN_ACL": "/vod/{contentID}/*",
+        "SRM_MAX_SESSIONS": "1",
+        "SRM_SESSIONS_LIMIT_POLICY": "evict",
+    }
+    # a key rotation half done: this `srm serve` still signs with the old key (KEY), which
+    # the edge has in cdn.keys beside its new cdn.key
+    edge_keys = {"SRM_CDN_KEY": NEW_KEY, "SRM_CDN_KEYS": KEY, "SRM_CDN_POLL_INTERVAL": "0.5"}
+    server = build(tmp_path)
+    segments(server.root)
+    with srm_serve(tmp_path, **env, SRM_CDN_KEY=KEY) as srm:
+        once = srm_edge(tmp_path, server, srm.base, "--once", **env, **edge_keys)
+        assert await asyncio.to_thread(once.proc.wait, 60) == 0, once.output()
+        with running(server):
+            poller = srm_edge(
+                tmp_path, server, srm.base, "--nginx-pid", str(server.pid_file), **env, **edge_keys
+            )
+            try:
+                async with aiohttp.ClientSession() as http:
+                    revoked, kept = await _end_to_end(http, srm, server, poller)
+                    # SRM down: the edge keeps refusing what was revoked, serving the rest
+                    srm.stop()
+                    await until(lambda: "feed unreadable" in poller.output(), what="the outage")
+                    assert (
+                        await get(server.base, f"{seg()}?__token__={revoked}")
+                    ).refused == "revoked"
+                    assert (await get(server.base, f"{seg()}?__token__={kept}")).status == 200
+                assert poller.proc.poll() is None
+            finally:
+                assert poller.stop() == 0
+    assert poller.output().count("feed unreadable") == 1
+    assert KEY not in poller.output() and NEW_KEY not in poller.output()
+
+
+async def _end_to_end(
+    http: aiohttp.ClientSession, srm: SrmProcess, server: Nginx, poller: SrmProcess
+) -> tuple[str, str]:
+    """Tokens of SRM at the edge: served, refused, revoked; (an evicted session's token, a
+    live one's)."""
+    account = f"acct-{uuid.uuid4()}"
+    viewer = Viewer(http, srm, account, "tv-1")
+    sid, cdn_token = await viewer.setup()
+    fresh = await get(server.base, f"{seg()}?__token__={cdn_token}")
+    assert (fresh.status, fresh.body) == (200, SEGMENT)
+    assert (
+        await get(server.base, f"{seg()}?__token__={await viewer.keep_alive(sid)}")
+    ).status == 200
+    # a token of the edge's new key, as the API signs once the rotation is done
+    assert (await get(server.base, f"{seg()}?__token__={mint(key=NEW_KEY, sid=sid)}")).status == 200
+
+    # refused: no token, one hex digit of the hmac changed, the acl changed, a path outside
+    # the acl, a token past its exp (SRM's own minter, with a deadline in the past)
+    tampered = cdn_token[:-1] + ("0" if cdn_token[-1] != "0" else "1")
+    other_acl = cdn_token.replace("acl=/vod/100001V3D/*", "acl=/vod/*")
+    now_ms = int(time.time() * 1000)
+    expired = CdnTokens(cdn()).token(sid, "100001V3D", now_ms - 300_000, now_ms - 60_000)
+    refusals = {
+        seg(): "no token",
+        f"{seg()}?__token__={tampered}": "bad hmac",
+        f"{seg()}?__token__={other_acl}": "bad hmac",
+        f"{seg('other')}?__token__={cdn_token}": "path outside acl",
+        f"{seg()}?__token__={expired}": "expired",
+    }
+    for target, reason in refusals.items():
+        answer = await get(server.base, target)
+        assert (answer.status, answer.refused) == (403, reason), target
+
+    async def refused(cdn_token: str) -> bool:
+        return (await get(server.base, f"{seg()}?__token__={cdn_token}")).refused == "revoked"
+
+    # the operator ends the session: refused within about one poll
+    async with http.delete(
+        f"{srm.base}/srm/v1/accounts/{account}/sessions/{sid}", headers=OPERATOR
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    await until(lambda: refused(cdn_token), what="the operator's end refused at the edge")
+
+    # another device of the account evicts the session (max_sessions 1, evict)
+    tv, phone = Viewer(http, srm, account, "tv-2"), Viewer(http, srm, account, "phone-1")
+    _, evicted = await tv.setup()
+    assert (await get(server.base, f"{seg()}?__token__={evicted}")).status == 200
+    _, kept = await phone.setup()
+    await until(lambda: refused(evicted), what="the evicted session refused at the edge")
+    assert (await get(server.base, f"{seg()}?__token__={kept}")).status == 200
+    assert poller.proc.poll() is None
+    return evicted, kept
