@@ -1,4 +1,4 @@
-"""The `srm` command: serve, reaper, events, token, config."""
+"""The `srm` command: serve, reaper, events, edge, token, config."""
 
 from __future__ import annotations
 
@@ -34,6 +34,39 @@ def _parser() -> argparse.ArgumentParser:
         "--group",
         default="srm-events",
         help="consumer group: its consumers share the events (default srm-events)",
+    )
+    edge = sub.add_parser(
+        "edge",
+        help="keep the reference edge (deploy/edge/: nginx + njs) current: its keys file, "
+        "and the revoked session ids polled from the revocation feed",
+    )
+    edge.add_argument(
+        "--map",
+        default="/var/lib/srm-edge/revoked.map",
+        help="the revocation map nginx includes (default /var/lib/srm-edge/revoked.map)",
+    )
+    edge.add_argument(
+        "--keys",
+        default="/var/lib/srm-edge/keys.conf",
+        help="the keys file nginx includes, written mode 0600 "
+        "(default /var/lib/srm-edge/keys.conf)",
+    )
+    reload = edge.add_mutually_exclusive_group()
+    reload.add_argument(
+        "--reload",
+        metavar="COMMAND",
+        help='run COMMAND after a file changed (e.g. "nginx -s reload -c /etc/nginx/nginx.conf")',
+    )
+    reload.add_argument(
+        "--nginx-pid",
+        metavar="PATH",
+        help="send SIGHUP to the nginx master whose pid file is PATH after a file changed",
+    )
+    edge.add_argument(
+        "--once",
+        action="store_true",
+        help="write the files after one poll, reload if they changed, and exit "
+        "(0, or 1 if the feed could not be read)",
     )
     token = sub.add_parser(
         "token",
@@ -109,6 +142,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from srm.events.main import run as run_events
 
         return run_events(settings, args.webhook, args.group)
+    if args.command == "edge":
+        from srm.edge import run as run_edge
+
+        return run_edge(settings, args)
     if args.command == "token":
         return _token(args, settings)
     if args.command == "config":

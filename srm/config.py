@@ -223,6 +223,7 @@ class CdnSettings:
     token_name: str
     revocations_maxlen: int
     poll_interval: float
+    api_url: str = field(repr=False, metadata=SECRET_URL)
 
     @property
     def enabled(self) -> bool:
@@ -676,6 +677,18 @@ def _is_hex_key(key: str) -> bool:
     return len(key) >= 2 and len(key) % 2 == 0 and all(c in string.hexdigits for c in key)
 
 
+def _check_http_url(url: str, name: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name}: not a valid URL") from None
+    _check(
+        parts.scheme in {"http", "https"} and bool(parts.hostname),
+        f"{name}: an http:// or https:// URL with a host",
+    )
+
+
 def _validate_enforcement(s: Settings) -> None:
     c, d = s.cdn, s.drm
     for key in (c.key, *c.keys):
@@ -704,21 +717,15 @@ def _validate_enforcement(s: Settings) -> None:
         f"cdn.revocations_maxlen: 1..10000000 per shard, got {c.revocations_maxlen}",
     )
     _check(0.1 <= c.poll_interval <= 60, f"cdn.poll_interval: 0.1..60, got {c.poll_interval}")
+    if c.api_url:
+        _check_http_url(c.api_url, "cdn.api_url (SRM_CDN_API_URL)")
     _check(
         not c.enabled or s.sessions.timeout > 0,
         "cdn.key (SRM_CDN_KEY): CDN tokens expire at a session's deadline plus cdn.slack, "
         "which needs keep-alive (sessions.timeout > 0)",
     )
     if d.upstream_url:
-        try:
-            parts = urlsplit(d.upstream_url)
-            parts.port  # noqa: B018 - raises on a malformed port
-        except ValueError:
-            raise ConfigError("drm.upstream_url (SRM_DRM_UPSTREAM_URL): not a valid URL") from None
-        _check(
-            parts.scheme in {"http", "https"} and bool(parts.hostname),
-            "drm.upstream_url (SRM_DRM_UPSTREAM_URL): an http:// or https:// URL with a host",
-        )
+        _check_http_url(d.upstream_url, "drm.upstream_url (SRM_DRM_UPSTREAM_URL)")
         _check(
             bool(d.token_key),
             "drm.token_key (SRM_DRM_TOKEN_KEY): required with drm.upstream_url (it signs the "
