@@ -8,7 +8,6 @@ test's own, one unit per command, per argument and per element of its reply, so 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +22,7 @@ from srm.model import EndReason, NewSession, Policy
 from srm.rules import Rule
 from srm.store import SessionStore, load_script_source
 from tests import invariants
-from tests.helpers import Clock
+from tests.helpers import Clock, in_batches
 from tests.redis_servers import RedisProcess
 
 WORK = "srm-test:work"  # a standalone server only: the counter is no key of any script's slot
@@ -91,9 +90,7 @@ async def work(store: SessionStore, call: Any) -> int:
 
 async def with_history(store: SessionStore, account: str, ended: int) -> None:
     """*ended* sessions set up and ended (waiting for the reaper) in *account*."""
-    for start in range(0, ended, 500):
-        batch = [new(account, f"phone-{i}") for i in range(start, min(ended, start + 500))]
-        await asyncio.gather(*(store.setup(s) for s in batch))
+    await in_batches([new(account, f"phone-{i}") for i in range(ended)], store.setup)
     await store.end_all(account, EndReason.TEARDOWN)
 
 

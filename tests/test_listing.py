@@ -14,7 +14,7 @@ from srm.errors import MalformedRequest
 from srm.listing import Cursor
 from srm.model import EndReason, NewSession, Session, State
 from srm.store import SessionStore
-from tests.helpers import OPERATOR, SETUP, Clock, auth, open_backend, token
+from tests.helpers import OPERATOR, SETUP, Clock, auth, in_batches, open_backend, token
 
 ROUND_TRIPS_PER_PAGE = 1  # the account hash, whole
 
@@ -30,19 +30,13 @@ def new(account: str = "acct-1") -> NewSession:
 
 
 async def create(store: SessionStore, count: int, account: str = "acct-1") -> list[str]:
-    ids: list[str] = []
-    for start in range(0, count, 500):
-        batch = [new(account) for _ in range(min(500, count - start))]
-        await asyncio.gather(*(store.setup(s) for s in batch))
-        ids += [s.session_id for s in batch]
-    return ids
+    made = [new(account) for _ in range(count)]
+    await in_batches(made, store.setup)
+    return [s.session_id for s in made]
 
 
 async def end(store: SessionStore, ids: list[str], account: str = "acct-1") -> None:
-    for start in range(0, len(ids), 500):
-        await asyncio.gather(
-            *(store.end(account, sid, EndReason.TEARDOWN) for sid in ids[start : start + 500])
-        )
+    await in_batches(ids, lambda sid: store.end(account, sid, EndReason.TEARDOWN))
 
 
 def count_round_trips(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:

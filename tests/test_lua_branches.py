@@ -4,7 +4,6 @@ items, a non-numeric counter, a damaged denial marker."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +14,7 @@ from srm.errors import LimitReached
 from srm.model import EndReason, NewSession, Policy, State
 from srm.rules import Rule
 from srm.store import SessionStore
-from tests.helpers import Clock, drift_counter, open_backend
+from tests.helpers import Clock, drift_counter, in_batches, open_backend
 
 PER_DEVICE = Rule("per-device", 1, per="device")
 MANY = 1_500  # lapsed sessions, and rule counters, past the scripts' 1,000
@@ -42,8 +41,7 @@ async def many(store: SessionStore, count: int, account: str = "acct-1") -> list
     """*count* ACTIVE sessions of the account, each on a device of its own."""
     await store.set_limit(account, count)
     made = [new(f"dev-{i}", account) for i in range(count)]
-    for start in range(0, count, 500):
-        await asyncio.gather(*(store.setup(s) for s in made[start : start + 500]))
+    await in_batches(made, store.setup)
     return made
 
 
