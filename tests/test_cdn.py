@@ -15,13 +15,25 @@ from typing import Any
 
 import pytest
 from akamai.edgeauth import EdgeAuth
+from prometheus_client import CollectorRegistry
 
 from srm import process
 from srm.cdn import CdnTokens, encode, expiry
 from srm.config import Settings, load
 from srm.model import EndReason, EventPolicy, NewSession, Policy, RevocationFeed
 from srm.store import SessionStore
-from tests.helpers import OPERATOR, OPERATOR_KEY, SECRET, SETUP, Clock, api, expect_error, token
+from tests.helpers import (
+    OPERATOR,
+    OPERATOR_KEY,
+    SECRET,
+    SETUP,
+    Clock,
+    api,
+    expect_error,
+    reaper_for,
+    sample,
+    token,
+)
 
 KEY = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 OLD_KEY = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
@@ -318,3 +330,27 @@ def test_a_token_verifies_with_the_key_the_edge_holds() -> None:
     assert hmac.compare_digest(mac, expected)
     wrong = hmac.new(bytes.fromhex(OLD_KEY), signed.encode(), hashlib.sha256).hexdigest()
     assert mac != wrong
+
+
+async def test_the_reaper_trims_each_shards_feed_as_it_passes(store: SessionStore) -> None:
+    """The reaper's pass over a shard trims its feed (every TRIM_EVERY seconds), counted in
+    srm_reaper_revocations_trimmed; a reaper without the feed trims nothing."""
+    short = dataclasses.replace(store.policy, timeout_ms=1, setups_per_minute=0)
+    fed = SessionStore(
+        store.redis,
+        store.keys,
+        short,
+        clock=store.clock,
+        events=EventPolicy(revocations=RevocationFeed(0, 1000)),
+    )
+    s = await fed.setup(new())
+    await fed.end("acct-1", s.session_id, EndReason.OPERATOR)
+    shard = fed.keys.shard_of("acct-1")
+    assert await store.redis.xlen(fed.keys.revoked(shard)) == 1
+    await asyncio.sleep(1.1)  # past the lifetime: 1 ms of keep-alive, 0 s slack, 1 s margin
+    await reaper_for(store).reap_shard(shard)  # no feed: nothing trimmed
+    assert await store.redis.xlen(fed.keys.revoked(shard)) == 1
+    registry = CollectorRegistry()
+    await reaper_for(fed, registry).reap_shard(shard)
+    assert await store.redis.xlen(fed.keys.revoked(shard)) == 0
+    assert sample(registry, "srm_reaper_revocations_trimmed_total") == 1
