@@ -32,6 +32,7 @@ from tests.helpers import (
     Clock,
     auth,
     drift_counter,
+    harness_settings,
     reaper_for,
     redis_settings,
     sample,
@@ -142,7 +143,7 @@ async def cluster_store(
     cluster_servers: RedisCluster, keyspace: k.Keys, policy: Policy, clock: Clock
 ) -> Any:
     """A store on the session's Redis Cluster, emptied; the invariants must hold after."""
-    client = connect(redis_settings(url=cluster_servers.url))
+    client = connect(harness_settings(cluster_servers.url))
     await client.flushall()
     yield SessionStore(client, keyspace, policy, clock=clock, max_in_flight=64)
     await invariants.check(client, keyspace)
