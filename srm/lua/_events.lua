@@ -86,15 +86,16 @@ local USAGE = {started = 1, denied = 4, TEARDOWN = 5, TIMEOUT = 6, OPERATOR = 7,
   REPLACED = 9, registered = 10, flagged = 11}
 local PEAK, WATCHED = 2, 3
 
--- usage_read: the counters of `day` in `key`, as numbers; drops the days older than
--- USAGE_DAYS when `day` is new.
+-- usage_read: the counters of `day` in `key`, as the strings stored (a counter is turned
+-- into a number only when it changes: number conversions are most of a usage update's cost);
+-- drops the days older than USAGE_DAYS when `day` is new.
 local function usage_read(key, day)
   local packed = redis.call('HGET', key, day)
-  local v = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+  local v = {'0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0'}
   if packed then
     local i = 1
     for number in string.gmatch(packed, '[^,]+') do
-      v[i] = tonumber(number)
+      v[i] = number
       i = i + 1
     end
   else
@@ -111,9 +112,10 @@ local function usage_read(key, day)
   return v
 end
 
+-- usage_write: writes the counters `v` (strings, or numbers a caller computed) of `day`
 local function usage_write(key, day, v)
   local last = 11
-  while last > 1 and v[last] == 0 do
+  while last > 1 and (v[last] == '0' or v[last] == 0) do
     last = last - 1
   end
   redis.call('HSET', key, day, table.concat(v, ',', 1, last))
@@ -140,10 +142,13 @@ local function usage_add(key, at, what, watched, active)
   local day = math.floor(tonumber(at) / DAY_MS)
   local held = BATCH and BATCH[key .. '|' .. day]
   local v = held and held.v or usage_read(key, day)
-  v[USAGE[what]] = v[USAGE[what]] + 1
-  v[WATCHED] = v[WATCHED] + watched
-  if active > v[PEAK] then
-    v[PEAK] = active
+  local i = USAGE[what]
+  v[i] = digits(v[i] + 1)
+  if watched ~= 0 then
+    v[WATCHED] = digits(v[WATCHED] + watched)
+  end
+  if active > tonumber(v[PEAK]) then
+    v[PEAK] = digits(active)
   end
   if BATCH then
     BATCH[key .. '|' .. day] = {key = key, day = day, v = v}

@@ -38,6 +38,17 @@ local function device_type(value)
   return string.match(value, '^%d+,%d+,(.*)$') or ''
 end
 
+-- device_entry: a registry value "<first>,<last>,<deviceType>" read at once: its first setup
+-- time (the text, nil when damaged), its last setup time (ms; 0 when damaged) and its
+-- deviceType ('' for the default)
+local function device_entry(value)
+  local first, last, dt = string.match(value, '^(%d+),(%d+),(.*)$')
+  if not first then
+    return string.match(value, '^(%d+),'), 0, ''
+  end
+  return first, tonumber(last), dt
+end
+
 -- forget_devices: unregisters the devices of the registry `key` that set nothing up since
 -- `before` and do not stream now (`streams(deviceId)`) (device.removed, FORGOTTEN); the
 -- devices left

@@ -10,3 +10,10 @@ local function server_time(override)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- digits: the decimal text of the integer `n` (a time in ms, a count). Lua's own conversion
+-- of a number (`..`, tostring, table.concat, a number given to redis.call) formats it with
+-- "%.14g" or "%.17g", which costs libc two to four times what "%d" does.
+local function digits(n)
+  return string.format('%d', n)
+end

@@ -47,9 +47,6 @@
 -- and count nothing more.
 -- ms a denial's marker stays: a call is retried within redis.request_deadline (2 s)
 local DENIAL_KEPT = 10000
--- ms between two writes of a registered device's lastSeen: an hour, or a 24th of
--- forget_after when that is shorter (a device is then forgotten at most that much early)
-local SEEN_EVERY = math.min(3600000, math.floor(tonumber(ARGV[19]) / 24))
 
 -- rate_take: counts one setup in the account's rate `key` unless `limit` setups were made in
 -- the last minute, as a sliding window estimates it (the last whole minute's count weighted
@@ -173,6 +170,10 @@ end
 -- last setup may be older than forget_after, its place is still taken)
 local device_max = tonumber(ARGV[18])
 local registered = device_max > 0 and redis.call('HGET', KEYS[5], device)
+local first_seen, last_seen, seen_type  -- of the registered device
+if registered then
+  first_seen, last_seen, seen_type = device_entry(registered)
+end
 local streaming  -- deviceId -> true for the devices with a live session, read when needed
 local function streams(dev)
   if not streaming then
@@ -186,7 +187,7 @@ local function streams(dev)
   end
   return streaming[dev] == true
 end
-if registered and device_seen(registered) < now - tonumber(ARGV[19]) and not streams(device) then
+if registered and last_seen < now - tonumber(ARGV[19]) and not streams(device) then
   registered = false  -- forgotten: it registers again, as a new device
 end
 if device_max > 0 and not registered then
@@ -218,14 +219,15 @@ if #ARGV >= FIRST_RULE then
     overrides[flat[j]] = flat[j + 1]
   end
 end
-for i = FIRST_RULE, #ARGV, RULE_ARGS do
-  local at = ARGV[i + 7]
+local argv = ARGV
+for i = FIRST_RULE, #argv, RULE_ARGS do
+  local at = argv[i + 7]
   if at == '' or (at == 'h' and loc ~= 'a') or (at == 'a' and loc == 'a') then
-    local max = overrides[ARGV[i]] or ARGV[i + 3]
-    checks[#checks + 1] = {name = ARGV[i], field = ARGV[i + 2], max = tonumber(max),
-      policy = ARGV[i + 4], count = ARGV[i + 5], vfield = ARGV[i + 6],
-      monitor = ARGV[i + 8] == 'monitor'}
-    refs[#refs + 1] = ARGV[i + 1]
+    local name = argv[i]
+    checks[#checks + 1] = {name = name, field = argv[i + 2], vfield = argv[i + 6],
+      max = tonumber(overrides[name] or argv[i + 3]), policy = argv[i + 4],
+      count = argv[i + 5], monitor = argv[i + 8] == 'monitor'}
+    refs[#refs + 1] = argv[i + 1]
   end
 end
 local groups = table.concat(refs, ',')
@@ -315,7 +317,13 @@ local function standing(check)
   end
   return n, seen[mine[check.count]] and 0 or 1
 end
+-- quiet: nothing replaced, no victim chosen (most setups): every count is the one read
+local quiet = true
 local function fits(check)
+  if quiet then
+    local adds = (check.count ~= 'sessions' and check.have > 0) and 0 or 1
+    return (check.field and check.n or active) + adds <= check.max
+  end
   local n, adds = standing(check)
   return n + adds <= check.max
 end
@@ -338,6 +346,7 @@ if replaced ~= '' then
     load()
     all[replaced] = v
     gone[replaced] = true
+    quiet = false
   else
     replaced = ''
   end
@@ -361,6 +370,7 @@ for _, check in ipairs(checks) do
   end
 end
 if #short > 0 then
+  quiet = false
   load()
   local candidates = {}
   for _, r in ipairs(records) do
@@ -507,14 +517,16 @@ if learned then
   home_changed(acct.events, now, account, home, 'LEARNED')
 end
 active = active - ended + 1
--- a registered device's lastSeen is written at most once an hour (or when its type changed):
--- forget_after counts days, and most setups then write nothing to the registry
-local seen_lately = registered and device_seen(registered) > now - SEEN_EVERY and
-  device_type(registered) == ARGV[11]
+-- a registered device's lastSeen is written at most once an hour, or a 24th of forget_after
+-- when that is shorter (a device is then forgotten at most that much early), or when its type
+-- changed: forget_after counts days, and most setups then write nothing to the registry
+local seen_lately = registered and seen_type == ARGV[11] and
+  last_seen > now - math.min(3600000, math.floor(tonumber(ARGV[19]) / 24))
 if device_max > 0 and not seen_lately then
-  local first = registered and string.match(registered, '^(%d+),') or now
-  redis.call('HSET', KEYS[5], device, first .. ',' .. now .. ',' .. ARGV[11])
-  redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[19]))
+  local stamp = digits(now)
+  redis.call('HSET', KEYS[5], device, (registered and first_seen or stamp) .. ',' .. stamp ..
+    ',' .. ARGV[11])
+  redis.call('PEXPIRE', KEYS[5], ARGV[19])
   if not registered then
     device_registered(acct, now, device, ARGV[11], active)
   end
@@ -530,16 +542,16 @@ end
 if ended == 0 then
   -- nothing ended: every counter is still what was read, so one HSET writes them all
   writes[#writes + 1] = N
-  writes[#writes + 1] = active
+  writes[#writes + 1] = digits(active)
   for i = 2, #checks do
     local check = checks[i]
     if check.vfield ~= '' then
       writes[#writes + 1] = check.vfield
-      writes[#writes + 1] = check.have + 1
+      writes[#writes + 1] = digits(check.have + 1)
     end
     if check.vfield == '' or check.have == 0 then
       writes[#writes + 1] = check.field
-      writes[#writes + 1] = check.n + 1
+      writes[#writes + 1] = digits(check.n + 1)
     end
   end
   redis.call('HSET', acct.state, unpack(writes))
