@@ -102,15 +102,18 @@ def redis_settings(**changes: Any) -> RedisSettings:
     return dataclasses.replace(defaults().redis, **changes)
 
 
-# The socket timeout of the clients that store tests run on: production's 0.8 s is shorter
-# than the stalls of a loaded 2-core machine running two suites at once (a Cluster setup timed
-# out reading once); the store's own deadline (2 s) still bounds every call.
+# The socket and connect timeouts of the clients that store tests run on: production's 0.8 s
+# and 0.5 s are shorter than the stalls of a loaded 2-core machine running two suites at once
+# (a Cluster setup timed out reading once, a Cluster node's connect once while valgrind ran
+# beside the suite); the store's own deadline (2 s) still bounds every call.
 HARNESS_SOCKET_TIMEOUT = 5.0
 
 
 def harness_settings(url: str) -> RedisSettings:
     """The ``[redis]`` settings of a test's client of the Redis at *url*."""
-    return redis_settings(url=url, socket_timeout=HARNESS_SOCKET_TIMEOUT)
+    return redis_settings(
+        url=url, socket_timeout=HARNESS_SOCKET_TIMEOUT, connect_timeout=HARNESS_SOCKET_TIMEOUT
+    )
 
 
 def reaper_settings(**changes: Any) -> ReaperSettings:
