@@ -19,20 +19,22 @@
 -- The same ARGV carries, after a '|', the revocation feed's settings when [cdn] is on:
 -- "<slack s>,<maxlen>" (revoke); without the '|' no session is ever revoked.
 local EVENTS, MAXLEN, MAX_AGE = '', 0, 0
+local MAXLEN_TEXT = '0'  -- MAXLEN as the text XADD takes
 local TRIMMED = {}
-local REVOKE_SLACK, REVOKE_MAXLEN = nil, 0
+local REVOKE_SLACK, REVOKE_MAXLEN = nil, '0'  -- the slack (s), and the MAXLEN text
 
 local function events_config(arg)
   EVENTS = arg or ''
   local bar = string.find(EVENTS, '|', 1, true)
   if bar then
     local slack, maxlen = string.match(string.sub(EVENTS, bar + 1), '^(%d+),(%d+)$')
-    REVOKE_SLACK, REVOKE_MAXLEN = tonumber(slack), tonumber(maxlen)
+    REVOKE_SLACK, REVOKE_MAXLEN = tonumber(slack), maxlen
     EVENTS = string.sub(EVENTS, 1, bar - 1)
   end
   if EVENTS ~= '' then
     local comma = string.find(EVENTS, ',', 1, true)
-    MAXLEN = tonumber(string.sub(EVENTS, 1, comma - 1))
+    MAXLEN_TEXT = string.sub(EVENTS, 1, comma - 1)
+    MAXLEN = tonumber(MAXLEN_TEXT)
     MAX_AGE = tonumber(string.sub(EVENTS, comma + 1))
   end
 end
@@ -41,17 +43,17 @@ local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n, w)
   if EVENTS == '' then
     return
   end
-  local fields = {'t', t, 'at', at, 'a', a, 's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct, 'q', q,
+  local fields = {'t', t, 'at', digits(at), 'a', a, 's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct, 'q', q,
     'x', x, 'n', n, 'w', w or ''}
   if MAXLEN > 0 then
-    redis.call('XADD', stream, 'MAXLEN', '~', MAXLEN, '*', unpack(fields))
+    redis.call('XADD', stream, 'MAXLEN', '~', MAXLEN_TEXT, '*', unpack(fields))
   else
     redis.call('XADD', stream, '*', unpack(fields))
   end
   if MAX_AGE > 0 and not TRIMMED[stream] then
     TRIMMED[stream] = true
     local time = redis.call('TIME')
-    redis.call('XTRIM', stream, 'MINID', '~', tonumber(time[1]) * 1000 - MAX_AGE)
+    redis.call('XTRIM', stream, 'MINID', '~', digits(tonumber(time[1]) * 1000 - MAX_AGE))
   end
 end
 
@@ -69,8 +71,8 @@ local function revoke(stream, sid, reason, ended_at, deadline)
   end
   local exp = math.floor((deadline + 999) / 1000) + REVOKE_SLACK
   if exp * 1000 > ended_at then
-    redis.call('XADD', stream, 'MAXLEN', '~', REVOKE_MAXLEN, '*', 's', sid, 'e', ended_at,
-      'r', reason, 'u', exp)
+    redis.call('XADD', stream, 'MAXLEN', '~', REVOKE_MAXLEN, '*', 's', sid, 'e',
+      digits(ended_at), 'r', reason, 'u', digits(exp))
   end
 end
 
@@ -139,7 +141,7 @@ end
 -- usage_add: adds 1 to counter `what` (a USAGE name) of the day of `at`, `watched` ms to
 -- the watched time, and raises the day's peak to `active` (the sessions active at that time).
 local function usage_add(key, at, what, watched, active)
-  local day = math.floor(tonumber(at) / DAY_MS)
+  local day = digits(math.floor(tonumber(at) / DAY_MS))  -- the field's text
   local held = BATCH and BATCH[key .. '|' .. day]
   local v = held and held.v or usage_read(key, day)
   local i = USAGE[what]
@@ -184,8 +186,8 @@ end
 -- session_ended: called by end_session for every session it ends; s: the ACTIVE record's
 -- strings (dev, cid, ctype, dt, q, groups, where)
 local function session_ended(acct, sid, s, reason, ended_at, duration, active)
-  emit(acct.events, 'E', ended_at, acct.id, sid, s[1], s[4], s[2], s[3], s[5], reason, duration,
-    s[7])
+  emit(acct.events, 'E', ended_at, acct.id, sid, s[1], s[4], s[2], s[3], s[5], reason,
+    digits(duration), s[7])
   usage_add(acct.state, ended_at, reason, duration, active)
 end
 

@@ -567,7 +567,7 @@ end
 active_add(acct, 1)
 redis.call('PERSIST', acct.state)
 -- the score stays the earliest deadline: ended sessions may leave it earlier (never later)
-redis.call('ZADD', acct.due, 'LT', deadline, account)
+redis.call('ZADD', acct.due, 'LT', digits(deadline), account)
 session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active, where,
   flagged)
 usage_flush()
