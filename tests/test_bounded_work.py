@@ -134,6 +134,22 @@ async def test_keep_alive_teardown_replaces_evict_and_lapse_ignore_ended_records
     await invariants.check(store.redis, store.keys)
 
 
+async def test_a_keep_alive_of_the_session_due_first_reads_no_other_record(
+    store: SessionStore, clock: Clock
+) -> None:
+    """The keep-alive of the session that holds the due score costs the same in an account of
+    two and of forty ACTIVE sessions: the score stays early, nothing reads the account."""
+    costs = {}
+    for account, n in (("two", 2), ("forty", 40)):
+        sessions = [new(account, f"phone-{i}") for i in range(n)]
+        for s in sessions:
+            await store.setup(s)
+            clock.advance(1)
+        costs[account] = await work(store, store.keep_alive(account, sessions[0].session_id))
+    assert costs["forty"] == costs["two"], costs
+    await invariants.check(store.redis, store.keys)
+
+
 async def test_a_listing_page_reads_one_page_of_ended_records(store: SessionStore) -> None:
     await with_history(store, "some", 200)
     await with_history(store, "many", ENDED)

@@ -44,6 +44,45 @@ class AfterRead:
         return due
 
 
+async def test_a_keep_alive_of_the_session_due_first_leaves_the_score_early(
+    store: SessionStore, clock: Clock
+) -> None:
+    """The session due first is kept alive: the due score stays its old deadline (early,
+    never late) instead of the whole account being read; once it passes, a setup finds nothing
+    lapsed and counts every session, and the score moves to the next deadline."""
+    a, b, c = new(device="a"), new(device="b"), new(device="c")
+    t0 = clock.now
+    for s in (a, b, c):
+        await store.setup(s)
+        clock.advance(10)
+    await store.keep_alive(a.account_id, a.session_id)  # at t0 + 30 s: a is due at t0 + 150 s
+    ak = store.keys.account(a.account_id)
+    assert await store.redis.zscore(ak.due, a.account_id) == t0 + 120_000  # a's old deadline
+    clock.advance(95)  # t0 + 125 s: the score has passed, no session has lapsed
+    with pytest.raises(LimitReached):  # the three sessions still count: max_sessions = 3
+        await store.setup(new(device="d"))
+    assert await store.redis.zscore(ak.due, a.account_id) == t0 + 130_000  # b's deadline
+
+
+async def test_the_sweep_moves_a_score_left_early_and_ends_nothing(
+    store: SessionStore, clock: Clock
+) -> None:
+    a, b = new(device="a"), new(device="b")
+    t0 = clock.now
+    await store.setup(a)
+    clock.advance(10)
+    await store.setup(b)
+    await store.keep_alive(a.account_id, a.session_id)
+    await store.end(b.account_id, b.session_id, EndReason.TEARDOWN)  # not the one due first
+    ak = store.keys.account(a.account_id)
+    assert await store.redis.zscore(ak.due, a.account_id) == t0 + 120_000
+    clock.advance(115)  # t0 + 125 s
+    result = await store.sweep(store.keys.shard_of(a.account_id), 10)
+    assert (result.ended, result.moved) == (0, 1)
+    assert await store.redis.zscore(ak.due, a.account_id) == t0 + 130_000  # a's new deadline
+    assert (await store.get(a.account_id, a.session_id)).state is State.ACTIVE
+
+
 async def test_keep_alive_landing_before_the_sweep_script_wins(
     store: SessionStore, clock: Clock
 ) -> None:
