@@ -10,11 +10,11 @@
 -- denials: prefix of the shard's daily denial rankings; legacy_sessions, legacy_deadlines: the
 -- shard's 0.x record prefix and index; active: the shard's count of ACTIVE sessions (a hash,
 -- field n; active_add); revoked: the shard's revocation feed (revoke, _events.lua).
-local OWN = {'state', 'legacy', 'ended'}
-local SHARD = {'due', 'reap', 'events', 'denials', 'legacy_sessions', 'legacy_deadlines',
-  'active', 'revoked'}
+-- account_in_shard below names them in that order: OWN of the account's own, SHARD of its
+-- shard's.
+local OWN, SHARD = 3, 8
 -- LIFECYCLE: how many keys AccountKeys.lifecycle() gives; a script's own keys follow them
-local LIFECYCLE = #OWN + #SHARD
+local LIFECYCLE = OWN + SHARD
 
 -- The account hash holds, besides its session records (field: sessionId), the field N (the
 -- ACTIVE count), rule counters "=<rule>:<group>" and usage days (digits only).
@@ -43,26 +43,24 @@ end
 
 -- account_in_shard: the account *id* whose own keys start at KEYS[own], its shard's at
 -- KEYS[shard] (a script working on many accounts of one shard gets the shard's once).
+-- One table constructor: Lua sizes its hash part once (filling an empty table field by field
+-- grew it four times, at every call of every script).
 local function account_in_shard(id, own, shard)
-  local acct = {id = id}
-  for j, name in ipairs(OWN) do
-    acct[name] = KEYS[own + j - 1]
-  end
-  for j, name in ipairs(SHARD) do
-    acct[name] = KEYS[shard + j - 1]
-  end
-  return acct
+  return {id = id, state = KEYS[own], legacy = KEYS[own + 1], ended = KEYS[own + 2],
+    due = KEYS[shard], reap = KEYS[shard + 1], events = KEYS[shard + 2],
+    denials = KEYS[shard + 3], legacy_sessions = KEYS[shard + 4],
+    legacy_deadlines = KEYS[shard + 5], active = KEYS[shard + 6], revoked = KEYS[shard + 7]}
 end
 
 -- account_keys: the account *id* whose lifecycle keys start at KEYS[first].
 local function account_keys(id, first)
-  return account_in_shard(id, first, first + #OWN)
+  return account_in_shard(id, first, first + OWN)
 end
 
 -- nth_account: account i (1..n) of a script on many accounts of one shard, whose KEYS are the
 -- shard's (AccountKeys.shard_keys) and then each account's own (AccountKeys.own) in turn.
 local function nth_account(id, i)
-  return account_in_shard(id, #SHARD + 1 + (i - 1) * #OWN, 1)
+  return account_in_shard(id, SHARD + 1 + (i - 1) * OWN, 1)
 end
 
 -- find_record: the record of session `sid` in the account, ACTIVE (in the account hash) or
@@ -92,8 +90,8 @@ end
 
 -- the ACTIVE record of a new session; extras: {where, playbackId, flagged}
 local function record_new(now, deadline, dev, cid, ctype, dt, q, groups, extras)
-  local v = digits(now) .. ',0,' .. digits(deadline - now) .. ';' .. L(dev) .. L(cid) .. L(ctype) .. L(dt) ..
-    L(q) .. L(groups)
+  local v = digits(now) .. ',0,' .. digits(deadline - now) .. ';' .. L(dev) .. L(cid) ..
+    L(ctype) .. L(dt) .. L(q) .. L(groups)
   local last = #extras
   while last > 0 and extras[last] == '' do
     last = last - 1
@@ -147,13 +145,13 @@ end
 local function record_strings(v)
   local out, pos = {}, (string.find(v, ';', 1, true) or #v) + 1
   while pos <= #v do
-    local digits = string.match(v, '^(%d+):', pos)
-    if not digits then
+    local length = string.match(v, '^(%d+):', pos)
+    if not length then
       break
     end
-    local first = pos + #digits + 1
-    out[#out + 1] = string.sub(v, first, first + tonumber(digits) - 1)
-    pos = first + tonumber(digits)
+    local first = pos + #length + 1
+    out[#out + 1] = string.sub(v, first, first + tonumber(length) - 1)
+    pos = first + tonumber(length)
   end
   for i = #out + 1, 10 do
     out[i] = ''
@@ -176,11 +174,11 @@ local function record_ended(v, ended_at, reason, by)
   local created = tonumber(string.match(v, '^(-?%d+)'))
   local cut = semi + 1  -- just after the sixth string
   for _ = 1, 6 do
-    local digits = string.match(v, '^(%d+):', cut)
-    if not digits then
+    local length = string.match(v, '^(%d+):', cut)
+    if not length then
       break
     end
-    cut = cut + #digits + 1 + tonumber(digits)
+    cut = cut + #length + 1 + tonumber(length)
   end
   return string.sub(v, 1, semi - 1) .. ',' .. digits(ended_at - created) .. ',' .. reason ..
     string.sub(v, semi, cut - 1) .. L(by) .. string.sub(v, cut)

@@ -43,8 +43,8 @@ local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n, w)
   if EVENTS == '' then
     return
   end
-  local fields = {'t', t, 'at', digits(at), 'a', a, 's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct, 'q', q,
-    'x', x, 'n', n, 'w', w or ''}
+  local fields = {'t', t, 'at', digits(at), 'a', a, 's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct,
+    'q', q, 'x', x, 'n', n, 'w', w or ''}
   if MAXLEN > 0 then
     redis.call('XADD', stream, 'MAXLEN', '~', MAXLEN_TEXT, '*', unpack(fields))
   else

@@ -17,13 +17,13 @@
 local function legacy_groups(encoded, dev, cid)
   local refs, pos = {}, 1
   while pos <= #encoded do
-    local digits = string.match(encoded, '^(%d+):', pos)
-    if not digits then
+    local length = string.match(encoded, '^(%d+):', pos)
+    if not length then
       break  -- damaged: the groups read so far
     end
-    local first = pos + #digits + 1
-    local field = string.sub(encoded, first, first + tonumber(digits) - 1)
-    pos = first + tonumber(digits)
+    local first = pos + #length + 1
+    local field = string.sub(encoded, first, first + tonumber(length) - 1)
+    pos = first + tonumber(length)
     local name, group = string.match(field, '^([^:]+):(.*)$')
     if group == '' then
       refs[#refs + 1] = name

@@ -18,7 +18,7 @@ if ARGV[2] ~= '1' and redis.call('HEXISTS', active, 'recounted') == 1 then
 end
 local total = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  total = total + (tonumber(redis.call('HGET', KEYS[#SHARD + 1] .. id, N) or '0') or 0)
+  total = total + (tonumber(redis.call('HGET', KEYS[SHARD + 1] .. id, N) or '0') or 0)
 end
 redis.call('HSET', active, N, total, 'recounted', now)
 return total
