@@ -21,7 +21,7 @@ from pathlib import Path
 
 import redis
 
-from bench import enforcement, events, households, licence, load, procs, storage
+from bench import enforcement, events, households, instructions, licence, load, procs, storage
 from bench.options import parse
 
 Row = tuple[str, str, str, str]  # target, goal, measured, met
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "events",
         "cluster",
         "households",
+        "instructions",
         "enforcement",
         "drm",
     }
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 cluster_rows(a, redis_url, rows)
             if "households" in only:
                 household_rows(a, redis_url, rows)
+            if "instructions" in only:
+                instruction_rows(a, rows)
             if "enforcement" in only:
                 enforcement_rows(a, redis_url, rows)
             if "drm" in only:
@@ -427,6 +430,25 @@ def enforcement_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> 
         "(cost)",
         f"{c.poll_ms['empty']:.2f} ms empty, {c.poll_ms['entries']:.2f} ms with "
         f"{enforcement.FEED_ENTRIES} entries",
+        "",
+    ))  # fmt: skip
+
+
+def instruction_rows(a: argparse.Namespace, rows: list[Row]) -> None:
+    """Redis instructions per setup, keep-alive and teardown under callgrind
+    (bench/instructions.py): the scripts' own work, whatever the load of the machine."""
+    if not (a.callgrind_setups and households.callgrind_available()):
+        say("instructions: valgrind not installed (or --callgrind-setups 0), nothing counted")
+        return
+    k = instructions.per_call(a.callgrind_setups)
+    say(
+        "thousands of instructions in EVALSHA per call (callgrind, three sessions an account): "
+        + ", ".join(f"{phase} {k[phase]:.0f}k" for phase in instructions.PHASES)
+    )
+    rows.append((
+        "Redis instructions per call (callgrind; 3 sessions an account, 3 rules, events on)",
+        "(context)",
+        ", ".join(f"{phase} {k[phase]:.0f}k" for phase in instructions.PHASES),
         "",
     ))  # fmt: skip
 

@@ -306,28 +306,54 @@ def callgrind_available() -> bool:
     return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
 
 
+class Callgrind:
+    """A redis-server run under callgrind (valgrind) in *tmp*: zero its counts, run calls,
+    dump them, and read the instructions executed inside a function from each dump."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        port = procs.free_port()
+        self.proc = procs.spawn(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p",
+             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp),
+             "--hash-max-ziplist-value", str(COMPACT_HASH_VALUE)]
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{port}/0"
+        try:
+            _wait_for(self.url)
+        except BaseException:
+            self.stop()
+            raise
+
+    def control(self, option: str) -> None:
+        """callgrind_control *option*: "-z" zeroes the counts, "-d" dumps them."""
+        subprocess.run(
+            ["callgrind_control", option, str(self.proc.pid)], check=True, capture_output=True
+        )
+
+    def stop(self) -> None:
+        procs.stop([self.proc])
+
+    def dumps(self) -> list[Path]:
+        """The dumps written so far, in order (after stop: every one)."""
+        pid = self.proc.pid
+        return sorted(self.tmp.glob(f"cg.{pid}.*"), key=lambda p: int(p.suffix[1:]))
+
+
 def instructions(setups: int) -> dict[str, dict[str, float]]:
     """Thousands of instructions redis-server executes per setup inside EVALSHA (callgrind,
     user space), by phase and configuration: a count that, unlike time, does not move with
     the load of the machine. *setups* per configuration and phase."""
     with tempfile.TemporaryDirectory(prefix="srm-callgrind-") as tmp:
-        port = procs.free_port()
-        proc = procs.spawn(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.%p",
-             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tmp,
-             "--hash-max-ziplist-value", str(COMPACT_HASH_VALUE)]
-        )  # fmt: skip
-        url = f"redis://127.0.0.1:{port}/0"
+        server = Callgrind(Path(tmp))
         try:
-            _wait_for(url)
-            done = asyncio.run(_instructions_run(url, proc.pid, setups))
+            done = asyncio.run(_instructions_run(server, setups))
         finally:
-            procs.stop([proc])
-        dumps = sorted(Path(tmp).glob(f"cg.{proc.pid}.*"), key=lambda p: int(p.suffix[1:]))
+            server.stop()
         out: dict[str, dict[str, float]] = {p: {} for p in PHASES}
-        for (config, phase), dump in zip(done, dumps, strict=True):
-            out[phase][config] = _inclusive(dump, "evalGenericCommand") / setups / 1000
+        for (config, phase), dump in zip(done, server.dumps(), strict=True):
+            out[phase][config] = inclusive(dump, "evalGenericCommand") / setups / 1000
         return out
 
 
@@ -347,10 +373,8 @@ def _wait_for(url: str) -> None:
     client.close()
 
 
-async def _instructions_run(url: str, pid: int, setups: int) -> list[tuple[str, str]]:
-    def control(option: str) -> None:
-        subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
-
+async def _instructions_run(server: Callgrind, setups: int) -> list[tuple[str, str]]:
+    url, control = server.url, server.control
     done = []
     for config in INSTRUCTION_CONFIGS:
         # a script runs some 50 times slower under callgrind
@@ -375,7 +399,7 @@ async def _instructions_run(url: str, pid: int, setups: int) -> list[tuple[str, 
     return done
 
 
-def _inclusive(dump: Path, function: str) -> int:
+def inclusive(dump: Path, function: str) -> int:
     """Instructions executed in *function* and what it called, from a callgrind dump."""
     out = subprocess.run(
         ["callgrind_annotate", "--inclusive=yes", "--auto=no", str(dump)],

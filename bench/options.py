@@ -43,7 +43,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--callgrind-setups",
         type=int,
         default=300,
-        help="households: setups per configuration counted in instructions under valgrind "
+        help="households and instructions: calls per configuration and phase counted in "
+        "instructions under valgrind "
         "(0: not counted)",
     )
     p.add_argument(
@@ -63,7 +64,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma list of parts: "
-        "http,commands,memory,latency,reaper,rules,events,cluster,households,enforcement,drm",
+        "http,commands,memory,latency,reaper,rules,events,cluster,households,instructions,"
+        "enforcement,drm",
     )
     return p.parse_args(argv)
 

@@ -1,0 +1,65 @@
+"""Redis instructions per call of setup, keep-alive and teardown (`bench/run --only
+instructions`), counted under callgrind inside EVALSHA: unlike times, they do not move with
+the load of the machine, so a change of a few percent in a script shows.
+
+Three sessions an account (a TV in UHD and two phones in HD, without client addresses:
+households.sessions), the user's three rules and events on (the households bench's ``off``
+configuration). Each session is set up, kept alive once, then torn down, each phase counted
+apart. The keep-alives come in the order the sessions were set up, so each is of the session
+its account has due first, as a viewer's keep-alives mostly are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bench import households, storage
+from srm.connection import connect
+from srm.model import EndReason, NewSession
+from srm.process import make_store
+
+PHASES = ("setup", "keepalive", "teardown")
+
+
+def per_call(calls: int) -> dict[str, float]:
+    """Thousands of instructions inside EVALSHA per call, by phase; *calls* per phase."""
+    with tempfile.TemporaryDirectory(prefix="srm-callgrind-") as tmp:
+        server = households.Callgrind(Path(tmp))
+        try:
+            asyncio.run(_run(server, calls))
+        finally:
+            server.stop()
+        return {
+            phase: households.inclusive(dump, "evalGenericCommand") / calls / 1000
+            for phase, dump in zip(PHASES, server.dumps(), strict=True)
+        }
+
+
+async def _run(server: households.Callgrind, calls: int) -> None:
+    # a script runs some 50 times slower under callgrind
+    s = storage.settings(
+        server.url,
+        **households.env("off"),
+        SRM_REDIS_SOCKET_TIMEOUT="10",
+        SRM_REDIS_REQUEST_DEADLINE="30",
+    )
+    store = make_store(s, connect(s.redis))
+    try:
+        for new in households.sessions(60, "warm", False):
+            await store.setup(new)
+        probes = list(households.sessions(calls, "cg", False))
+        steps: dict[str, Callable[[NewSession], Awaitable[object]]] = {
+            "setup": store.setup,
+            "keepalive": lambda n: store.keep_alive(n.account_id, n.session_id),
+            "teardown": lambda n: store.end(n.account_id, n.session_id, EndReason.TEARDOWN),
+        }
+        for phase in PHASES:
+            server.control("-z")  # zero the counts
+            for new in probes:
+                await steps[phase](new)
+            server.control("-d")  # dump them
+    finally:
+        await store.redis.aclose()
