@@ -291,6 +291,9 @@ end
 -- standing: what the check counts once the sessions in `gone` have ended, and what the new
 -- session adds to it (a session of a device or network the group counts already adds nothing)
 local function standing(check)
+  if next(gone) == nil then  -- nothing ends (most setups): the counters read are the counts
+    return counted(check), (check.count ~= 'sessions' and check.have > 0) and 0 or 1
+  end
   if check.count == 'sessions' then
     local n = counted(check)
     for s in pairs(gone) do
@@ -299,9 +302,6 @@ local function standing(check)
       end
     end
     return n, 1
-  end
-  if next(gone) == nil then
-    return counted(check), check.have > 0 and 0 or 1
   end
   load()
   local seen, n = {}, 0
@@ -317,13 +317,7 @@ local function standing(check)
   end
   return n, seen[mine[check.count]] and 0 or 1
 end
--- quiet: nothing replaced, no victim chosen (most setups): every count is the one read
-local quiet = true
 local function fits(check)
-  if quiet then
-    local adds = (check.count ~= 'sessions' and check.have > 0) and 0 or 1
-    return (check.field and check.n or active) + adds <= check.max
-  end
   local n, adds = standing(check)
   return n + adds <= check.max
 end
@@ -346,7 +340,6 @@ if replaced ~= '' then
     load()
     all[replaced] = v
     gone[replaced] = true
-    quiet = false
   else
     replaced = ''
   end
@@ -370,7 +363,6 @@ for _, check in ipairs(checks) do
   end
 end
 if #short > 0 then
-  quiet = false
   load()
   local candidates = {}
   for _, r in ipairs(records) do
