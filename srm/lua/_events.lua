@@ -22,8 +22,12 @@ local EVENTS, MAXLEN, MAX_AGE = '', 0, 0
 local MAXLEN_TEXT = '0'  -- MAXLEN as the text XADD takes
 local TRIMMED = {}
 local REVOKE_SLACK, REVOKE_MAXLEN = nil, '0'  -- the slack (s), and the MAXLEN text
+-- HELD: the day's usage a script read with its other fields of the account hash (usage_held,
+-- below), {key, day, value (false: none)}; events_config clears it at the start of every call
+local HELD = nil
 
 local function events_config(arg)
+  HELD = nil
   EVENTS = arg or ''
   local bar = string.find(EVENTS, '|', 1, true)
   if bar then
@@ -52,8 +56,8 @@ local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n, w)
   end
   if MAX_AGE > 0 and not TRIMMED[stream] then
     TRIMMED[stream] = true
-    local time = redis.call('TIME')
-    redis.call('XTRIM', stream, 'MINID', '~', digits(tonumber(time[1]) * 1000 - MAX_AGE))
+    local seconds = SERVER_SECONDS or tonumber(redis.call('TIME')[1])
+    redis.call('XTRIM', stream, 'MINID', '~', digits(seconds * 1000 - MAX_AGE))
   end
 end
 
@@ -84,6 +88,17 @@ end
 -- stops watching leaves nothing behind.
 local USAGE_DAYS = 35
 local DAY_MS = 86400000
+
+-- usage_day: the usage field (days since the epoch, as text) of the day of `at` (ms)
+local function usage_day(at)
+  return digits(math.floor(tonumber(at) / DAY_MS))
+end
+
+-- usage_held: the caller read `value` (false: none) of usage field `day` of `key` itself: the
+-- first change of that day's usage starts from it instead of reading it again
+local function usage_held(key, day, value)
+  HELD = {key = key, day = day, value = value}
+end
 local USAGE = {started = 1, denied = 4, TEARDOWN = 5, TIMEOUT = 6, OPERATOR = 7, EVICTED = 8,
   REPLACED = 9, registered = 10, flagged = 11}
 local PEAK, WATCHED = 2, 3
@@ -92,7 +107,13 @@ local PEAK, WATCHED = 2, 3
 -- into a number only when it changes: number conversions are most of a usage update's cost);
 -- drops the days older than USAGE_DAYS when `day` is new.
 local function usage_read(key, day)
-  local packed = redis.call('HGET', key, day)
+  local packed
+  if HELD and HELD.key == key and HELD.day == day then
+    packed = HELD.value  -- read by the caller already; used once (a write follows)
+    HELD = nil
+  else
+    packed = redis.call('HGET', key, day)
+  end
   local v = {'0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0'}
   if packed then
     local i = 1
@@ -114,13 +135,18 @@ local function usage_read(key, day)
   return v
 end
 
--- usage_write: writes the counters `v` (strings, or numbers a caller computed) of `day`
-local function usage_write(key, day, v)
+-- usage_text: the stored text of the counters `v` (strings, or numbers a caller computed)
+local function usage_text(v)
   local last = 11
   while last > 1 and (v[last] == '0' or v[last] == 0) do
     last = last - 1
   end
-  redis.call('HSET', key, day, table.concat(v, ',', 1, last))
+  return table.concat(v, ',', 1, last)
+end
+
+-- usage_write: writes the counters `v` of `day`
+local function usage_write(key, day, v)
+  redis.call('HSET', key, day, usage_text(v))
 end
 
 -- A script that ends many sessions calls usage_batch() first and usage_flush() at its end:
@@ -129,6 +155,18 @@ local BATCH = nil
 
 local function usage_batch()
   BATCH = {}
+end
+
+-- usage_into: moves the batch's days of `key` into `writes` (field, value, ...), for the
+-- caller's own HSET of `key`; usage_flush then writes the rest
+local function usage_into(key, writes)
+  for id, day in pairs(BATCH) do
+    if day.key == key then
+      writes[#writes + 1] = day.day
+      writes[#writes + 1] = usage_text(day.v)
+      BATCH[id] = nil
+    end
+  end
 end
 
 local function usage_flush()
@@ -141,7 +179,7 @@ end
 -- usage_add: adds 1 to counter `what` (a USAGE name) of the day of `at`, `watched` ms to
 -- the watched time, and raises the day's peak to `active` (the sessions active at that time).
 local function usage_add(key, at, what, watched, active)
-  local day = digits(math.floor(tonumber(at) / DAY_MS))  -- the field's text
+  local day = usage_day(at)
   local held = BATCH and BATCH[key .. '|' .. day]
   local v = held and held.v or usage_read(key, day)
   local i = USAGE[what]

@@ -53,9 +53,9 @@ local DENIAL_KEPT = 10000
 -- by how much of it the window still covers, plus this minute's); returns 0 when counted, else
 -- the ms until one more would be. The key holds "<minute>,<its count>,<the minute before's>".
 local MINUTE = 60000
-local function rate_take(key, now, limit)
+local function rate_take(key, held, now, limit)  -- held: the key's value read (false: none)
   local minute = math.floor(now / MINUTE)
-  local m, this, last = string.match(redis.call('GET', key) or '', '^(%d+),(%d+),(%d+)$')
+  local m, this, last = string.match(held or '', '^(%d+),(%d+),(%d+)$')
   m, this, last = tonumber(m), tonumber(this) or 0, tonumber(last) or 0
   if m ~= minute then
     last = m == minute - 1 and this or 0
@@ -63,7 +63,8 @@ local function rate_take(key, now, limit)
   end
   local into = now - minute * MINUTE  -- ms into this minute
   if last * (MINUTE - into) / MINUTE + this + 1 <= limit then
-    redis.call('SET', key, minute .. ',' .. (this + 1) .. ',' .. last, 'PX', 2 * MINUTE)
+    redis.call('SET', key, digits(minute) .. ',' .. digits(this + 1) .. ',' .. digits(last),
+      'PX', 2 * MINUTE)
     return 0
   end
   if this + 1 <= limit then  -- fits once the last minute's weight has fallen enough
@@ -78,11 +79,20 @@ local sid, account, device = ARGV[2], ARGV[3], ARGV[4]
 local address, net = ARGV[15], ARGV[16]
 local acct = account_keys(account, 7)
 events_config(ARGV[14])
-local legacy = legacy_first(acct)
-if legacy then
-  return legacy
+-- what the account hash holds of this setup in one read: the ACTIVE count, this sessionId's
+-- record (a retry's) and today's usage (the usage of the changes below starts from it)
+local day = usage_day(now)
+local held = redis.call('HMGET', acct.state, N, sid, day)
+usage_held(acct.state, day, held[3])
+-- an account that counts ACTIVE sessions in its hash has no 0.x data left: it was moved
+-- before the hash was first written (_legacy.lua)
+if not held[1] then
+  local legacy = legacy_first(acct)
+  if legacy then
+    return legacy
+  end
 end
-local active = tonumber(redis.call('HGET', acct.state, N) or '0')
+local active = tonumber(held[1] or '0')
 local score = redis.call('ZSCORE', acct.due, account)
 local purge_at = now + tonumber(ARGV[9])
 
@@ -98,12 +108,16 @@ if active > 0 and (not score or tonumber(score) <= now) then
   -- every lapsed one, however many (the work is bounded by the ACTIVE sessions): one left
   -- would count against the limit
   local queued = {}
-  active = active - end_lapsed(acct, now, purge_at, math.huge, queued)
+  local ended = end_lapsed(acct, now, purge_at, math.huge, queued)
+  active = active - ended
   variadic('ZADD', acct.reap, queued)
   load()
+  if ended > 0 then
+    held[2] = redis.call('HGET', acct.state, sid)  -- a retry's record may have lapsed
+  end
 end
 
-local existing = find_record(acct, sid)
+local existing = held[2] or redis.call('HGET', acct.ended, sid)
 if existing then
   if existing == 'T' then
     return {-1, 0, 0}
@@ -112,7 +126,10 @@ if existing then
   local _, _, deadline, _, ended = record_times(existing)
   return {2, active, 0, sid, ended and strings[10] or strings[9], now, deadline or 0}
 end
-local denied = redis.call('GET', KEYS[3])
+-- the account's strings in one read: this setup's denial marker, the setup rate, the home
+-- networks, the account limit override
+local strings_read = redis.call('MGET', KEYS[3], KEYS[6], KEYS[4], KEYS[1])
+local denied = strings_read[1]
 if denied then
   local rule, max = string.match(denied, '^([^,]*),(%d+)$')
   if rule then
@@ -125,7 +142,7 @@ end
 -- counted: a client looping setups is held to the rate, not locked out)
 local per_minute = tonumber(ARGV[21])
 if per_minute > 0 then
-  local wait = rate_take(KEYS[6], now, per_minute)
+  local wait = rate_take(KEYS[6], strings_read[2], now, per_minute)
   if wait > 0 then
     return {-2, wait}
   end
@@ -151,7 +168,7 @@ end
 
 -- where the client is: home when its address lies in one of the account's home networks
 -- (learned from this setup when the account has none and this device type sets it)
-local home = redis.call('GET', KEYS[4]) or ''
+local home = strings_read[3] or ''
 local learned = home == '' and ARGV[17] ~= ''
 if learned then
   home = ARGV[17]
@@ -209,7 +226,7 @@ if device_max > 0 and not registered then
 end
 
 -- the limits the setup must fit: the account's first, then each rule that applies here
-local checks = {{name = 'account', max = tonumber(redis.call('GET', KEYS[1]) or ARGV[8]),
+local checks = {{name = 'account', max = tonumber(strings_read[4] or ARGV[8]),
   policy = ARGV[10], count = 'sessions'}}
 local refs = {}
 local overrides = {}
@@ -524,6 +541,8 @@ if device_max > 0 and not seen_lately then
   end
 end
 local deadline = now + tonumber(ARGV[7])
+session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active, where,
+  flagged)
 local record = record_new(now, deadline, device, ARGV[5], ARGV[6], ARGV[11], ARGV[12], groups,
   {where, playback, flagged})
 local writes = {sid, record}
@@ -531,6 +550,7 @@ if playback ~= '' then
   writes[#writes + 1] = playback_field(device, playback)
   writes[#writes + 1] = sid
 end
+usage_into(acct.state, writes)  -- the day's usage, written with the record
 if ended == 0 then
   -- nothing ended: every counter is still what was read, so one HSET writes them all
   writes[#writes + 1] = N
@@ -556,11 +576,12 @@ else
     group_add(acct.state, {check.field, check.vfield ~= '' and check.vfield}, 1, none)
   end
 end
+usage_flush()
 active_add(acct, 1)
-redis.call('PERSIST', acct.state)
+-- only an account hash without a counter may have been left to expire (usage_only_expires)
+if not held[1] then
+  redis.call('PERSIST', acct.state)
+end
 -- the score stays the earliest deadline: ended sessions may leave it earlier (never later)
 redis.call('ZADD', acct.due, 'LT', digits(deadline), account)
-session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active, where,
-  flagged)
-usage_flush()
 return {1, active, checks[1].max, sid, flagged, now, deadline}
