@@ -64,8 +64,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         default="",
         help="comma list of parts: "
-        "http,commands,memory,latency,reaper,rules,events,cluster,households,instructions,"
-        "enforcement,drm",
+        "http,commands,memory,latency,reaper,rules,events,cluster,capacity,households,"
+        "instructions,enforcement,drm",
     )
     return p.parse_args(argv)
 
