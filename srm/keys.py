@@ -107,6 +107,12 @@ class AccountKeys:
         the account's own, then its shard's."""
         return [*self.own(), *self.shard_keys()]
 
+    def kept(self) -> list[str]:
+        """The keys a keep-alive touches: the account's own keys of lifecycle(), then its
+        shard's due index (the first of the shard's; ``account_keys`` in _account.lua reads the
+        others as absent). A key passed is one more string Redis takes in at every call."""
+        return [self.state, self.legacy, self.ended, self.due]
+
     def own(self) -> list[str]:
         """The account's own keys of lifecycle(), for a script working on many accounts of
         one shard (``account_in_shard`` in _account.lua): the shard's come once."""

@@ -43,3 +43,11 @@ def test_the_account_key_cache_is_bounded_in_bytes(alphabet: str) -> None:
         tracemalloc.stop()
     assert peak <= k.ACCOUNT_CACHE_BYTES * 1.1
     assert keys.account(account_id).state.endswith(account_id)
+
+
+def test_a_keep_alive_takes_the_lifecycle_keys_up_to_the_due_index() -> None:
+    """keepalive.lua reads its keys as account_keys does (own keys, then the shard's from the
+    due index on): kept() must be that prefix of lifecycle(), so no key moves position."""
+    ak = k.Keys(16).account("acct-1")
+    assert ak.kept() == ak.lifecycle()[:4]
+    assert ak.kept()[-1] == ak.due

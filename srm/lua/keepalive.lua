@@ -1,6 +1,7 @@
 -- keepalive: move an ACTIVE, not lapsed session's deadline to now + timeout.
 --
--- KEYS[1..11] the account's lifecycle keys (AccountKeys.lifecycle, _account.lua)
+-- KEYS[1..4] the account's own lifecycle keys and its shard's due index (AccountKeys.kept:
+-- the first four of AccountKeys.lifecycle, _account.lua; a keep-alive touches no other)
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] sessionId  ARGV[3] accountId  ARGV[4] keep-alive period (ms)
 -- ARGV[5] '1': move the deadline only, leaving the keep-alive time (a setup's confirmation,

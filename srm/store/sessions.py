@@ -176,7 +176,7 @@ class Sessions(Households):
     async def _keep_alive(self, account_id: str, session_id: str, confirm: str, tell: str) -> Any:
         moved = await self._run(
             "keepalive",
-            self.keys.account(account_id).lifecycle(),
+            self.keys.account(account_id).kept(),
             [self._clock_override(), session_id, account_id, self.policy.period_ms, confirm, tell],
             account=account_id,
         )
