@@ -15,7 +15,9 @@
 local now = server_time(ARGV[1])
 local sid = ARGV[2]
 local acct = account_keys(ARGV[3], 1)
-local v = find_record(acct, sid)
+-- the record and the account's ACTIVE count in one read (an ENDED record is in the ENDED hash)
+local held = redis.call('HMGET', acct.state, sid, N)
+local v = held[1] or redis.call('HGET', acct.ended, sid)
 if not v then
   -- unknown here: the session may still be in 0.x keys (a moved account has none left)
   return legacy_first(acct) or 0
@@ -39,7 +41,7 @@ if ARGV[5] ~= '1' then
   ka = now
 end
 redis.call('HSET', acct.state, sid, record_moved(v, created, ka, moved))
-deadline_left(acct, deadline, moved, tonumber(redis.call('HGET', acct.state, N) or '0'))
+deadline_left(acct, deadline, moved, tonumber(held[2] or '0'))
 if ARGV[6] == '1' then
   return {1, now, moved, record_strings(v)[2]}
 end
