@@ -117,7 +117,8 @@ local function record_times(v)
   local c, k, d = string.match(v, '^(-?%d+),(-?%d+),(-?%d+);')
   if c then
     local created = tonumber(c)
-    return created, created + tonumber(k), created + tonumber(k) + tonumber(d)
+    local ka = created + tonumber(k)  -- each tonumber is a libc strtod: ~1k instructions
+    return created, ka, ka + tonumber(d)
   end
   local e, reason
   c, k, d, e, reason = string.match(v, '^(-?%d+),(-?%d+),(-?%d+),(-?%d+),(%u+);')
@@ -162,8 +163,9 @@ end
 -- record_moved: the ACTIVE record v, created at `created`, with keep-alive time ka and a new
 -- deadline
 local function record_moved(v, created, ka, deadline)
-  local semi = string.find(v, ';', 1, true)
-  return digits(created) .. ',' .. digits(ka - created) .. ',' .. digits(deadline - ka) ..
+  local comma = string.find(v, ',', 1, true)  -- the created time's text is kept as it is
+  local semi = string.find(v, ';', comma, true)
+  return string.sub(v, 1, comma) .. digits(ka - created) .. ',' .. digits(deadline - ka) ..
     string.sub(v, semi)
 end
 
@@ -317,15 +319,13 @@ local function deadline_left(acct, old, new, left)
     due_at(acct, left > 0 and new or nil)  -- none left, or the one left is this one
     return
   end
-  local score = redis.call('ZSCORE', acct.due, acct.id)
-  if score and tonumber(score) <= old then
-    return  -- an earlier deadline holds the score, or this one did: it is still not late
-  end
-  -- no score, or a later one (a damaged index): made right
-  if redis.call('HLEN', acct.state) <= BIG then
+  -- a score at or before `old` stays (an earlier deadline holds it, or this one did: it is
+  -- still not late); none, or a later one (a damaged index), becomes `old`, then exact where
+  -- the account is small enough to read. One ZADD answering whether it changed: a ZSCORE's
+  -- answer is a double that Redis formats and Lua parses back (some 6k instructions).
+  if redis.call('ZADD', acct.due, 'LT', 'CH', digits(old), acct.id) == 1 and
+      redis.call('HLEN', acct.state) <= BIG then
     index(acct)
-  elseif not score then
-    redis.call('ZADD', acct.due, digits(old), acct.id)
   end
 end
 
