@@ -21,7 +21,17 @@ from pathlib import Path
 
 import redis
 
-from bench import enforcement, events, households, instructions, licence, load, procs, storage
+from bench import (
+    bodies,
+    enforcement,
+    events,
+    households,
+    instructions,
+    licence,
+    load,
+    procs,
+    storage,
+)
 from bench.options import parse
 
 Row = tuple[str, str, str, str]  # target, goal, measured, met
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         "instructions",
         "enforcement",
         "drm",
+        "bodies",
     }
     only = set(a.only.split(",")) if a.only else parts
     if a.quick:  # the regression guard: the ratio with one worker and commands per request
@@ -112,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 enforcement_rows(a, redis_url, rows)
             if "drm" in only:
                 drm_rows(a, redis_url, rows)
+        if "bodies" in only:
+            body_rows(a, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
@@ -376,6 +389,22 @@ def drm_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
         "",
     ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()
+
+
+def body_rows(a: argparse.Namespace, rows: list[Row]) -> None:
+    """A setup body decoded and checked by SRM's hand-written parser and by msgspec Structs
+    (bench/bodies.py), in time and, with valgrind, in instructions."""
+    calls = 2000 if a.callgrind_setups and households.callgrind_available() else 0
+    ns = bodies.times(a.rounds * 3)
+    ir = bodies.instructions(calls) if calls else None
+    say("request body decode+validate per body, median of alternating rounds:")
+    say(bodies.report(ns, ir))
+    rows.append((
+        "request body decode+validate, hand-written vs msgspec",
+        "(context: bench/README.md, Request bodies)",
+        bodies.row(ns, ir),
+        "",
+    ))  # fmt: skip
 
 
 def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:

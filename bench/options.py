@@ -65,7 +65,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="comma list of parts: "
         "http,commands,memory,latency,reaper,rules,events,cluster,households,instructions,"
-        "enforcement,drm",
+        "enforcement,drm,bodies",
     )
     return p.parse_args(argv)
 
