@@ -23,6 +23,7 @@ from pathlib import Path
 import redis
 
 from bench import (
+    bodies,
     capacity,
     enforcement,
     events,
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "enforcement",
         "drm",
         "capacity",
+        "bodies",
     }
     only = set(a.only.split(",")) if a.only else parts
     if a.quick:  # the regression guard: the ratio with one worker and commands per request
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 enforcement_rows(a, redis_url, rows)
             if "drm" in only:
                 drm_rows(a, redis_url, rows)
+        if "bodies" in only:
+            body_rows(a, rows)
     say("\n| target | goal | measured | met |\n|---|---|---|---|")
     for row in rows:
         say("| " + " | ".join(row) + " |")
@@ -470,6 +474,22 @@ def drm_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
         "",
     ))  # fmt: skip
     redis.Redis.from_url(redis_url).flushall()
+
+
+def body_rows(a: argparse.Namespace, rows: list[Row]) -> None:
+    """A setup body decoded and checked by SRM's hand-written parser and by msgspec Structs
+    (bench/bodies.py), in time and, with valgrind, in instructions."""
+    calls = 2000 if a.callgrind_setups and households.callgrind_available() else 0
+    ns = bodies.times(a.rounds * 3)
+    ir = bodies.instructions(calls) if calls else None
+    say("request body decode+validate per body, median of alternating rounds:")
+    say(bodies.report(ns, ir))
+    rows.append((
+        "request body decode+validate, hand-written vs msgspec",
+        "(context: bench/README.md, Request bodies)",
+        bodies.row(ns, ir),
+        "",
+    ))  # fmt: skip
 
 
 def rules_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:

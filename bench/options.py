@@ -44,8 +44,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=300,
         help="households and instructions: calls per configuration and phase counted in "
-        "instructions under valgrind "
-        "(0: not counted)",
+        "instructions under valgrind (0: not counted; bodies counts 2000 bodies unless 0)",
     )
     p.add_argument(
         "--quick",
@@ -65,7 +64,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="comma list of parts: "
         "http,commands,memory,latency,reaper,rules,events,cluster,capacity,households,"
-        "instructions,enforcement,drm",
+        "instructions,enforcement,drm,bodies",
     )
     return p.parse_args(argv)
 

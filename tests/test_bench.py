@@ -56,3 +56,16 @@ def test_the_capacity_model_from_measured_figures() -> None:
     alone = capacity.Measured(48.0, 2.0, None, None)  # no memory nor reaper in the run
     text = capacity.describe(alone, capacity.model(alone))
     assert "memory not measured" in text and "the reaper not measured" in text
+
+
+def test_the_body_benchmark_compares_parsers_that_read_alike() -> None:
+    """bench/bodies.py: the msgspec candidate reads the measured bodies as SRM does and refuses
+    a bad one with SRM's words; a tiny run prints a figure for every body and way."""
+    from bench import bodies
+
+    bodies.check(bodies.parsers())
+    ns = bodies.times(rounds=1, number=10)
+    assert set(ns) == {(name, way) for name in bodies.BODIES for way in bodies.WAYS}
+    assert "hand-written" in bodies.report(ns, None) and " vs " in bodies.row(ns, None)
+    for today, _ in bodies.differences().values():  # SRM refuses each of them (SRM-0002)
+        assert today != "accepted"
