@@ -31,7 +31,9 @@ class EndReason(StrEnum):
     REPLACED = "REPLACED"
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: a frozen dataclass sets each field through object.__setattr__, which made
+# building one per request cost several times more (2.9 vs 0.5 us for a NewSession)
+@dataclass(slots=True)
 class NewSession:
     """A session the API asks the store to create."""
 
@@ -68,7 +70,7 @@ class Session:
     flagged: tuple[str, ...] = ()  # the monitor rules that flagged its setup
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen, as NewSession
 class Started:
     """What a setup did: created the session (or found it created by an earlier try of the
     same call), or joined the ACTIVE session of the same device and playbackId."""
@@ -82,7 +84,7 @@ class Started:
     content_id: str | None = None  # a joined session's contentID (None: the setup's own)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen, as NewSession
 class Kept:
     """A keep-alive that moved a session's deadline, with what a token for it names."""
 
