@@ -688,6 +688,24 @@ def reaper_rows(a: argparse.Namespace, redis_url: str, rows: list[Row], found: F
             ("yes" if run.per_second >= 50000 else "no") if target else "",
         ))  # fmt: skip
     say(f"reaper: {left} session records left")
+    if not (a.callgrind_setups and households.callgrind_available()):
+        return
+    for retention in (0, 60):
+        k = instructions.reaper_per_session(REAPER_CALLGRIND_SESSIONS, retention)
+        say(
+            f"reaper under callgrind, retention {retention} s: thousands of instructions in "
+            f"EVALSHA per lapsed session: sweep {k['sweep']:.0f}k, purge {k['purge']:.0f}k"
+        )
+        rows.append((
+            f"Redis instructions per lapsed session ended and removed, retention {retention} s "
+            "(callgrind; 2 sessions an account, 3 rules, events on)",
+            "(context)",
+            f"{k['sweep'] + k['purge']:.0f}k: sweep {k['sweep']:.0f}k, purge {k['purge']:.0f}k",
+            "",
+        ))  # fmt: skip
+
+
+REAPER_CALLGRIND_SESSIONS = 2000  # about 125 accounts a batch on instructions.REAPER_SHARDS
 
 
 if __name__ == "__main__":

@@ -283,10 +283,12 @@ async def reap_with_store(redis_url: str, count: int, batch: int, parallel: int)
     async def reap() -> None:
         nonlocal removed
         for shard in shards:
-            while (await store.sweep(shard, batch)).ended:
+            # with no retention the sweep removes what it ends (an account's sessions that
+            # all lapsed); the purge the rest
+            while ended := (await store.sweep(shard, batch)).ended:
+                removed += ended
+            while await store.purge(shard, batch):
                 pass
-            while n := await store.purge(shard, batch):
-                removed += n
 
     try:
         await redis.config_resetstat()
