@@ -505,8 +505,11 @@ local function end_lapsed(acct, now, purge_at, max, queued, shard)
     end
     variadic('HSET', acct.ended, ended)
     variadic('HDEL', acct.state, gone)
-    if not keep and others == n then
-      shard.expire[#shard.expire + 1] = acct.state  -- after the usage is written
+    if not keep then
+      shard.removed = shard.removed + n
+      if others == n then
+        shard.expire[#shard.expire + 1] = acct.state  -- after the usage is written
+      end
     end
   else
     for i = 1, n do
@@ -528,9 +531,9 @@ end
 
 -- shard_batch: the collector of end_lapsed's shard writes; shard_flush makes them, each in one
 -- call, on the shard of account `acct`, after usage_flush: then the account hashes left with
--- their usage only (expire) expire
+-- their usage only (expire) expire. removed: the sessions end_lapsed removed at once.
 local function shard_batch()
-  return {active = 0, due = {}, unindexed = {}, expire = {}}
+  return {active = 0, due = {}, unindexed = {}, expire = {}, removed = 0}
 end
 
 local function shard_flush(acct, shard)

@@ -8,7 +8,7 @@
 -- ARGV[1] clock override (ms, tests only; empty: the server's TIME)
 -- ARGV[2] retention (ms)  ARGV[3] events (_events.lua)  ARGV[3+i] accountId i
 -- Returns {sessions ended, accounts visited with nothing ended (their due score moved to
--- their earliest deadline, or removed)}.
+-- their earliest deadline, or removed), sessions of those ended removed at once}.
 -- The records are the check: end_lapsed ends only sessions whose own deadline has passed
 -- and sets the account's due score exactly, so an account whose score was moved or removed
 -- since the caller read it (a keep-alive, a teardown, another reaper) is merely visited;
@@ -55,4 +55,4 @@ usage_flush()
 if count > 0 then
   shard_flush(accounts[1], shard)
 end
-return {ended, moved}
+return {ended, moved, shard.removed}
