@@ -651,7 +651,8 @@ SCRIPT_GOALS_US = (20, 8, 20)  # setup, keep-alive, teardown: the scripts' own t
 
 def cluster_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None:
     """Redis time per setup, keep-alive and teardown on the standalone server and on a
-    3-master Cluster (started the way the tests start theirs)."""
+    3-master Cluster (started the way the tests start theirs); and the reaper's backlog
+    worked off on that Cluster by one `srm reaper`."""
     from tests.redis_servers import redis_cluster
 
     redis.Redis.from_url(redis_url).flushall()
@@ -660,6 +661,10 @@ def cluster_rows(a: argparse.Namespace, redis_url: str, rows: list[Row]) -> None
         costs.append(
             asyncio.run(storage.script_cost(cluster.url, "3-master Cluster", a.cost_calls))
         )
+        if storage.reaper_available():
+            asyncio.run(storage.lapsed_backlog(cluster.url, a.backlog))
+            run = asyncio.run(storage.reap_with_process(cluster.url, a.backlog))
+            reaper_row(a, run, rows)
     for c in costs:
         say(
             f"Redis time per script on {c.where}: setup {c.setup_us:.1f} us, keep-alive "
@@ -691,23 +696,51 @@ def reaper_rows(a: argparse.Namespace, redis_url: str, rows: list[Row], found: F
     )
     left = asyncio.run(storage.remaining_sessions(redis_url))
     for run in runs:
-        say(
-            f"reaper: {run.sessions} sessions ended and removed in {run.seconds:.2f} s = "
-            f"{run.per_second:.0f}/s ({run.how}); Redis busy {run.redis_seconds:.2f} s of it = "
-            f"{run.redis_seconds / run.sessions * 1e6:.0f} us per session"
-        )
-        target = run.how.startswith("one `srm reaper`")  # the store's run is context
+        reaper_row(a, run, rows)
+        target = run.how == "one `srm reaper` process, default batch size"
         if target or found.reaper_us is None:
-            found.reaper_us = run.redis_seconds / run.sessions * 1e6
-        rows.append((
-            f"reaper, backlog of {a.backlog} lapsed sessions (three rules, events on)",
-            ">= 50000 sessions/s" if target else "(context)",
-            f"{run.per_second:.0f}/s ended and removed ({run.how}); Redis busy "
-            f"{run.redis_seconds:.1f} of {run.seconds:.1f} s "
-            f"({run.redis_seconds / run.sessions * 1e6:.0f} us per session)",
-            ("yes" if run.per_second >= 50000 else "no") if target else "",
-        ))  # fmt: skip
+            found.reaper_us = run.redis_seconds / max(run.sessions, 1) * 1e6
     say(f"reaper: {left} session records left")
+    if not (a.callgrind_setups and households.callgrind_available()):
+        return
+    for retention in (0, 60):
+        k = instructions.reaper_per_session(REAPER_CALLGRIND_SESSIONS, retention)
+        say(
+            f"reaper under callgrind, retention {retention} s: thousands of instructions in "
+            f"EVALSHA per lapsed session: sweep {k['sweep']:.0f}k, purge {k['purge']:.0f}k"
+        )
+        rows.append((
+            f"Redis instructions per lapsed session ended and removed, retention {retention} s "
+            "(callgrind; 2 sessions an account, 3 rules, events on)",
+            "(context)",
+            f"{k['sweep'] + k['purge']:.0f}k: sweep {k['sweep']:.0f}k, purge {k['purge']:.0f}k",
+            "",
+        ))  # fmt: skip
+
+
+def reaper_row(a: argparse.Namespace, run: storage.ReaperRun, rows: list[Row]) -> None:
+    masters = ""
+    if len(run.per_master) > 1:
+        masters = " (per master " + ", ".join(f"{s:.2f}" for s in run.per_master) + " s)"
+    say(
+        f"reaper: {run.sessions} sessions ended and removed in {run.seconds:.2f} s = "
+        f"{run.per_second:.0f}/s ({run.how}); Redis busy {run.redis_seconds:.2f} s of it"
+        f"{masters} = {run.redis_seconds / max(run.sessions, 1) * 1e6:.0f} us per session"
+        + ("" if run.reaper_cpu is None else f"; the reaper process's CPU {run.reaper_cpu:.2f} s")
+    )
+    # the standalone process's run is the target; the store's and the Cluster's are context
+    target = run.how == "one `srm reaper` process, default batch size"
+    rows.append((
+        f"reaper, backlog of {a.backlog} lapsed sessions (three rules, events on)",
+        ">= 50000 sessions/s" if target else "(context)",
+        f"{run.per_second:.0f}/s ended and removed ({run.how}); Redis busy "
+        f"{run.redis_seconds:.1f} of {run.seconds:.1f} s{masters} "
+        f"({run.redis_seconds / max(run.sessions, 1) * 1e6:.0f} us per session)",
+        ("yes" if run.per_second >= 50000 else "no") if target else "",
+    ))  # fmt: skip
+
+
+REAPER_CALLGRIND_SESSIONS = 2000  # about 125 accounts a batch on instructions.REAPER_SHARDS
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from bench import households, storage
 from srm.connection import connect
 from srm.model import EndReason, NewSession
 from srm.process import make_store
+from srm.store import wall_clock_ms
 
 PHASES = ("setup", "keepalive", "teardown")
 
@@ -61,5 +62,67 @@ async def _run(server: households.Callgrind, calls: int) -> None:
             for new in probes:
                 await steps[phase](new)
             server.control("-d")  # dump them
+    finally:
+        await store.redis.aclose()
+
+
+# The reaper's backlog under callgrind: as bench/storage.py's (two sessions an account, the
+# user's rules, events on), on 8 shards so that a batch holds as many accounts as the
+# 100k-session backlog's does on 256 (about 125 per shard here, 195 there).
+REAPER_SHARDS = 8
+
+
+def reaper_per_session(sessions: int, retention: int) -> dict[str, float]:
+    """Thousands of instructions inside EVALSHA per lapsed session, for the sweep that ends
+    them and the purge that removes them (`sweep`, `purge`), with an ENDED retention of
+    *retention* seconds (the purge runs on a test clock moved past it)."""
+    with tempfile.TemporaryDirectory(prefix="srm-callgrind-") as tmp:
+        server = households.Callgrind(Path(tmp))
+        try:
+            ended = asyncio.run(_reap(server, sessions, retention))
+        finally:
+            server.stop()
+        out = {}
+        for step, dump in zip(("sweep", "purge"), server.dumps(), strict=True):
+            try:
+                count = households.inclusive(dump, "evalGenericCommand")
+            except RuntimeError:  # no script ran: nothing was left to purge
+                count = 0
+            out[step] = count / ended / 1000
+        return out
+
+
+async def _reap(server: households.Callgrind, sessions: int, retention: int) -> int:
+    s = storage.settings(
+        server.url,
+        **storage.USER_ENV,
+        SRM_ENDED_RETENTION=str(retention),
+        SRM_REDIS_SHARDS=str(REAPER_SHARDS),
+        SRM_REDIS_SOCKET_TIMEOUT="60",
+        SRM_REDIS_REQUEST_DEADLINE="120",
+    )
+    store = make_store(s, connect(s.redis))
+    try:
+        past = wall_clock_ms() - 3_600_000
+        store.clock = lambda: past  # set up an hour ago with a 120 s keep-alive
+        backlog = storage.user_sessions(sessions, storage.BACKLOG_PER_ACCOUNT, "cg")
+        await storage.fill(store, backlog)
+        store.clock = None
+        ended = 0
+        server.control("-z")
+        for shard in range(REAPER_SHARDS):
+            while True:
+                swept = await store.sweep(shard, 500)
+                ended += swept.ended
+                if swept.accounts < 500:
+                    break
+        server.control("-d")
+        later = wall_clock_ms() + retention * 1000 + 1000
+        store.clock = lambda: later  # the retention has passed
+        for shard in range(REAPER_SHARDS):
+            while await store.purge(shard, 500) == 500:
+                pass
+        server.control("-d")
+        return ended
     finally:
         await store.redis.aclose()

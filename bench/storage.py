@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -235,6 +236,8 @@ class ReaperRun:
     seconds: float
     how: str
     redis_seconds: float  # time Redis spent running the reaper's scripts and reads
+    per_master: tuple[float, ...] = ()  # the same, per master (several on a Cluster)
+    reaper_cpu: float | None = None  # CPU seconds of the `srm reaper` process in the run
 
     @property
     def per_second(self) -> float:
@@ -243,10 +246,19 @@ class ReaperRun:
 
 async def redis_busy_seconds(redis: Any) -> float:
     """Time Redis spent executing commands since the last CONFIG RESETSTAT, script-internal
-    calls excluded (they are inside the EVALSHA time)."""
-    stats = await redis.info("commandstats")
-    usec = sum(int(v["usec"]) for name, v in stats.items() if name in SCRIPT_STATS + READ_STATS)
-    return usec / 1e6
+    calls excluded (they are inside the EVALSHA time), summed over every master."""
+    return sum(await busy_per_master(redis))
+
+
+async def busy_per_master(redis: Any) -> list[float]:
+    """redis_busy_seconds of each master (one but on a Cluster)."""
+    if hasattr(redis, "get_primaries"):
+        per_node = await redis.info("commandstats", target_nodes=redis.PRIMARIES)
+        stats = list(per_node.values())
+    else:
+        stats = [await redis.info("commandstats")]
+    wanted = SCRIPT_STATS + READ_STATS
+    return [sum(int(v["usec"]) for name, v in s.items() if name in wanted) / 1e6 for s in stats]
 
 
 SCRIPT_STATS = ("cmdstat_evalsha", "cmdstat_eval")
@@ -283,10 +295,12 @@ async def reap_with_store(redis_url: str, count: int, batch: int, parallel: int)
     async def reap() -> None:
         nonlocal removed
         for shard in shards:
-            while (await store.sweep(shard, batch)).ended:
+            # with no retention the sweep removes what it ends (an account's sessions that
+            # all lapsed); the purge the rest
+            while ended := (await store.sweep(shard, batch)).ended:
+                removed += ended
+            while await store.purge(shard, batch):
                 pass
-            while n := await store.purge(shard, batch):
-                removed += n
 
     try:
         await redis.config_resetstat()
@@ -331,24 +345,33 @@ async def reap_with_process(redis_url: str, count: int) -> ReaperRun:
         **USER_ENV,
     }
     started = left = await backlog()
-    await redis.config_resetstat()
+    await _reset_stats(redis)
     proc = procs.spawn([str(Path(sys.executable).parent / "srm"), "reaper"], env)
     try:
         deadline = time.monotonic() + 300
         while left == started and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
             left = await backlog()
-        t0, first = time.perf_counter(), left
+        t0, first, cpu0 = time.perf_counter(), left, _cpu_seconds(proc.pid)
         while left and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # each poll is 512 ZCARDs: polled often, they slow Redis
             left = await backlog()
         elapsed = time.perf_counter() - t0
-        busy = await redis_busy_seconds(redis)  # includes this function's ZCARD polls
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        busy = await busy_per_master(redis)  # includes this function's ZCARD polls
     finally:
         procs.stop([proc])
         await redis.aclose()
     how = "one `srm reaper` process, default batch size"
-    return ReaperRun(first - left, elapsed, how, busy)
+    if len(busy) > 1:
+        how += f", {len(busy)}-master Cluster"
+    return ReaperRun(first - left, elapsed, how, sum(busy), tuple(busy), cpu)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process *pid* so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def remaining_sessions(redis_url: str) -> int:

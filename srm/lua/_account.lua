@@ -113,51 +113,70 @@ end
 -- records.parse reads it
 local REASONS = {TEARDOWN = true, TIMEOUT = true, OPERATOR = true, EVICTED = true,
   REPLACED = true}
+-- The patterns let through digits only, so the times are converted by arithmetic (`c + 0`):
+-- tonumber converts a string twice (lua_isnumber, then lua_tonumber, each by strtod).
 local function record_times(v)
   local c, k, d = string.match(v, '^(-?%d+),(-?%d+),(-?%d+);')
   if c then
-    local created = tonumber(c)
-    local ka = created + tonumber(k)  -- each tonumber is a libc strtod: ~1k instructions
-    return created, ka, ka + tonumber(d)
+    local created = c + 0
+    local ka = created + k
+    return created, ka, ka + d
   end
   local e, reason
   c, k, d, e, reason = string.match(v, '^(-?%d+),(-?%d+),(-?%d+),(-?%d+),(%u+);')
   if not c or not REASONS[reason] then
     return nil
   end
-  local created = tonumber(c)
-  local ka = created + tonumber(k)
-  return created, ka, ka + tonumber(d), created + tonumber(e), reason
+  local created = c + 0
+  local ka = created + k
+  return created, ka, ka + d, created + e, reason
 end
 
--- active_deadline: the deadline of an ACTIVE record, nil for any other record
+-- active_deadline: the deadline of an ACTIVE record, nil for any other record; and its
+-- createdAt
 local function active_deadline(v)
   local c, k, d, sep = string.match(v, '^(-?%d+),(-?%d+),(-?%d+)([,;])')
   if sep ~= ';' then
     return nil
   end
-  return tonumber(c) + tonumber(k) + tonumber(d)
+  local created = c + 0
+  return created + k + d, created
 end
 
 -- record_strings: dev, cid, ctype, dt, q, groups, then where, playbackId, flagged (ACTIVE),
--- or by and those three (ENDED) of a record; '' for any a damaged or older record lacks (srm/records.py reads it
--- the same way), so a damaged session still ends cleanly (the audit then repairs the rule
--- counters it could not name)
+-- or by and those three (ENDED) of a record; '' for any a damaged or older record lacks
+-- (srm/records.py reads it the same way), so a damaged session still ends cleanly (the audit
+-- then repairs the rule counters it could not name). Also where the seventh string starts
+-- (just after the six every record has, or after the last one a damaged record has), for
+-- record_ended. A length of one or two digits
+-- (nearly every one) is read from its bytes: a string.match and a tonumber (two strtod) each
+-- cost several times more.
 local function record_strings(v)
-  local out, pos = {}, (string.find(v, ';', 1, true) or #v) + 1
-  while pos <= #v do
-    local length = string.match(v, '^(%d+):', pos)
-    if not length then
-      break
+  -- ten strings made at once (filling an empty table grows it four times)
+  local out, n, size = {'', '', '', '', '', '', '', '', '', ''}, 0, #v
+  local pos, cut = (string.find(v, ';', 1, true) or size) + 1, nil
+  while pos <= size do
+    local a, b, c = string.byte(v, pos, pos + 2)
+    local length, first
+    if b == 58 and a >= 48 and a <= 57 then  -- "<digit>:"
+      length, first = a - 48, pos + 2
+    elseif c == 58 and a >= 48 and a <= 57 and b >= 48 and b <= 57 then  -- "<digit><digit>:"
+      length, first = (a - 48) * 10 + b - 48, pos + 3
+    else
+      local text = string.match(v, '^(%d+):', pos)
+      if not text then
+        break
+      end
+      length, first = text + 0, pos + #text + 1
     end
-    local first = pos + #length + 1
-    out[#out + 1] = string.sub(v, first, first + tonumber(length) - 1)
-    pos = first + tonumber(length)
+    n = n + 1
+    out[n] = string.sub(v, first, first + length - 1)
+    pos = first + length
+    if n == 6 then
+      cut = pos
+    end
   end
-  for i = #out + 1, 10 do
-    out[i] = ''
-  end
-  return out
+  return out, cut or pos
 end
 
 -- record_moved: the ACTIVE record v, created at `created`, with keep-alive time ka and a new
@@ -170,17 +189,20 @@ local function record_moved(v, created, ka, deadline)
 end
 
 -- record_ended: the ACTIVE record v, ended at ended_at for reason (by: deviceId or ''), which
--- goes after the six strings every record has (before where)
-local function record_ended(v, ended_at, reason, by)
+-- goes after the six strings every record has (before where). cut, created: where the
+-- seventh string starts (record_strings) and its createdAt, when the caller knows them.
+local function record_ended(v, ended_at, reason, by, cut, created)
   local semi = string.find(v, ';', 1, true)
-  local created = tonumber(string.match(v, '^(-?%d+)'))
-  local cut = semi + 1  -- just after the sixth string
-  for _ = 1, 6 do
-    local length = string.match(v, '^(%d+):', cut)
-    if not length then
-      break
+  created = created or string.match(v, '^(-?%d+)') + 0
+  if not cut then
+    cut = semi + 1  -- just after the sixth string
+    for _ = 1, 6 do
+      local length = string.match(v, '^(%d+):', cut)
+      if not length then
+        break
+      end
+      cut = cut + #length + 1 + length
     end
-    cut = cut + #length + 1 + tonumber(length)
   end
   return string.sub(v, 1, semi - 1) .. ',' .. digits(ended_at - created) .. ',' .. reason ..
     string.sub(v, semi, cut - 1) .. L(by) .. string.sub(v, cut)
@@ -245,7 +267,7 @@ local function is_record(field)
   return first ~= 61 and first ~= 62  -- '=', '>'
 end
 
--- active_records: {sessionId, deadline} of every ACTIVE session of the account, lapsed ones
+-- active_records: {sessionId, deadline, createdAt} of every ACTIVE session of the account, lapsed ones
 -- included, oldest keep-alive (earliest deadline) first, ties by sessionId; and the whole
 -- hash as a table field -> value.
 local function active_records(acct)
@@ -255,9 +277,9 @@ local function active_records(acct)
     local field, value = flat[i], flat[i + 1]
     all[field] = value
     if is_record(field) then
-      local deadline = active_deadline(value)
+      local deadline, created = active_deadline(value)
       if deadline then
-        out[#out + 1] = {field, deadline}
+        out[#out + 1] = {field, deadline, created}
       end
     end
   end
@@ -289,13 +311,15 @@ end
 -- usage_only_expires: an account hash left with no session record (its usage only) expires
 -- USAGE_DAYS later, so an account that stops watching leaves nothing behind; one that holds
 -- a record or the counter does not. (Its ENDED records and tombstones are in the ENDED hash,
--- which the reaper empties: an empty hash is no key.)
-local function usage_only_expires(state)
-  if redis.call('HEXISTS', state, N) == 1 then
+-- which the reaper empties: an empty hash is no key.) one_call: read the fields only, not
+-- first the counter (HEXISTS; cheaper when the account mostly still has the counter, as a
+-- setup's does; one call less when it mostly has not, as the purge's has not).
+local function usage_only_expires(state, one_call)
+  if not one_call and redis.call('HEXISTS', state, N) == 1 then
     return
   end
   for _, field in ipairs(redis.call('HKEYS', state)) do
-    if is_record(field) then
+    if field == N or is_record(field) then
       return
     end
   end
@@ -332,15 +356,15 @@ end
 -- end_record: records the end of session `sid` (ACTIVE record `v`, its strings `s`; the
 -- ENDED record moves to the account's ENDED hash), counts its usage, emits session.ended,
 -- revokes its CDN token when another than its player ended it (revoke) and queues it for
--- removal; `active`: the account's ACTIVE
--- sessions just before. The counters are the caller's (end_session).
+-- removal; `active`: the account's ACTIVE sessions just before; cut: record_strings's second
+-- value, if known. The counters are the caller's (end_session).
 --   reason: TEARDOWN|TIMEOUT|OPERATOR|EVICTED|REPLACED; ended_at: ms
 --   purge_at: ms when the reaper may remove it; by: deviceId whose setup ended it, or nil
 --   queued: nil, or a table collecting {purge_at, member, ...} for the caller's one ZADD
-local function end_record(acct, sid, v, s, reason, ended_at, purge_at, by, queued, active)
-  redis.call('HSET', acct.ended, sid, record_ended(v, ended_at, reason, by or ''))
-  redis.call('HDEL', acct.state, sid)
+local function end_record(acct, sid, v, s, reason, ended_at, purge_at, by, queued, active, cut)
   local created, _, deadline = record_times(v)
+  redis.call('HSET', acct.ended, sid, record_ended(v, ended_at, reason, by or '', cut, created))
+  redis.call('HDEL', acct.state, sid)
   session_ended(acct, sid, s, reason, ended_at, math.max(0, ended_at - created), active)
   revoke(acct.revoked, sid, reason, ended_at, deadline)
   local mbr = acct.id .. '/' .. sid
@@ -359,7 +383,7 @@ end
 -- Returns the ACTIVE sessions left.
 local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
   local left = redis.call('HINCRBY', acct.state, N, -1)
-  local s = record_strings(v)
+  local s, cut = record_strings(v)
   local gone = {}  -- the counters this brings to 0 (and N), in one HDEL
   if left <= 0 then
     gone[1] = N
@@ -374,7 +398,7 @@ local function end_session(acct, sid, v, reason, ended_at, purge_at, by, queued)
   if #gone > 0 then
     redis.call('HDEL', acct.state, unpack(gone))
   end
-  end_record(acct, sid, v, s, reason, ended_at, purge_at, by, queued, left + 1)
+  end_record(acct, sid, v, s, reason, ended_at, purge_at, by, queued, left + 1, cut)
   return math.max(left, 0)
 end
 
@@ -410,10 +434,26 @@ local function variadic(command, key, items)
   end
 end
 
+-- variadic_reply: like variadic, the replies of its calls one after the other (ZMSCORE,
+-- HMGET: one reply element per item)
+local function variadic_reply(command, key, items, first, last)
+  local out, n = {}, 0
+  for from = first, last, UNPACK_MAX do
+    local part = redis.call(command, key, unpack(items, from, math.min(last, from + UNPACK_MAX - 1)))
+    for j = 1, #part do
+      out[n + j] = part[j]
+    end
+    n = n + #part
+  end
+  return out
+end
+
 -- end_lapsed: ends up to `max` ACTIVE sessions of the account whose deadline is <= now, each
 -- with endReason TIMEOUT at its own deadline, then makes the due score exact. Returns how
--- many it ended. queued: as for end_session.
-local function end_lapsed(acct, now, purge_at, max, queued)
+-- many it ended. queued: as for end_session. shard: nil, or (a sweep of many accounts) a
+-- table collecting the shard's writes for the caller to make once (shard_flush): the change
+-- of the count of ACTIVE sessions, the due scores to set and the accounts to unindex.
+local function end_lapsed(acct, now, purge_at, max, queued, shard)
   local records, all = active_records(acct)
   local n = 0
   while n < #records and n < max and records[n + 1][2] <= now do
@@ -421,20 +461,55 @@ local function end_lapsed(acct, now, purge_at, max, queued)
   end
   if n > 0 and n == #records then
     -- every ACTIVE session ends: the account counter, every rule counter and every
-    -- playback go at once, instead of a decrement per session and group
-    local gone = {N}
-    active_add(acct, -(tonumber(all[N] or '0') or 0))
+    -- playback go at once, instead of a decrement per session and group; the records
+    -- leave the account hash in that one HDEL and enter the ENDED hash in one HSET. In a
+    -- sweep with no retention (purge_at <= now) they are not kept at all: the purge would
+    -- remove them at its next batch, so they are removed now, nothing is queued, and an
+    -- account hash left with its usage only expires (usage_only_expires), as after a purge.
+    local gone, ended, others = {N}, {}, 0
+    local keep = not (shard and purge_at <= now)
+    local delta = -(tonumber(all[N] or '0') or 0)
+    if shard then
+      shard.active = shard.active + delta
+    else
+      active_add(acct, delta)
+    end
     for field in pairs(all) do
       local first = string.byte(field, 1)
       if first == 61 or first == 62 then  -- '=' a rule counter, '>' a playback
         gone[#gone + 1] = field
+      elseif is_record(field) then
+        others = others + 1  -- the n ending, and any ENDED record an older version left
       end
     end
-    variadic('HDEL', acct.state, gone)
+    local at = queued and digits(purge_at)
     for i = 1, n do
-      local sid, v = records[i][1], all[records[i][1]]
-      end_record(acct, sid, v, record_strings(v), 'TIMEOUT', records[i][2], purge_at, nil,
-        queued, n - i + 1)
+      local sid, deadline, created = records[i][1], records[i][2], records[i][3]
+      local v = all[sid]
+      local s, cut = record_strings(v)
+      gone[#gone + 1] = sid
+      session_ended(acct, sid, s, 'TIMEOUT', deadline, math.max(0, deadline - created),
+        n - i + 1, all)
+      revoke(acct.revoked, sid, 'TIMEOUT', deadline, deadline)
+      if not keep then  -- removed at once
+      elseif queued then
+        ended[#ended + 1] = sid
+        ended[#ended + 1] = record_ended(v, deadline, 'TIMEOUT', '', cut, created)
+        queued[#queued + 1] = at
+        queued[#queued + 1] = acct.id .. '/' .. sid
+      else
+        ended[#ended + 1] = sid
+        ended[#ended + 1] = record_ended(v, deadline, 'TIMEOUT', '', cut, created)
+        redis.call('ZADD', acct.reap, digits(purge_at), acct.id .. '/' .. sid)
+      end
+    end
+    variadic('HSET', acct.ended, ended)
+    variadic('HDEL', acct.state, gone)
+    if not keep then
+      shard.removed = shard.removed + n
+      if others == n then
+        shard.expire[#shard.expire + 1] = acct.state  -- after the usage is written
+      end
     end
   else
     for i = 1, n do
@@ -443,8 +518,31 @@ local function end_lapsed(acct, now, purge_at, max, queued)
     end
   end
   local first = records[n + 1]  -- the earliest deadline left
-  due_at(acct, first and first[2])
+  if not shard then
+    due_at(acct, first and first[2])
+  elseif first then
+    shard.due[#shard.due + 1] = digits(first[2])
+    shard.due[#shard.due + 1] = acct.id
+  else
+    shard.unindexed[#shard.unindexed + 1] = acct.id
+  end
   return n
+end
+
+-- shard_batch: the collector of end_lapsed's shard writes; shard_flush makes them, each in one
+-- call, on the shard of account `acct`, after usage_flush: then the account hashes left with
+-- their usage only (expire) expire. removed: the sessions end_lapsed removed at once.
+local function shard_batch()
+  return {active = 0, due = {}, unindexed = {}, expire = {}, removed = 0}
+end
+
+local function shard_flush(acct, shard)
+  active_add(acct, shard.active)
+  variadic('ZADD', acct.due, shard.due)
+  variadic('ZREM', acct.due, shard.unindexed)
+  for _, state in ipairs(shard.expire) do
+    redis.call('PEXPIRE', state, USAGE_DAYS * DAY_MS)
+  end
 end
 
 -- end_device_sessions: ends up to `batch` ACTIVE sessions of device `dev` of the account with

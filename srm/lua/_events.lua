@@ -47,12 +47,13 @@ local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n, w)
   if EVENTS == '' then
     return
   end
-  local fields = {'t', t, 'at', digits(at), 'a', a, 's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct,
-    'q', q, 'x', x, 'n', n, 'w', w or ''}
+  -- the fields as arguments, not a table unpacked: no table to make and collect per event
   if MAXLEN > 0 then
-    redis.call('XADD', stream, 'MAXLEN', '~', MAXLEN_TEXT, '*', unpack(fields))
+    redis.call('XADD', stream, 'MAXLEN', '~', MAXLEN_TEXT, '*', 't', t, 'at', digits(at), 'a', a,
+      's', s, 'd', d, 'dt', dt, 'c', c, 'ct', ct, 'q', q, 'x', x, 'n', n, 'w', w or '')
   else
-    redis.call('XADD', stream, '*', unpack(fields))
+    redis.call('XADD', stream, '*', 't', t, 'at', digits(at), 'a', a, 's', s, 'd', d, 'dt', dt,
+      'c', c, 'ct', ct, 'q', q, 'x', x, 'n', n, 'w', w or '')
   end
   if MAX_AGE > 0 and not TRIMMED[stream] then
     TRIMMED[stream] = true
@@ -89,9 +90,18 @@ end
 local USAGE_DAYS = 35
 local DAY_MS = 86400000
 
--- usage_day: the usage field (days since the epoch, as text) of the day of `at` (ms)
+-- usage_day: the usage field (days since the epoch, as text) of the day of `at` (ms); each
+-- day's text made once per call (DAY_OF: day number -> text; a reaper batch ends hundreds of
+-- sessions, mostly of one day)
+local DAY_OF = {}
 local function usage_day(at)
-  return digits(math.floor(tonumber(at) / DAY_MS))
+  local number = math.floor(tonumber(at) / DAY_MS)
+  local day = DAY_OF[number]
+  if not day then
+    day = digits(number)
+    DAY_OF[number] = day
+  end
+  return day
 end
 
 -- usage_held: the caller read `value` (false: none) of usage field `day` of `key` itself: the
@@ -105,10 +115,13 @@ local PEAK, WATCHED = 2, 3
 
 -- usage_read: the counters of `day` in `key`, as the strings stored (a counter is turned
 -- into a number only when it changes: number conversions are most of a usage update's cost);
--- drops the days older than USAGE_DAYS when `day` is new.
-local function usage_read(key, day)
+-- drops the days older than USAGE_DAYS when `day` is new. known: the hash `key` as the caller
+-- read it in this script (field -> value), when nothing wrote the day since (usage_add).
+local function usage_read(key, day, known)
   local packed
-  if HELD and HELD.key == key and HELD.day == day then
+  if known then
+    packed = known[day]
+  elseif HELD and HELD.key == key and HELD.day == day then
     packed = HELD.value  -- read by the caller already; used once (a write follows)
     HELD = nil
   else
@@ -140,6 +153,11 @@ local function usage_text(v)
   local last = 11
   while last > 1 and (v[last] == '0' or v[last] == 0) do
     last = last - 1
+  end
+  for i = 1, last do
+    if type(v[i]) == 'number' then
+      v[i] = digits(v[i])  -- not table.concat's own "%.14g"
+    end
   end
   return table.concat(v, ',', 1, last)
 end
@@ -178,20 +196,26 @@ end
 
 -- usage_add: adds 1 to counter `what` (a USAGE name) of the day of `at`, `watched` ms to
 -- the watched time, and raises the day's peak to `active` (the sessions active at that time).
-local function usage_add(key, at, what, watched, active)
+-- known: the hash `key` as read earlier in this script, used in a batch only (usage_batch:
+-- there every change of the day waits in BATCH until usage_flush), or nil.
+-- In a batch the counters it changes stay numbers until usage_flush writes them (each is then
+-- converted once, not at every change).
+local function usage_add(key, at, what, watched, active, known)
   local day = usage_day(at)
   local held = BATCH and BATCH[key .. '|' .. day]
-  local v = held and held.v or usage_read(key, day)
+  local v = held and held.v or usage_read(key, day, BATCH and known)
   local i = USAGE[what]
-  v[i] = digits(v[i] + 1)
+  v[i] = v[i] + 1
   if watched ~= 0 then
-    v[WATCHED] = digits(v[WATCHED] + watched)
+    v[WATCHED] = v[WATCHED] + watched
   end
   if active > tonumber(v[PEAK]) then
-    v[PEAK] = digits(active)
+    v[PEAK] = active
   end
   if BATCH then
-    BATCH[key .. '|' .. day] = {key = key, day = day, v = v}
+    if not held then
+      BATCH[key .. '|' .. day] = {key = key, day = day, v = v}
+    end
   else
     usage_write(key, day, v)
   end
@@ -222,11 +246,11 @@ local function session_started(acct, sid, at, d, dt, c, ct, q, active, w, flagge
 end
 
 -- session_ended: called by end_session for every session it ends; s: the ACTIVE record's
--- strings (dev, cid, ctype, dt, q, groups, where)
-local function session_ended(acct, sid, s, reason, ended_at, duration, active)
+-- strings (dev, cid, ctype, dt, q, groups, where); known: as for usage_add
+local function session_ended(acct, sid, s, reason, ended_at, duration, active, known)
   emit(acct.events, 'E', ended_at, acct.id, sid, s[1], s[4], s[2], s[3], s[5], reason,
     digits(duration), s[7])
-  usage_add(acct.state, ended_at, reason, duration, active)
+  usage_add(acct.state, ended_at, reason, duration, active, known)
 end
 
 -- device_registered: device d (type dt) joined the account's registry at `at`; counted in

@@ -9,46 +9,76 @@
 -- ARGV[1+i] member "<accountId>/<sessionId>"
 -- Returns {removed, skipped because still active}.
 -- An account hash left with no session record expires USAGE_DAYS later (its usage).
+-- Per batch: one ZRANGEBYSCORE finds which members are due (reading their scores, ZMSCORE,
+-- costs more: each is formatted as a double and parsed back), one variadic ZREM dequeues
+-- them; per account: one HMGET finds its records in its ENDED hash, one HDEL removes them.
 local now = server_time(ARGV[1])
+local count = #ARGV - 1
 local removed, skipped = 0, 0
--- the batch's removals from the reap queue in one variadic ZREM at the end (the members are
--- distinct); the accounts that lost a record, checked once each at the end
-local dequeued, touched = {}, {}
-for i = 1, #ARGV - 1 do
+-- the members due now, as many as the caller passed: the caller's are among them unless
+-- another reaper dequeued them (or earlier ones came), then they wait for the next batch
+local due = {}
+local found = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', digits(now), 'LIMIT', 0, count)
+for _, mbr in ipairs(found) do
+  due[mbr] = true
+end
+-- the due members by account, in the order met: {account, its sessionIds}
+local dequeued, accounts, by_id = {}, {}, {}
+for i = 1, count do
   local mbr = ARGV[1 + i]
-  local due = redis.call('ZSCORE', KEYS[2], mbr)
-  if due and tonumber(due) <= now then
-    local sid = string.sub(mbr, -36)
-    local acct = nth_account(string.sub(mbr, 1, -38), i)
+  if due[mbr] then
+    due[mbr] = nil  -- once, were it passed twice
     dequeued[#dequeued + 1] = mbr
-    -- where the record is: the ENDED hash, or the account hash (an ACTIVE session, or an
-    -- ENDED one a version before the split left there)
-    local where = acct.ended
-    local v = redis.call('HGET', where, sid)
-    if not v then
-      where = acct.state
-      v = redis.call('HGET', where, sid)
+    local id = string.sub(mbr, 1, -38)
+    local group = by_id[id]
+    if not group then
+      group = {nth_account(id, i), {}}
+      by_id[id] = group
+      accounts[#accounts + 1] = group
     end
-    if not v and migrate(acct) == 1 then  -- queued by 0.x: its account moves first
-      where = acct.ended
-      v = redis.call('HGET', where, sid)
-    end
-    if v and where == acct.state and active_deadline(v) then
-      -- never remove a session that is still active; it is queued again when it ends
-      skipped = skipped + 1
+    group[2][#group[2] + 1] = string.sub(mbr, -36)
+  end
+end
+for _, group in ipairs(accounts) do
+  local acct, sids = group[1], group[2]
+  local found, gone, touched = variadic_reply('HMGET', acct.ended, sids, 1, #sids), {}, false
+  for j = 1, #sids do
+    local sid = sids[j]
+    if found[j] then
+      gone[#gone + 1] = sid
     else
-      if v then
+      -- not in the ENDED hash: an ACTIVE session, an ENDED one a version before the split
+      -- left in the account hash, or one queued by 0.x (whose account moves first)
+      local where = acct.state
+      local v = redis.call('HGET', where, sid)
+      if not v and migrate(acct) == 1 then
+        where = acct.ended
+        v = redis.call('HGET', where, sid)
+      elseif not v then
+        where = acct.ended  -- moved by this batch's migrate of another member
+        v = redis.call('HGET', where, sid)
+      end
+      if v and where == acct.state and active_deadline(v) then
+        -- never remove a session that is still active; it is queued again when it ends
+        skipped = skipped + 1
+      elseif v then
         redis.call('HDEL', where, sid)
-        touched[acct.state] = true
+        touched = true
+        removed = removed + 1
       else  -- a 0.x tombstone or denied record (the account's move does not take those)
         redis.call('DEL', KEYS[5] .. sid)
+        removed = removed + 1
       end
-      removed = removed + 1
     end
+  end
+  if #gone > 0 then
+    variadic('HDEL', acct.ended, gone)
+    removed = removed + #gone
+    touched = true
+  end
+  if touched then
+    usage_only_expires(acct.state, true)
   end
 end
 variadic('ZREM', KEYS[2], dequeued)
-for state in pairs(touched) do
-  usage_only_expires(state)
-end
 return {removed, skipped}

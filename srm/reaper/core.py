@@ -22,7 +22,6 @@ import os
 import random
 import socket
 import time
-from asyncio import FIRST_COMPLETED
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager, suppress
@@ -44,7 +43,7 @@ T = TypeVar("T")
 BACKOFF_BASE = 0.1  # seconds before the first retry after an error
 BACKOFF_CAP = 5.0  # longest wait between retries
 PASS_JITTER = 0.2  # each pass lasts interval * (1 +/- this)
-PARALLEL_SHARDS = 4  # shards reaped at once when behind (measured: bench/run --only reaper)
+PARALLEL_SHARDS = 4  # shards reaped at once per master when behind (bench/run --only reaper)
 TRIM_EVERY = 10.0  # seconds between two trims of a shard's revocation feed ([cdn])
 
 
@@ -181,24 +180,40 @@ class Reaper:
     async def _paced(self, length: float, step: Callable[[int], Awaitable[None]]) -> bool:
         """Start *step* for every shard, one every length/shards seconds, keeping the heartbeat
         fresh between starts and while waiting; False if stopped. Up to PARALLEL_SHARDS steps
-        run at once: with a backlog, one shard's Redis calls go while another's are being
-        prepared (their calls share the store's pipelines)."""
+        run at once on each Redis master (on a Cluster, the shards of each master apart, so a
+        backlog on one master does not hold up the others' shards, nor do several masters'
+        shards queue behind one bound): with a backlog, one shard's Redis calls go while
+        another's are being prepared (their calls share the store's pipelines). A shard whose
+        master has as many in flight waits its turn (first come, first served) without
+        holding up the shards of other masters."""
         slot = length / self.shards
         next_at = time.monotonic()
+        limits: dict[str | None, asyncio.Semaphore] = {}
         running: set[asyncio.Task[None]] = set()
+
+        async def bounded(shard: int, limit: asyncio.Semaphore) -> None:
+            async with limit:
+                if not self.stop.is_set():
+                    await step(shard)
+
         try:
             for i in range(self.shards):
                 if self.stop.is_set():
                     return False
-                if len(running) >= PARALLEL_SHARDS:
-                    _, running = await asyncio.wait(running, return_when=FIRST_COMPLETED)
-                running.add(asyncio.ensure_future(step((self.first_shard + i) % self.shards)))
+                shard = (self.first_shard + i) % self.shards
+                node = self.store.shard_node(shard)
+                limit = limits.get(node)
+                if limit is None:
+                    limit = limits[node] = asyncio.Semaphore(PARALLEL_SHARDS)
+                running.add(asyncio.ensure_future(bounded(shard, limit)))
+                running = {task for task in running if not task.done()}
                 # when behind (a backlog or an outage), go on at once but do not burst
                 next_at = max(next_at + slot, time.monotonic())
                 if not await self._idle(next_at):
                     return False
         finally:
-            # the steps in flight finish their batch (each stops between batches)
+            # the steps in flight finish their batch (each stops between batches); those
+            # still waiting for their master see the stop and do not start
             if running:
                 await asyncio.wait(running)
         return not self.stop.is_set()
@@ -224,6 +239,7 @@ class Reaper:
             with m.timed("sweep"):
                 swept = await self.store.sweep(shard, batch)
             m.expired.inc(swept.ended)
+            m.purged.inc(swept.removed)
             if max(swept.accounts, swept.migrated) < batch or self.stop.is_set():
                 break
         for _ in range(self.settings.max_batches):

@@ -23,6 +23,7 @@ class SweepResult:
     accounts: int  # accounts visited
     moved: int = 0  # of those, accounts with nothing lapsed (their due score moved later)
     migrated: int = 0  # accounts of the 0.x index moved to the account hash first
+    removed: int = 0  # of the ended, removed at once (retention 0), not queued for the purge
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +60,25 @@ class ReaperPasses(Legacy):
         script_keys = self.keys.shard_keys(shard)
         for account_id in due:
             script_keys += self.keys.account(account_id).own()
-        ended, moved = await self._run(
+        ended, moved, removed = await self._run(
             "sweep",
             script_keys,
             [self._clock_override(), self.policy.retention_ms, self._events, *due],
         )
-        return SweepResult(int(ended), len(due), int(moved), migrated)
+        return SweepResult(int(ended), len(due), int(moved), migrated, int(removed))
+
+    def shard_node(self, shard: int) -> str | None:
+        """The master that holds *shard* on a Redis Cluster ("host:port"), as the client's
+        slot map has it now; None on a standalone or Sentinel server, or while the map is
+        not known."""
+        find = getattr(self.redis, "get_node_from_key", None)
+        if find is None:
+            return None
+        try:
+            node = find(self.keys.due(shard))
+        except Exception:  # no slot map yet (or a slot not covered): one group then
+            return None
+        return None if node is None else str(node.name)
 
     async def purge(self, shard: int, batch: int) -> int:
         """Remove up to *batch* ENDED sessions of one shard whose retention has passed."""
