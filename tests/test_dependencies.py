@@ -256,6 +256,14 @@ async def test_redis_pipelines_and_cluster_routing_used_by_the_store() -> None:
         "Pipeline.annotate_exception's text",
         "srm/autopipeline.py (function_missing)",
     )
+    determine = getattr(RedisCluster, "_determine_slot", None)
+    require(
+        inspect.iscoroutinefunction(determine)
+        and list(parameters(determine)) == ["self", "command", "args"],
+        REDIS,
+        "async RedisCluster._determine_slot(command, *args)",
+        "srm/connection.py (SrmCluster)",
+    )
     require(
         RedisCluster.COMMAND_FLAGS.get("FUNCTION LOAD") == RedisCluster.PRIMARIES,
         REDIS,

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from srm import embedded
 from srm import keys as k
@@ -177,6 +178,26 @@ async def test_a_cluster_master_without_the_library_gets_it_and_the_call_is_rese
         loaded = await cluster.execute_command("FUNCTION LIST", target_nodes=owner)
         assert library_names(loaded) == {store.library.name}
         await invariants.check(cluster, keyspace)
+
+
+async def test_an_fcall_goes_to_its_first_keys_node_and_redis_checks_the_rest(
+    request: pytest.FixtureRequest, keyspace: k.Keys, policy: Policy, clock: Clock
+) -> None:
+    """srm.connection.SrmCluster routes an FCALL by its first key alone (SRM's keys of one
+    call share a hash tag); keys of another slot are refused by Redis, not sent elsewhere."""
+    async with open_backend(request, "cluster") as cluster:
+        store = SessionStore(cluster, keyspace, policy, clock=clock)
+        await store.load_library()
+        read = store.library.function("read")
+        own = keyspace.account("acct-1").lifecycle()
+        elsewhere = next(
+            a
+            for i in range(100)
+            if keyspace.shard_of(a := f"acct-{i}") != keyspace.shard_of("acct-1")
+        )
+        other = keyspace.account(elsewhere).lifecycle()[0]
+        with pytest.raises(ResponseError, match="same slot"):  # CROSSSLOT
+            await cluster.execute_command("FCALL", read, 2, own[0], other, "acct-1")
 
 
 @pytest.mark.parametrize(
