@@ -9,11 +9,10 @@ requests, so the cost per request falls as load rises; alone, a call waits one t
 
 Each call keeps its own outcome: an error answer fails only that call; a connection failure,
 or the batch outliving *deadline*, fails every call of the batch (the waiters then see it at
-once instead of each running its own timer). A NOSCRIPT answer (Redis restarted, failed over
-A "Function not found" answer (Redis restarted empty, failed over to a node that never had
-the library, or had its functions flushed; a new Cluster master) loads the library (FUNCTION
-LOAD REPLACE, on every master of a cluster) and resends only the calls that got it; a call
-that got it did not run, so resending it is safe.
+once instead of each running its own timer). A "Function not found" answer (Redis restarted
+empty, failed over to a node that never had the library, or had its functions flushed; a new
+Cluster master) loads the library (FUNCTION LOAD REPLACE, on every master of a cluster) and
+resends only the calls that got it; a call that got it did not run, so resending it is safe.
 
 A batch that fails before any of it was written to a socket (no connection to be had: refused,
 pool or gate timeout) fails its calls with :class:`NeverSent`: their scripts did not run, so

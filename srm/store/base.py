@@ -94,6 +94,7 @@ class StoreBase:
         self._server_clock = ServerClock(self._server_time)
         self.deadline = deadline
         self.library = library(self.SCRIPTS)
+        self._functions = {name: self.library.function(name) for name in self.SCRIPTS}
         self.feeds = events
         self._events = events.argument
         self._gate = InFlightGate(max_in_flight, in_flight_wait)  # 0: no bound
@@ -107,6 +108,7 @@ class StoreBase:
     def use_library(self, library: Library) -> None:
         """Run the scripts of *library* instead (tests: a library that counts commands)."""
         self.library = library
+        self._functions = {name: library.function(name) for name in self.SCRIPTS}
         self._pipeline = AutoPipeline(
             self.redis, self.deadline, library=library.source, gate=self._gate
         )
@@ -178,7 +180,7 @@ class StoreBase:
         # the boundary of _boundary, inline: this is every request's path
         started = time.perf_counter()
         try:
-            return await self._pipeline.call(self.library.function(name), keys, args)
+            return await self._pipeline.call(self._functions[name], keys, args)
         except REDIS_FAILURES as exc:
             raise_domain_error(name, exc)
         finally:
@@ -193,7 +195,7 @@ class StoreBase:
         pipeline; on a Cluster it is sent to the node that owns the keys. Too few replicas
         in time: SRM-0008, the outcome is unknown, as after any lost reply.
         """
-        function = self.library.function(name)
+        function = self._functions[name]
         try:
             result, acked = await self._call_then_wait(function, keys, args)
         except rx.ResponseError as exc:
