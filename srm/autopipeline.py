@@ -59,13 +59,10 @@ class _Call:
 
 
 def function_missing(reply: object) -> bool:
-    """Whether *reply* says the function called is not on the server (its library is not
-    loaded there): the call did not run. A pipeline's error is prefixed by redis-py with the
-    command that met it."""
-    if not isinstance(reply, rx.ResponseError):
-        return False
-    text = str(reply).rpartition(" of pipeline caused error: ")[2]
-    return text.lstrip("('\"").startswith("Function not found")
+    """Whether *reply* (of a pipeline run with raise_on_error=False, which leaves the error
+    as Redis sent it) says the function called is not on the server (its library is not
+    loaded there): the call did not run."""
+    return isinstance(reply, rx.ResponseError) and str(reply).startswith("Function not found")
 
 
 class AutoPipeline:

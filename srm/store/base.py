@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from redis import exceptions as rx
-
 from srm import keys as k
 from srm import metrics
 from srm.autopipeline import AutoPipeline, NeverSent, function_missing
@@ -196,14 +194,14 @@ class StoreBase:
         in time: SRM-0008, the outcome is unknown, as after any lost reply.
         """
         function = self._functions[name]
-        try:
-            result, acked = await self._call_then_wait(function, keys, args)
-        except rx.ResponseError as exc:
-            if not function_missing(exc):
-                raise
+        result, acked = await self._call_then_wait(function, keys, args)
+        if function_missing(result):
             # a new, restarted or flushed master: the library is loaded, then once more
             await self._pipeline.load()
             result, acked = await self._call_then_wait(function, keys, args)
+        for reply in (result, acked):
+            if isinstance(reply, Exception):
+                raise reply
         if int(acked) < self.replica_acks:
             raise failed(
                 name, StoreUnavailable(f"{acked} of {self.replica_acks} replicas acknowledged")
@@ -213,6 +211,7 @@ class StoreBase:
     async def _call_then_wait(
         self, function: str, keys: Sequence[str], args: Sequence[Any]
     ) -> list[Any]:
+        """The function's reply and WAIT's, each a value or the error it met."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.execute_command("FCALL", function, len(keys), *keys, *args)
         wait = ("WAIT", self.replica_acks, self._ack_timeout_ms)
@@ -220,7 +219,7 @@ class StoreBase:
             pipe.execute_command(*wait, target_nodes=self.redis.get_node_from_key(keys[0]))
         else:
             pipe.execute_command(*wait)
-        return list(await pipe.execute())
+        return list(await pipe.execute(raise_on_error=False))
 
     # -- time --------------------------------------------------------------------------------
 
