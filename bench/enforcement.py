@@ -32,7 +32,7 @@ FEED_ENTRIES = 1000  # revocations in the feed for the polls "with entries"
 
 @dataclass(frozen=True)
 class EnforcementCost:
-    keepalive_us: dict[str, float]  # plain | token: median usec_per_call of EVALSHA
+    keepalive_us: dict[str, float]  # plain | token: median usec_per_call of FCALL
     end_us: dict[str, float]  # off | feed: median usec_per_call of an operator end
     mint_us: float  # SRM CPU (process time) per token minted
     poll_ms: dict[str, float]  # empty | entries: median wall ms of one poll of every shard
@@ -41,9 +41,9 @@ class EnforcementCost:
     shards: int
 
 
-async def _evalsha_us(store: SessionStore) -> float:
+async def _fcall_us(store: SessionStore) -> float:
     stats = await store.redis.info("commandstats")
-    return float(stats["cmdstat_evalsha"]["usec_per_call"])
+    return float(stats["cmdstat_fcall"]["usec_per_call"])
 
 
 async def _xrange_us(store: SessionStore) -> float:
@@ -79,7 +79,7 @@ async def enforcement_cost(redis_url: str, samples: int, rounds: int) -> Enforce
                         await plain.keep_alive(new.account_id, new.session_id)
                     else:
                         await fed.keep_alive_for_token(new.account_id, new.session_id)
-                ka[kind].append(await _evalsha_us(plain))
+                ka[kind].append(await _fcall_us(plain))
             for kind, store in (("off", plain), ("feed", fed)):
                 victims = _sessions(samples, f"end{r}{kind}")
                 for new in victims:
@@ -87,7 +87,7 @@ async def enforcement_cost(redis_url: str, samples: int, rounds: int) -> Enforce
                 await plain.redis.config_resetstat()
                 for new in victims:
                     await store.end(new.account_id, new.session_id, EndReason.OPERATOR)
-                ends[kind].append(await _evalsha_us(plain))
+                ends[kind].append(await _fcall_us(plain))
             await plain.redis.flushall()
         tokens = CdnTokens(cdn_settings.cdn)
         sid = str(uuid.uuid4())

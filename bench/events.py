@@ -121,7 +121,7 @@ async def _timed_calls(
         for new in batch:
             await store.end(new.account_id, new.session_id, EndReason.TEARDOWN)
     stats = await redis.info("commandstats")
-    return float(stats["cmdstat_evalsha"]["usec_per_call"])
+    return float(stats["cmdstat_fcall"]["usec_per_call"])
 
 
 @dataclass(frozen=True)

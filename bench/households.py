@@ -118,7 +118,7 @@ class Breakdown:
 
 @dataclass(frozen=True)
 class HouseholdsCost:
-    # phase -> configuration -> the median of the rounds' usec_per_call of EVALSHA
+    # phase -> configuration -> the median of the rounds' usec_per_call of FCALL
     setup_us: dict[str, dict[str, float]]
     rounds_us: dict[str, dict[str, list[float]]]
     # the same for redis-server's main thread CPU time per setup (INFO cpu), which, unlike
@@ -195,7 +195,7 @@ async def households_cost(redis_url: str, count: int, samples: int, rounds: int)
                         await store.setup(new)
                     cpu[phase][config].append((await _cpu_us(store.redis) - cpu_before) / samples)
                     cs = await store.redis.info("commandstats")
-                    usec[phase][config].append(float(cs["cmdstat_evalsha"]["usec_per_call"]))
+                    usec[phase][config].append(float(cs["cmdstat_fcall"]["usec_per_call"]))
                     probes = await lifecycles(store, probes)
             await stores["off"].redis.flushall()
         commands, counted = await _commands(redis_url, stores["on"])
@@ -345,7 +345,7 @@ class Callgrind:
 
 
 def instructions(setups: int) -> dict[str, dict[str, float]]:
-    """Thousands of instructions redis-server executes per setup inside EVALSHA (callgrind,
+    """Thousands of instructions redis-server executes per setup inside FCALL (callgrind,
     user space), by phase and configuration: a count that, unlike time, does not move with
     the load of the machine. *setups* per configuration and phase."""
     with tempfile.TemporaryDirectory(prefix="srm-callgrind-") as tmp:
@@ -356,7 +356,7 @@ def instructions(setups: int) -> dict[str, dict[str, float]]:
             server.stop()
         out: dict[str, dict[str, float]] = {p: {} for p in PHASES}
         for (config, phase), dump in zip(done, server.dumps(), strict=True):
-            out[phase][config] = inclusive(dump, "evalGenericCommand") / setups / 1000
+            out[phase][config] = inclusive(dump, "fcallCommand") / setups / 1000
         return out
 
 

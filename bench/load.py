@@ -103,7 +103,7 @@ class CommandCount:
     kind: str
     requests: int
     commands: int  # commands clients sent to Redis (MONITOR, script-internal calls excluded)
-    script_calls: int  # EVALSHA + EVAL calls (INFO commandstats)
+    script_calls: int  # FCALL (+ EVALSHA, EVAL) calls (INFO commandstats)
     names: dict[str, int]
 
 
@@ -162,7 +162,9 @@ def count_commands(
             names.pop("config|resetstat", None)
             names.pop("config", None)
             cs = redis_info(stats, "commandstats")
-            scripts = sum(cs.get(f"cmdstat_{n}", {}).get("calls", 0) for n in ("evalsha", "eval"))
+            scripts = sum(
+                cs.get(f"cmdstat_{n}", {}).get("calls", 0) for n in ("fcall", "evalsha", "eval")
+            )
             results.append(CommandCount(kind, len(tokens), sum(names.values()), scripts, names))
     finally:
         monitor.close()

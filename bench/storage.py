@@ -221,7 +221,7 @@ async def latency_at(
                     _p(times["setup"], 99),
                     _p(times["teardown"], 50),
                     _p(times["teardown"], 99),
-                    float(cs["cmdstat_evalsha"]["usec_per_call"]),
+                    float(cs["cmdstat_fcall"]["usec_per_call"]),
                 )
             )
         return results
@@ -246,7 +246,7 @@ class ReaperRun:
 
 async def redis_busy_seconds(redis: Any) -> float:
     """Time Redis spent executing commands since the last CONFIG RESETSTAT, script-internal
-    calls excluded (they are inside the EVALSHA time), summed over every master."""
+    calls excluded (they are inside the FCALL time), summed over every master."""
     return sum(await busy_per_master(redis))
 
 
@@ -261,7 +261,7 @@ async def busy_per_master(redis: Any) -> list[float]:
     return [sum(int(v["usec"]) for name, v in s.items() if name in wanted) / 1e6 for s in stats]
 
 
-SCRIPT_STATS = ("cmdstat_evalsha", "cmdstat_eval")
+SCRIPT_STATS = ("cmdstat_fcall", "cmdstat_eval")
 READ_STATS = ("cmdstat_zrangebyscore", "cmdstat_zrange", "cmdstat_scan")
 
 
@@ -414,7 +414,7 @@ def rule_sessions(count: int, per_account: int, tag: str) -> Iterable[NewSession
 
 
 async def rules_cost(redis_url: str, count: int, samples: int, rounds: int = 3) -> list[RulesCost]:
-    """Memory per active session and Redis time per setup (EVALSHA usec_per_call in INFO
+    """Memory per active session and Redis time per setup (FCALL usec_per_call in INFO
     commandstats), without rules and with THREE_RULES, 3 sessions per account. The setup
     timings alternate between the two in *rounds*, so other load falls on both alike."""
     stores = []
@@ -440,7 +440,7 @@ async def rules_cost(redis_url: str, count: int, samples: int, rounds: int = 3) 
                 for new in probes:
                     await store.setup(new)
                 cs = await store.redis.info("commandstats")
-                usec[i].append(float(cs["cmdstat_evalsha"]["usec_per_call"]))
+                usec[i].append(float(cs["cmdstat_fcall"]["usec_per_call"]))
         return [
             RulesCost(len(store.policy.rules), memory[i], statistics.median(usec[i]))
             for i, store in enumerate(stores)
@@ -466,7 +466,7 @@ class ScriptCost:
 async def script_cost(redis_url: str, where: str, count: int, concurrency: int = 64) -> ScriptCost:
     """Redis's own time per setup, keep-alive and teardown script with the user configuration
     (USER_RULES, events on): *count* of each through the store, *concurrency* at a time,
-    ``usec`` of EVALSHA in INFO commandstats summed over every master."""
+    ``usec`` of FCALL in INFO commandstats summed over every master."""
     s = settings(redis_url, **USER_ENV)
     redis = connect(s.redis)
     store = make_store(s, redis)

@@ -1,4 +1,4 @@
-"""Auto-pipelining: the script calls of concurrent requests leave in one pipeline write.
+"""Auto-pipelining: the function calls of concurrent requests leave in one pipeline write.
 
 A redis-py call costs far more Python CPU (packing, a pool checkout, a socket write, retry and
 observability wrappers) than Redis spends running one of SRM's scripts. So calls are not sent
@@ -9,9 +9,10 @@ requests, so the cost per request falls as load rises; alone, a call waits one t
 
 Each call keeps its own outcome: an error answer fails only that call; a connection failure,
 or the batch outliving *deadline*, fails every call of the batch (the waiters then see it at
-once instead of each running its own timer). A NOSCRIPT answer (Redis restarted, failed over
-or had its scripts flushed) loads the script and resends only the calls that got it; a call
-that got NOSCRIPT did not run, so resending it is safe.
+once instead of each running its own timer). A "Function not found" answer (Redis restarted
+empty, failed over to a node that never had the library, or had its functions flushed; a new
+Cluster master) loads the library (FUNCTION LOAD REPLACE, on every master of a cluster) and
+resends only the calls that got it; a call that got it did not run, so resending it is safe.
 
 A batch that fails before any of it was written to a socket (no connection to be had: refused,
 pool or gate timeout) fails its calls with :class:`NeverSent`: their scripts did not run, so
@@ -30,12 +31,11 @@ from hiredis import pack_command
 from redis import exceptions as rx
 from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio.connection import ConnectionPool
-from redis.commands.core import AsyncScript
 
 from srm.gate import InFlightGate
 
 MAX_BATCH = 1000  # calls per pipeline: bounds one write and one read loop
-NOSCRIPT_RESENDS = 1
+LOAD_RESENDS = 1
 
 
 class NeverSent(rx.ConnectionError):
@@ -51,18 +51,23 @@ class _Batch:
 
 
 class _Call:
-    __slots__ = ("args", "future", "script")
+    __slots__ = ("args", "future")
 
-    def __init__(
-        self, script: AsyncScript, args: tuple[Any, ...], future: asyncio.Future[Any]
-    ) -> None:
-        self.script = script
-        self.args = args  # the whole command: EVALSHA, sha, key count, keys, arguments
+    def __init__(self, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        self.args = args  # the whole command: FCALL, function, key count, keys, arguments
         self.future = future
 
 
+def function_missing(reply: object) -> bool:
+    """Whether *reply* (of a pipeline run with raise_on_error=False, which leaves the error
+    as Redis sent it) says the function called is not on the server (its library is not
+    loaded there): the call did not run."""
+    return isinstance(reply, rx.ResponseError) and str(reply).startswith("Function not found")
+
+
 class AutoPipeline:
-    """Runs Lua scripts by EVALSHA, coalescing the calls of one event-loop turn."""
+    """Calls the functions of one library by FCALL, coalescing the calls of one event-loop
+    turn; *library* is the library's text, loaded where its functions are missing."""
 
     def __init__(
         self,
@@ -70,9 +75,12 @@ class AutoPipeline:
         deadline: float,
         max_batch: int = MAX_BATCH,
         *,
+        library: str,
         gate: InFlightGate | None = None,
     ) -> None:
         self._redis = redis
+        self._library = library
+        self._loading: asyncio.Future[Any] | None = None
         self._deadline = deadline
         self._max_batch = max_batch
         self._gate = gate or InFlightGate(0, 0)
@@ -83,11 +91,11 @@ class AutoPipeline:
         pooled = isinstance(getattr(redis, "connection_pool", None), ConnectionPool)
         self._roundtrip = self._pooled_roundtrip if pooled else self._client_roundtrip
 
-    def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Queue one EVALSHA; an awaitable of its reply (or of the error it met)."""
+    def call(self, function: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Queue one FCALL; an awaitable of its reply (or of the error it met)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Call(script, ("EVALSHA", script.sha, len(keys), *keys, *args), future))
+        self._queue.append(_Call(("FCALL", function, len(keys), *keys, *args), future))
         if len(self._queue) == 1:
             loop.call_soon(self._flush)
         return future
@@ -120,13 +128,13 @@ class AutoPipeline:
 
     async def _execute(self, batch: _Batch) -> None:
         pending = batch.calls
-        for resend in range(NOSCRIPT_RESENDS + 1):
+        for resend in range(LOAD_RESENDS + 1):
             replies = await self._roundtrip([call.args for call in pending], batch)
             missing: list[_Call] = []
             for call, reply in zip(pending, replies, strict=True):
                 if call.future.done():  # its caller went away (cancelled)
                     continue
-                if isinstance(reply, rx.NoScriptError) and resend < NOSCRIPT_RESENDS:
+                if resend < LOAD_RESENDS and function_missing(reply):
                     missing.append(call)
                 elif isinstance(reply, Exception):
                     call.future.set_exception(reply)
@@ -134,12 +142,20 @@ class AutoPipeline:
                     call.future.set_result(reply)
             if not missing:
                 return
-            for script in {id(c.script): c.script for c in missing}.values():
-                await self._redis.script_load(script.script)
+            await self.load()
             pending = missing
 
+    async def load(self) -> None:
+        """FUNCTION LOAD REPLACE the library (on every master of a cluster: redis-py sends it
+        to all primaries). Batches that find it missing at the same time share one load."""
+        if self._loading is None or self._loading.done():
+            self._loading = asyncio.ensure_future(
+                self._redis.function_load(self._library, replace=True)
+            )
+        await asyncio.shield(self._loading)
+
     async def _client_roundtrip(self, commands: list[tuple[Any, ...]], batch: _Batch) -> list[Any]:
-        """The EVALSHAs through the client's own pipeline; their replies, in order.
+        """The FCALLs through the client's own pipeline; their replies, in order.
 
         A batch passes the store's gate as one call (it holds at most one connection per
         node), so a burst never overflows a node's pool (redis-py's cluster pools do not
@@ -155,7 +171,7 @@ class AutoPipeline:
             return replies
 
     async def _pooled_roundtrip(self, commands: list[tuple[Any, ...]], batch: _Batch) -> list[Any]:
-        """Send the EVALSHAs in one write on one pooled connection; their replies, in order.
+        """Send the FCALLs in one write on one pooled connection; their replies, in order.
 
         Connection failures are retried on a fresh connection by the client's retry policy
         (every script is idempotent, so resending a batch is safe).

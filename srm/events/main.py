@@ -14,10 +14,11 @@ import sys
 from yarl import URL
 
 from srm.config import Settings
+from srm.connection import check_server_version
 from srm.embedded import with_store_url
 from srm.events.consumer import Consumer, EventsMetrics
 from srm.events.sinks import Sink, StdoutSink, Stopped, WebhookSink, webhook_url
-from srm.process import run_companion, serve_prometheus
+from srm.process import run_companion, run_loop, serve_prometheus
 from srm.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ def run(settings: Settings, webhook: str | None, group: str) -> int:
         print("srm events: --group: 1 to 200 characters, no blanks", file=sys.stderr)
         return 2
     outcome: list[int] = []
-    run_companion(with_store_url(settings), functools.partial(_consume, url, group, outcome))
+    settings = with_store_url(settings)
+    run_loop(check_server_version(settings.redis))
+    run_companion(settings, functools.partial(_consume, url, group, outcome))
     return outcome[0] if outcome else 0
 
 

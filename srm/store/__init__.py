@@ -32,7 +32,7 @@ from srm.store.reads import SessionReads
 from srm.store.reaper import ACCOUNT_KINDS, ReaperPasses, Repair, SweepResult
 from srm.store.reports import Reports
 from srm.store.revocations import RevocationFeed
-from srm.store.scripts import load_script_source
+from srm.store.scripts import build_library, load_script_source
 from srm.store.sessions import EndOutcome, Sessions
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "Repair",
     "SessionStore",
     "SweepResult",
+    "build_library",
     "load_script_source",
     "wall_clock_ms",
 ]

@@ -1,9 +1,11 @@
-"""What every store call goes through: the scripts registered once, the autopipeline, the
-in-flight gate, the deadline, replica acknowledgements and the store's clock."""
+"""What every store call goes through: the scripts' library (srm/store/scripts.py), the
+autopipeline, the in-flight gate, the deadline, replica acknowledgements and the store's
+clock."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -11,12 +13,9 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from redis import exceptions as rx
-from redis.commands.core import AsyncScript
-
 from srm import keys as k
 from srm import metrics
-from srm.autopipeline import AutoPipeline, NeverSent
+from srm.autopipeline import AutoPipeline, NeverSent, function_missing
 from srm.clock import ServerClock
 from srm.errors import StoreUnavailable
 from srm.gate import InFlightGate, NoTurn
@@ -25,13 +24,19 @@ from srm.model import (
     Policy,
 )
 from srm.store.boundary import REDIS_FAILURES, LegacyFirst, failed, raise_domain_error
-from srm.store.scripts import load_script_source
+from srm.store.scripts import Library, build_library
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Clock = Callable[[], int]
 EVENTS_ON = EventPolicy()
+
+
+@functools.cache
+def library(scripts: tuple[str, ...]) -> Library:
+    """The library of *scripts*, built once per process."""
+    return build_library(scripts)
 
 
 def wall_clock_ms() -> int:
@@ -86,18 +91,31 @@ class StoreBase:
         self.clock = clock
         self._server_clock = ServerClock(self._server_time)
         self.deadline = deadline
-        self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(load_script_source(name)) for name in self.SCRIPTS
-        }
+        self.library = library(self.SCRIPTS)
+        self._functions = {name: self.library.function(name) for name in self.SCRIPTS}
         self.feeds = events
         self._events = events.argument
         self._gate = InFlightGate(max_in_flight, in_flight_wait)  # 0: no bound
         self.replica_acks = replica_acks
         self._ack_timeout_ms = max(1, int(replica_ack_timeout * 1000))
-        # Script calls of one event-loop turn share one pipeline write; a batch passes the
+        # Function calls of one event-loop turn share one pipeline write; a batch passes the
         # gate as one call (it holds at most one connection per node). With replica acks
         # every call needs its own WAIT, so those calls go one by one (_run_replicated).
-        self._pipeline = AutoPipeline(redis, deadline, gate=self._gate)
+        self._pipeline = AutoPipeline(redis, deadline, library=self.library.source, gate=self._gate)
+
+    def use_library(self, library: Library) -> None:
+        """Run the scripts of *library* instead (tests: a library that counts commands)."""
+        self.library = library
+        self._functions = {name: library.function(name) for name in self.SCRIPTS}
+        self._pipeline = AutoPipeline(
+            self.redis, self.deadline, library=library.source, gate=self._gate
+        )
+
+    async def load_library(self) -> None:
+        """FUNCTION LOAD the library (REPLACE; on every master of a cluster). Optional: a call
+        that finds its function missing loads it too."""
+        with self._boundary("function_load"):
+            await self._pipeline.load()
 
     # -- the boundary ------------------------------------------------------------------------
 
@@ -160,14 +178,14 @@ class StoreBase:
         # the boundary of _boundary, inline: this is every request's path
         started = time.perf_counter()
         try:
-            return await self._pipeline.call(self._scripts[name], keys, args)
+            return await self._pipeline.call(self._functions[name], keys, args)
         except REDIS_FAILURES as exc:
             raise_domain_error(name, exc)
         finally:
             metrics.store_call(name, time.perf_counter() - started)
 
     async def _run_replicated(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a script, then WAIT for replicas on the same connection, in one round trip.
+        """Run a function, then WAIT for replicas on the same connection, in one round trip.
 
         Redis replicates asynchronously: a change acknowledged by a master that dies before
         its replicas have it is lost in the failover. WAIT must follow the script on the
@@ -175,29 +193,33 @@ class StoreBase:
         pipeline; on a Cluster it is sent to the node that owns the keys. Too few replicas
         in time: SRM-0008, the outcome is unknown, as after any lost reply.
         """
-        script = self._scripts[name]
-        try:
-            result, acked = await self._script_then_wait(script, keys, args)
-        except rx.NoScriptError:  # a new or restarted master: load it there, then once more
-            await self.redis.script_load(script.script)
-            result, acked = await self._script_then_wait(script, keys, args)
+        function = self._functions[name]
+        result, acked = await self._call_then_wait(function, keys, args)
+        if function_missing(result):
+            # a new, restarted or flushed master: the library is loaded, then once more
+            await self._pipeline.load()
+            result, acked = await self._call_then_wait(function, keys, args)
+        for reply in (result, acked):
+            if isinstance(reply, Exception):
+                raise reply
         if int(acked) < self.replica_acks:
             raise failed(
                 name, StoreUnavailable(f"{acked} of {self.replica_acks} replicas acknowledged")
             )
         return result
 
-    async def _script_then_wait(
-        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    async def _call_then_wait(
+        self, function: str, keys: Sequence[str], args: Sequence[Any]
     ) -> list[Any]:
+        """The function's reply and WAIT's, each a value or the error it met."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        pipe.execute_command("FCALL", function, len(keys), *keys, *args)
         wait = ("WAIT", self.replica_acks, self._ack_timeout_ms)
         if hasattr(self.redis, "get_node_from_key"):  # RedisCluster: WAIT on the keys' node
             pipe.execute_command(*wait, target_nodes=self.redis.get_node_from_key(keys[0]))
         else:
             pipe.execute_command(*wait)
-        return list(await pipe.execute())
+        return list(await pipe.execute(raise_on_error=False))
 
     # -- time --------------------------------------------------------------------------------
 
