@@ -720,7 +720,7 @@ def reaper_rows(a: argparse.Namespace, redis_url: str, rows: list[Row], found: F
         k = instructions.reaper_per_session(REAPER_CALLGRIND_SESSIONS, retention)
         say(
             f"reaper under callgrind, retention {retention} s: thousands of instructions in "
-            f"EVALSHA per lapsed session: sweep {k['sweep']:.0f}k, purge {k['purge']:.0f}k"
+            f"FCALL per lapsed session: sweep {k['sweep']:.0f}k, purge {k['purge']:.0f}k"
         )
         rows.append((
             f"Redis instructions per lapsed session ended and removed, retention {retention} s "
