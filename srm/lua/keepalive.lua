@@ -36,12 +36,12 @@ end
 if deadline <= now then
   return 'TIMEOUT|' .. deadline
 end
-local moved = now + tonumber(ARGV[4])
+local moved = now + ARGV[4]  -- arithmetic converts it once; tonumber twice
 if ARGV[5] ~= '1' then
   ka = now
 end
 redis.call('HSET', acct.state, sid, record_moved(v, created, ka, moved))
-deadline_left(acct, deadline, moved, tonumber(held[2] or '0'))
+deadline_left(acct, deadline, moved, (held[2] or 0) + 0)
 if ARGV[6] == '1' then
   return {1, now, moved, record_strings(v)[2]}
 end

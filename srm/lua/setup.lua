@@ -94,7 +94,9 @@ if not held[1] then
 end
 local active = tonumber(held[1] or '0')
 local score = redis.call('ZSCORE', acct.due, account)
-local purge_at = now + tonumber(ARGV[9])
+-- numbers SRM passes (and Redis's own) are converted by arithmetic: tonumber converts a
+-- string twice (a check, then the conversion, each a libc strtod)
+local purge_at = now + (ARGV[9] + 0)
 
 -- the account's ACTIVE records, read only when the answer needs them: when one may have
 -- lapsed (they are ended first: lapsed sessions never count), to evict, to deny
@@ -104,7 +106,7 @@ local function load()
     records, all = active_records(acct)
   end
 end
-if active > 0 and (not score or tonumber(score) <= now) then
+if active > 0 and (not score or score + 0 <= now) then
   -- every lapsed one, however many (the work is bounded by the ACTIVE sessions): one left
   -- would count against the limit
   local queued = {}
@@ -140,7 +142,7 @@ end
 
 -- at most ARGV[21] setups a minute, joins and denials included (one refused here is not
 -- counted: a client looping setups is held to the rate, not locked out)
-local per_minute = tonumber(ARGV[21])
+local per_minute = (ARGV[21] + 0)
 if per_minute > 0 then
   local wait = rate_take(KEYS[6], strings_read[2], now, per_minute)
   if wait > 0 then
@@ -159,7 +161,7 @@ if playback ~= '' then
     -- that created it (abort.lua) sees that a player holds it
     local created = record_times(v)
     local ka = math.max(now, created + 1)
-    local moved = ka + tonumber(ARGV[22])
+    local moved = ka + (ARGV[22] + 0)
     redis.call('HSET', acct.state, joined, record_moved(v, created, ka, moved))
     deadline_left(acct, deadline, moved, active)
     return {3, active, 0, joined, '', now, moved, record_strings(v)[2]}
@@ -185,7 +187,7 @@ end
 -- the device registry: an unregistered device needs a free place, after forgetting the
 -- devices that set nothing up for too long (a device streaming now is never forgotten: its
 -- last setup may be older than forget_after, its place is still taken)
-local device_max = tonumber(ARGV[18])
+local device_max = (ARGV[18] + 0)
 local registered = device_max > 0 and redis.call('HGET', KEYS[5], device)
 local first_seen, last_seen, seen_type  -- of the registered device
 if registered then
@@ -204,13 +206,13 @@ local function streams(dev)
   end
   return streaming[dev] == true
 end
-if registered and last_seen < now - tonumber(ARGV[19]) and not streams(device) then
+if registered and last_seen < now - (ARGV[19] + 0) and not streams(device) then
   registered = false  -- forgotten: it registers again, as a new device
 end
 if device_max > 0 and not registered then
   local n = redis.call('HLEN', KEYS[5])
   if n >= device_max then
-    n = forget_devices(KEYS[5], acct, now - tonumber(ARGV[19]), now, streams)
+    n = forget_devices(KEYS[5], acct, now - (ARGV[19] + 0), now, streams)
   end
   if n >= device_max then
     session_denied(acct, KEYS[3], DENIAL_KEPT, 'devices', device_max, now, device, ARGV[11],
@@ -530,7 +532,7 @@ active = active - ended + 1
 -- when that is shorter (a device is then forgotten at most that much early), or when its type
 -- changed: forget_after counts days, and most setups then write nothing to the registry
 local seen_lately = registered and seen_type == ARGV[11] and
-  last_seen > now - math.min(3600000, math.floor(tonumber(ARGV[19]) / 24))
+  last_seen > now - math.min(3600000, math.floor((ARGV[19] + 0) / 24))
 if device_max > 0 and not seen_lately then
   local stamp = digits(now)
   redis.call('HSET', KEYS[5], device, (registered and first_seen or stamp) .. ',' .. stamp ..
@@ -540,7 +542,7 @@ if device_max > 0 and not seen_lately then
     device_registered(acct, now, device, ARGV[11], active)
   end
 end
-local deadline = now + tonumber(ARGV[7])
+local deadline = now + (ARGV[7] + 0)
 session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active, where,
   flagged)
 local record = record_new(now, deadline, device, ARGV[5], ARGV[6], ARGV[11], ARGV[12], groups,
