@@ -18,6 +18,7 @@ and again once those sessions ended ("repeat": what a viewer's every later setup
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
@@ -27,11 +28,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import load, procs, storage
 from srm.connection import COMPACT_HASH_VALUE, connect
@@ -344,20 +345,32 @@ class Callgrind:
         return sorted(self.tmp.glob(f"cg.{pid}.*"), key=lambda p: int(p.suffix[1:]))
 
 
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def counted(run: Callable[[Callgrind], Coroutine[Any, Any, T]]) -> Iterator[tuple[T, list[Path]]]:
+    """Runs *run* against a redis-server under callgrind in a temporary directory, stops the
+    server, and yields what *run* returned with every dump written (readable until the with
+    block ends)."""
+    with tempfile.TemporaryDirectory(prefix="srm-callgrind-") as tmp:
+        server = Callgrind(Path(tmp))
+        try:
+            result = asyncio.run(run(server))
+        finally:
+            server.stop()
+        yield result, server.dumps()
+
+
 def instructions(setups: int) -> dict[str, dict[str, float]]:
     """Thousands of instructions redis-server executes per setup inside FCALL (callgrind,
     user space), by phase and configuration: a count that, unlike time, does not move with
     the load of the machine. *setups* per configuration and phase."""
-    with tempfile.TemporaryDirectory(prefix="srm-callgrind-") as tmp:
-        server = Callgrind(Path(tmp))
-        try:
-            done = asyncio.run(_instructions_run(server, setups))
-        finally:
-            server.stop()
-        out: dict[str, dict[str, float]] = {p: {} for p in PHASES}
-        for (config, phase), dump in zip(done, server.dumps(), strict=True):
+    out: dict[str, dict[str, float]] = {p: {} for p in PHASES}
+    with counted(lambda server: _instructions_run(server, setups)) as (done, dumps):
+        for (config, phase), dump in zip(done, dumps, strict=True):
             out[phase][config] = inclusive(dump, "fcallCommand") / setups / 1000
-        return out
+    return out
 
 
 def _wait_for(url: str) -> None:

@@ -15,10 +15,7 @@ library: the baseline the library's gain is read against.
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from bench import households, storage
@@ -51,16 +48,11 @@ class Evalsha(AutoPipeline):
 def per_call(calls: int) -> dict[str, dict[str, float]]:
     """Thousands of instructions inside FCALL (and, for the baseline, EVALSHA) per call, by
     way and phase; *calls* per phase and way."""
-    with tempfile.TemporaryDirectory(prefix="srm-callgrind-") as tmp:
-        server = households.Callgrind(Path(tmp))
-        try:
-            done = asyncio.run(_run(server, calls))
-        finally:
-            server.stop()
-        out: dict[str, dict[str, float]] = {way: {} for way in WAYS}
-        for (way, phase), dump in zip(done, server.dumps(), strict=True):
+    out: dict[str, dict[str, float]] = {way: {} for way in WAYS}
+    with households.counted(lambda server: _run(server, calls)) as (done, dumps):
+        for (way, phase), dump in zip(done, dumps, strict=True):
             out[way][phase] = households.inclusive(dump, ENTRY[way]) / calls / 1000
-        return out
+    return out
 
 
 async def _run(server: households.Callgrind, calls: int) -> list[tuple[str, str]]:
@@ -120,20 +112,15 @@ def reaper_per_session(sessions: int, retention: int) -> dict[str, float]:
     """Thousands of instructions inside FCALL per lapsed session, for the sweep that ends
     them and the purge that removes them (`sweep`, `purge`), with an ENDED retention of
     *retention* seconds (the purge runs on a test clock moved past it)."""
-    with tempfile.TemporaryDirectory(prefix="srm-callgrind-") as tmp:
-        server = households.Callgrind(Path(tmp))
-        try:
-            ended = asyncio.run(_reap(server, sessions, retention))
-        finally:
-            server.stop()
-        out = {}
-        for step, dump in zip(("sweep", "purge"), server.dumps(), strict=True):
+    out = {}
+    with households.counted(lambda server: _reap(server, sessions, retention)) as (ended, dumps):
+        for step, dump in zip(("sweep", "purge"), dumps, strict=True):
             try:
                 count = households.inclusive(dump, ENTRY["fcall"])
             except RuntimeError:  # no script ran: nothing was left to purge
                 count = 0
             out[step] = count / ended / 1000
-        return out
+    return out
 
 
 async def _reap(server: households.Callgrind, sessions: int, retention: int) -> int:
