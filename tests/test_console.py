@@ -243,10 +243,18 @@ class Console:
 
     # actions
 
+    def fill(self, field: Any, text: str) -> None:
+        """Replace what *field* holds with *text*, as a user would: select all, delete,
+        type, with the focus kept on the field throughout. (WebDriver's clear() blurs the
+        field, and a refresh in that moment refills an empty field that has no focus.)"""
+        from selenium.webdriver.common.keys import Keys
+
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(Keys.BACKSPACE, text)
+
     def sign_in(self, key: str = OPERATOR_KEY) -> None:
         field = self.visible("key-input")
-        field.clear()
-        field.send_keys(key)
+        self.fill(field, key)
         self.find("sign-in").click()
 
     def signed_in(self) -> None:
@@ -255,8 +263,7 @@ class Console:
 
     def look_up(self, account: str) -> None:
         field = self.visible("account-input")
-        field.clear()
-        field.send_keys(account)
+        self.fill(field, account)
         self.find("account-search").click()
 
     # the session table
@@ -555,8 +562,7 @@ def test_a_limit_override_set_in_the_console_denies_a_setup(page: Console) -> No
     assert not page.find("limit-remove").is_enabled()
 
     field = page.find("limit-input")
-    field.clear()
-    field.send_keys("1")
+    page.fill(field, "1")
     page.find("limit-save").click()
     page.wait(lambda d: "1 (override" in page.find("limit-state").text)
     assert "Limit override set to 1" in page.message()
@@ -565,8 +571,7 @@ def test_a_limit_override_set_in_the_console_denies_a_setup(page: Console) -> No
     page.wait(lambda d: "1 active of 1 allowed" in page.find("account-summary").text)
     page.screenshot("limit-override")
 
-    field.clear()
-    field.send_keys("lots")
+    page.fill(field, "lots")
     page.find("limit-save").click()
     page.wait(lambda d: "whole number" in page.driver.find_element("id", "limits-error").text)
 

@@ -74,8 +74,7 @@ def test_a_rule_override_set_in_the_console_applies(chrome: Any, rules_srm: SrmP
     page.wait(lambda d: "1 (default)" in page.find("rule-state").text)
 
     field = page.find("rule-input")
-    field.clear()
-    field.send_keys("0")
+    page.fill(field, "0")
     page.find("rule-save").click()
     page.wait(lambda d: "0 (override)" in page.find("rule-state").text)
     denied = _uhd_setup(page, "acct-rule", "dev-1")

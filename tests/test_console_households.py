@@ -346,8 +346,7 @@ def test_home_networks_are_set_and_cleared_and_sessions_show_where_they_are(
     )
 
     field = page.find("home-input")
-    field.clear()
-    field.send_keys("127.0.0.0/24, 2001:db8:5::/56")
+    page.fill(field, "127.0.0.0/24, 2001:db8:5::/56")
     page.find("home-save").click()
     assert "Home networks set: 127.0.0.0/24, 2001:db8:5::/56." in page.wait_message("set")
     page.wait(
@@ -378,8 +377,7 @@ def test_home_networks_are_set_and_cleared_and_sessions_show_where_they_are(
     error = page.find("home-error")
     for bad in ("10.0.0.0/33", "nonsense", "1.0.0.0/8 2.0.0.0/8 3.0.0.0/8 4.0.0.0/8 5.0.0.0/8"):
         field = page.find("home-input")
-        field.clear()
-        field.send_keys(bad)
+        page.fill(field, bad)
         page.find("home-save").click()
         networks = bad.split()
         refused = _operator(page, "PUT", f"/srm/v1/accounts/{account}/home", {"networks": networks})
