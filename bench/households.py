@@ -21,10 +21,12 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -371,6 +373,37 @@ def instructions(setups: int) -> dict[str, dict[str, float]]:
         for (config, phase), dump in zip(done, dumps, strict=True):
             out[phase][config] = inclusive(dump, "fcallCommand") / setups / 1000
     return out
+
+
+# main just before households began (848bd09): the setup whose Redis time issue 23's cost
+# target starts from ("keeps its current Redis time within +20%")
+BEFORE = "9ec700e"
+
+
+def instructions_before(setups: int, commit: str = BEFORE) -> float | None:
+    """Thousands of instructions redis-server executes per later setup (each device's second)
+    of the ``off`` sessions with the SRM of *commit*, inside the one script call it makes
+    (EVALSHA then; callgrind, user space): the setup as it was before households, counted
+    in the same run as instructions(). None when this checkout lacks *commit* (a shallow
+    clone)."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", commit],
+                             capture_output=True)  # fmt: skip
+    if archive.returncode != 0:
+        return None
+    with tempfile.TemporaryDirectory(prefix="srm-before-") as tree:
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+
+        async def run(server: Callgrind) -> None:
+            driver = Path(__file__).with_name("households_before.py")
+            args = [sys.executable, str(driver), server.url, str(server.proc.pid), str(setups)]
+            env = {**os.environ, "PYTHONPATH": tree}
+            child = await asyncio.create_subprocess_exec(*args, cwd=tree, env=env)
+            if await child.wait() != 0:
+                raise RuntimeError(f"the setups of {commit} failed (exit {child.returncode})")
+
+        with counted(run) as (_, dumps):
+            return inclusive(dumps[0], "evalGenericCommand") / setups / 1000
 
 
 def _wait_for(url: str) -> None:

@@ -12,7 +12,7 @@ filter is applied by setup.lua, which alone knows the account's home networks.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +103,17 @@ class Rule:
         kind = b"=" + self.name.encode() + _COUNT_SUFFIX[self.count].encode()
         value = device_id.encode() if self.count == "devices" else network
         return kind + b":" + group, kind + b"#%d:" % len(group) + group + value
+
+
+def setup_text(rules: Sequence[Rule]) -> str:
+    """Every rule as setup.lua takes them in one argument (_rules.lua), the same at every
+    setup of one configuration: per rule, separated by ';', its name, reference, max, policy,
+    count, location ('-' anywhere, 'h' home, 'a' away) and mode. Setup then names each rule
+    a session matches by its index in this text, from 1."""
+    return ";".join(
+        f"{r.name} {r.reference} {r.max} {r.policy} {r.count} {r.where or '-'} {r.mode}"
+        for r in rules
+    )
 
 
 def parse(

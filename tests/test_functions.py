@@ -4,7 +4,9 @@ and servers older than Redis 7.0 are refused at start."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,9 @@ from srm import keys as k
 from srm.config import ConfigError
 from srm.connection import check_version, connect
 from srm.embedded import find_redis_server
-from srm.errors import InternalError
+from srm.errors import InternalError, LimitReached
 from srm.model import EndReason, EventPolicy, NewSession, Policy, RevocationFeed
+from srm.rules import Rule
 from srm.store import EndOutcome, SessionStore, build_library
 from tests import invariants
 from tests.helpers import (
@@ -83,6 +86,9 @@ def test_the_library_defines_the_fragments_once_and_each_script_as_a_function() 
         "DAY_OF",
         "BATCH",
     }
+    # and what it keeps across calls is a memo of a pure conversion (rule sets, numbers, the
+    # events settings): an entry found gives the answer an entry made would
+    assert library.kept == {"RULE_SETS", "DIGITS_OF", "NUMBER_OF", "SETTINGS", "EVENTS_OF"}
     # another text is another library, with other function names
     other = build_library(SessionStore.SCRIPTS, lambda text: text + "\n")
     assert other.name != library.name
@@ -280,3 +286,78 @@ async def test_the_reaper_frees_memory_on_a_full_server(
     finally:
         await server.config_set("maxmemory", "0")
     await invariants.check(server, keyspace)
+
+
+async def test_stores_of_other_rules_and_settings_on_one_server_each_get_their_own(
+    server: Any, clock: Clock
+) -> None:
+    """The library keeps each rule set, events setting and setting it parsed (a memo): stores
+    of other rules, limits and periods on one server, called in turn, each get their own;
+    and past the memo's bound (16 rule sets) it starts over and still answers right."""
+    keyspace = k.Keys(shards=1)
+    stores = []
+    for i in range(20):  # rule "uhd" allows i + 1 UHD streams; the account limit i + 2
+        policy = Policy(
+            timeout_ms=60_000 + i,
+            max_sessions=i + 2,
+            retention_ms=60_000,
+            evict=False,
+            rules=(Rule("uhd", i + 1, qualities=("UHD",)),),
+        )
+        events = EventPolicy(maxlen=1000 + i) if i % 2 else EventPolicy(enabled=False)
+        stores.append(SessionStore(server, keyspace, policy, clock=clock, events=events))
+    for _ in range(2):  # twice round: the second finds (or, past the bound, makes) each again
+        for i, store in enumerate(stores):
+            account = f"acct-{i}-{uuid.uuid4().hex[:6]}"
+
+            def uhd(account: str = account) -> NewSession:
+                return dataclasses.replace(new(account, uuid.uuid4().hex[:8]), quality="UHD")
+
+            started = [await store.setup(uhd()) for _ in range(i + 1)]
+            assert [s.active for s in started] == list(range(1, i + 2))
+            with pytest.raises(LimitReached) as refused:
+                await store.setup(uhd())
+            assert (refused.value.rule, refused.value.limit) == ("uhd", i + 1)
+            started.append(await store.setup(new(account, "dev-hd")))  # no rule: the last place
+            with pytest.raises(LimitReached) as full:
+                await store.setup(new(account, "dev-more"))
+            assert (full.value.rule, full.value.limit) == ("account", i + 2)
+            last = started[-1]
+            assert last.deadline_ms - last.at_ms == 60_000 + i  # its own keep-alive period
+    emitted = {f["a"].split("-")[1] for _id, f in await server.xrange(keyspace.events(0))}
+    assert emitted == {str(i) for i in range(1, 20, 2)}  # only the stores with events on
+    await invariants.check(server, keyspace)
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    ["0 1 9 10 99 100 999 1000 1023 1024 1025 4096", "-1 -1024 0.5 2.5", "1796670194649 120000"],
+)
+async def test_the_memos_of_numbers_answer_as_the_conversions_they_spare(
+    server: Any, numbers: str
+) -> None:
+    """digits, number_of and setting (_time.lua) answer what string.format('%d') and tonumber
+    do, on a first call (made) and a second (found), inside and outside the memos' range."""
+    values = numbers.split()
+    body = "\n".join(
+        [
+            "local out = {}",
+            "for round = 1, 2 do",
+            "  for _, text in ipairs(ARGV) do",
+            "    local n = tonumber(text)",
+            "    out[#out + 1] = digits(n) .. '|' .. string.format('%d', n)",
+            "    out[#out + 1] = tostring(number_of(text)) .. '|' .. tostring(n)",
+            "    out[#out + 1] = tostring(setting(text)) .. '|' .. tostring(n)",
+            "  end",
+            "end",
+            "for _, text in ipairs({'x', '', '1x', ' 7'}) do",
+            "  out[#out + 1] = tostring(number_of(text)) .. '|' .. tostring(tonumber(text))",
+            "end",
+            "return out",
+        ]
+    )
+    fragment = resources.files("srm").joinpath("lua", "_time.lua").read_text()
+    script = fragment + "\n" + body
+    for pair in await server.eval(script, 0, *values):
+        made, expected = pair.split("|")
+        assert made == expected, pair

@@ -468,7 +468,7 @@ local function end_lapsed(acct, now, purge_at, max, queued, shard)
     -- account hash left with its usage only expires (usage_only_expires), as after a purge.
     local gone, ended, others = {N}, {}, 0
     local keep = not (shard and purge_at <= now)
-    local delta = -(tonumber(all[N] or '0') or 0)
+    local delta = -(number_of(all[N] or '0') or 0)
     if shard then
       shard.active = shard.active + delta
     else

@@ -26,21 +26,32 @@ local REVOKE_SLACK, REVOKE_MAXLEN = nil, '0'  -- the slack (s), and the MAXLEN t
 -- below), {key, day, value (false: none)}; events_config clears it at the start of every call
 local HELD = nil
 
+-- kept across calls: each events ARGV events_config read, parsed: {EVENTS, MAXLEN_TEXT, MAXLEN,
+-- MAX_AGE, REVOKE_SLACK, REVOKE_MAXLEN} (SRM passes the same one at every call)
+local EVENTS_OF = memo(16)
+
 local function events_config(arg)
   HELD = nil
-  EVENTS = arg or ''
-  local bar = string.find(EVENTS, '|', 1, true)
-  if bar then
-    local slack, maxlen = string.match(string.sub(EVENTS, bar + 1), '^(%d+),(%d+)$')
-    REVOKE_SLACK, REVOKE_MAXLEN = tonumber(slack), maxlen
-    EVENTS = string.sub(EVENTS, 1, bar - 1)
+  arg = arg or ''
+  local c = EVENTS_OF.entries[arg]
+  if not c then
+    local events, slack, revoke_maxlen = arg, nil, '0'
+    local bar = string.find(arg, '|', 1, true)
+    if bar then
+      local s, maxlen = string.match(string.sub(arg, bar + 1), '^(%d+),(%d+)$')
+      slack, revoke_maxlen = tonumber(s), maxlen
+      events = string.sub(arg, 1, bar - 1)
+    end
+    c = {events, '0', 0, 0, slack, revoke_maxlen}
+    if events ~= '' then
+      local comma = string.find(events, ',', 1, true)
+      c[2] = string.sub(events, 1, comma - 1)
+      c[3] = tonumber(c[2])
+      c[4] = tonumber(string.sub(events, comma + 1))
+    end
+    remember(EVENTS_OF, arg, c)
   end
-  if EVENTS ~= '' then
-    local comma = string.find(EVENTS, ',', 1, true)
-    MAXLEN_TEXT = string.sub(EVENTS, 1, comma - 1)
-    MAXLEN = tonumber(MAXLEN_TEXT)
-    MAX_AGE = tonumber(string.sub(EVENTS, comma + 1))
-  end
+  EVENTS, MAXLEN_TEXT, MAXLEN, MAX_AGE, REVOKE_SLACK, REVOKE_MAXLEN = unpack(c, 1, 6)
 end
 
 local function emit(stream, t, at, a, s, d, dt, c, ct, q, x, n, w)
@@ -205,11 +216,11 @@ local function usage_add(key, at, what, watched, active, known)
   local held = BATCH and BATCH[key .. '|' .. day]
   local v = held and held.v or usage_read(key, day, BATCH and known)
   local i = USAGE[what]
-  v[i] = v[i] + 1
+  v[i] = number_of(v[i]) + 1
   if watched ~= 0 then
     v[WATCHED] = v[WATCHED] + watched
   end
-  if active > tonumber(v[PEAK]) then
+  if active > number_of(v[PEAK]) then
     v[PEAK] = active
   end
   if BATCH then

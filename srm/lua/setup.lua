@@ -23,11 +23,12 @@
 -- ARGV[20] playbackId ('' none)  ARGV[21] setups allowed per account and minute (0: any)
 -- ARGV[22] keep-alive period (ms): a join's deadline (ARGV[7] is provisional for a new
 -- session when keep-alive is disabled; a joined one is not new)
+-- ARGV[23] every configured rule (_rules.lua: each one's name, reference (records' groups),
+-- configured max, policy, count ('sessions', 'devices', 'networks'), location (anywhere, home,
+-- away: setup applies this filter, it alone knows the home), mode ('enforce', 'monitor':
+-- never refuses nor evicts, flags the setup instead))
 -- then per rule the session matches (by quality, device type, content type), RULE_ARGS ARGV:
--- name, reference (records' groups), counter field, configured max, policy, count ('sessions',
--- 'devices', 'networks'), value field ('' when it counts sessions), location ('' anywhere,
--- 'h' home, 'a' away: setup applies this filter, it alone knows the home), mode ('enforce',
--- 'monitor': never refuses nor evicts, flags the setup instead)
+-- its index in ARGV[23] ('1' first), counter field, value field ('' when it counts sessions)
 -- Returns {1 created | 2 created by an earlier try of this call, active after it, limit,
 -- sessionId, the monitor rules that flagged it ("<rule>,..."), now, its deadline (ms: the
 -- CDN token's times)}; {3, active, limit, sessionId, '', now, deadline, its contentID} when
@@ -56,7 +57,7 @@ local MINUTE = 60000
 local function rate_take(key, held, now, limit)  -- held: the key's value read (false: none)
   local minute = math.floor(now / MINUTE)
   local m, this, last = string.match(held or '', '^(%d+),(%d+),(%d+)$')
-  m, this, last = tonumber(m), tonumber(this) or 0, tonumber(last) or 0
+  m, this, last = tonumber(m), number_of(this) or 0, number_of(last) or 0
   if m ~= minute then
     last = m == minute - 1 and this or 0
     this = 0
@@ -73,7 +74,7 @@ local function rate_take(key, held, now, limit)  -- held: the key's value read (
   -- only after this minute, once its count, then weighing as the last, has fallen enough
   return (MINUTE - into) + math.max(0, math.ceil(MINUTE - MINUTE * (limit - 1) / this))
 end
-local RULE_ARGS, FIRST_RULE = 9, 23
+local RULE_ARGS, FIRST_RULE = 3, 24
 local now = server_time(ARGV[1])
 local sid, account, device = ARGV[2], ARGV[3], ARGV[4]
 local address, net = ARGV[15], ARGV[16]
@@ -92,11 +93,11 @@ if not held[1] then
     return legacy
   end
 end
-local active = tonumber(held[1] or '0')
+local active = number_of(held[1] or '0')
 local score = redis.call('ZSCORE', acct.due, account)
 -- numbers SRM passes (and Redis's own) are converted by arithmetic: tonumber converts a
 -- string twice (a check, then the conversion, each a libc strtod)
-local purge_at = now + (ARGV[9] + 0)
+local purge_at = now + setting(ARGV[9])
 
 -- the account's ACTIVE records, read only when the answer needs them: when one may have
 -- lapsed (they are ended first: lapsed sessions never count), to evict, to deny
@@ -142,7 +143,7 @@ end
 
 -- at most ARGV[21] setups a minute, joins and denials included (one refused here is not
 -- counted: a client looping setups is held to the rate, not locked out)
-local per_minute = (ARGV[21] + 0)
+local per_minute = setting(ARGV[21])
 if per_minute > 0 then
   local wait = rate_take(KEYS[6], strings_read[2], now, per_minute)
   if wait > 0 then
@@ -161,7 +162,7 @@ if playback ~= '' then
     -- that created it (abort.lua) sees that a player holds it
     local created = record_times(v)
     local ka = math.max(now, created + 1)
-    local moved = ka + (ARGV[22] + 0)
+    local moved = ka + setting(ARGV[22])
     redis.call('HSET', acct.state, joined, record_moved(v, created, ka, moved))
     deadline_left(acct, deadline, moved, active)
     return {3, active, 0, joined, '', now, moved, record_strings(v)[2]}
@@ -187,7 +188,8 @@ end
 -- the device registry: an unregistered device needs a free place, after forgetting the
 -- devices that set nothing up for too long (a device streaming now is never forgotten: its
 -- last setup may be older than forget_after, its place is still taken)
-local device_max = (ARGV[18] + 0)
+local device_max = setting(ARGV[18])
+local forget_after = setting(ARGV[19])
 local registered = device_max > 0 and redis.call('HGET', KEYS[5], device)
 local first_seen, last_seen, seen_type  -- of the registered device
 if registered then
@@ -206,13 +208,13 @@ local function streams(dev)
   end
   return streaming[dev] == true
 end
-if registered and last_seen < now - (ARGV[19] + 0) and not streams(device) then
+if registered and last_seen < now - forget_after and not streams(device) then
   registered = false  -- forgotten: it registers again, as a new device
 end
 if device_max > 0 and not registered then
   local n = redis.call('HLEN', KEYS[5])
   if n >= device_max then
-    n = forget_devices(KEYS[5], acct, now - (ARGV[19] + 0), now, streams)
+    n = forget_devices(KEYS[5], acct, now - forget_after, now, streams)
   end
   if n >= device_max then
     session_denied(acct, KEYS[3], DENIAL_KEPT, 'devices', device_max, now, device, ARGV[11],
@@ -228,7 +230,9 @@ if device_max > 0 and not registered then
 end
 
 -- the limits the setup must fit: the account's first, then each rule that applies here
-local checks = {{name = 'account', max = tonumber(strings_read[4] or ARGV[8]),
+local limit_override = strings_read[4]
+local checks = {{name = 'account',
+  max = limit_override and tonumber(limit_override) or setting(ARGV[8]),
   policy = ARGV[10], count = 'sessions'}}
 local refs = {}
 local overrides = {}
@@ -239,14 +243,17 @@ if #ARGV >= FIRST_RULE then
   end
 end
 local argv = ARGV
+local rules = #argv >= FIRST_RULE and rule_set(argv[23])
 for i = FIRST_RULE, #argv, RULE_ARGS do
-  local at = argv[i + 7]
+  local rule = rules[argv[i]]
+  local at = rule.at
   if at == '' or (at == 'h' and loc ~= 'a') or (at == 'a' and loc == 'a') then
-    local name = argv[i]
-    checks[#checks + 1] = {name = name, field = argv[i + 2], vfield = argv[i + 6],
-      max = tonumber(overrides[name] or argv[i + 3]), policy = argv[i + 4],
-      count = argv[i + 5], monitor = argv[i + 8] == 'monitor'}
-    refs[#refs + 1] = argv[i + 1]
+    local name = rule.name
+    local override = overrides[name]
+    checks[#checks + 1] = {name = name, field = argv[i + 1], vfield = argv[i + 2],
+      max = override and tonumber(override) or rule.max, policy = rule.policy,
+      count = rule.count, monitor = rule.monitor, n = 0, have = 0}
+    refs[#refs + 1] = rule.ref
   end
 end
 local groups = table.concat(refs, ',')
@@ -262,10 +269,10 @@ if #checks > 1 then
   local got = redis.call('HMGET', acct.state, unpack(fields))
   local j = 1
   for i = 2, #checks do
-    checks[i].n = tonumber(got[j] or '0') or 0
+    checks[i].n = number_of(got[j] or '0') or 0
     j = j + 1
     if checks[i].vfield ~= '' then
-      checks[i].have = tonumber(got[j] or '0') or 0
+      checks[i].have = number_of(got[j] or '0') or 0
       j = j + 1
     end
   end
@@ -532,7 +539,7 @@ active = active - ended + 1
 -- when that is shorter (a device is then forgotten at most that much early), or when its type
 -- changed: forget_after counts days, and most setups then write nothing to the registry
 local seen_lately = registered and seen_type == ARGV[11] and
-  last_seen > now - math.min(3600000, math.floor((ARGV[19] + 0) / 24))
+  last_seen > now - math.min(3600000, math.floor(forget_after / 24))
 if device_max > 0 and not seen_lately then
   local stamp = digits(now)
   redis.call('HSET', KEYS[5], device, (registered and first_seen or stamp) .. ',' .. stamp ..
@@ -542,7 +549,7 @@ if device_max > 0 and not seen_lately then
     device_registered(acct, now, device, ARGV[11], active)
   end
 end
-local deadline = now + (ARGV[7] + 0)
+local deadline = now + setting(ARGV[7])
 session_started(acct, sid, now, device, ARGV[11], ARGV[5], ARGV[6], ARGV[12], active, where,
   flagged)
 local record = record_new(now, deadline, device, ARGV[5], ARGV[6], ARGV[11], ARGV[12], groups,

@@ -23,6 +23,7 @@ from srm.model import (
     EventPolicy,
     Policy,
 )
+from srm.rules import Rule
 from srm.store.boundary import REDIS_FAILURES, LegacyFirst, failed, raise_domain_error
 from srm.store.scripts import Library, build_library
 
@@ -88,6 +89,8 @@ class StoreBase:
         self.redis = redis
         self.keys = keyspace
         self.policy = policy
+        # the policy's rules, setup.lua's text of them and their index texts (_rule_args)
+        self._rule_set: tuple[tuple[Rule, ...], str, list[str]] = ((), "", [])
         self.clock = clock
         self._server_clock = ServerClock(self._server_time)
         self.deadline = deadline

@@ -13,7 +13,9 @@ for one call at its top level), so that the sources stay as they are:
 - a fragment's top-level value that some code assigns or changes (events_config's settings,
   a cache of one call) is per-call state: each function sets it back to its initial value
   before its body runs, so nothing of one call is seen by the next. Values nothing changes
-  (constants, and tables only ever read) are made once.
+  (constants, and tables only ever read) are made once, and so is a memo whose comment
+  begins "kept across calls" (the parsed rule sets: an entry found or made gives the same
+  answer, so keeping it only spares the work).
 
 The library's name carries a digest of its text (``srm_<digest>``), and so do its functions
 (``srm_<digest>_<script>``): two versions of SRM running side by side during a roll-out each
@@ -30,7 +32,10 @@ from functools import cache
 from importlib import resources
 
 # The shared fragments, in the order a script needs them (each may use the ones before it).
-_FRAGMENTS = ("_time", "_events", "_account", "_households", "_legacy")
+_FRAGMENTS = ("_time", "_events", "_account", "_households", "_legacy", "_rules")
+# A value whose comment says it is kept across calls is not per-call state: a memo of a pure
+# function of its key (a call's answer is the same whether it finds the entry or not).
+_KEPT = re.compile(r"^-- kept across calls\b", re.MULTILINE)
 _DEFINITION = re.compile(r"local (?:function )?([\w, ]+?)\s*[(=]")
 _FUNCTION = re.compile(r"local function ")
 _NAME = re.compile(r"[A-Za-z_]\w*")
@@ -144,6 +149,7 @@ class Library:
     source: str
     scripts: tuple[str, ...]
     state: frozenset[str]  # the fragment names reset at every call
+    kept: frozenset[str]  # the fragment memos kept across calls
 
     def function(self, script: str) -> str:
         return f"{self.name}_{script}"
@@ -169,6 +175,7 @@ def build_library(
         b
         for b in used
         if not b.function
+        and not _KEPT.search(b.text)
         and any(
             _changed(n, b.code().split("=", 1)[1].lstrip().startswith("{"), code) for n in b.names
         )
@@ -199,4 +206,5 @@ def build_library(
         source=f"#!lua name={library}\n" + text.replace("'@@_", f"'{library}_"),
         scripts=scripts,
         state=frozenset(n for b in state for n in b.names),
+        kept=frozenset(n for b in used if not b.function and _KEPT.search(b.text) for n in b.names),
     )

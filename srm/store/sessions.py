@@ -24,7 +24,7 @@ from srm.model import (
     NewSession,
     Started,
 )
-from srm.rules import DEVICES_RULE
+from srm.rules import DEVICES_RULE, setup_text
 from srm.store.households import END_ALL_MARKER_MS, Households, device, in_registration_order
 
 
@@ -129,22 +129,17 @@ class Sessions(Households):
         raise InternalError(f"setup of {new.session_id} refused with status {status}")
 
     def _rule_args(self, new: NewSession, net: bytes) -> list[Any]:
-        """setup.lua's ARGV for each rule the new session matches (see its header)."""
-        args: list[Any] = []
-        for rule in self.policy.rules:
+        """setup.lua's ARGV from its 23rd (see its header): every rule in one text, then for
+        each rule the new session matches its index in that text and its fields."""
+        rules = self.policy.rules
+        if rules is not self._rule_set[0]:  # made once per rule set (a new policy: again)
+            self._rule_set = (rules, setup_text(rules), [str(i) for i in range(1, len(rules) + 1)])
+        _, text, indexes = self._rule_set
+        args: list[Any] = [text]
+        for rule, index in zip(rules, indexes, strict=True):
             if rule.matches(new.quality, new.device_type, new.content_type):
                 field, value_field = rule.fields(new.device_id, new.content_id, net)
-                args += [
-                    rule.name,
-                    rule.reference,
-                    field,
-                    rule.max,
-                    rule.policy,
-                    rule.count,
-                    value_field,
-                    rule.where,
-                    rule.mode,
-                ]
+                args += [index, field, value_field]
         return args
 
     async def _confirm(self, account_id: str, session_id: str) -> None:
