@@ -114,6 +114,18 @@ async def test_the_audit_repairs_a_non_numeric_counter(store: SessionStore, keys
     assert (await store.setup(new("dev-3"))).active == 3
 
 
+async def test_a_damaged_limit_override_leaves_the_default_limit(
+    store: SessionStore, keyspace: Any
+) -> None:
+    """An account limit override that is not a number (damaged) is not a limit: the setup is
+    held to the default (3), not failed."""
+    await many(store, 3)  # (an override of 3)
+    await store.redis.set(keyspace.account("acct-1").limit, "lots")
+    with pytest.raises(LimitReached) as refused:
+        await store.setup(new("dev-4"))
+    assert (refused.value.rule, refused.value.limit) == ("account", 3)
+
+
 async def test_a_damaged_denial_marker_is_checked_again(store: SessionStore, keyspace: Any) -> None:
     s = new()
     await store.redis.set(keyspace.denied("acct-1", s.session_id), "not a marker", px=10_000)
