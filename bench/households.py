@@ -394,12 +394,23 @@ def instructions_before(setups: int, commit: str = BEFORE) -> float | None:
     with tempfile.TemporaryDirectory(prefix="srm-before-") as tree:
         subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
 
+        # the sessions of `off`, by the fields the NewSession of *commit* has
+        fields = ("session_id", "account_id", "device_id", "content_id", "content_type",
+                  "device_type", "quality")  # fmt: skip
+        listed = {
+            part: [{f: getattr(new, f) for f in fields} for new in sessions(n, tag, False)]
+            for part, n, tag in (("warm", 60, "warm-before"), ("probes", setups, "cg-before"))
+        }
+
         async def run(server: Callgrind) -> None:
             driver = Path(__file__).with_name("households_before.py")
-            args = [sys.executable, str(driver), server.url, str(server.proc.pid), str(setups)]
+            args = [sys.executable, str(driver), server.url, str(server.proc.pid)]
             env = {**os.environ, "PYTHONPATH": tree}
-            child = await asyncio.create_subprocess_exec(*args, cwd=tree, env=env)
-            if await child.wait() != 0:
+            child = await asyncio.create_subprocess_exec(
+                *args, cwd=tree, env=env, stdin=asyncio.subprocess.PIPE
+            )
+            await child.communicate(json.dumps(listed).encode())
+            if child.returncode != 0:
                 raise RuntimeError(f"the setups of {commit} failed (exit {child.returncode})")
 
         with counted(run) as (_, dumps):
